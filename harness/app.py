@@ -1,0 +1,88 @@
+"""The `python -m harness` entry point: a thin Hydra app around `run_job`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail
+from harness.config import HarnessConfig, SettingError
+from harness.metadata import run_metadata
+from harness.plan import check
+from harness.results import stored_key, write_rows
+from harness.runner import run_point
+from harness.summary import short_table
+
+log = logging.getLogger("harness")
+
+ConfigStore.instance().store(name="harness_schema", node=HarnessConfig)
+
+
+def point_key(cfg: DictConfig) -> str:
+    """A digest of every task setting: a stored file with this key holds this job's rows."""
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _label(cfg: DictConfig) -> str:
+    return (f"B={cfg.batch_size} C={cfg.num_classes} {cfg.dtype} scale={cfg.logit_scale:g} "
+            f"{cfg.targets} {cfg.device} seed={cfg.seed}")
+
+
+def _progress(index: int, total: int) -> str:
+    """`[3/24, 21 left, ~40 s to go]` from the sweep's start time and points done so far."""
+    text = f"[{index}/{total}, {total - index} left"
+    start = os.environ.get(SWEEP_START_ENV)
+    if start and index > 1:
+        per_point = (time.time() - float(start)) / (index - 1)
+        text += f", ~{per_point * (total - index + 1):.0f} s to go"
+    return text + "]"
+
+
+def run_job(cfg: DictConfig) -> str:
+    """Measure one point into this job's output directory; 'measured' or 'resumed'."""
+    try:
+        point, variants = check(cfg)
+    except SettingError as exc:
+        fail(str(exc))
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    out_dir = Path(hc.runtime.output_dir)
+    index = hc.job.num + 1 if multirun else 1
+    total = int(os.environ.get(SWEEP_SIZE_ENV, 1)) if multirun else 1
+    key = point_key(cfg)
+    if stored_key(out_dir) == key:
+        log.info("%s %s: already written, skipped", _progress(index, total), _label(cfg))
+        return "resumed"
+    run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))
+    metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=point.device)
+    t0 = time.perf_counter()
+    rows = run_point(point, variants, cfg.timing, cfg.memory, metadata)
+    write_rows(rows, out_dir, key)
+    counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).items())
+    log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), _label(cfg), len(rows),
+             counts, time.perf_counter() - t0)
+    if not multirun:
+        print(short_table(rows), flush=True)
+        print(f"harness: results in {out_dir}", flush=True)
+    return "measured"
+
+
+# An absolute path: Hydra would otherwise look for `conf` as a Python package next to this module.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> str:
+    return run_job(cfg)

@@ -1,0 +1,69 @@
+"""Hydra callbacks: validate before any directory exists, and close a sweep with a summary.
+
+Hydra makes the run directory (and, in a multirun, the sweep directory) *after* these
+`on_*_start` hooks, so a bad setting stops here with one line, exit code 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from harness.config import SettingError
+from harness.plan import check, check_sweep, task_config
+
+# Shared with the jobs (which may run in other processes, so through the environment).
+SWEEP_SIZE_ENV = "HARNESS_SWEEP_SIZE"
+SWEEP_START_ENV = "HARNESS_SWEEP_START"
+
+
+def fail(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class HarnessCallback(Callback):
+    def __init__(self) -> None:
+        self._existing: set[Path] = set()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check(task_config(config))
+        except SettingError as exc:
+            fail(str(exc))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            size = check_sweep(config)
+        except SettingError as exc:
+            fail(str(exc))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._existing = set(sweep_dir.rglob("rows.parquet")) if sweep_dir.exists() else set()
+        os.environ[SWEEP_SIZE_ENV] = str(size)
+        os.environ[SWEEP_START_ENV] = str(time.time())
+        print(f"harness: sweep of {size} points into {sweep_dir}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from harness.results import load  # pandas only once the sweep is done
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        files = set(sweep_dir.rglob("rows.parquet"))
+        size = int(os.environ.get(SWEEP_SIZE_ENV, len(files)))
+        resumed = sum(1 for f in files if f in self._existing and f.stat().st_mtime < float(os.environ.get(SWEEP_START_ENV, 0)))
+        rows = load(sweep_dir)
+        counts = rows["status"].value_counts().to_dict() if len(rows) else {}
+        elapsed = time.time() - float(os.environ.get(SWEEP_START_ENV, time.time()))
+        missing = size - len(files)
+        print(
+            f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
+            + (f", {missing} missing: run the same command again to resume" if missing > 0 else "")
+            + f"), {len(rows)} rows {counts}, {elapsed:.1f} s",
+            flush=True,
+        )
+        print(f"harness: results in {sweep_dir}", flush=True)

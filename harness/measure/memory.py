@@ -1,0 +1,65 @@
+"""Peak bytes a call allocates above what existed before it.
+
+CUDA: the caching allocator's own peak statistic, reset before the call and read after.
+CPU: PyTorch keeps no allocator statistics, so `LiveStorageTracker` follows every tensor
+storage that an ATen operator returns while it is active (a TorchDispatchMode sees every op,
+backward ones included) and counts its bytes until Python's weak reference to it dies. A
+storage that aliases one of the op's inputs (views, in-place ops, `out=`) is not new and is
+not counted; neither is anything that existed before the call. Scratch buffers private to a
+single C++ kernel never reach Python and are not seen: the figure is the peak of the tensors
+the variant materialises, which is what distinguishes one formulation from another.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+def _storages(tree: Any) -> list[torch.UntypedStorage]:
+    return [t.untyped_storage() for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+class LiveStorageTracker(TorchDispatchMode):
+    """Counts live bytes of the storages created by ops run under it; `peak` is the maximum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._tracked: dict[int, weakref.ref] = {}
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._tracked.pop(key, None)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        inputs = {s.data_ptr() for s in _storages((args, kwargs))}
+        for storage in _storages(out):
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in inputs or key in self._tracked:
+                continue
+            self._tracked[key] = weakref.ref(storage, lambda _, k=key, n=nbytes: self._release(k, n))
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        return out
+
+
+def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes allocated while `fn()` runs, above those allocated before it.
+    What `fn` returns is dropped before this returns; it counts while it was alive."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    with LiveStorageTracker() as tracker:
+        fn()
+    return tracker.peak

@@ -1,0 +1,139 @@
+"""The results format: one fixed pyarrow schema, atomic writes, and `load` for a run directory.
+
+Each job writes one file, `rows.parquet`, in its own output directory. The file is written
+under a hidden temporary name and renamed into place, so a reader never sees half a file and
+a job killed mid-write leaves only a hidden temporary, which `load` ignores.
+
+Columns (one row per point x variant x mode):
+
+  configuration  variant targets batch_size num_classes dtype logit_scale device mode seed
+  outcome        status (ok | inaccurate | nonfinite | error | oom | unsupported), message
+  accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count
+  time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
+  memory         peak_mem_bytes (above what existed before the call)
+  throughput     bytes_moved (byte model, harness/measure/traffic.py) gbps (at the median)
+  stability      loss_rel_err_total grad_rel_err_total (against float64 on the *unrounded*
+                 logits: storage plus algorithm), err_vs_native grad_err_vs_native (this
+                 variant's error over torch_cross_entropy's at the point, floored at u)
+  cost           compile_time_s (one-time setup such as torch.compile, kept out of the timings)
+  ceiling        device_copy_gbps (measured copy bandwidth), floor_time_s (bytes_moved at that
+                 bandwidth), pct_of_floor (floor_time_s / time_median_s)
+  run            run_id sweep timestamp git_commit git_dirty torch_version python_version
+                 device_name num_threads harness_version
+
+Time and memory columns are null when their measurement is off or the call failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+KEY_COLUMNS = ["variant", "targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed"]
+
+SCHEMA = pa.schema([
+    ("variant", pa.string()),
+    ("targets", pa.string()),
+    ("batch_size", pa.int64()),
+    ("num_classes", pa.int64()),
+    ("dtype", pa.string()),
+    ("logit_scale", pa.float64()),
+    ("device", pa.string()),
+    ("mode", pa.string()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),
+    ("message", pa.string()),
+    ("loss", pa.float64()),
+    ("loss_ref", pa.float64()),
+    ("loss_rel_err", pa.float64()),
+    ("grad_rel_err", pa.float64()),
+    ("nan_count", pa.int64()),
+    ("inf_count", pa.int64()),
+    ("time_median_s", pa.float64()),
+    ("time_iqr_s", pa.float64()),
+    ("time_min_s", pa.float64()),
+    ("reps", pa.int64()),
+    ("time_samples_s", pa.list_(pa.float64())),
+    ("peak_mem_bytes", pa.int64()),
+    ("bytes_moved", pa.int64()),
+    ("gbps", pa.float64()),
+    ("loss_rel_err_total", pa.float64()),
+    ("grad_rel_err_total", pa.float64()),
+    ("err_vs_native", pa.float64()),
+    ("grad_err_vs_native", pa.float64()),
+    ("compile_time_s", pa.float64()),
+    ("device_copy_gbps", pa.float64()),
+    ("floor_time_s", pa.float64()),
+    ("pct_of_floor", pa.float64()),
+    ("run_id", pa.string()),
+    ("sweep", pa.string()),
+    ("timestamp", pa.timestamp("us", tz="UTC")),
+    ("git_commit", pa.string()),
+    ("git_dirty", pa.bool_()),
+    ("torch_version", pa.string()),
+    ("python_version", pa.string()),
+    ("device_name", pa.string()),
+    ("num_threads", pa.int64()),
+    ("harness_version", pa.string()),
+])
+
+ROWS_FILE = "rows.parquet"
+_KEY_METADATA = b"harness.point_key"
+
+
+def write_rows(rows: Iterable[dict], directory: Path, point_key: str) -> Path:
+    """Write rows atomically to directory/rows.parquet, tagged with the point's key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    table = table.replace_schema_metadata({_KEY_METADATA: point_key.encode()})
+    final = directory / ROWS_FILE
+    tmp = directory / f".{ROWS_FILE}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:  # the bytes reach the disk before the name does
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def stored_key(directory: Path) -> str | None:
+    """The point key of directory/rows.parquet, or None if absent or unreadable."""
+    try:
+        meta = pq.read_schema(directory / ROWS_FILE).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    key = meta.get(_KEY_METADATA)
+    return key.decode() if key is not None else None
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """Every visible .parquet file under path (nested multirun folders included)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(
+        p for p in path.rglob("*.parquet")
+        if not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """Every row under a run (or sweep) directory as one DataFrame with the SCHEMA columns.
+
+    A file that cannot be read is named on stderr and skipped; the rest still load.
+    """
+    tables = []
+    for file in parquet_files(Path(path)):
+        try:
+            tables.append(pq.read_table(file))
+        except (OSError, pa.ArrowException) as exc:
+            print(f"harness: skipping unreadable results file {file}: {exc}", file=sys.stderr)
+    if not tables:
+        return SCHEMA.empty_table().to_pandas()
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return table.to_pandas()
