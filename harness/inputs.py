@@ -8,7 +8,7 @@ receive these same rounded tensors, so the reference measures the algorithm's er
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -30,7 +30,16 @@ class Inputs:
     logits: Tensor            # [B, C] point dtype, on the point's device
     targets: Tensor           # hard: [B] int64; soft: [B, C] point dtype
     logits_unrounded: Tensor  # [B, C] float64: the draw before rounding (for total error)
+    targets_unrounded: Tensor # hard: the same indices; soft: [B, C] float64 before rounding
     kind: str                 # "soft" | "hard"
+    _exp_s: float | None = field(default=None, repr=False)
+
+    def exp_pass_s(self) -> float:
+        """Median time of one exp pass over the logits (cached): the CPU's compute floor."""
+        if self._exp_s is None:
+            from harness.measure.ceiling import exp_pass_s
+            self._exp_s = exp_pass_s(self.logits)
+        return self._exp_s
 
     def for_variant(self, one_hot: bool) -> Tensor:
         """Targets as a variant takes them: one-hot rows in the logits' dtype if asked."""
@@ -51,5 +60,6 @@ def make_inputs(point: Point) -> Inputs:
         t64 = torch.randn(shape, dtype=torch.float64, device=device, generator=g).softmax(dim=1)
         targets = t64.to(point.torch_dtype)
     else:
-        targets = torch.randint(point.num_classes, (point.batch_size,), device=device, generator=g)
-    return Inputs(logits=z.to(point.torch_dtype), targets=targets, logits_unrounded=z, kind=point.targets)
+        targets = t64 = torch.randint(point.num_classes, (point.batch_size,), device=device, generator=g)
+    return Inputs(logits=z.to(point.torch_dtype), targets=targets, logits_unrounded=z,
+                  targets_unrounded=t64, kind=point.targets)

@@ -111,14 +111,19 @@ def stored_key(directory: Path) -> str | None:
     return key.decode() if key is not None else None
 
 
+STUDY_PREFIX = "study-"   # study-NAME.parquet: a study's own table (not rows), e.g. flattening
+
+
 def parquet_files(path: Path) -> list[Path]:
-    """Every visible .parquet file under path (nested multirun folders included)."""
+    """Every visible rows .parquet file under path (nested multirun folders included).
+    Hidden files and folders (temporaries) and study tables are left out."""
     path = Path(path)
     if path.is_file():
         return [path]
     return sorted(
         p for p in path.rglob("*.parquet")
         if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and not p.name.startswith(STUDY_PREFIX)
     )
 
 

@@ -8,20 +8,27 @@ out of memory gives a row with that status and message; the other variants still
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any, Callable
+
+import time
 
 import torch
 from torch import Tensor
 
 from harness.config import Point
 from harness.inputs import Inputs, make_inputs
-from harness.measure.accuracy import assess
+from harness.dtypes import DTYPES, unit_roundoff
+from harness.measure import ceiling
+from harness.measure.accuracy import assess, grad_rel_err, rel_err
 from harness.measure.memory import peak_bytes
 from harness.measure.timing import TimingStats, time_call
 from harness.measure.traffic import bytes_moved
 from harness.reference import Reference, reference
-from harness.variants import Variant
+from harness.variants import REGISTRY, Variant
+
+NATIVE = "torch_cross_entropy"   # the op every other variant's error is divided by
 
 MODES = ("fwd", "fwd_bwd")
 
@@ -66,8 +73,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Reference,
-            timing: Any, memory: Any) -> dict:
-    """One row's measured fields for (variant, mode) at this point."""
+            ref_total: Reference, timing: Any, memory: Any) -> dict:
+    """One row's measured fields for (variant, mode) at this point.
+
+    ref: float64 on the rounded inputs (algorithm error); ref_total: float64 on the unrounded
+    draw (storage in the dtype plus algorithm)."""
     row: dict[str, Any] = {"status": "ok", "message": "", "bytes_moved": bytes_moved(point, mode)}
     if not variant.runs_on(point.targets, point.device):
         row.update(status="unsupported",
@@ -76,11 +86,19 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
     device = torch.device(point.device)
     try:
         targets = inputs.for_variant(variant.wants_one_hot(point.targets))
-        call = make_call(variant.fn, inputs.logits, targets, mode)
-        loss, grad = call()
+        fn = variant.setup(variant.fn) if variant.setup is not None else variant.fn
+        call = make_call(fn, inputs.logits, targets, mode)
+        t0 = time.perf_counter()
+        loss, grad = call()      # the first call: where a compiling variant compiles
+        first_call_s = time.perf_counter() - t0
+        if variant.setup is not None:
+            row["compile_time_s"] = first_call_s
         acc = assess(loss, grad, ref, point.dtype)
+        row.update(asdict(acc))
+        row["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
+        if grad is not None:
+            row["grad_rel_err_total"] = grad_rel_err(grad, ref_total.grad)
         del loss, grad
-        row.update({k: v for k, v in asdict(acc).items()})
         if memory.enabled:
             row["peak_mem_bytes"] = peak_bytes(call, device)
         if timing.enabled:
@@ -89,6 +107,7 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
             row.update(time_median_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                        reps=len(stats.samples), time_samples_s=stats.samples,
                        gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None)
+            row.update(_floor(point, inputs, row["bytes_moved"], stats.median))
     except Exception as exc:  # any failure of the variant is a result, not a crash of the sweep
         row = {"bytes_moved": row["bytes_moved"], "message": _one_line(exc),
                "status": "oom" if _is_oom(exc) else "error"}
@@ -97,11 +116,51 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
     return row
 
 
+def _floor(point: Point, inputs: Inputs, nbytes: int, median_s: float) -> dict:
+    """Ceiling columns: the device's copy bandwidth and how close this median is to the floor."""
+    copy_gbps = ceiling.copy_bandwidth_gbps(point.device)
+    exp_s = inputs.exp_pass_s() if point.device == "cpu" else None
+    floor = ceiling.floor_time_s(nbytes, copy_gbps, exp_s)
+    return {"device_copy_gbps": copy_gbps, "floor_time_s": floor,
+            "pct_of_floor": floor / median_s if median_s > 0 else None}
+
+
+def _native_errors(rows: list[dict], inputs: Inputs, ref: Reference, point: Point) -> tuple[float, float]:
+    """(loss, gradient) relative error of torch_cross_entropy at this point: from its fwd_bwd
+    row when it was measured, else from one untimed call."""
+    for row in rows:
+        if row["variant"] == NATIVE and row["mode"] == "fwd_bwd" and row.get("grad_rel_err") is not None:
+            return row["loss_rel_err"], row["grad_rel_err"]
+    native = REGISTRY[NATIVE]
+    try:
+        loss, grad = make_call(native.fn, inputs.logits, inputs.for_variant(False), "fwd_bwd")()
+    except Exception:
+        return math.nan, math.nan
+    acc = assess(loss, grad, ref, point.dtype)
+    return acc.loss_rel_err, acc.grad_rel_err
+
+
+def _add_err_vs_native(rows: list[dict], inputs: Inputs, ref: Reference, point: Point) -> None:
+    """err_vs_native = max(err, u) / max(native err, u): flash-attention's relative rule
+    (an implementation may be at most ~2x the plain op's error against the same reference);
+    the floor at u keeps two essentially exact results from giving 0/0 or a huge ratio."""
+    if not any(r.get("loss_rel_err") is not None for r in rows):
+        return
+    u = unit_roundoff(DTYPES[point.dtype])
+    native_loss, native_grad = _native_errors(rows, inputs, ref, point)
+    for row in rows:
+        if row.get("loss_rel_err") is not None:
+            row["err_vs_native"] = max(row["loss_rel_err"], u) / max(native_loss, u)
+        if row.get("grad_rel_err") is not None:
+            row["grad_err_vs_native"] = max(row["grad_rel_err"], u) / max(native_grad, u)
+
+
 def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
               metadata: dict, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """All rows of one point: len(variants) x len(MODES), in that order."""
     inputs = make_inputs(point)
     ref = reference(inputs.logits, inputs.targets, inputs.kind)
+    ref_total = ref if point.dtype == "fp64" else reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
     point_fields = {
         "targets": point.targets, "batch_size": point.batch_size, "num_classes": point.num_classes,
         "dtype": point.dtype, "logit_scale": point.logit_scale, "device": point.device, "seed": point.seed,
@@ -110,8 +169,9 @@ def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
     for variant in variants:
         for mode in MODES:
             row = {"variant": variant.name, "mode": mode, **point_fields,
-                   **measure(variant, mode, point, inputs, ref, timing, memory), **metadata}
+                   **measure(variant, mode, point, inputs, ref, ref_total, timing, memory), **metadata}
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+    _add_err_vs_native(rows, inputs, ref, point)
     return rows
