@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from harness.config import SettingError
+from harness.launchers import check_launcher, check_writable
 from harness.plan import check, check_sweep, task_config
 
 # Shared with the jobs (which may run in other processes, so through the environment).
@@ -35,12 +36,15 @@ class HarnessCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check(task_config(config))
+            check_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
         except SettingError as exc:
             fail(str(exc))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             size = check_sweep(config)
+            check_launcher(config, size)
+            check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         except SettingError as exc:
             fail(str(exc))
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -66,4 +70,8 @@ class HarnessCallback(Callback):
             + f"), {len(rows)} rows {counts}, {elapsed:.1f} s",
             flush=True,
         )
+        if len(rows):   # the predicted failing scales, for reports to draw beside the measured ones
+            from harness.theory import write_theory
+
+            write_theory(sweep_dir, rows)
         print(f"harness: results in {sweep_dir}", flush=True)

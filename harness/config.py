@@ -28,6 +28,7 @@ class TimingConfig:
     min_reps: int = 5          # at least this many timed samples ...
     min_time_s: float = 0.05   # ... and at least this much measured time
     max_reps: int = 10_000     # cap, so a 1 us function does not run forever
+    allow_parallel: bool = False  # time even when a launcher runs jobs side by side (corrupts timings)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class HarnessConfig:
     device: str = "cpu"            # cpu | cuda | cuda:N
     targets: str = "soft"          # soft (probabilities) | hard (class indices)
     variants: list[str] = field(default_factory=list)  # [] = every variant that supports the point
+    exclude_variants: list[str] = field(default_factory=list)  # left out of the default set
     seed: int = 0
     timing: TimingConfig = field(default_factory=TimingConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)

@@ -33,7 +33,7 @@ def task_config(config: DictConfig) -> DictConfig:
 def check(task: DictConfig) -> tuple[Point, list[Variant]]:
     """Validate a task config: its Point and the variants to run, or SettingError."""
     point = validate(task)
-    return point, resolve(list(task.variants), point.targets, point.device)
+    return point, resolve(list(task.variants), point.targets, point.device, list(task.exclude_variants))
 
 
 def planned_jobs(config: DictConfig) -> list[list[str]]:

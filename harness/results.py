@@ -18,6 +18,8 @@ Columns (one row per point x variant x mode):
   cost           compile_time_s (one-time setup such as torch.compile, kept out of the timings)
   ceiling        device_copy_gbps (measured copy bandwidth), floor_time_s (bytes_moved at that
                  bandwidth), pct_of_floor (floor_time_s / time_median_s)
+  timing check   do_bench_ratio (CUDA with Triton: time_median_s over triton.testing.do_bench's
+                 median for the same call; 1.0 = the two timers agree)
   run            run_id sweep timestamp git_commit git_dirty torch_version python_version
                  device_name num_threads harness_version
 
@@ -71,6 +73,7 @@ SCHEMA = pa.schema([
     ("device_copy_gbps", pa.float64()),
     ("floor_time_s", pa.float64()),
     ("pct_of_floor", pa.float64()),
+    ("do_bench_ratio", pa.float64()),
     ("run_id", pa.string()),
     ("sweep", pa.string()),
     ("timestamp", pa.timestamp("us", tz="UTC")),
@@ -90,6 +93,8 @@ _KEY_METADATA = b"harness.point_key"
 def write_rows(rows: Iterable[dict], directory: Path, point_key: str) -> Path:
     """Write rows atomically to directory/rows.parquet, tagged with the point's key."""
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(f".{ROWS_FILE}.*.tmp"):  # left by a job killed mid-write
+        stale.unlink(missing_ok=True)
     table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
     table = table.replace_schema_metadata({_KEY_METADATA: point_key.encode()})
     final = directory / ROWS_FILE
@@ -127,18 +132,33 @@ def parquet_files(path: Path) -> list[Path]:
     )
 
 
+def _warn(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr)
+
+
 def load(path: str | os.PathLike) -> pd.DataFrame:
     """Every row under a run (or sweep) directory as one DataFrame with the SCHEMA columns.
 
-    A file that cannot be read is named on stderr and skipped; the rest still load.
+    A file that cannot be read, or that is not a harness rows file (a foreign parquet file
+    without the key columns), is named on stderr and skipped; the rest still load. Files from
+    an older harness that lack newer columns load with those columns null.
     """
     tables = []
     for file in parquet_files(Path(path)):
         try:
-            tables.append(pq.read_table(file))
+            table = pq.read_table(file)
         except (OSError, pa.ArrowException) as exc:
-            print(f"harness: skipping unreadable results file {file}: {exc}", file=sys.stderr)
+            _warn(f"skipping unreadable results file {file}: {str(exc).splitlines()[0]}")
+            continue
+        missing = [c for c in (*KEY_COLUMNS, "status") if c not in table.column_names]
+        if missing:
+            _warn(f"skipping {file}: not a harness rows file (no column {missing[0]!r})")
+            continue
+        tables.append(table.replace_schema_metadata(None))
     if not tables:
         return SCHEMA.empty_table().to_pandas()
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.to_pandas()
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    for name in SCHEMA.names:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame

@@ -23,7 +23,7 @@ from harness.dtypes import DTYPES, unit_roundoff
 from harness.measure import ceiling
 from harness.measure.accuracy import assess, grad_rel_err, rel_err
 from harness.measure.memory import peak_bytes
-from harness.measure.timing import TimingStats, time_call
+from harness.measure.timing import TimingStats, do_bench_ratio, time_call
 from harness.measure.traffic import bytes_moved
 from harness.reference import Reference, reference
 from harness.variants import REGISTRY, Variant
@@ -108,6 +108,8 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
                        reps=len(stats.samples), time_samples_s=stats.samples,
                        gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None)
             row.update(_floor(point, inputs, row["bytes_moved"], stats.median))
+            if device.type == "cuda":   # cross-check our timer against Triton's on the same call
+                row["do_bench_ratio"] = do_bench_ratio(call, device, stats.median)
     except Exception as exc:  # any failure of the variant is a result, not a crash of the sweep
         row = {"bytes_moved": row["bytes_moved"], "message": _one_line(exc),
                "status": "oom" if _is_oom(exc) else "error"}
@@ -155,16 +157,32 @@ def _add_err_vs_native(rows: list[dict], inputs: Inputs, ref: Reference, point: 
             row["grad_err_vs_native"] = max(row["grad_rel_err"], u) / max(native_grad, u)
 
 
+def _failed_point(point_fields: dict, variants: list[Variant], exc: Exception, nbytes: dict) -> list[dict]:
+    """Rows for a point whose inputs or reference could not be made (e.g. out of memory for
+    B x C in float64): every (variant, mode) gets the status and message, so the point is
+    recorded, not lost, and the sweep goes on."""
+    status = "oom" if _is_oom(exc) else "error"
+    return [{"variant": v.name, "mode": mode, **point_fields, "status": status,
+             "message": f"inputs: {_one_line(exc)}", "bytes_moved": nbytes[mode]}
+            for v in variants for mode in MODES]
+
+
 def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
               metadata: dict, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """All rows of one point: len(variants) x len(MODES), in that order."""
-    inputs = make_inputs(point)
-    ref = reference(inputs.logits, inputs.targets, inputs.kind)
-    ref_total = ref if point.dtype == "fp64" else reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
     point_fields = {
         "targets": point.targets, "batch_size": point.batch_size, "num_classes": point.num_classes,
         "dtype": point.dtype, "logit_scale": point.logit_scale, "device": point.device, "seed": point.seed,
     }
+    try:
+        inputs = make_inputs(point)
+        ref = reference(inputs.logits, inputs.targets, inputs.kind)
+        ref_total = ref if point.dtype == "fp64" else reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
+    except Exception as exc:
+        if point.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        rows = _failed_point(point_fields, variants, exc, {m: bytes_moved(point, m) for m in MODES})
+        return [{**row, **metadata} for row in rows]
     rows = []
     for variant in variants:
         for mode in MODES:

@@ -28,3 +28,8 @@ def correct(logits, targets):
 
 for _fn in (raises, not_scalar, detached, out_of_memory, correct):
     _fn.harness_targets = harness_both
+
+
+def one_argument(logits):
+    """Wrong signature: a variant takes (logits, targets)."""
+    return logits.sum()

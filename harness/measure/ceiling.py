@@ -17,18 +17,38 @@ import torch
 
 from harness.measure.timing import time_call
 
-# 256 MiB each way: far beyond any L2/L3, so the copy runs at memory bandwidth.
-_COPY_BYTES = 256 * 1024 * 1024
+# Bytes copied each way: far beyond any L2/L3, so the copy runs at memory bandwidth. On CUDA
+# 1 GiB, so a ~5 us launch is < 1% of the ~0.5 ms an H200 needs (2 GiB moved at ~4.3 TB/s).
+COPY_BYTES = {"cpu": 256 * 1024 * 1024, "cuda": 1024 * 1024 * 1024}
+
+
+def device_key(device: str) -> str:
+    """One name per physical device, so "cuda" and "cuda:0" share one measurement."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(dev)
+
+
+def copy_bandwidth_gbps(device: str) -> float:
+    """GB/s (1e9 B/s) of a large device-to-device copy, counting bytes read plus written;
+    measured on the first call for each device and cached for the process."""
+    return _copy_bandwidth_gbps(device_key(device))
 
 
 @functools.lru_cache(maxsize=None)
-def copy_bandwidth_gbps(device: str) -> float:
-    """GB/s of a large device-to-device copy, counting bytes read plus bytes written."""
+def _copy_bandwidth_gbps(device: str) -> float:
     dev = torch.device(device)
-    src = torch.empty(_COPY_BYTES, dtype=torch.uint8, device=dev).fill_(1)
+    nbytes = COPY_BYTES[dev.type]
+    src = torch.empty(nbytes, dtype=torch.uint8, device=dev).fill_(1)
     dst = torch.empty_like(src)
     stats = time_call(lambda: dst.copy_(src), dev, warmup=2, min_reps=5, min_time_s=0.05, max_reps=50)
-    return 2 * _COPY_BYTES / stats.median / 1e9
+    return copy_gbps(nbytes, stats.median)
+
+
+def copy_gbps(nbytes: int, seconds: float) -> float:
+    """GB/s of a copy of `nbytes`: each byte is read once and written once (2 x nbytes)."""
+    return 2 * nbytes / seconds / 1e9
 
 
 def exp_pass_s(logits: torch.Tensor) -> float:
@@ -40,5 +60,7 @@ def exp_pass_s(logits: torch.Tensor) -> float:
 
 
 def floor_time_s(bytes_moved: int, copy_gbps: float, exp_s: float | None) -> float:
+    """Seconds: bytes_moved at the copy bandwidth (GB/s), or the exp pass when that is longer.
+    E.g. H200, B=8192, C=128256 bf16, fwd_bwd: 2L = 4.2e9 B at ~4300 GB/s = ~0.98 ms."""
     t = bytes_moved / (copy_gbps * 1e9)
     return max(t, exp_s) if exp_s is not None else t

@@ -2,8 +2,11 @@
 
 CPU: a monotonic clock (perf_counter) around each call; PyTorch's CPU ops are synchronous.
 CUDA: launches are asynchronous, so each sample is the gap between two device events recorded
-around the call, read after a synchronisation. Before each sample a buffer of twice the L2
-size is overwritten, so no repetition finds its inputs left warm in L2 by the previous one.
+around the call on the current stream, read after a synchronisation. Before each sample a
+buffer of twice the L2 size (from the device properties) is overwritten, outside the timed
+interval, so no repetition finds its inputs left warm in L2 by the previous one. The interval
+itself contains no host sync. `do_bench_ratio` cross-checks the median against Triton's
+`do_bench` (which flushes a fixed 256 MiB buffer and reports its own median).
 
 Samples continue until both `min_reps` and `min_time_s` are reached (or `max_reps`).
 """
@@ -11,6 +14,7 @@ Samples continue until both `min_reps` and `min_time_s` are reached (or `max_rep
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,10 +41,22 @@ def _enough(samples: list[float], min_reps: int, min_time_s: float, max_reps: in
     return n >= max_reps or (n >= min_reps and sum(samples) >= min_time_s)
 
 
+# Used only when the properties report no L2 size: Triton's do_bench flush size.
+FALLBACK_FLUSH_BYTES = 256 * 1024 * 1024
+
+
 def l2_flush_bytes(props: Any) -> int:
-    """Bytes to overwrite between samples: twice the L2 size from the device properties
-    (H200: 2 x 60 MiB), so that the previous sample's working set cannot survive in L2."""
-    return 2 * int(props.L2_cache_size)
+    """Bytes to overwrite between samples: twice `props.L2_cache_size` (H100/H200: 50 MiB, so
+    100 MiB), so that the previous sample's working set cannot survive in L2. Twice, not once:
+    L2 is not a perfect LRU, and one pass of L2's size leaves a fraction of the old lines."""
+    l2 = int(getattr(props, "L2_cache_size", 0) or 0)
+    return 2 * l2 if l2 > 0 else FALLBACK_FLUSH_BYTES
+
+
+def flush_buffer(device: torch.device) -> torch.Tensor:
+    """uint8 [l2_flush_bytes] on `device`; `zero_()` on it evicts L2 (a write of every line)."""
+    props = torch.cuda.get_device_properties(device)
+    return torch.empty(l2_flush_bytes(props), dtype=torch.uint8, device=device)
 
 
 def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: float, max_reps: int) -> TimingStats:
@@ -56,21 +72,40 @@ def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: floa
 
 def time_cuda(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,
               min_time_s: float, max_reps: int) -> TimingStats:
-    flush = torch.empty(l2_flush_bytes(torch.cuda.get_device_properties(device)), dtype=torch.uint8, device=device)
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize(device)
-    samples: list[float] = []
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    while not _enough(samples, min_reps, min_time_s, max_reps):
-        flush.zero_()            # evict the inputs from L2; outside the timed interval
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()        # host waits; the interval itself has no host sync
-        samples.append(start.elapsed_time(end) / 1e3)
+    with torch.cuda.device(device):      # events and the flush on the device being measured
+        flush = flush_buffer(device)
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize(device)
+        samples: list[float] = []
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        while not _enough(samples, min_reps, min_time_s, max_reps):
+            flush.zero_()            # evict the inputs from L2; queued before `start`
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()        # host waits after the interval; none inside it
+            samples.append(start.elapsed_time(end) / 1e3)   # elapsed_time is in ms
+        del flush
     return TimingStats.of(samples)
+
+
+def do_bench_ratio(fn: Callable[[], Any], device: torch.device, median_s: float,
+                   bench: Callable[..., float] | None = None) -> float | None:
+    """Our median over `triton.testing.do_bench`'s median for the same `fn` (1.0 = agreement;
+    the target is within 5%). None off CUDA, without Triton, or for a zero median.
+    `bench(fn, return_mode="median") -> ms` defaults to do_bench (tests pass a fake)."""
+    if device.type != "cuda" or not median_s > 0:
+        return None
+    if bench is None:
+        try:
+            from triton.testing import do_bench as bench
+        except ImportError:
+            return None
+    with torch.cuda.device(device) if device.index is not None else nullcontext():
+        ms = float(bench(fn, return_mode="median"))
+    return median_s / (ms / 1e3) if ms > 0 else None
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,

@@ -135,18 +135,28 @@ def get(name: str) -> Variant:
     )
 
 
-def resolve(requested: list[str] | tuple[str, ...], targets: str, device: str) -> list[Variant]:
+def resolve(requested: list[str] | tuple[str, ...], targets: str, device: str,
+            exclude: list[str] | tuple[str, ...] = ()) -> list[Variant]:
     """The variants to run at a point: the requested ones, or every registered variant that
-    supports the point when none is requested. Unknown names raise SettingError."""
+    supports the point when none is requested, less `exclude`. Unknown names raise SettingError."""
+    for name in exclude:
+        if name not in REGISTRY:
+            raise SettingError(f"exclude_variants: unknown variant {name!r}; registered: {', '.join(names())}")
     if requested:
-        return [get(n) for n in requested]
-    return [v for v in REGISTRY.values() if v.runs_on(targets, device)]
+        return [get(n) for n in requested if n not in exclude]
+    return [v for v in REGISTRY.values() if v.runs_on(targets, device) and v.name not in exclude]
 
 
 # Modules that register variants, in the order their variants appear in tables and figures.
 _FAMILIES = (
     "harness.variants.native",
     "harness.variants.notebook",
+    "harness.variants.compiled",
+    "harness.variants.chunked",
+    "harness.variants.online",
+    "harness.variants.shifted",
+    "harness.variants.triton_fused",  # CUDA only; imports triton on its first call
+    "harness.variants.external",     # last: registers only what imports (e.g. Liger-Kernel)
 )
 for _module in _FAMILIES:
     importlib.import_module(_module)

@@ -1,0 +1,50 @@
+"""One-line errors for the settings Hydra itself rejects (unknown keys, wrong types, a missing
+sweep file, a typo inside one), in the same form as the harness's own `SettingError`s.
+
+Hydra prints such errors over several lines (the error, the offending key again, the config
+class, a hint about HYDRA_FULL_ERROR). `install()` replaces Hydra's reporting function, which
+its entry point looks up at call time, with one that prints a single line and exits with 2.
+HYDRA_FULL_ERROR=1 still gives the full stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import hydra._internal.utils as hydra_utils
+
+# Lines of Hydra/OmegaConf messages that repeat what the first line says.
+_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
+          "To append to your config use", "msg:")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` and of its cause as one line, without Hydra's repetitions."""
+    parts: list[str] = []
+    for err in (exc, exc.__cause__):
+        if err is None:
+            continue
+        for line in str(err).splitlines():
+            line = line.strip()
+            if line.startswith("Config search path"):
+                break  # the search path listing is long and rarely the point
+            if line and not line.startswith(_NOISE) and line not in parts:
+                parts.append(line)
+    text = "; ".join(parts) or type(exc).__name__
+    return text.replace(":; ", ": ").replace(".; ", "; ")
+
+
+def run_and_report(func: Callable[[], Any]) -> Any:
+    try:
+        return func()
+    except Exception as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"harness: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def install() -> None:
+    hydra_utils.run_and_report = run_and_report

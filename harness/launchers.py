@@ -1,0 +1,55 @@
+"""Checks that depend on where and how jobs run: the output directory and the launcher.
+
+Timing several jobs at once on one device corrupts every one of those timings (they share
+cores, caches and memory bandwidth), so a launcher that runs jobs side by side on this machine
+(joblib with n_jobs != 1, submitit_local) is refused while timing is on, unless the user says
+`timing.allow_parallel=true`. Cluster launchers (submitit_slurm) give each job its own device.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from harness.config import SettingError
+
+_LOCAL_PARALLEL = {
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": "joblib",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": "submitit_local",
+}
+
+
+def check_writable(path: Path, key: str) -> None:
+    """The directory (or the nearest ancestor that exists) must be a directory we can write.
+    The probe is a hidden folder made and removed at once: nothing is left behind."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingError(f"{key}={path} is not usable: {existing} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=existing))
+    except OSError as exc:
+        raise SettingError(f"{key}={path} is not writable ({exc.strerror}): choose a directory you can write") from None
+
+
+def parallel_launcher(config: DictConfig) -> str | None:
+    """The name of the launcher if it runs several jobs at once on this machine, else None."""
+    launcher = config.hydra.launcher
+    name = _LOCAL_PARALLEL.get(str(launcher.get("_target_", "")))
+    if name == "joblib" and launcher.get("n_jobs") == 1:
+        return None
+    return name
+
+
+def check_launcher(config: DictConfig, num_jobs: int) -> None:
+    name = parallel_launcher(config)
+    timing = config.timing
+    if name and num_jobs > 1 and timing.enabled and not timing.allow_parallel:
+        raise SettingError(
+            f"hydra/launcher={name} runs jobs side by side on this machine, which corrupts timings: "
+            "add timing.enabled=false for an accuracy-only sweep (or timing.allow_parallel=true to force it)"
+        )
