@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= results/sweeps/cpu/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup run test bench smoke clean
+.PHONY: setup run test bench smoke baseline clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ smoke: setup
 
 bench: setup
 	$(PY) -m pytest -m bench tests/benchmarks
+
+# Refresh the CI baseline on purpose (a variant added, a formula fixed, a new torch), then commit
+# results/baseline with the change that explains it. Old point folders go first: resume would
+# otherwise keep them.
+baseline: setup
+	find results/baseline -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+	rm -f results/baseline/multirun.yaml results/baseline/theory.json
+	$(PY) -m harness +sweep=smoke hydra.sweep.dir=results/baseline
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -23,15 +23,20 @@ from harness.plan import check
 from harness.results import stored_key, write_rows
 from harness.runner import run_point
 from harness.summary import short_table
+from harness.studies import AppConfig, run_row_study, run_study, writes_rows
 
 log = logging.getLogger("harness")
 
-ConfigStore.instance().store(name="harness_schema", node=HarnessConfig)
+# AppConfig = HarnessConfig plus an optional `study` node, so `+study=NAME` composes.
+ConfigStore.instance().store(name="harness_schema", node=AppConfig)
 
 
-def point_key(cfg: DictConfig) -> str:
-    """A digest of every task setting: a stored file with this key holds this job's rows."""
-    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)
+def point_key(cfg: DictConfig, variant_names: list[str]) -> str:
+    """A digest of every task setting and of the variants they resolve to: a stored file with
+    this key holds this job's rows. The names count because the default set grows with the
+    registry: a point measured before a variant was added is measured again on resume."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    text = json.dumps({"settings": settings, "variants": variant_names}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -51,7 +56,16 @@ def _progress(index: int, total: int) -> str:
 
 
 def run_job(cfg: DictConfig) -> str:
-    """Measure one point into this job's output directory; 'measured' or 'resumed'."""
+    """Measure one point into this job's output directory; 'measured' or 'resumed'
+    ('study' when the config has a `study` node: that study's table is written instead)."""
+    study = cfg.get("study")
+    if study is not None and not writes_rows(study):   # a study with its own table
+        try:
+            path = run_study(cfg.study, Path(HydraConfig.get().runtime.output_dir))
+        except SettingError as exc:
+            fail(str(exc))
+        print(f"harness: study table in {path}", flush=True)
+        return "study"
     try:
         point, variants = check(cfg)
     except SettingError as exc:
@@ -61,14 +75,18 @@ def run_job(cfg: DictConfig) -> str:
     out_dir = Path(hc.runtime.output_dir)
     index = hc.job.num + 1 if multirun else 1
     total = int(os.environ.get(SWEEP_SIZE_ENV, 1)) if multirun else 1
-    key = point_key(cfg)
+    key = point_key(cfg, [v.name for v in variants])
     if stored_key(out_dir) == key:
         log.info("%s %s: already written, skipped", _progress(index, total), _label(cfg))
         return "resumed"
     run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))
     metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=point.device)
     t0 = time.perf_counter()
-    rows = run_point(point, variants, cfg.timing, cfg.memory, metadata)
+    try:
+        rows = (run_point(point, variants, cfg.timing, cfg.memory, metadata) if study is None
+                else run_row_study(cfg, metadata))   # a grid of points in this one job
+    except SettingError as exc:
+        fail(str(exc))
     write_rows(rows, out_dir, key)
     counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).items())
     log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), _label(cfg), len(rows),

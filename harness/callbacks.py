@@ -64,9 +64,15 @@ class HarnessCallback(Callback):
         counts = rows["status"].value_counts().to_dict() if len(rows) else {}
         elapsed = time.time() - float(os.environ.get(SWEEP_START_ENV, time.time()))
         missing = size - len(files)
+        # A point whose every row is error/oom failed as a whole (e.g. its inputs did not fit).
+        failed = 0
+        if len(rows):
+            point = ["batch_size", "num_classes", "dtype", "logit_scale", "device", "targets", "seed"]
+            failed = int(rows.groupby(point)["status"].agg(lambda s: s.isin(["error", "oom"]).all()).sum())
         print(
             f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
             + (f", {missing} missing: run the same command again to resume" if missing > 0 else "")
+            + (f", {failed} failed: every row error/oom" if failed else "")
             + f"), {len(rows)} rows {counts}, {elapsed:.1f} s",
             flush=True,
         )

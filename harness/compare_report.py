@@ -1,0 +1,161 @@
+"""Views of a `harness.compare.Comparison`: console text, a markdown PR comment, a seaborn plot.
+
+Every view is built from the same tables (environment, findings, verdict counts, rows present
+in one run only); nothing is computed here that the Comparison does not already hold.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from harness.compare import KINDS, Comparison
+
+# Short headers: the key is nine columns wide before anything is said about the row.
+_HEADERS = {"batch_size": "B", "num_classes": "C", "logit_scale": "scale"}
+_KEY_SHOWN = ["variant", "targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed"]
+
+
+def _fmt_value(kind: str, v: object) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if kind == "time":
+        s = float(v)
+        return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+    if kind == "memory":
+        return f"{int(v):,} B"
+    return str(v)
+
+
+def findings_table(c: Comparison, role: str) -> pd.DataFrame:
+    """The findings with this role, formatted for display (short headers, units)."""
+    f = c.findings[c.findings["role"] == role]
+    out = f[_KEY_SHOWN + ["kind", "change"]].copy()
+    out["base"] = [_fmt_value(k, v) for k, v in zip(f["kind"], f["base"])]
+    out["new"] = [_fmt_value(k, v) for k, v in zip(f["kind"], f["new"])]
+    out["logit_scale"] = out["logit_scale"].map(lambda x: f"{x:g}")
+    return out.rename(columns=_HEADERS).reset_index(drop=True)
+
+
+def verdict_counts(c: Comparison) -> pd.DataFrame:
+    """One row per kind: how many joined rows got each verdict ("same" = within the noise)."""
+    rows = []
+    for kind in KINDS:
+        counts = c.rows[kind].value_counts() if len(c.rows) else pd.Series(dtype=int)
+        gated = "information" if kind not in c.gates else ("information: " + c.demoted[kind]) if kind in c.demoted else "gated"
+        rows.append({"kind": kind, "verdicts": ", ".join(f"{n} {v}" for v, n in counts.items()) or "-",
+                     "gate": gated})
+    return pd.DataFrame(rows)
+
+
+def one_run_only(c: Comparison) -> pd.DataFrame:
+    """Rows present in one run only, counted per (variant, side): a variant added or removed."""
+    parts = [df.assign(only_in=side) for side, df in (("base", c.only_base), ("new", c.only_new)) if len(df)]
+    if not parts:
+        return pd.DataFrame(columns=["variant", "only_in", "rows"])
+    both = pd.concat(parts)
+    return both.groupby(["variant", "only_in"], sort=False).size().reset_index(name="rows")
+
+
+def summary_line(c: Comparison) -> str:
+    reg = c.regressions
+    if len(reg) == 0:
+        return f"no regression ({len(c.rows)} rows compared, gates: {', '.join(c.gates) or 'none'})"
+    by_kind = ", ".join(f"{k} {n}" for k, n in reg["kind"].value_counts().items())
+    return f"REGRESSION: {len(reg)} finding(s) ({by_kind}) in {len(c.rows)} rows compared"
+
+
+def _settings_line(c: Comparison) -> str:
+    t = c.thresholds
+    return (f"time factor {t.time_factor:g} at alpha {t.alpha:g} (Mann-Whitney U); memory factor "
+            f"{t.memory_factor:g}; error factor {t.error_factor:g}; gates: {', '.join(c.gates) or 'none'}")
+
+
+def _table(df: pd.DataFrame, fmt: str) -> str:
+    return df.to_markdown(index=False, tablefmt=fmt)
+
+
+def _sections(c: Comparison, fmt: str, limit: int | None) -> list[tuple[str, str, bool]]:
+    """(title, table text, collapsed?) for each non-empty section, in reading order."""
+    out = []
+    for role, title, collapsed in (("regression", "Regressions", False), ("improvement", "Improvements", True),
+                                   ("information", "Information (changes that do not fail)", True)):
+        t = findings_table(c, role)
+        if len(t) == 0:
+            continue
+        more = ""
+        if limit is not None and len(t) > limit and role != "regression":
+            more = f"\n... {len(t) - limit} more (all of them: --markdown FILE)"
+            t = t.head(limit)
+        out.append((f"{title}: {len(findings_table(c, role))}", _table(t, fmt) + more, collapsed))
+    only = one_run_only(c)
+    if len(only):
+        out.append((f"Rows in only one run: {len(c.only_base) + len(c.only_new)} (information, not a regression)",
+                    _table(only, fmt), True))
+    return out
+
+
+def console(c: Comparison, limit: int = 30) -> str:
+    """Plain-text report: environment first, then verdict counts, findings, and the result."""
+    lines = [f"compare: base {c.base_dir}  ->  new {c.new_dir}", _settings_line(c), "",
+             _table(c.env, "simple")]
+    for kind, reason in c.demoted.items():
+        lines.append(f"note: {kind} verdicts are information: {reason}")
+    lines += ["", _table(verdict_counts(c), "simple")]
+    for title, text, _ in _sections(c, "simple", limit):
+        lines += ["", title, text]
+    lines += ["", summary_line(c)]
+    return "\n".join(lines)
+
+
+def markdown(c: Comparison) -> str:
+    """A pull-request comment: result first, long sections folded in <details>."""
+    lines = [f"### Comparison: {summary_line(c)}", "",
+             f"`{c.base_dir}` -> `{c.new_dir}`; {_settings_line(c)}", "",
+             _table(c.env, "github"), ""]
+    for kind, reason in c.demoted.items():
+        lines += [f"> {kind} verdicts are information: {reason}", ""]
+    lines += [_table(verdict_counts(c), "github"), ""]
+    for title, text, collapsed in _sections(c, "github", None):
+        if collapsed:
+            lines += [f"<details><summary>{title}</summary>", "", text, "", "</details>", ""]
+        else:
+            lines += [f"#### {title}", "", text, ""]
+    return "\n".join(lines)
+
+
+# One colour per verdict in both panels: regressions red, improvements green, noise grey.
+_PALETTE = {"slower": "tab:red", "bigger": "tab:red", "faster": "tab:green", "smaller": "tab:green",
+            "same": "tab:gray", "few samples": "lightgray"}
+
+
+def plot(c: Comparison, path: str | Path) -> Path:
+    """Time and memory ratios (new / base, log axis) per variant, coloured by verdict, with the
+    factors drawn as dashed lines; saved to `path` (format from the suffix)."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on CI machines
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    order = list(dict.fromkeys(c.rows["variant"]))  # the runs' (registry) order: stable colours
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(order) + 2), sharey=True)
+    for ax, kind, factor in ((axes[0], "time", c.thresholds.time_factor),
+                             (axes[1], "memory", c.thresholds.memory_factor)):
+        data = c.rows[[f"{kind}_ratio", kind, "variant"]].replace([math.inf, -math.inf], math.nan).dropna()
+        if len(data):
+            hue_order = [v for v in _PALETTE if v in set(data[kind])]
+            sns.stripplot(data=data, x=f"{kind}_ratio", y="variant", hue=kind, order=order, ax=ax,
+                          hue_order=hue_order, palette=_PALETTE, jitter=0.2, alpha=0.7)
+        ax.set_xscale("log")
+        for x in (factor, 1 / factor):
+            ax.axvline(x, linestyle="--", color="grey", linewidth=0.8)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"{kind} ratio (new / base)")
+        ax.set_title(kind + (" (information)" if kind in c.demoted or kind not in c.gates else ""))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,101 @@
+"""python scripts/compare.py BASE_DIR NEW_DIR [--time-factor 1.10] [--alpha 0.002]
+[--memory-factor 1.10] [--error-factor 2] [--gate accuracy,time,memory]
+[--markdown FILE] [--plot FILE]
+
+Exit code: 0 nothing regressed, 1 a gated regression, 2 unusable input or a bad setting
+(one line on stderr). The rules are in harness/compare.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from harness.compare import KINDS, Thresholds, UnusableInput, compare_dirs
+
+
+def _fail(message: str) -> None:
+    print(f"compare: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        _fail(f"{message} (see --help)")
+
+
+def _number(name: str, low: float, high: float, text: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            v = math.nan
+        if not (low < v < high):
+            _fail(f"{name}={s} is not allowed: use {text}")
+        return v
+    return parse
+
+
+def _count(s: str) -> int:
+    if not s.isdigit():
+        _fail(f"--limit={s} is not allowed: use an integer >= 0")
+    return int(s)
+
+
+def _gates(s: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in s.split(",") if p.strip())
+    if parts == ("all",):
+        return KINDS
+    if parts == ("none",):
+        return ()
+    bad = [p for p in parts if p not in KINDS]
+    if bad or not parts:
+        _fail(f"--gate={s} is not allowed: use all, none, or a comma list of {', '.join(KINDS)}")
+    return parts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    d = Thresholds()
+    p = _Parser(description="Compare two harness runs: regressions found, noise ignored.")
+    p.add_argument("base", help="baseline run (or sweep) directory")
+    p.add_argument("new", help="run (or sweep) directory to judge")
+    p.add_argument("--time-factor", type=_number("--time-factor", 1, math.inf, "a number > 1"),
+                   default=d.time_factor, help=f"median ratio that counts, if significant (default {d.time_factor})")
+    p.add_argument("--alpha", type=_number("--alpha", 0, 1, "a number between 0 and 1"), default=d.alpha,
+                   help=f"Mann-Whitney U significance level (default {d.alpha})")
+    p.add_argument("--memory-factor", type=_number("--memory-factor", 1, math.inf, "a number > 1"),
+                   default=d.memory_factor, help=f"peak-bytes ratio that counts (default {d.memory_factor})")
+    p.add_argument("--error-factor", type=_number("--error-factor", 1, math.inf, "a number > 1"),
+                   default=d.error_factor, help=f"relative-error growth that counts (default {d.error_factor})")
+    p.add_argument("--gate", type=_gates, default=KINDS,
+                   help="kinds whose regressions fail (exit 1): all (default), none, or e.g. accuracy,memory; "
+                        "the others are printed as information")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report as markdown (a PR comment)")
+    p.add_argument("--plot", metavar="FILE", help="also plot the time and memory ratios (seaborn)")
+    p.add_argument("--limit", type=_count, default=30, help="console rows per information section (default 30)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    thresholds = Thresholds(time_factor=args.time_factor, alpha=args.alpha,
+                            memory_factor=args.memory_factor, error_factor=args.error_factor)
+    try:
+        result = compare_dirs(args.base, args.new, thresholds, args.gate)
+    except UnusableInput as exc:
+        _fail(str(exc))
+    from harness import compare_report  # tabulate/seaborn only once there is something to show
+
+    print(compare_report.console(result, limit=args.limit), flush=True)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(compare_report.markdown(result))
+        print(f"compare: markdown in {args.markdown}")
+    if args.plot:
+        print(f"compare: plot in {compare_report.plot(result, args.plot)}")
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
