@@ -50,16 +50,21 @@ class LiveStorageTracker(TorchDispatchMode):
         return out
 
 
-def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
-    """Peak bytes allocated while `fn()` runs, above those allocated before it.
-    What `fn` returns is dropped before this returns; it counts while it was alive."""
+def call_with_peak(fn: Callable[[], Any], device: torch.device) -> tuple[Any, int]:
+    """(fn(), peak bytes allocated while it ran above those allocated before it).
+    What `fn` returns counts: it is alive when the call ends."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+        out = fn()
         torch.cuda.synchronize(device)
-        return int(torch.cuda.max_memory_allocated(device) - base)
+        return out, int(torch.cuda.max_memory_allocated(device) - base)
     with LiveStorageTracker() as tracker:
-        fn()
-    return tracker.peak
+        out = fn()
+    return out, tracker.peak
+
+
+def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes allocated while `fn()` runs, above those allocated before it."""
+    return call_with_peak(fn, device)[1]
