@@ -21,6 +21,7 @@ from torch import Tensor
 class Reference:
     loss: float    # float64 mean loss
     grad: Tensor   # [B, C] float64 gradient of the mean loss
+    spread: float  # largest row spread max_c z - min_c z: the conditioning term of the tolerance
 
 
 def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
@@ -39,4 +40,5 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         loss = (total * lse - (t * z).sum(dim=1)).mean()
         grad.mul_(total[:, None]).sub_(t)
     grad.div_(b)
-    return Reference(loss=loss.item(), grad=grad)
+    spread = (z.amax(dim=1) - z.amin(dim=1)).max().item()
+    return Reference(loss=loss.item(), grad=grad, spread=spread)

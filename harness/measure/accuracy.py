@@ -46,7 +46,7 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
         inf += int(torch.isinf(grad).sum().item())
         g_err = grad_rel_err(grad, ref.grad)
     l_err = rel_err(value, ref.loss)
-    tol = tolerance(dtype_name)
+    tol = tolerance(dtype_name, ref.spread)
     if nan or inf:
         status = "nonfinite"
     elif l_err > tol or (g_err is not None and g_err > tol):
