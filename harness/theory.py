@@ -1,4 +1,4 @@
-"""Where the naive formulas must break, predicted from torch.finfo alone (NUMERICS.md §2-3).
+"""Where the naive formulas must break, predicted from torch.finfo alone (README, Numerics §2-3).
 
 Model of a row: logits z = s * N(0, 1) over C classes. Its largest logit is taken at the
 median max of C standard normals, m_C = Phi^-1(2^(-1/C)) (computed, not tabulated), its

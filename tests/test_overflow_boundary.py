@@ -35,7 +35,7 @@ def measured_boundary(rows: pd.DataFrame) -> float:
 @pytest.mark.parametrize("variant, targets, mechanism", [
     ("naive_exp", "soft", "prob_underflow"),         # the check: naive_exp, fp32, C = 1000
     ("softmax_log", "soft", "prob_underflow"),
-    ("naive_exp_gather", "hard", "sum_overflow"),   # the overflow alone (NUMERICS.md §3)
+    ("naive_exp_gather", "hard", "sum_overflow"),   # the overflow alone (README, Numerics §3)
 ])
 def test_measured_boundary_is_within_one_grid_step_of_the_prediction(variant, targets, mechanism):
     cfg = _sweep_cfg("num_classes=1000", "dtype=fp32", f"targets={targets}", f"variants=[{variant}]")

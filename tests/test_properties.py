@@ -4,7 +4,7 @@ Each property is checked in fp32 (the dtype where the naive formulas' edges are 
 moderate logits) against a float64 answer known in closed form. Where a naive variant is known
 to break, its case is a strict expected failure whose reason says how it breaks: if it ever
 stops failing, the suite says so. The last tests check `err_vs_native`, the error relative to
-torch_cross_entropy at the same point (NUMERICS.md §6).
+torch_cross_entropy at the same point (README, Numerics §6).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def test_the_property_suite_covers_the_new_variants():
     assert {"naive_exp", "naive_exp_gather", "softmax_log"} == {v.name for v in UNSTABLE}
 
 
-# --- error relative to the native op (err_vs_native, NUMERICS.md §6) ---------------------
+# --- error relative to the native op (err_vs_native, README, Numerics §6) ---------------------
 
 OFF = SimpleNamespace(enabled=False)
 

@@ -85,7 +85,7 @@ def test_theory_table_shape_and_order():
     assert list(df.columns[:5]) == ["dtype", "num_classes", "variant", "mechanism", "predicted_scale"]
     assert len(df) == 2 * 2 * 5   # per (dtype, C): naive_exp x2, naive_exp_gather x2, softmax_log x1
     fp32 = df[(df.dtype == "fp32") & (df.num_classes == 1000)].set_index(["variant", "mechanism"]).predicted_scale
-    # NUMERICS.md §3: in fp32 the product form breaks by underflow before its sum overflows,
+    # README, Numerics §3: in fp32 the product form breaks by underflow before its sum overflows,
     # the gather form by the overflow; the overflow is the same sum for both.
     assert fp32["naive_exp", "prob_underflow"] < fp32["naive_exp", "sum_overflow"]
     assert fp32["naive_exp_gather", "sum_overflow"] < fp32["naive_exp_gather", "prob_underflow"]

@@ -146,7 +146,7 @@ def test_memory_fwd_writes_no_gradient_and_fwd_bwd_one_buffer(ce, kind):
     def both():
         return fwd_bwd(lambda x, tt: ce.cross_entropy(x, tt, block=128), z, t)
 
-    # fwd: B fp32 row losses and scalars only, no gradient-sized buffer (NUMERICS.md §7 pitfall).
+    # fwd: B fp32 row losses and scalars only, no gradient-sized buffer (README, Numerics §7 pitfall).
     assert peak_bytes(fwd, torch.device(DEVICE)) < grad_bytes / 4
     # fwd_bwd: the gradient buffer is the only large allocation (the 1.05x bound);
     # the clone of the logits inside `fwd_bwd` is the caller's, counted here, so subtract it.

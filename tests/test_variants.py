@@ -49,7 +49,7 @@ def _shifted_zy(z, t):
 
 @pytest.mark.parametrize("num_classes", [5, 64, 1000])
 def test_broadcast_bug_equals_its_closed_form(num_classes):
-    """seed_lse_labels_broadcast = CE - (C-1) * mean_b(zy_b) for any targets (NUMERICS.md §1)."""
+    """seed_lse_labels_broadcast = CE - (C-1) * mean_b(zy_b) for any targets (README, Numerics §1)."""
     g = torch.Generator().manual_seed(num_classes)
     z = 4 * torch.randn(6, num_classes, dtype=torch.float64, generator=g)
     for t in (torch.randn(6, num_classes, dtype=torch.float64, generator=g).softmax(1),
@@ -62,7 +62,7 @@ def test_broadcast_bug_equals_its_closed_form(num_classes):
 
 def test_lse_zy_bug_equals_its_closed_form_on_unnormalised_targets():
     """seed_lse_zy = CE + mean_b((1 - T_b) * lse_b): PyTorch's own probability-target test
-    inputs (U[0,1) rows, NUMERICS.md §1) expose it; normalised rows hide it. lse_b is the
+    inputs (U[0,1) rows, README, Numerics §1) expose it; normalised rows hide it. lse_b is the
     notebook's own, of the max-shifted logits: log sum_c exp(z_bc - max_c z_bc)."""
     g = torch.Generator().manual_seed(0)
     z = 3 * torch.randn(5, 20, dtype=torch.float64, generator=g)

@@ -12,7 +12,7 @@ max/sum (Milakov & Gimelshein 2018): m <- max(m, max(block)), s <- s*exp(m_old -
 sum(exp(block - m)), one exp per logit. Pass 2 (only when the gradient is wanted) reads the
 row again, which was read moments before by the same program and is still in L2 for all but
 the largest rows, and writes the gradient. So fwd_bwd moves L from DRAM + L (the gradient
-write), plus whatever of the second read misses L2: the 2L floor of NUMERICS.md §7 when the
+write), plus whatever of the second read misses L2: the 2L floor of README, Numerics §7 when the
 rows in flight fit in L2. All arithmetic is fp32 (fp16/bf16 inputs are upcast on load, the
 gradient is rounded once on store); fp64 inputs are computed in fp64.
 

@@ -3,7 +3,7 @@
 fwd reads the logits (B*C*bytes) and, for soft targets, the targets (B*C*bytes); hard targets
 are B int64 indices (8*B bytes). fwd_bwd must also write the gradient (B*C*bytes). Writing
 the scalar loss is negligible. With L = B*C*bytes(logits) and hard targets this is L for fwd
-and 2L for fwd_bwd: the floor against which fast kernels are judged (NUMERICS.md §7).
+and 2L for fwd_bwd: the floor against which fast kernels are judged (README, Numerics §7).
 """
 
 from __future__ import annotations

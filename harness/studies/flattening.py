@@ -1,4 +1,4 @@
-"""The repeated-softmax study (NUMERICS.md §5): softmax applied k times flattens to uniform.
+"""The repeated-softmax study (README, Numerics §5): softmax applied k times flattens to uniform.
 
 For each (C, dtype, start scale, seed): p_0 = start_scale * N(0, 1) [C], drawn in float64 and
 rounded to the dtype; p_k = softmax(p_{k-1}) computed and stored in the dtype. Per iteration:

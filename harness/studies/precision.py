@@ -1,4 +1,4 @@
-"""Probes of where PyTorch's CPU kernels round in fp16/bf16 (NUMERICS.md §4, *unverified* there).
+"""Probes of where PyTorch's CPU kernels round in fp16/bf16 (README, Numerics §4, *unverified* there).
 
     python -m harness.studies.precision
 

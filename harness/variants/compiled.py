@@ -4,7 +4,7 @@
 
 Compilation happens in the variant's `setup` (the runner times that first call into
 `compile_time_s` and keeps it out of the timings). Inductor keeps fused intermediates in fp32,
-so compiled fp16/bf16 is usually closer to fp64 than eager (NUMERICS.md §4): treat the two as
+so compiled fp16/bf16 is usually closer to fp64 than eager (README, Numerics §4): treat the two as
 different variants, not as the same numbers at different speeds.
 """
 
@@ -28,7 +28,7 @@ def _compile(fn: LossFn) -> LossFn:
     "torch_compile",
     setup=_compile,
     description="torch.compile(F.cross_entropy), dynamic=False; Inductor keeps fp32 intermediates, "
-                "so fp16/bf16 results are usually closer to fp64 than eager (NUMERICS.md §4)",
+                "so fp16/bf16 results are usually closer to fp64 than eager (README, Numerics §4)",
 )
 def torch_compile(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities."""

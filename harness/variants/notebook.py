@@ -1,4 +1,4 @@
-"""The formulas of the seed notebook (NUMERICS.md §1), kept as written, bugs included.
+"""The formulas of the seed notebook (README, Numerics §1), kept as written, bugs included.
 
   softmax_log                 -sum(t * log(softmax(z))) / B          correct until a p underflows
   seed_lse_zy                 sum(lse - zy) / B, max-shifted         correct only if every row of t sums to 1

@@ -6,7 +6,7 @@
 
 Writing the k-th term (exactly 1) outside the sum and adding it with log1p keeps the small
 sum's digits that log(1 + s) would round away; their error bound for this form is about
-|n + ...| u relative to the result, independent of how large the logits are (NUMERICS.md §3).
+|n + ...| u relative to the result, independent of how large the logits are (README, Numerics §3).
 The sum of C - 1 terms each <= 1 reaches C - 1, so it is accumulated in fp32: stored in fp16
 it overflows for C >= 65,520 even when every logit is equal (as CPU fp16 log_softmax does,
 README Findings). The loss is assembled as T * log1p(s) - sum_c t_c (z_c - a), never forming

@@ -1,4 +1,4 @@
-"""A fused Triton cross-entropy at the 2L-byte floor (NUMERICS.md §7).
+"""A fused Triton cross-entropy at the 2L-byte floor (README, Numerics §7).
 
   triton_fused   one launch per forward: each row's loss, and the gradient of the mean loss
                  written into a buffer (online max/sum, then a second pass over the row while
