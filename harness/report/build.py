@@ -1,0 +1,152 @@
+"""Build a run's report: draw every figure (PNG + SVG), fill the tables, write index.html.
+
+`build_report(run_dir, out_dir)` is what `scripts/report.py` calls; tests call it directly.
+A figure that cannot be drawn becomes a 'no data' note naming the reason, so one bad
+section never costs the reader the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from harness.report import data, figures, tables
+from harness.report.page import Block, Section, render
+from harness.results import load
+
+INDEX = "index.html"
+PNG_DPI = 110   # ~1400 px wide for the widest figure: sharp on screen, ~100-200 kB per PNG
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    stem: str                                  # file name without extension
+    title: str
+    draw: Callable[[figures.Context], object]  # -> Figure | reason string
+    caption: str
+
+
+FIGURES = {
+    "breaks": FigureSpec(
+        "fig1-where-naive-breaks", "Where the naive formula breaks", figures.breaks,
+        "Logits are s·N(0,1) drawn in float64, then rounded to the dtype. "
+        "Squares: median relative error of the loss where every row at that cell is finite. "
+        "Red ×: at least one row returned inf or NaN (k/n: k of the n rows). Vertical bars: the "
+        "scale at which harness.theory predicts a median row to fail, by mechanism. A batch "
+        "fails with its worst row, so measured failures can come before the bars."),
+    "boundary": FigureSpec(
+        "fig2-failure-boundary", "Failure boundary against class count", figures.boundary,
+        "Dots: the smallest measured logit scale that gave a non-finite loss (median; bars span "
+        "seeds, targets, batch sizes and modes). The true edge lies between it and the next "
+        "smaller measured scale (grey lines: the measured grid). Lines: predicted edges; where "
+        "naive_exp and softmax_log fail by the same mechanism (a probability underflows) their "
+        "lines coincide."),
+    "accuracy": FigureSpec(
+        "fig3-accuracy", "Accuracy by variant and dtype", figures.accuracy,
+        "Medians over every finite row (status ok or inaccurate). Errors are against float64 "
+        "computed on the same rounded logits, so they measure the algorithm, not the storage."),
+    "speed": FigureSpec(
+        "fig4-speed", "Time against class count", figures.speed,
+        "Time of one call; fwd_bwd includes the gradient with respect to the logits."),
+    "throughput": FigureSpec(
+        "fig4b-throughput", "Throughput against class count", figures.throughput,
+        "GB/s from the harness's byte model (harness/measure/traffic.py) at the median time; the "
+        "dash-dot line is the copy bandwidth measured on the device, the right axis the share of it."),
+    "memory": FigureSpec(
+        "fig5-memory", "Peak extra memory against class count", figures.memory,
+        "Peak bytes allocated during one call above what existed before it. Dotted and dash-dot: "
+        "one and two copies of the logits."),
+    "flattening": FigureSpec(
+        "fig6-repeated-softmax", "Repeated softmax", figures.flattening,
+        "Each softmax application shrinks the distance from uniform by about 1/C "
+        "(the Jacobian at the uniform point is (1/C)(I − 11ᵀ/C)); dashed lines show that slope."),
+    "statuses": FigureSpec(
+        "fig7-statuses", "Status of every row", figures.statuses,
+        "ok: within the dtype's tolerance; inaccurate: finite but beyond it; nonfinite: inf or "
+        "NaN; error / oom / unsupported: the call did not complete."),
+}
+
+
+def _draw(spec: FigureSpec, ctx: figures.Context, out: Path) -> Block:
+    try:
+        result = spec.draw(ctx)
+    except Exception as exc:  # report the section as missing, keep the rest of the page
+        print(f"report: figure {spec.stem} could not be drawn: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Block("nodata", spec.title, f"the figure could not be drawn ({type(exc).__name__}: {exc})")
+    if isinstance(result, str):
+        return Block("nodata", spec.title, result)
+    try:
+        figures.finish(result)
+        result.savefig(out / f"{spec.stem}.png", dpi=PNG_DPI)
+        # The layout is settled by the first save; freezing it halves the cost of the
+        # second (constrained layout measures every tick label again on each draw).
+        result.set_layout_engine("none")
+        result.savefig(out / f"{spec.stem}.svg")
+    finally:
+        plt.close(result)
+    return Block("figure", spec.title, spec.stem, spec.caption)
+
+
+def _table(title: str, result, caption: str = "", collapsed: bool = False) -> Block:
+    if isinstance(result, str):
+        return Block("nodata", title, result)
+    return Block("table", title, result, caption, collapsed)
+
+
+def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
+    ctx = figures.Context.of(run_dir, rows)
+    fig = {k: _draw(spec, ctx, out) for k, spec in FIGURES.items()}
+    theory, why = ctx.theory
+    order = ctx.order
+    return [
+        Section("summary", "Summary", "Which variant should I use for my dtype and size, and what went wrong?", [
+            _table("Fastest variant that is ok at every point", tables.fastest(rows, order),
+                   "Per dtype, class count C, batch size B and mode: the variant with the smallest median "
+                   "time among those whose status is ok at every scale, target kind and seed of that group."),
+            fig["statuses"],
+            _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
+            _table("Rows that did not run", tables.failures(rows, order)),
+        ]),
+        Section("breaks", "Where the naive formula breaks",
+                "At which logit scale does each formula stop being finite, per dtype, and does theory predict it?", [
+                    fig["breaks"],
+                    _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(rows)),
+                    _table("Predicted failing scales", tables.predictions(theory, why), collapsed=True),
+                ]),
+        Section("boundary", "Failure boundary against class count",
+                "How does the logit scale at which naive_exp and softmax_log fail move with C?", [fig["boundary"]]),
+        Section("accuracy", "Accuracy", "How accurate is each variant, alone and relative to the native op?", [
+            fig["accuracy"],
+            _table("Median errors", tables.accuracy(rows, order), collapsed=True),
+        ]),
+        Section("speed", "Speed", "What does each variant cost in time, and how close is it to the copy floor?",
+                [fig["speed"], fig["throughput"]]),
+        Section("memory", "Memory", "How much memory does each variant need beyond the logits?", [fig["memory"]]),
+        Section("flattening", "Repeated softmax", "How quickly does applying softmax again and again reach uniform?",
+                [fig["flattening"]]),
+    ]
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write index.html and one PNG + SVG per figure for the rows under run_dir.
+
+    out_dir defaults to run_dir/report. Returns the path of index.html."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load(run_dir)
+    secs = sections(run_dir, rows, out)
+    if rows.empty:
+        secs[0].blocks.insert(0, Block("nodata", "this run", "no rows.parquet file under the run directory"))
+    html = render(f"Cross-entropy report: {run_dir.name}", data.metadata(rows), secs,
+                  footer=f"Written by scripts/report.py from {run_dir}.")
+    index = out / INDEX
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(index)   # a reader (or a browser reloading) never sees half a page
+    return index

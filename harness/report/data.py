@@ -1,0 +1,212 @@
+"""Shape a run's rows for the report: variant order and styles, theory, study tables, metadata.
+
+Everything here is plain pandas; nothing draws. Modules that other parts of the project
+provide (the theory, the flattening study) are imported lazily: when one is missing or
+broken, its section gets `None` plus a reason instead of the report failing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.dtypes import DTYPES
+
+FINITE = ("ok", "inaccurate")          # statuses whose loss and errors are numbers
+FAILED = ("error", "oom", "unsupported")
+STATUSES = ("ok", "inaccurate", "nonfinite", "error", "oom", "unsupported")
+NATIVE = "torch_cross_entropy"         # every variant's error is also shown relative to it
+MODES = ("fwd", "fwd_bwd")
+STUDY_FILE = "study-flattening.parquet"
+
+# Qualitative colours indexed by a variant's position in the fixed order, so a registered
+# variant keeps its colour from run to run (tab10 first: the most distinguishable ten).
+_PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+]
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one variant is drawn everywhere in the report."""
+
+    color: str
+    wrong: bool        # the formula itself is wrong (registry `expected_wrong`): dashed, marked
+    unstable: bool     # the naive formula is known to break at large scales (registry `stable`)
+    label: str         # legend text: the name, with a marker when the formula is wrong
+
+
+def _registry() -> tuple[list[str], dict]:
+    try:
+        variants = importlib.import_module("harness.variants")
+        return list(variants.names()), dict(variants.REGISTRY)
+    except Exception:  # a broken family module must not take the report down with it
+        return [], {}
+
+
+def variant_order(present) -> list[str]:
+    """Registered names in registration order, then names only the rows hold (user variants
+    given as pkg.mod:fn), sorted. Only names in `present` are returned."""
+    present = set(present)
+    registered, _ = _registry()
+    head = [n for n in registered if n in present]
+    return head + sorted(present - set(head))
+
+
+def styles(order: list[str]) -> dict[str, Style]:
+    """A fixed colour per variant: registered variants by registry position, others after."""
+    registered, registry = _registry()
+    slots = registered + [n for n in order if n not in registered]
+    out = {}
+    for name in order:
+        info = registry.get(name)
+        wrong = bool(getattr(info, "expected_wrong", ""))
+        unstable = info is not None and not getattr(info, "stable", True)
+        out[name] = Style(
+            color=_PALETTE[slots.index(name) % len(_PALETTE)],
+            wrong=wrong,
+            unstable=unstable,
+            label=f"{name} (wrong formula)" if wrong else name,
+        )
+    return out
+
+
+def dtype_order(present) -> list[str]:
+    """Dtypes in precision order (fp16, bf16, fp32, fp64), unknown names after."""
+    present = set(present)
+    return [d for d in DTYPES if d in present] + sorted(present - set(DTYPES))
+
+
+def has(df: pd.DataFrame, column: str) -> bool:
+    """Whether the column exists and holds at least one non-null value."""
+    return column in df.columns and bool(df[column].notna().any())
+
+
+def logit_bytes(dtype: str) -> int:
+    """Bytes per logit element of this dtype (2 for fp16/bf16, 4, 8)."""
+    import torch  # already imported by harness.dtypes; local to keep the intent visible
+
+    return torch.empty((), dtype=DTYPES[dtype]).element_size() if dtype in DTYPES else 0
+
+
+def metadata(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, value) pairs describing the run; values joined when rows disagree."""
+
+    def values(column: str) -> str:
+        if column not in df.columns:
+            return "-"
+        vals = [str(v) for v in pd.unique(df[column].dropna())]
+        return ", ".join(sorted(vals)) if vals else "-"
+
+    commit = values("git_commit")
+    if has(df, "git_dirty") and bool(df["git_dirty"].fillna(False).any()):
+        commit += " (with uncommitted changes)"
+    when = "-"
+    if has(df, "timestamp"):
+        ts = df["timestamp"].dropna()
+        when = f"{ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC"
+    return [
+        ("sweep", values("sweep")),
+        ("device", values("device")),
+        ("device name", values("device_name")),
+        ("threads", values("num_threads")),
+        ("torch", values("torch_version")),
+        ("python", values("python_version")),
+        ("harness", values("harness_version")),
+        ("commit", commit),
+        ("measured", when),
+        ("rows", str(len(df))),
+        ("timing", "on" if has(df, "time_median_s") else "off (accuracy-only run)"),
+    ]
+
+
+# --- theory -----------------------------------------------------------------------------
+
+def theory_module():
+    """harness.theory, or (None, reason) when it does not import."""
+    try:
+        return importlib.import_module("harness.theory"), ""
+    except Exception as exc:
+        return None, f"harness.theory does not import ({type(exc).__name__}: {exc})"
+
+
+def theory_points(run_dir: Path, df: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """Predicted failing scales for the run's dtypes and class counts.
+
+    Columns: dtype, num_classes, variant, mechanism, predicted_scale (a median row), and,
+    when present, batch_size and predicted_scale_batch (the worst of B rows). The run's
+    stored theory is preferred; else it is computed for the rows' dtypes, class counts and
+    largest batch size (about a second per batch size: each prediction is a bisection over
+    a [C] logsumexp, which is why only the run's own class counts are computed)."""
+    mod, reason = theory_module()
+    if mod is None:
+        return None, reason
+    try:
+        stored = mod.load_theory(run_dir)
+        if stored is not None and len(stored):
+            return stored, ""
+        if df.empty:
+            return None, "no rows to predict for"
+        dtypes = [d for d in dtype_order(df["dtype"].unique()) if d in DTYPES]
+        classes = sorted(int(c) for c in df["num_classes"].unique())
+        return mod.theory_table(dtypes, classes, [int(df["batch_size"].max())]), ""
+    except Exception as exc:
+        return None, f"the theory failed ({type(exc).__name__}: {exc})"
+
+
+def theory_curve(theory: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    """Per (dtype, num_classes, variant): the scale where the variant fails at all (the
+    first of its mechanisms): `predicted` for a median row and, where the theory has it,
+    `predicted_batch` for the worst of `batch_size` rows."""
+    keys = ["dtype", "num_classes", "variant"]
+    t = theory
+    if "batch_size" in t.columns:
+        batch = t[t["batch_size"] == batch_size]
+        t = batch if len(batch) else t
+    out = t.groupby(keys, as_index=False)["predicted_scale"].min().rename(columns={"predicted_scale": "predicted"})
+    if "predicted_scale_batch" in t.columns and "batch_size" in t.columns and (t["batch_size"] == batch_size).any():
+        b = t.groupby(keys, as_index=False)["predicted_scale_batch"].min()
+        out = out.merge(b.rename(columns={"predicted_scale_batch": "predicted_batch"}), on=keys)
+    return out
+
+
+# --- measured failure boundary ---------------------------------------------------------
+
+def first_failing_scale(df: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per (variant, dtype, num_classes, targets, batch_size, mode, seed): the smallest
+    logit_scale whose status is nonfinite, or NaN if every measured scale stayed finite.
+
+    Columns: those keys, first_failing (float), max_scale (largest scale measured)."""
+    keys = ["variant", "dtype", "num_classes", "targets", "batch_size", "mode", "seed"]
+    sub = df[df["variant"].isin(variants)]
+    if sub.empty:
+        return pd.DataFrame(columns=keys + ["first_failing", "max_scale"])
+    failing = sub[sub["status"] == "nonfinite"].groupby(keys)["logit_scale"].min().rename("first_failing")
+    top = sub.groupby(keys)["logit_scale"].max().rename("max_scale")
+    return pd.concat([top, failing], axis=1).reset_index()
+
+
+# --- study tables ----------------------------------------------------------------------
+
+def flattening(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """Every study-flattening.parquet under run_dir, concatenated; None plus a reason if none."""
+    files = sorted(p for p in Path(run_dir).rglob(STUDY_FILE)
+                   if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
+    if not files:
+        return None, f"no {STUDY_FILE} under the run directory (the repeated-softmax study did not run)"
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f))
+        except Exception as exc:
+            return None, f"{f.name} is unreadable ({type(exc).__name__}: {exc})"
+    out = pd.concat(frames, ignore_index=True)
+    need = {"num_classes", "dtype", "iteration", "dist_from_uniform"}
+    if not need <= set(out.columns):
+        return None, f"{STUDY_FILE} lacks columns {sorted(need - set(out.columns))}"
+    return out, ""

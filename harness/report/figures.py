@@ -1,0 +1,477 @@
+"""One function per figure of the report. Each takes a `Context` and returns a matplotlib
+Figure, or a string saying why there is no data for it (never raises on a thin run).
+
+Conventions shared by every figure: a title phrased as the question the figure answers,
+units on every axis, variants in the fixed registry order with fixed colours
+(`data.styles`), and variants whose formula is wrong drawn dashed and named "(wrong formula)".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, identical output on CI and laptops
+
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from harness.report import data  # noqa: E402
+
+Result = "plt.Figure | str"
+
+# The naive variants whose failure boundary the study is about (figure 2).
+BOUNDARY_VARIANTS = ("naive_exp", "softmax_log", "naive_exp_gather")
+MECHANISM_STYLE = {  # predicted edges in figure 1
+    "sum_overflow": dict(color="#e6550d", linestyle="-", label="predicted: the sum overflows"),
+    "prob_underflow": dict(color="#756bb1", linestyle="--", label="predicted: a probability underflows"),
+}
+NONFINITE_COLOR = "#d62728"
+
+
+@dataclass
+class Context:
+    """What every figure reads: the rows, the run directory and the fixed variant styles."""
+
+    run_dir: Path
+    rows: pd.DataFrame
+    order: list[str] = field(default_factory=list)
+    style: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def theory(self) -> tuple[pd.DataFrame | None, str]:
+        """(predictions, reason when None), computed once for figures 1 and 2."""
+        return data.theory_points(self.run_dir, self.rows)
+
+    @classmethod
+    def of(cls, run_dir: Path, rows: pd.DataFrame) -> "Context":
+        order = data.variant_order(rows["variant"].dropna().unique()) if len(rows) else []
+        return cls(Path(run_dir), rows, order, data.styles(order))
+
+
+def theme():
+    """Seaborn's whitegrid look for the figures only (no global state is changed)."""
+    return plt.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)})
+
+
+def finish(fig) -> None:
+    """Drop minor tick labels on log axes that span a decade or more: the major labels
+    (10^k) already say where the values are, and measuring every minor label's text is most
+    of the time a multi-panel figure takes to draw. Narrower log axes keep them, since they
+    may have no major tick at all."""
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(lim)
+            if axis.get_scale() == "log" and lo > 0 and hi / lo >= 10:
+                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _style_ticklabels(ctx: Context, labels) -> None:
+    by_label = {st.label: st for st in ctx.style.values()}
+    for label in labels:
+        st = by_label.get(label.get_text())
+        if st is not None and st.wrong:
+            label.set_color("#888888")
+            label.set_fontstyle("italic")
+
+
+def _line(ctx: Context, ax, name: str, x, y, **kw):
+    st = ctx.style[name]
+    return ax.plot(x, y, color=st.color, linestyle="--" if st.wrong else "-", marker="o",
+                   markersize=4, label=st.label, **kw)
+
+
+def _legend_below(fig, handles, labels, ncol: int = 4) -> None:
+    # One legend for the whole figure, under the panels, so no panel's lines are hidden.
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False)
+
+
+def _collect_legend(axes) -> tuple[list, list]:
+    seen: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    return list(seen.values()), list(seen.keys())
+
+
+def _largest_batch(df: pd.DataFrame) -> int:
+    return int(df["batch_size"].max())
+
+
+# --- 1. where the naive formula breaks ----------------------------------------------------
+
+def breaks(ctx: Context) -> "Result":
+    """Per dtype and class count: logit scale x variant, coloured by log10 relative error of
+    the loss (median over seeds, batch sizes, targets and modes); non-finite cells marked."""
+    df = ctx.rows
+    if df.empty or df["logit_scale"].nunique() == 0:
+        return "no rows"
+    df = df[~df["status"].isin(data.FAILED)]
+    if df.empty:
+        return "every row failed to run (error, oom or unsupported): nothing to colour"
+    theory, _ = ctx.theory
+    dtypes = data.dtype_order(df["dtype"].unique())
+    classes = sorted(df["num_classes"].unique())
+    order = [v for v in ctx.order if v in set(df["variant"])]
+    ypos = {v: i for i, v in enumerate(order)}
+
+    keys = ["dtype", "num_classes", "variant", "logit_scale"]
+    finite = df[df["status"].isin(data.FINITE)]
+    err = finite.groupby(keys)["loss_rel_err"].median().rename("err")
+    nonfin = df.assign(bad=df["status"] == "nonfinite").groupby(keys)["bad"].agg(["sum", "count"])
+    cells = nonfin.join(err).reset_index()
+    # Exact results (error 0, e.g. fp64 agreeing with its own reference) sit at the floor.
+    cells["log_err"] = np.log10(cells["err"].clip(lower=1e-17))
+    finite_vals = cells.loc[cells["sum"] == 0, "log_err"].dropna()
+    vmin, vmax = (finite_vals.min(), finite_vals.max()) if len(finite_vals) else (-8.0, 0.0)
+    # Colours stop at 100 % error: a wrong formula (errors of 10^2 and more) would otherwise
+    # spend the whole scale and leave the correct variants one colour.
+    vmax = min(vmax, 0.0)
+    if vmin >= vmax:
+        vmin = vmax - 1
+
+    scales = sorted(df["logit_scale"].unique())
+    pos = [s for s in scales if s > 0] or [1.0]
+    xlo, xhi = min(pos) / 2.5, max(pos) * 2.5
+    with theme():
+        fig, axes = plt.subplots(len(classes), len(dtypes), squeeze=False, sharex=True, sharey=True,
+                                 layout="constrained", figsize=(3.4 * len(dtypes) + 2.6, 0.28 * len(order) * len(classes) + 1.6 + 0.5 * len(classes)))
+        sc = None
+        for r, c in enumerate(classes):
+            for k, dt in enumerate(dtypes):
+                ax = axes[r][k]
+                cell = cells[(cells["dtype"] == dt) & (cells["num_classes"] == c)]
+                ok = cell[(cell["sum"] == 0) & cell["log_err"].notna()]
+                sc = ax.scatter(ok["logit_scale"].clip(lower=xlo), ok["variant"].map(ypos), c=ok["log_err"],
+                                cmap="viridis", vmin=vmin, vmax=vmax, marker="s", s=110, edgecolors="none")
+                bad = cell[cell["sum"] > 0]
+                ax.scatter(bad["logit_scale"].clip(lower=xlo), bad["variant"].map(ypos), marker="X", s=90,
+                           color=NONFINITE_COLOR, label="non-finite loss (inf or NaN) in some rows")
+                for _, b in bad[bad["sum"] < bad["count"]].iterrows():
+                    ax.annotate(f"{int(b['sum'])}/{int(b['count'])}", (max(b["logit_scale"], xlo), ypos[b["variant"]]),
+                                xytext=(7, -3), textcoords="offset points", fontsize=6.5, color=NONFINITE_COLOR)
+                if theory is not None:
+                    pred = theory[(theory["dtype"] == dt) & (theory["num_classes"] == c)]
+                    for _, p in pred.iterrows():
+                        s, mech = float(p["predicted_scale"]), p["mechanism"]
+                        if p["variant"] not in ypos or not math.isfinite(s) or mech not in MECHANISM_STYLE:
+                            continue
+                        y = ypos[p["variant"]]
+                        ax.plot([max(s, xlo)] * 2, [y - 0.45, y + 0.45], linewidth=2, **MECHANISM_STYLE[mech])
+                ax.set_xscale("log")
+                ax.set_xlim(xlo, xhi)
+                ax.set_title(f"{dt}, C = {c:,}", fontsize=9)
+                ax.grid(axis="y", visible=False)
+        for ax in axes[:, 0]:
+            ax.set_yticks(range(len(order)), [ctx.style[v].label for v in order])
+            _style_ticklabels(ctx, ax.get_yticklabels())
+        ax0 = axes[0][0]
+        ax0.set_ylim(len(order) - 0.5, -0.5)
+        for ax in axes[-1]:   # per panel: a figure-wide label would sit on the legend
+            ax.set_xlabel("logit scale s (log axis)")
+        cbar = fig.colorbar(sc, ax=axes, shrink=0.8, pad=0.02, extend="max")
+        cbar.set_label("log10 relative error of the loss\n(median over seeds, batches, targets, modes)")
+        fig.suptitle("Where does each formula stop giving a finite loss, and how accurate is it before that?")
+        handles, labels = _collect_legend(axes)
+        _legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+# --- 2. failure boundary vs class count ---------------------------------------------------
+
+def boundary(ctx: Context) -> "Result":
+    """First failing logit scale against C for the naive variants, measured (median and
+    spread over seeds, targets, batch sizes and modes) and predicted by harness.theory."""
+    df = ctx.rows
+    variants = [v for v in BOUNDARY_VARIANTS if v in set(df["variant"])] if len(df) else []
+    if not variants:
+        return f"none of {', '.join(BOUNDARY_VARIANTS)} in the rows"
+    first = data.first_failing_scale(df, variants)
+    dtypes = data.dtype_order(df["dtype"].unique())
+    batch = _largest_batch(df)
+    theory, why = ctx.theory
+    curve = None if theory is None else data.theory_curve(theory, batch)
+    if first["first_failing"].isna().all() and curve is None:
+        return f"no variant became non-finite at any measured scale, and no prediction: {why}"
+    scales = sorted(df["logit_scale"].unique())
+    with theme():
+        fig, axes = plt.subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.3 * len(dtypes) + 0.6, 4.6))
+        for k, dt in enumerate(dtypes):
+            ax = axes[0][k]
+            for j, v in enumerate(variants):
+                st = ctx.style[v]
+                if curve is not None:
+                    cv = curve[(curve["dtype"] == dt) & (curve["variant"] == v)].sort_values("num_classes")
+                    ok = cv["predicted"].replace(0, np.nan)
+                    ax.plot(cv["num_classes"], ok, color=st.color, linewidth=1.3, alpha=0.8)
+                    if "predicted_batch" in cv:
+                        ax.plot(cv["num_classes"], cv["predicted_batch"].replace(0, np.nan), color=st.color,
+                                linewidth=1.0, linestyle=":", alpha=0.9)
+                m = first[(first["dtype"] == dt) & (first["variant"] == v)]
+                jitter = 1.0 + 0.06 * (j - (len(variants) - 1) / 2)   # side by side, not on top
+                agg = m.groupby("num_classes")["first_failing"].agg(["median", "min", "max", "count"])
+                fails = agg[agg["count"] > 0]
+                ax.errorbar(fails.index * jitter, fails["median"],
+                            yerr=[fails["median"] - fails["min"], fails["max"] - fails["median"]],
+                            fmt="o", color=st.color, capsize=3, markersize=6, label=f"{st.label}: measured")
+                never = m.groupby("num_classes")["first_failing"].count()
+                never = never[never == 0].index
+                if len(never):
+                    top = m[m["num_classes"].isin(never)].groupby("num_classes")["max_scale"].max()
+                    ax.scatter(top.index * jitter, top.values, marker="^", facecolors="none",
+                               edgecolors=st.color, s=60, label="finite at every measured scale (edge above)")
+            for s in scales:   # the measured grid: a measured edge can only sit on these
+                ax.axhline(s, color="#cccccc", linewidth=0.6, zorder=0)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(dt)
+            ax.set_xlabel("number of classes C (log axis)")
+        axes[0][0].set_ylabel("first non-finite logit scale s (log axis)")
+        handles, labels = _collect_legend(axes)
+        from matplotlib.lines import Line2D
+        handles += [Line2D([], [], color="#444444"), Line2D([], [], color="#444444", linestyle=":")]
+        labels += ["predicted, median row", f"predicted, worst of B = {batch} rows"]
+        fig.suptitle("At what logit scale do the naive formulas first return inf or NaN, as C grows?")
+        _legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+# --- 3. accuracy --------------------------------------------------------------------------
+
+def accuracy(ctx: Context) -> "Result":
+    """variant x dtype heatmaps: median loss and gradient error, and the loss error over
+    torch_cross_entropy's at the same point (finite rows only)."""
+    df = ctx.rows[ctx.rows["status"].isin(data.FINITE)] if len(ctx.rows) else ctx.rows
+    if df.empty:
+        return "no finite results"
+    panels = [(c, t) for c, t in (
+        ("loss_rel_err", "median relative error\nof the loss"),
+        ("grad_rel_err", "median relative error\nof the gradient (fwd_bwd)"),
+        ("err_vs_native", f"loss error ÷ {data.NATIVE}'s\n(1 = as good as the native op)"),
+    ) if data.has(df, c)]
+    if not panels:
+        return "no error columns hold values"
+    order = [v for v in ctx.order if v in set(df["variant"])]
+    dtypes = data.dtype_order(df["dtype"].unique())
+    with theme():
+        fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
+                                 layout="constrained", figsize=(1.2 * len(dtypes) * len(panels) + 4.5, 0.42 * len(order) + 2.2))
+        for ax, (col, title) in zip(axes[0], panels):
+            table = df.pivot_table(index="variant", columns="dtype", values=col, aggfunc="median")
+            table = table.reindex(index=order, columns=dtypes)
+            logt = np.log10(table.clip(lower=1e-17).astype(float))
+            annot = table.map(lambda x: "-" if pd.isna(x) else f"{x:.1e}")
+            sns.heatmap(logt, ax=ax, annot=annot, fmt="", cmap="mako_r", cbar=False,
+                        annot_kws={"fontsize": 7.5}, linewidths=0.5, linecolor="white")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("dtype")
+            ax.set_ylabel("")
+        axes[0][0].set_yticks(np.arange(len(order)) + 0.5, [ctx.style[v].label for v in order], rotation=0)
+        _style_ticklabels(ctx, axes[0][0].get_yticklabels())
+        fig.suptitle("How accurate is each variant in each dtype? (dimensionless relative errors; darker = larger)")
+    return fig
+
+
+# --- 4. speed -----------------------------------------------------------------------------
+
+def _pooled_quartiles(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Quartiles of every timed sample pooled over the rows sharing `keys` (seeds, scales,
+    targets): the line is the pooled median, the band its interquartile range."""
+    def q(group: pd.DataFrame) -> pd.Series:
+        samples = [s for lst in group["time_samples_s"] if lst is not None for s in lst]
+        if not samples:
+            samples = list(group["time_median_s"].dropna())
+        a = np.asarray(samples, dtype=float)
+        return pd.Series({"q25": np.percentile(a, 25), "median": np.median(a), "q75": np.percentile(a, 75)})
+    return df.groupby(keys)[["time_samples_s", "time_median_s"]].apply(q).reset_index()
+
+
+def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog: bool = True):
+    """Grid of panels, rows = mode, columns = dtype; draw(ax, sub, variant) per variant."""
+    modes = [m for m in data.MODES if m in set(df["mode"])] + sorted(set(df["mode"]) - set(data.MODES))
+    dtypes = data.dtype_order(df["dtype"].unique())
+    order = [v for v in ctx.order if v in set(df["variant"])]
+    with theme():
+        fig, axes = plt.subplots(len(modes), len(dtypes), squeeze=False, sharex=True,
+                                 layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 3.4 * len(modes) + 1.6))
+        for r, mode in enumerate(modes):
+            for k, dt in enumerate(dtypes):
+                ax = axes[r][k]
+                sub = df[(df["mode"] == mode) & (df["dtype"] == dt)]
+                for v in order:
+                    part = sub[sub["variant"] == v].sort_values("num_classes")
+                    if len(part):
+                        draw(ax, part, v)
+                ax.set_xscale("log")
+                if ylog:
+                    ax.set_yscale("log")
+                ax.set_title(f"{dt}, {mode}", fontsize=9)
+                if r == len(modes) - 1:
+                    ax.set_xlabel("number of classes C (log axis)")
+        fig.supylabel(y_label, fontsize=10)
+        fig.suptitle(title)
+        handles, labels = _collect_legend(axes)
+        _legend_below(fig, handles, labels, ncol=4)
+    return fig
+
+
+def speed(ctx: Context) -> "Result":
+    df = ctx.rows
+    if not data.has(df, "time_median_s"):
+        return "timing was off (accuracy-only run)"
+    df = df[df["time_median_s"].notna()]
+    batch = _largest_batch(df)
+    df = df[df["batch_size"] == batch]
+    q = _pooled_quartiles(df, ["variant", "dtype", "mode", "num_classes"])
+    for col in ("q25", "median", "q75"):
+        q[col] = q[col] * 1e3
+
+    def draw(ax, part, v):
+        _line(ctx, ax, v, part["num_classes"], part["median"])
+        ax.fill_between(part["num_classes"], part["q25"], part["q75"], color=ctx.style[v].color, alpha=0.12, linewidth=0)
+
+    return _facets(ctx, q, "time per call (ms, log axis)",
+                   f"How long does one call take as C grows? (B = {batch}; line: median, band: IQR of all samples)", draw)
+
+
+def throughput(ctx: Context) -> "Result":
+    df = ctx.rows
+    if not data.has(df, "gbps"):
+        return "timing was off (accuracy-only run): no GB/s"
+    df = df[df["gbps"].notna()]
+    batch = _largest_batch(df)
+    df = df[df["batch_size"] == batch]
+    g = df.groupby(["variant", "dtype", "mode", "num_classes"], as_index=False)["gbps"].median()
+    copy = float(df["device_copy_gbps"].median()) if data.has(df, "device_copy_gbps") else float("nan")
+
+    def draw(ax, part, v):
+        _line(ctx, ax, v, part["num_classes"], part["gbps"])
+
+    fig = _facets(ctx, g, "throughput (GB/s of the byte model, log axis)",
+                  f"How close does each variant get to the device's copy bandwidth? (B = {batch}, median over points)",
+                  draw)
+    if math.isfinite(copy) and copy > 0:
+        for ax in np.ravel(fig.axes):
+            ax.axhline(copy, color="black", linestyle="-.", linewidth=1, label=f"device copy: {copy:.1f} GB/s")
+            # Right-hand axis in % of the copy bandwidth (the share of the floor reached), on
+            # the last column only: each secondary axis costs as much to draw as a panel.
+            if ax.get_subplotspec().is_last_col():
+                sec = ax.secondary_yaxis("right", functions=(lambda y: 100 * y / copy, lambda p: p * copy / 100))
+                sec.set_ylabel("% of device copy bandwidth", fontsize=9)
+        handles, labels = _collect_legend(fig.axes)
+        for lg in fig.legends:
+            lg.remove()
+        _legend_below(fig, handles, labels, ncol=4)
+    return fig
+
+
+# --- 5. memory ----------------------------------------------------------------------------
+
+def memory(ctx: Context) -> "Result":
+    df = ctx.rows
+    if not data.has(df, "peak_mem_bytes"):
+        return "memory measurement was off"
+    df = df[df["peak_mem_bytes"].notna() & (df["peak_mem_bytes"] > 0)]
+    if df.empty:
+        return "no positive peak-memory values"
+    batch = _largest_batch(df)
+    df = df[df["batch_size"] == batch]
+    m = df.groupby(["variant", "dtype", "mode", "num_classes"], as_index=False)["peak_mem_bytes"].median()
+    m["mib"] = m["peak_mem_bytes"] / 2**20
+
+    def draw(ax, part, v):
+        _line(ctx, ax, v, part["num_classes"], part["mib"])
+
+    fig = _facets(ctx, m, "peak extra memory (MiB, log axis)",
+                  f"How much memory does each variant add beyond its inputs? (B = {batch}, median over points)", draw)
+    dtypes = data.dtype_order(m["dtype"].unique())
+    cs = np.array(sorted(m["num_classes"].unique()), dtype=float)
+    for ax in fig.axes:
+        dt = next((d for d in dtypes if ax.get_title().startswith(f"{d},")), None)
+        if dt is None:
+            continue
+        logits = batch * cs * data.logit_bytes(dt) / 2**20   # B*C*bytes: one copy of the logits
+        ax.plot(cs, logits, color="black", linestyle=":", linewidth=1, label="1× logits (B·C·bytes)")
+        ax.plot(cs, 2 * logits, color="black", linestyle="-.", linewidth=1, label="2× logits")
+    handles, labels = _collect_legend(fig.axes)
+    for lg in fig.legends:
+        lg.remove()
+    _legend_below(fig, handles, labels, ncol=4)
+    return fig
+
+
+# --- 6. repeated softmax ------------------------------------------------------------------
+
+def flattening(ctx: Context) -> "Result":
+    table, why = data.flattening(ctx.run_dir)
+    if table is None:
+        return why
+    table = table[table["dist_from_uniform"] > 0]   # exactly uniform: nothing to put on a log axis
+    if table.empty:
+        return "every recorded distance is 0"
+    dtypes = data.dtype_order(table["dtype"].unique())
+    classes = sorted(table["num_classes"].unique())
+    colors = dict(zip(classes, sns.color_palette("flare", len(classes))))
+    med = table.groupby(["dtype", "num_classes", "iteration"], as_index=False)["dist_from_uniform"].median()
+    with theme():
+        fig, axes = plt.subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 4.4))
+        for ax, dt in zip(axes[0], dtypes):
+            for c in classes:
+                part = med[(med["dtype"] == dt) & (med["num_classes"] == c)].sort_values("iteration")
+                if part.empty:
+                    continue
+                ax.plot(part["iteration"], part["dist_from_uniform"], marker="o", markersize=3,
+                        color=colors[c], label=f"C = {c:,}: measured")
+                # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
+                i0, d0 = part["iteration"].iloc[0], part["dist_from_uniform"].iloc[0]
+                its = part["iteration"].to_numpy(dtype=float)
+                ref = d0 * float(c) ** -(its - i0)
+                keep = ref >= part["dist_from_uniform"].min() / 100
+                ax.plot(its[keep], ref[keep], color=colors[c], linestyle="--", linewidth=1)
+            ax.set_yscale("log")
+            ax.set_title(dt)
+            ax.set_xlabel("softmax applications (iteration)")
+        axes[0][0].set_ylabel("distance from uniform 1/C (log axis)")
+        handles, labels = _collect_legend(axes)
+        from matplotlib.lines import Line2D
+        handles.append(Line2D([], [], color="#444444", linestyle="--"))
+        labels.append("slope 1/C per step (theory)")
+        fig.suptitle("How fast does repeated softmax flatten to uniform? (median over seeds and start scales)")
+        _legend_below(fig, handles, labels, ncol=4)
+    return fig
+
+
+# --- 7. summary: statuses -----------------------------------------------------------------
+
+STATUS_COLORS = {"ok": "#4daf4a", "inaccurate": "#ff7f00", "nonfinite": NONFINITE_COLOR,
+                 "error": "#6a3d9a", "oom": "#a65628", "unsupported": "#999999"}
+
+
+def statuses(ctx: Context) -> "Result":
+    df = ctx.rows
+    if df.empty:
+        return "no rows"
+    order = [v for v in ctx.order if v in set(df["variant"])]
+    kinds = [s for s in data.STATUSES if s in set(df["status"])] + sorted(set(df["status"]) - set(data.STATUSES))
+    counts = df.groupby(["variant", "status"]).size().unstack(fill_value=0).reindex(index=order, columns=kinds, fill_value=0)
+    with theme():
+        fig, ax = plt.subplots(layout="constrained", figsize=(9, 0.35 * len(order) + 1.8))
+        left = np.zeros(len(order))
+        for k in kinds:
+            ax.barh(range(len(order)), counts[k], left=left, color=STATUS_COLORS.get(k, "#333333"), label=k)
+            left += counts[k].to_numpy()
+        ax.set_yticks(range(len(order)), [ctx.style[v].label for v in order])
+        _style_ticklabels(ctx, ax.get_yticklabels())
+        ax.invert_yaxis()
+        ax.set_xlabel("rows (points × modes)")
+        ax.set_title("What happened to each variant across the run? (status of every row)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="status")
+    return fig

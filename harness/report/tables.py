@@ -1,0 +1,135 @@
+"""The report's tables as DataFrames of display strings (the page escapes them, not this).
+
+Each function returns a DataFrame, or a string saying why there is no data for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.report import data
+
+
+def _sci(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
+
+
+def _ratio(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2g}×"
+
+
+def accuracy(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
+    """variant x dtype: median loss and gradient error (finite rows), the same over
+    torch_cross_entropy's at the point, and how many rows were finite."""
+    if rows.empty:
+        return "no rows"
+    fin = rows[rows["status"].isin(data.FINITE)]
+    out = []
+    for dt in data.dtype_order(rows["dtype"].unique()):
+        for v in order:
+            all_ = rows[(rows["variant"] == v) & (rows["dtype"] == dt)]
+            if all_.empty:
+                continue
+            f = fin[(fin["variant"] == v) & (fin["dtype"] == dt)]
+            out.append({
+                "dtype": dt,
+                "variant": v,
+                "loss error (median)": _sci(f["loss_rel_err"].median()),
+                "gradient error (median)": _sci(f["grad_rel_err"].median()),
+                f"loss error ÷ {data.NATIVE}": _ratio(f["err_vs_native"].median()) if "err_vs_native" in f else "-",
+                f"gradient error ÷ {data.NATIVE}": _ratio(f["grad_err_vs_native"].median()) if "grad_err_vs_native" in f else "-",
+                "finite rows": f"{len(f)}/{len(all_)}",
+            })
+    return pd.DataFrame(out) if out else "no rows"
+
+
+def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
+    """Per (dtype, C, B, mode): the variant with the smallest median time among rows whose
+    status is ok at *every* point of that group (scales, targets, seeds), and its time.
+
+    A variant that fails or is inaccurate anywhere in the group is not a recommendation."""
+    if not data.has(rows, "time_median_s"):
+        return "timing was off (accuracy-only run)"
+    keys = ["dtype", "num_classes", "batch_size", "mode"]
+    good = rows.groupby(keys + ["variant"])["status"].agg(lambda s: bool((s == "ok").all())).rename("all_ok")
+    med = rows.groupby(keys + ["variant"])["time_median_s"].median().rename("t")
+    both = pd.concat([good, med], axis=1).reset_index()
+    both = both[both["all_ok"] & both["t"].notna()]
+    if both.empty:
+        return "no variant was ok at every point of any group"
+    rank = {v: i for i, v in enumerate(order)}
+    out = []
+    for key, g in both.groupby(keys, sort=False):
+        g = g.sort_values(["t", "variant"], key=lambda s: s.map(rank) if s.name == "variant" else s)
+        best = g.iloc[0]
+        runner = g.iloc[1] if len(g) > 1 else None
+        dt, c, b, mode = key
+        out.append({
+            "dtype": dt, "C": f"{int(c):,}", "B": str(int(b)), "mode": mode,
+            "fastest ok variant": best["variant"], "median time (ms)": f"{best['t'] * 1e3:.3g}",
+            "next": "-" if runner is None else runner["variant"],
+            "next is slower by": "-" if runner is None else f"{runner['t'] / best['t']:.2f}×",
+        })
+    df = pd.DataFrame(out)
+    dorder = {d: i for i, d in enumerate(data.dtype_order(df["dtype"].unique()))}
+    df["_d"] = df["dtype"].map(dorder)
+    df["_c"] = df["C"].str.replace(",", "").astype(int)
+    return df.sort_values(["_d", "_c", "B", "mode"]).drop(columns=["_d", "_c"]).reset_index(drop=True)
+
+
+def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
+    """variant x status: number of rows."""
+    if rows.empty:
+        return "no rows"
+    kinds = [s for s in data.STATUSES if s in set(rows["status"])] + sorted(set(rows["status"]) - set(data.STATUSES))
+    counts = rows.groupby(["variant", "status"]).size().unstack(fill_value=0)
+    counts = counts.reindex(index=[v for v in order if v in counts.index], columns=kinds, fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index().astype(str)
+
+
+def failures(rows: pd.DataFrame, order: list[str], limit: int = 50) -> "pd.DataFrame | str":
+    """Rows that did not run (error, oom, unsupported): the point and the message, one line
+    per distinct (variant, status, message), at most `limit` lines."""
+    bad = rows[rows["status"].isin(data.FAILED)] if len(rows) else rows
+    if bad.empty:
+        return "no row failed to run"
+    g = bad.groupby(["variant", "status", "message"], dropna=False).agg(
+        rows=("status", "size"), dtypes=("dtype", lambda s: ", ".join(data.dtype_order(s.unique()))),
+        classes=("num_classes", lambda s: ", ".join(str(int(c)) for c in sorted(s.unique())))).reset_index()
+    rank = {v: i for i, v in enumerate(order)}
+    g = g.sort_values("variant", key=lambda s: s.map(rank)).head(limit)
+    g["message"] = g["message"].fillna("")
+    return g[["variant", "status", "rows", "dtypes", "classes", "message"]].astype(str)
+
+
+def dtype_edges(rows: pd.DataFrame) -> "pd.DataFrame | str":
+    """Per dtype present: where exp() overflows and underflows, and u (harness.theory)."""
+    mod, why = data.theory_module()
+    if mod is None:
+        return why
+    dtypes = [d for d in data.dtype_order(rows["dtype"].unique()) if d in data.DTYPES] if len(rows) else []
+    if not dtypes:
+        return "no rows"
+    try:
+        t = mod.dtype_edges_table(dtypes)
+    except Exception as exc:
+        return f"the theory failed ({type(exc).__name__}: {exc})"
+    fmt = {c: (lambda x: f"{x:.4g}") for c in t.columns if c != "dtype"}
+    return pd.DataFrame({c: t[c].map(fmt[c]) if c in fmt else t[c] for c in t.columns})
+
+
+def predictions(theory: pd.DataFrame | None, why: str) -> "pd.DataFrame | str":
+    """The predicted failing scales (median row), one row per dtype, C and variant."""
+    if theory is None:
+        return why
+    cols = ["dtype", "num_classes", "variant", "mechanism", "predicted_scale"]
+    if not set(cols) <= set(theory.columns):
+        return "the stored theory lacks the expected columns"
+    t = theory[cols].drop_duplicates()
+    t = t.assign(predicted_scale=t["predicted_scale"].map(lambda x: f"{x:.3g}"))
+    dorder = {d: i for i, d in enumerate(data.dtype_order(t["dtype"].unique()))}
+    t = t.sort_values(["dtype", "num_classes", "variant", "mechanism"], key=lambda s: s.map(dorder) if s.name == "dtype" else s)
+    return t.astype(str).reset_index(drop=True)

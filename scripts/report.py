@@ -1,0 +1,35 @@
+"""python scripts/report.py RUN_DIR [--out DIR]: write RUN_DIR's report (default RUN_DIR/report/).
+
+Prints the path of index.html and how long the report took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the HTML report of a harness run or sweep.")
+    parser.add_argument("run_dir", type=Path, help="run or sweep directory holding rows.parquet files")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        print(f"report: RUN_DIR {args.run_dir} is not a directory; give a run or sweep directory "
+              "holding rows.parquet files", file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"report: --out {args.out} is a file; give a directory (created if missing)", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    from harness.report import build_report  # matplotlib and seaborn only once the arguments are good
+
+    index = build_report(args.run_dir, args.out)
+    print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The report: figures from a real smoke run, a page that parses and links only to files that
+exist, 'no data' sections for thin runs, and escaping of text that comes from results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from harness.report import build_report, data
+from harness.report.build import FIGURES
+from harness.results import SCHEMA, load, write_rows
+
+REPO = Path(__file__).resolve().parent.parent
+TIME_COLUMNS = ["time_median_s", "time_iqr_s", "time_min_s", "reps", "time_samples_s", "gbps",
+                "floor_time_s", "pct_of_floor", "device_copy_gbps"]
+
+
+def smoke_run_dir(tmp_path_factory) -> Path:
+    """A real `+sweep=smoke` run, made once per test session (both report test modules use
+    it; the second finds the finished run in the shared base temp folder)."""
+    run = tmp_path_factory.getbasetemp() / "report-smoke-run"
+    done = run / ".complete"
+    if not done.exists():
+        proc = subprocess.run([sys.executable, "-m", "harness", "+sweep=smoke", f"hydra.sweep.dir={run}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        done.touch()
+    return run
+
+
+def smoke_report_index(tmp_path_factory) -> Path:
+    """The report of the smoke run, built once per session (shared like the run)."""
+    out = tmp_path_factory.getbasetemp() / "report-smoke-report"
+    if not (out / ".complete").exists():
+        build_report(smoke_run_dir(tmp_path_factory), out)
+        (out / ".complete").touch()
+    return out / "index.html"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    return smoke_run_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def smoke_report(tmp_path_factory) -> Path:
+    return smoke_report_index(tmp_path_factory)
+
+
+def fp32_rows(run: Path) -> pd.DataFrame:
+    """The smoke run's fp32 rows: every variant, both class counts and scales (naive ones
+    fail at the larger), in a third of the panels, which keeps the thin-run tests quick."""
+    rows = load(run)
+    return rows[rows["dtype"] == "fp32"].reset_index(drop=True)
+
+
+class Links(HTMLParser):
+    """Collects ids, links and image sources; counts unclosed structural tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.refs: list[str] = []
+        self.scripts = 0
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        for key in ("href", "src"):
+            if key in a:
+                self.refs.append(a[key])
+        if tag == "script":
+            self.scripts += 1
+        if tag in ("section", "table", "figure", "details", "nav", "header"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in ("section", "table", "figure", "details", "nav", "header"):
+            assert self.open and self.open[-1] == tag, f"</{tag}> closes {self.open[-1:]}"
+            self.open.pop()
+
+
+def parse(index: Path) -> Links:
+    p = Links()
+    p.feed(index.read_text(encoding="utf-8"))
+    p.close()
+    return p
+
+
+def write_frame(df: pd.DataFrame, directory: Path) -> Path:
+    """Rows from a DataFrame back into a run directory through the project's writer."""
+    rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+    write_rows(rows, directory / "point", "test")
+    return directory
+
+
+def figure_blocks(index: Path) -> tuple[set[str], str]:
+    text = index.read_text(encoding="utf-8")
+    drawn = {spec.stem for spec in FIGURES.values() if f'src="{spec.stem}.png"' in text}
+    return drawn, text
+
+
+# --- a real smoke run ---------------------------------------------------------------------
+
+def test_smoke_report_has_every_figure_as_real_png_and_svg(smoke_report):
+    out = smoke_report.parent
+    drawn, text = figure_blocks(smoke_report)
+    # The smoke run has timing, memory, naive variants and theory: every figure but the
+    # repeated-softmax study (which writes its own table) must be drawn.
+    expected = {s.stem for k, s in FIGURES.items() if k != "flattening"}
+    assert expected <= drawn, f"missing: {expected - drawn}"
+    for stem in expected:
+        img = mpimg.imread(out / f"{stem}.png")
+        h, w = img.shape[:2]
+        assert w >= 600 and h >= 250, f"{stem}.png is {w}x{h}"
+        assert float(np.asarray(img[..., :3]).std()) > 0.02, f"{stem}.png is nearly blank"
+        root = ET.parse(out / f"{stem}.svg").getroot()
+        assert root.tag.endswith("svg")
+    assert "could not be drawn" not in text
+
+
+def test_smoke_page_parses_and_links_only_to_existing_files(smoke_report):
+    links = parse(smoke_report)
+    assert not links.open, f"unclosed: {links.open}"
+    assert links.scripts == 0
+    assert links.refs, "the page links to nothing"
+    for ref in links.refs:
+        assert "://" not in ref and not ref.startswith("//"), f"external reference {ref}"
+        if ref.startswith("#"):
+            assert ref[1:] in links.ids, f"anchor {ref} has no target"
+        else:
+            assert (smoke_report.parent / ref).is_file(), f"{ref} does not exist"
+
+
+def test_smoke_page_header_carries_run_metadata(smoke_run, smoke_report):
+    rows = load(smoke_run)
+    text = smoke_report.read_text(encoding="utf-8")
+    for column in ("git_commit", "torch_version", "device_name", "sweep"):
+        assert str(rows[column].iloc[0]) in text
+    assert f"<td>{len(rows)}</td>" in text
+
+
+def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_run):
+    from harness.report.tables import fastest
+
+    rows = load(smoke_run)
+    table = fastest(rows, data.variant_order(rows["variant"].unique()))
+    assert isinstance(table, pd.DataFrame) and len(table)
+    for _, r in table.iterrows():
+        group = rows[(rows["dtype"] == r["dtype"]) & (rows["num_classes"] == int(r["C"].replace(",", "")))
+                     & (rows["batch_size"] == int(r["B"])) & (rows["mode"] == r["mode"])]
+        mine = group[group["variant"] == r["fastest ok variant"]]
+        assert (mine["status"] == "ok").all()
+        ok_variants = group.groupby("variant")["status"].agg(lambda s: (s == "ok").all())
+        medians = group.groupby("variant")["time_median_s"].median()[ok_variants[ok_variants].index]
+        assert medians.idxmin() == r["fastest ok variant"]
+
+
+# --- thin runs ----------------------------------------------------------------------------
+
+def test_accuracy_only_run_reports_speed_as_no_data(smoke_run, tmp_path):
+    rows = fp32_rows(smoke_run)
+    rows[TIME_COLUMNS] = None
+    index = build_report(write_frame(rows, tmp_path / "run"), tmp_path / "out")
+    drawn, text = figure_blocks(index)
+    assert FIGURES["speed"].stem not in drawn and FIGURES["throughput"].stem not in drawn
+    assert "No data for Time against class count: timing was off" in text
+    assert FIGURES["breaks"].stem in drawn and FIGURES["accuracy"].stem in drawn
+    assert "off (accuracy-only run)" in text
+
+
+def _error_row(base: pd.Series, variant: str, message: str) -> dict:
+    row = {c: None for c in SCHEMA.names}
+    keep = ["targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed",
+            "run_id", "sweep", "timestamp", "git_commit", "git_dirty", "torch_version", "python_version",
+            "device_name", "num_threads", "harness_version"]
+    row.update({k: base[k] for k in keep})
+    row.update(variant=variant, status="error", message=message)
+    return row
+
+
+def test_run_with_error_rows_lists_them_escaped(smoke_run, tmp_path):
+    rows = fp32_rows(smoke_run)
+    evil = "<script>alert(1)</script>"
+    extra = pd.DataFrame([_error_row(rows.iloc[0], evil, "RuntimeError: <b>bad</b> & worse"),
+                          _error_row(rows.iloc[1], "tests.fault_variants:raises", "RuntimeError: this variant always fails")])
+    index = build_report(write_frame(pd.concat([rows, extra], ignore_index=True), tmp_path / "run"), tmp_path / "out")
+    text = index.read_text(encoding="utf-8")
+    assert evil not in text and "<script" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "RuntimeError: &lt;b&gt;bad&lt;/b&gt; &amp; worse" in text
+    assert "tests.fault_variants:raises" in text
+    assert parse(index).scripts == 0
+
+
+def test_single_point_run_reports(smoke_run, tmp_path):
+    rows = load(smoke_run)
+    one = rows[(rows["num_classes"] == rows["num_classes"].min()) & (rows["dtype"] == "fp32")
+               & (rows["logit_scale"] == rows["logit_scale"].min()) & (rows["targets"] == "hard")]
+    assert one[["num_classes", "dtype", "logit_scale", "targets"]].drop_duplicates().shape[0] == 1
+    index = build_report(write_frame(one, tmp_path / "run"), tmp_path / "out")
+    drawn, text = figure_blocks(index)
+    assert FIGURES["accuracy"].stem in drawn and FIGURES["speed"].stem in drawn
+    assert "could not be drawn" not in text
+
+
+def test_empty_run_says_no_data_everywhere(tmp_path):
+    (tmp_path / "run").mkdir()
+    index = build_report(tmp_path / "run", tmp_path / "out")
+    drawn, text = figure_blocks(index)
+    assert drawn == set()
+    assert text.count('class="nodata"') >= len(FIGURES)
+    assert "could not be drawn" not in text
+
+
+def test_missing_theory_is_said_not_fatal(smoke_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "theory_module", lambda: (None, "harness.theory does not import (test)"))
+    index = build_report(write_frame(fp32_rows(smoke_run), tmp_path / "run"), tmp_path / "out")
+    drawn, text = figure_blocks(index)
+    assert FIGURES["breaks"].stem in drawn          # measured cells do not need the theory
+    assert "harness.theory does not import (test)" in text
+
+
+# --- the repeated-softmax study -----------------------------------------------------------
+
+def _flattening_table(classes=(4, 16), dtypes=("fp16", "fp32"), steps=6) -> pd.DataFrame:
+    """What the study records, computed here: softmax applied repeatedly from s*N(0,1)."""
+    out = []
+    for c in classes:
+        for dt in dtypes:
+            x = (3.0 * torch.randn(c, generator=torch.Generator().manual_seed(c), dtype=torch.float64)).to(data.DTYPES[dt])
+            prev = None
+            for it in range(1, steps + 1):
+                x = torch.softmax(x.float(), 0).to(x.dtype)
+                d = float((x.double() - 1.0 / c).norm())
+                out.append({"num_classes": c, "dtype": dt, "start_scale": 3.0, "seed": 0, "iteration": it,
+                            "dist_from_uniform": d, "step_ratio": d / prev if prev else float("nan")})
+                prev = d
+    return pd.DataFrame(out)
+
+
+def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
+    rows = fp32_rows(smoke_run)
+    run = write_frame(rows, tmp_path / "run")
+    (run / "study").mkdir()
+    _flattening_table().to_parquet(run / "study" / data.STUDY_FILE)
+    assert len(load(run)) == len(rows)   # the study table is not rows
+    index = build_report(run, tmp_path / "out")
+    drawn, _ = figure_blocks(index)
+    assert FIGURES["flattening"].stem in drawn
+    img = mpimg.imread(index.parent / f"{FIGURES['flattening'].stem}.png")
+    assert float(np.asarray(img[..., :3]).std()) > 0.02
+
+
+# --- shaping ------------------------------------------------------------------------------
+
+def test_variant_order_is_registry_then_sorted_unknowns():
+    from harness.variants import names
+
+    reg = names()
+    present = [reg[2], "zz.mod:fn", reg[0], "aa.mod:fn"]
+    assert data.variant_order(present) == [reg[0], reg[2], "aa.mod:fn", "zz.mod:fn"]
+
+
+def test_colours_are_fixed_per_variant_and_wrong_formulas_marked():
+    from harness.variants import REGISTRY, names
+
+    reg = names()
+    full = data.styles(reg)
+    part = data.styles([reg[-1], "user.mod:fn"])
+    assert part[reg[-1]].color == full[reg[-1]].color   # independent of which others ran
+    assert len({s.color for s in full.values()}) == len(reg)
+    for name, st in full.items():
+        assert st.wrong == bool(REGISTRY[name].expected_wrong)
+        assert ("wrong formula" in st.label) == st.wrong
+
+
+def test_first_failing_scale_is_smallest_nonfinite_scale_per_seed():
+    rows = []
+    for seed, first_bad in ((0, 10.0), (1, 100.0), (2, None)):
+        for s in (1.0, 10.0, 100.0):
+            bad = first_bad is not None and s >= first_bad
+            rows.append({"variant": "naive_exp", "dtype": "fp16", "num_classes": 10, "targets": "hard",
+                         "batch_size": 4, "mode": "fwd", "seed": seed, "logit_scale": s,
+                         "status": "nonfinite" if bad else "ok"})
+    got = data.first_failing_scale(pd.DataFrame(rows), ["naive_exp"]).set_index("seed")
+    assert got.loc[0, "first_failing"] == 10.0 and got.loc[1, "first_failing"] == 100.0
+    assert np.isnan(got.loc[2, "first_failing"]) and got.loc[2, "max_scale"] == 100.0
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def test_cli_bad_run_dir_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/report.py", str(tmp_path / "nope")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "RUN_DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_prints_index_path_and_time(smoke_run, tmp_path):
+    one = fp32_rows(smoke_run)
+    run = write_frame(one[one["num_classes"] == one["num_classes"].min()], tmp_path / "run")
+    proc = subprocess.run([sys.executable, "scripts/report.py", str(run), "--out", str(tmp_path / "r")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    index = tmp_path / "r" / "index.html"
+    assert index.is_file()
+    assert str(index) in proc.stdout and proc.stdout.strip().endswith("s)")
