@@ -23,6 +23,8 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m harness +sweep=cpu hydra.sweep.dir=$(RUN_DIR)
+	$(PY) -m harness +study=flattening hydra.run.dir=$(RUN_DIR)/flattening
+	$(PY) scripts/report.py $(RUN_DIR)
 	@echo "results: $(RUN_DIR)"
 
 test: setup
