@@ -23,12 +23,11 @@ from harness.plan import check
 from harness.results import stored_key, write_rows
 from harness.runner import run_point
 from harness.summary import short_table
-from harness.studies import AppConfig, run_row_study, run_study, writes_rows
+from harness.studies import run_row_study, run_study, writes_rows
 
 log = logging.getLogger("harness")
 
-# AppConfig = HarnessConfig plus an optional `study` node, so `+study=NAME` composes.
-ConfigStore.instance().store(name="harness_schema", node=AppConfig)
+ConfigStore.instance().store(name="harness_schema", node=HarnessConfig)
 
 
 def point_key(cfg: DictConfig, variant_names: list[str]) -> str:

@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from harness.config import SettingError
-from harness.launchers import check_launcher, check_writable
+from harness.launchers import check_launcher, check_writable, share_cores
 from harness.plan import check, check_sweep, task_config
 
 # Shared with the jobs (which may run in other processes, so through the environment).
@@ -47,6 +47,7 @@ class HarnessCallback(Callback):
             check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         except SettingError as exc:
             fail(str(exc))
+        share_cores(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         self._existing = set(sweep_dir.rglob("rows.parquet")) if sweep_dir.exists() else set()
         os.environ[SWEEP_SIZE_ENV] = str(size)

@@ -49,6 +49,7 @@ class HarnessConfig:
     seed: int = 0
     timing: TimingConfig = field(default_factory=TimingConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    study: Any = None              # set by +study=NAME (conf/study/NAME.yaml): a study instead of points
 
 
 TARGET_KINDS = ("soft", "hard")

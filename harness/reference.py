@@ -12,6 +12,7 @@ Computed once per point, in closed form (no autograd graph), shared by all varia
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -22,6 +23,11 @@ class Reference:
     loss: float    # float64 mean loss
     grad: Tensor   # [B, C] float64 gradient of the mean loss
     spread: float  # largest row spread max_c z - min_c z: the conditioning term of the tolerance
+
+    @cached_property
+    def grad_norm(self) -> float:
+        """||grad||_2, computed once per point and shared by every row's gradient error."""
+        return torch.linalg.vector_norm(self.grad).item()
 
 
 def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:

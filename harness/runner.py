@@ -100,7 +100,7 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
         row.update(asdict(acc))
         row["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
         if grad is not None:
-            row["grad_rel_err_total"] = grad_rel_err(grad, ref_total.grad)
+            row["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
         del loss, grad
         if memory.enabled and "peak_mem_bytes" not in row:   # compiled: measure a compiled call
             row["peak_mem_bytes"] = peak_bytes(call, device)

@@ -11,19 +11,10 @@ A study runs as `python -m harness +study=NAME` (conf/study/NAME.yaml, composed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.config import HarnessConfig, SettingError
-
-
-@dataclass
-class AppConfig(HarnessConfig):
-    """The app's schema: the point settings plus an optional `study` node (any mapping), so
-    that `+study=NAME` composes under the typed schema instead of failing as an unknown key."""
-
-    study: Any = None
+from harness.config import SettingError
 
 
 def _flattening(settings: Any, out_dir: Path) -> Path:
