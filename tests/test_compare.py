@@ -250,7 +250,9 @@ def test_cli_exit_2_with_one_line_reason(tmp_path, new, extra, reason):
 
 # One tiny point (B=32, C=10, fp32) with enough samples for the rank test to reach alpha,
 # sampled for 0.2 s per mode so that a passing burst of load elsewhere moves the median less.
-POINT = ["batch_size=32", "num_classes=10", "timing.min_reps=20", "timing.min_time_s=0.2"]
+# Large enough (64 x 4096) that F.cross_entropy itself, which the slowed copy stretches by 50%,
+# dominates each timed call rather than the harness's few microseconds of call overhead.
+POINT = ["batch_size=64", "num_classes=4096", "timing.min_reps=20", "timing.min_time_s=0.2"]
 SLOW = "torch_cross_entropy@tests.slow_variant:slow_cross_entropy"
 # One multirun of four jobs, back to back in one process: the plain op twice, then the slowed
 # one (timing.warmup=3,4 only makes two output folders of the same configuration key); adjacent
