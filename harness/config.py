@@ -33,7 +33,7 @@ class TimingConfig:
 
 @dataclass
 class MemoryConfig:
-    enabled: bool = True       # one extra, untimed call per mode to measure peak bytes
+    enabled: bool = True       # the first, untimed call of each (variant, mode) runs under the tracker
 
 
 @dataclass
