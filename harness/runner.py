@@ -171,7 +171,7 @@ def _failed_point(point_fields: dict, variants: list[Variant], exc: Exception, n
 
 
 def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
-              metadata: dict, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+              metadata: dict) -> list[dict]:
     """All rows of one point: len(variants) x len(MODES), in that order."""
     point_fields = {
         "targets": point.targets, "batch_size": point.batch_size, "num_classes": point.num_classes,
@@ -192,7 +192,5 @@ def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
             row = {"variant": variant.name, "mode": mode, **point_fields,
                    **measure(variant, mode, point, inputs, ref, ref_total, timing, memory), **metadata}
             rows.append(row)
-            if on_row is not None:
-                on_row(row)
     _add_err_vs_native(rows, inputs, ref, point)
     return rows
