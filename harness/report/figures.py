@@ -94,6 +94,14 @@ def _legend_below(fig, handles, labels, ncol: int = 4) -> None:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False)
 
 
+def _rebuild_legend(fig) -> None:
+    """One legend below the panels again, now including lines drawn after the first one."""
+    handles, labels = _collect_legend(fig.axes)
+    for lg in fig.legends:
+        lg.remove()
+    _legend_below(fig, handles, labels, ncol=4)
+
+
 def _collect_legend(axes) -> tuple[list, list]:
     seen: dict[str, object] = {}
     for ax in np.ravel(axes):
@@ -366,10 +374,7 @@ def throughput(ctx: Context) -> "Result":
             if ax.get_subplotspec().is_last_col():
                 sec = ax.secondary_yaxis("right", functions=(lambda y: 100 * y / copy, lambda p: p * copy / 100))
                 sec.set_ylabel("% of device copy bandwidth", fontsize=9)
-        handles, labels = _collect_legend(fig.axes)
-        for lg in fig.legends:
-            lg.remove()
-        _legend_below(fig, handles, labels, ncol=4)
+        _rebuild_legend(fig)
     return fig
 
 
@@ -401,10 +406,7 @@ def memory(ctx: Context) -> "Result":
         logits = batch * cs * data.logit_bytes(dt) / 2**20   # B*C*bytes: one copy of the logits
         ax.plot(cs, logits, color="black", linestyle=":", linewidth=1, label="1× logits (B·C·bytes)")
         ax.plot(cs, 2 * logits, color="black", linestyle="-.", linewidth=1, label="2× logits")
-    handles, labels = _collect_legend(fig.axes)
-    for lg in fig.legends:
-        lg.remove()
-    _legend_below(fig, handles, labels, ncol=4)
+    _rebuild_legend(fig)
     return fig
 
 

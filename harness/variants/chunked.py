@@ -60,6 +60,20 @@ def backward_blocks(logits: Tensor, targets: Tensor, lse: Tensor, total: Tensor,
     return grad
 
 
+def save_and_reduce(ctx, logits: Tensor, targets: Tensor, lse: Tensor, total: Tensor, zy: Tensor) -> Tensor:  # noqa: ANN001
+    """Keep only the per-row statistics for backward; return the mean loss in the logits' dtype.
+    lse, total (T_b), zy: [B] in the accumulation dtype."""
+    ctx.save_for_backward(logits, targets, lse, total)
+    return ((total * lse - zy).sum() / logits.shape[0]).to(logits.dtype)
+
+
+def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple[Tensor, None]:  # noqa: ANN001
+    """The gradient from what `save_and_reduce` kept, recomputed `block` classes at a time."""
+    logits, targets, lse, total = ctx.saved_tensors
+    scale = grad_out.to(lse.dtype) / logits.shape[0]
+    return backward_blocks(logits, targets, lse, total, scale, block), None
+
+
 CHUNK = 4096   # classes per chunk: [64, 4096] fp32 = 1 MiB temporaries, small next to C = 128k
 
 
@@ -85,15 +99,11 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             t_part, zy_part = target_terms(logits, targets, lo, hi)
             total += t_part
             zy += zy_part
-        lse = m + torch.log(s)
-        ctx.save_for_backward(logits, targets, lse, total)
-        return ((total * lse - zy).sum() / b).to(logits.dtype)
+        return save_and_reduce(ctx, logits, targets, m + torch.log(s), total, zy)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001
-        logits, targets, lse, total = ctx.saved_tensors
-        scale = grad_out.to(lse.dtype) / logits.shape[0]
-        return backward_blocks(logits, targets, lse, total, scale, CHUNK), None
+        return backward_saved(ctx, grad_out, CHUNK)
 
 
 @register("chunked", description=f"class chunks of {CHUNK}: two passes (max, sum), per-row stats, "

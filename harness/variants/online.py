@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from harness.variants import register
-from harness.variants.chunked import acc_dtype, backward_blocks, target_terms
+from harness.variants.chunked import acc_dtype, backward_saved, save_and_reduce, target_terms
 
 BLOCK = 2048   # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 
@@ -41,15 +41,11 @@ class OnlineCrossEntropy(torch.autograd.Function):
             t_part, zy_part = target_terms(logits, targets, lo, hi)
             total += t_part
             zy += zy_part
-        lse = m + torch.log(d)
-        ctx.save_for_backward(logits, targets, lse, total)
-        return ((total * lse - zy).sum() / b).to(logits.dtype)
+        return save_and_reduce(ctx, logits, targets, m + torch.log(d), total, zy)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001
-        logits, targets, lse, total = ctx.saved_tensors
-        scale = grad_out.to(lse.dtype) / logits.shape[0]
-        return backward_blocks(logits, targets, lse, total, scale, BLOCK), None
+        return backward_saved(ctx, grad_out, BLOCK)
 
 
 @register("online", description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
