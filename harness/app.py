@@ -29,6 +29,30 @@ log = logging.getLogger("harness")
 
 ConfigStore.instance().store(name="harness_schema", node=HarnessConfig)
 
+# A point folder is named by its settings (`dtype=bf16,logit_scale=1,...`), but a few user
+# variants given by import path make that name pass the file systems' 255-byte limit. Past
+# 120 bytes it keeps its first 80 characters and a digest of the whole: still one folder per
+# point and stable across runs (so resume finds it), while the variants stay in the rows and
+# in the resume digest.
+_DIR_BYTES, _DIR_KEEP = 120, 80
+
+
+def point_dir(name: str) -> str:
+    if len(name.encode()) <= _DIR_BYTES:
+        return name
+    return f"{name[:_DIR_KEEP]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+OmegaConf.register_new_resolver("harness_point_dir", point_dir, replace=True)
+
+# Points finished by this process, for the one line a Ctrl-C prints (`python -m harness`).
+_finished = 0
+
+
+def finished_points() -> tuple[int, int]:
+    """(points written or resumed so far in this process, points in the sweep)."""
+    return _finished, int(os.environ.get(SWEEP_SIZE_ENV, 1))
+
 
 def point_key(cfg: DictConfig, variant_names: list[str]) -> str:
     """A digest of every task setting and of the variants they resolve to: a stored file with
@@ -75,8 +99,10 @@ def run_job(cfg: DictConfig) -> str:
     index = hc.job.num + 1 if multirun else 1
     total = int(os.environ.get(SWEEP_SIZE_ENV, 1)) if multirun else 1
     key = point_key(cfg, [v.name for v in variants])
+    global _finished
     if stored_key(out_dir) == key:
         log.info("%s %s: already written, skipped", _progress(index, total), _label(cfg))
+        _finished += 1
         return "resumed"
     run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))
     metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=point.device)
@@ -87,6 +113,7 @@ def run_job(cfg: DictConfig) -> str:
     except SettingError as exc:
         fail(str(exc))
     write_rows(rows, out_dir, key)
+    _finished += 1
     counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).items())
     log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), _label(cfg), len(rows),
              counts, time.perf_counter() - t0)

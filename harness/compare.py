@@ -51,7 +51,8 @@ REQUIRED_COLUMNS = KEY_COLUMNS + ["status", "loss_rel_err", "grad_rel_err", "tim
 
 # Worse statuses rank higher; a move up the ranking is an accuracy regression. error, oom and
 # unsupported all mean "no usable result", so moving between them is reported but not ranked.
-STATUS_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "error": 3, "oom": 3, "unsupported": 3}
+STATUS_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "no_reference": 2, "wrote_input": 3,
+               "error": 3, "oom": 3, "unsupported": 3}
 
 # Environment fields whose difference makes timings incomparable (same code, other machine).
 MACHINE_FIELDS = ("device_name", "num_threads")

@@ -54,6 +54,10 @@ class HarnessConfig:
 
 TARGET_KINDS = ("soft", "hard")
 
+# Integer settings stay below 2^62: results columns are int64, and the seed's two streams are
+# seeded with 2 * seed + 1, which must fit the generator's 64 bits.
+INT_LIMIT = 2**62
+
 
 @dataclass(frozen=True)
 class Point:
@@ -107,11 +111,11 @@ def validate(cfg: Any) -> Point:
     Raises SettingError with a one-line message on the first bad setting.
     """
     b = _get(cfg, "batch_size")
-    if not _is_int(b) or b <= 0:
-        raise SettingError(f"batch_size={b!r} is not allowed: use an integer >= 1")
+    if not _is_int(b) or not 1 <= b < INT_LIMIT:
+        raise SettingError(f"batch_size={b!r} is not allowed: use an integer >= 1 (below 2^62)")
     c = _get(cfg, "num_classes")
-    if not _is_int(c) or c < 2:
-        raise SettingError(f"num_classes={c!r} is not allowed: use an integer >= 2")
+    if not _is_int(c) or not 2 <= c < INT_LIMIT:
+        raise SettingError(f"num_classes={c!r} is not allowed: use an integer >= 2 (below 2^62)")
     dtype = _get(cfg, "dtype")
     if dtype not in DTYPES:
         raise SettingError(f"dtype={dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
@@ -122,8 +126,8 @@ def validate(cfg: Any) -> Point:
     if targets not in TARGET_KINDS:
         raise SettingError(f"targets={targets!r} is not allowed: use soft or hard")
     seed = _get(cfg, "seed")
-    if not _is_int(seed) or seed < 0:
-        raise SettingError(f"seed={seed!r} is not allowed: use an integer >= 0")
+    if not _is_int(seed) or not 0 <= seed < INT_LIMIT:
+        raise SettingError(f"seed={seed!r} is not allowed: use an integer >= 0 (below 2^62)")
     device = validate_device(_get(cfg, "device"))
     timing = _get(cfg, "timing")
     for key, minimum in (("warmup", 0), ("min_reps", 1), ("max_reps", 1)):

@@ -7,8 +7,9 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 Columns (one row per point x variant x mode):
 
   configuration  variant targets batch_size num_classes dtype logit_scale device mode seed
-  outcome        status (ok | inaccurate | nonfinite | error | oom | unsupported), message
-  accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count
+  outcome        status (harness/measure/accuracy.py, STATUSES), message
+  accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
+                 grad_tolerance (the thresholds the errors were judged against)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
   memory         peak_mem_bytes (above what existed before the call)
   throughput     bytes_moved (byte model, harness/measure/traffic.py) gbps (at the median)
@@ -55,6 +56,8 @@ SCHEMA = pa.schema([
     ("loss_ref", pa.float64()),
     ("loss_rel_err", pa.float64()),
     ("grad_rel_err", pa.float64()),
+    ("loss_tolerance", pa.float64()),
+    ("grad_tolerance", pa.float64()),
     ("nan_count", pa.int64()),
     ("inf_count", pa.int64()),
     ("time_median_s", pa.float64()),
@@ -139,10 +142,13 @@ def _warn(message: str) -> None:
 def load(path: str | os.PathLike) -> pd.DataFrame:
     """Every row under a run (or sweep) directory as one DataFrame with the SCHEMA columns.
 
-    A file that cannot be read, or that is not a harness rows file (a foreign parquet file
+    A path that does not exist raises FileNotFoundError (an empty frame would read as "no rows
+    measured"). A file that cannot be read, or that is not a harness rows file (a foreign parquet file
     without the key columns), is named on stderr and skipped; the rest still load. Files from
     an older harness that lack newer columns load with those columns null.
     """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no results at {path}: no such file or directory")
     tables = []
     for file in parquet_files(Path(path)):
         try:

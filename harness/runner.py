@@ -2,8 +2,10 @@
 
 For each (variant, mode) the order is: one call checked against the float64 reference (it
 also validates the variant before anything is timed), one call under the memory tracker, then
-the timed repetitions. A variant that raises, returns something other than a scalar or runs
-out of memory gives a row with that status and message; the other variants still run.
+the timed repetitions. A variant that raises (SystemExit and a KeyboardInterrupt of its own
+included), returns something other than a scalar or runs out of memory gives a row with that
+status and message; the other variants still run. After each variant the point's inputs are
+checked bit for bit and restored if it wrote into them (harness/measure/isolation.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import time
 import torch
 from torch import Tensor
 
+from harness import interrupts
 from harness.config import Point
 from harness.inputs import Inputs, make_inputs
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.measure import ceiling
 from harness.measure.accuracy import assess, grad_rel_err, rel_err
+from harness.measure.isolation import Feed, Guard
 from harness.measure.memory import call_with_peak, peak_bytes
 from harness.measure.timing import TimingStats, do_bench_ratio, time_call
 from harness.measure.traffic import bytes_moved
@@ -47,15 +51,20 @@ def _check_scalar(out: Any) -> Tensor:
 
 def make_call(fn: Callable, logits: Tensor, targets: Tensor, mode: str) -> Callable[[], tuple[Tensor, Tensor | None]]:
     """The work one repetition does: fwd under no_grad, or fwd + the gradient wrt logits."""
+    return fed_call(fn, Feed(logits, targets), mode)
+
+
+def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], tuple[Tensor, Tensor | None]]:
+    """`make_call` reading its inputs from `feed` at each call (a fresh copy after a refresh)."""
     if mode == "fwd":
         def fwd() -> tuple[Tensor, None]:
             with torch.no_grad():
-                return _check_scalar(fn(logits, targets)), None
+                return _check_scalar(fn(feed.logits, feed.targets)), None
         return fwd
 
     def fwd_bwd() -> tuple[Tensor, Tensor]:
-        x = logits.detach().requires_grad_()
-        loss = _check_scalar(fn(x, targets))
+        x = feed.logits.detach().requires_grad_()
+        loss = _check_scalar(fn(x, feed.targets))
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
         (grad,) = torch.autograd.grad(loss, x)
@@ -69,15 +78,22 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
+    if isinstance(exc, SystemExit):   # sys.exit(3) has "3" as its text: say what happened
+        return f"SystemExit: the variant called sys.exit({exc.code!r})"
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
-def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Reference,
+def _stopped_by_user(exc: BaseException) -> bool:
+    """A Ctrl-C stops the sweep; a KeyboardInterrupt or SystemExit a variant raises does not."""
+    return isinstance(exc, KeyboardInterrupt) and interrupts.requested()
+
+
+def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, guard: Guard, ref: Reference,
             ref_total: Reference, timing: Any, memory: Any) -> dict:
     """One row's measured fields for (variant, mode) at this point.
 
     ref: float64 on the rounded inputs (algorithm error); ref_total: float64 on the unrounded
-    draw (storage in the dtype plus algorithm)."""
+    draw (storage in the dtype plus algorithm); guard: the point's inputs as they were made."""
     row: dict[str, Any] = {"status": "ok", "message": "", "bytes_moved": bytes_moved(point, mode)}
     if not variant.runs_on(point.targets, point.device):
         row.update(status="unsupported",
@@ -85,9 +101,11 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
         return row
     device = torch.device(point.device)
     try:
-        targets = inputs.for_variant(variant.wants_one_hot(point.targets))
+        feed = Feed(inputs.logits, inputs.for_variant(variant.wants_one_hot(point.targets)),
+                    fresh=variant.overwrites_input)
         fn = variant.setup(variant.fn) if variant.setup is not None else variant.fn
-        call = make_call(fn, inputs.logits, targets, mode)
+        call = fed_call(fn, feed, mode)
+        feed.refresh()
         if memory.enabled and variant.setup is None:
             # One untimed call gives both the result to check and the peak bytes.
             (loss, grad), row["peak_mem_bytes"] = call_with_peak(call, device)
@@ -98,27 +116,44 @@ def measure(variant: Variant, mode: str, point: Point, inputs: Inputs, ref: Refe
                 row["compile_time_s"] = time.perf_counter() - t0
         acc = assess(loss, grad, ref, point.dtype)
         row.update(asdict(acc))
-        row["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
-        if grad is not None:
-            row["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
+        if ref_total.finite:
+            row["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
+            if grad is not None:
+                row["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
         del loss, grad
+        if guard.changed():     # wrote into what every later variant receives: not timed
+            row.update(status="wrote_input", message=_wrote_input(variant))
+            return row
         if memory.enabled and "peak_mem_bytes" not in row:   # compiled: measure a compiled call
+            feed.refresh()
             row["peak_mem_bytes"] = peak_bytes(call, device)
         if timing.enabled:
             stats: TimingStats = time_call(call, device, timing.warmup, timing.min_reps,
-                                           timing.min_time_s, timing.max_reps)
+                                           timing.min_time_s, timing.max_reps, prepare=feed.refresh)
             row.update(time_median_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                        reps=len(stats.samples), time_samples_s=stats.samples,
                        gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None)
             row.update(_floor(point, inputs, row["bytes_moved"], stats.median))
-            if device.type == "cuda":   # cross-check our timer against Triton's on the same call
+            if device.type == "cuda" and not feed.fresh:   # do_bench cannot refresh between calls
                 row["do_bench_ratio"] = do_bench_ratio(call, device, stats.median)
-    except Exception as exc:  # any failure of the variant is a result, not a crash of the sweep
+        if guard.changed():
+            row.update(status="wrote_input", message=_wrote_input(variant))
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a variant's failure is a result
+        if _stopped_by_user(exc):
+            raise
         row = {"bytes_moved": row["bytes_moved"], "message": _one_line(exc),
                "status": "oom" if _is_oom(exc) else "error"}
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if guard.changed():
+            row["message"] += "; " + _wrote_input(variant)
     return row
+
+
+def _wrote_input(variant: Variant) -> str:
+    return (f"{variant.name} wrote into the inputs it was given (restored for the next variant); if it "
+            "overwrites them by design, register it with overwrites_input=True (or set "
+            "fn.harness_overwrites_input = True) to get a fresh copy before every call")
 
 
 def _floor(point: Point, inputs: Inputs, nbytes: int, median_s: float) -> dict:
@@ -142,6 +177,8 @@ def _native_errors(rows: list[dict], inputs: Inputs, ref: Reference, point: Poin
     except Exception:
         return math.nan, math.nan
     acc = assess(loss, grad, ref, point.dtype)
+    if acc.loss_rel_err is None or acc.grad_rel_err is None:
+        return math.nan, math.nan
     return acc.loss_rel_err, acc.grad_rel_err
 
 
@@ -181,6 +218,7 @@ def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
         inputs = make_inputs(point)
         ref = reference(inputs.logits, inputs.targets, inputs.kind)
         ref_total = ref if point.dtype == "fp64" else reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
+        guard = Guard(inputs.logits, inputs.targets, names=("logits", "targets"))
     except Exception as exc:
         if point.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -190,7 +228,7 @@ def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
     for variant in variants:
         for mode in MODES:
             row = {"variant": variant.name, "mode": mode, **point_fields,
-                   **measure(variant, mode, point, inputs, ref, ref_total, timing, memory), **metadata}
+                   **measure(variant, mode, point, inputs, guard, ref, ref_total, timing, memory), **metadata}
             rows.append(row)
     _add_err_vs_native(rows, inputs, ref, point)
     return rows

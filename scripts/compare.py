@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from harness.compare import KINDS, Thresholds, UnusableInput, compare_dirs
 
@@ -77,8 +78,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _writable_file(option: str, path: str | None) -> None:
+    """An output file's folder must exist and be a folder: checked before any work is done."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        _fail(f"{option} {path}: folder {folder} does not exist; create it or choose another path")
+    if Path(path).is_dir():
+        _fail(f"{option} {path} is a directory; give a file name")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _writable_file("--markdown", args.markdown)
+    _writable_file("--plot", args.plot)
     thresholds = Thresholds(time_factor=args.time_factor, alpha=args.alpha,
                             memory_factor=args.memory_factor, error_factor=args.error_factor)
     try:
@@ -88,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     from harness import compare_report  # tabulate/seaborn only once there is something to show
 
     print(compare_report.console(result, limit=args.limit), flush=True)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(compare_report.markdown(result))
-        print(f"compare: markdown in {args.markdown}")
-    if args.plot:
-        print(f"compare: plot in {compare_report.plot(result, args.plot)}")
+    try:
+        if args.markdown:
+            Path(args.markdown).write_text(compare_report.markdown(result))
+            print(f"compare: markdown in {args.markdown}")
+        if args.plot:
+            print(f"compare: plot in {compare_report.plot(result, args.plot)}")
+    except OSError as exc:   # a full disk, a permission: not a regression (exit 1) but unusable
+        _fail(f"could not write the output: {exc}")
     return result.exit_code
 
 

@@ -1,5 +1,7 @@
 """Deliberately faulty user variants, named by import path in tests (tests.fault_variants:NAME)."""
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,38 @@ def correct(logits, targets):
     return F.cross_entropy(logits, targets)
 
 
-for _fn in (raises, not_scalar, detached, out_of_memory, correct):
+def exits_3(logits, targets):
+    sys.exit(3)
+
+
+def exits_0(logits, targets):
+    sys.exit(0)
+
+
+def interrupts_itself(logits, targets):
+    raise KeyboardInterrupt
+
+
+def scribbles(logits, targets):
+    """Writes into its logits (as in-place kernels do) without declaring it."""
+    loss = F.cross_entropy(logits, targets)
+    with torch.no_grad():
+        logits.mul_(2.0)
+    return loss
+
+
+def overwrites_by_design(logits, targets):
+    """Writes into its logits after reading them, and says so: it must get a fresh copy."""
+    loss = F.cross_entropy(logits, targets)
+    with torch.no_grad():
+        logits.zero_()
+    return loss
+
+
+overwrites_by_design.harness_overwrites_input = True
+
+for _fn in (raises, not_scalar, detached, out_of_memory, correct, exits_3, exits_0, interrupts_itself,
+            scribbles, overwrites_by_design):
     _fn.harness_targets = harness_both
 
 

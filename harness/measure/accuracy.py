@@ -8,21 +8,34 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.dtypes import tolerance
 from harness.reference import Reference
+from harness.tolerance import tolerance
 
-STATUSES = ("ok", "inaccurate", "nonfinite", "error", "oom", "unsupported")
+# Every status a row can hold, best first (reports keep this order):
+#   ok            finite, and within the tolerance (harness/tolerance.py)
+#   inaccurate    finite, beyond it
+#   nonfinite     a NaN or inf in the loss or the gradient
+#   no_reference  the rounded inputs have no finite float64 answer (fp16 logits past 65504):
+#                 nothing to judge against, so never `ok`; time and memory are still measured
+#   wrote_input   the variant wrote into the logits or targets it was given without declaring
+#                 it (harness/variants: overwrites_input); the inputs were restored after it
+#   error, oom    the call raised; unsupported: the variant does not run at this point
+STATUSES = ("ok", "inaccurate", "nonfinite", "no_reference", "wrote_input", "error", "oom", "unsupported")
+JUDGED = ("ok", "inaccurate")   # statuses whose errors are numbers
 
 
 @dataclass(frozen=True)
 class Accuracy:
     loss: float
     loss_ref: float
-    loss_rel_err: float           # |loss - ref| / |ref| (absolute error when ref == 0)
+    loss_rel_err: float | None    # |loss - ref| / |ref| (absolute error when ref == 0)
     grad_rel_err: float | None    # ||g - g_ref||_2 / ||g_ref||_2, fwd_bwd only
+    loss_tolerance: float | None  # the thresholds this row was judged against
+    grad_tolerance: float | None
     nan_count: int                # over the loss and every gradient element
     inf_count: int
-    status: str                   # ok | inaccurate | nonfinite
+    status: str                   # ok | inaccurate | nonfinite | no_reference
+    message: str = ""
 
 
 def rel_err(value: float, ref: float) -> float:
@@ -40,18 +53,19 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
     value = float(loss.detach().to(torch.float64).item())
     nan = int(math.isnan(value))
     inf = int(math.isinf(value))
-    g_err = None
-    if grad is not None:
-        if not bool(torch.isfinite(grad).all()):   # count only when there is something to count
-            nan += int(torch.isnan(grad).sum().item())
-            inf += int(torch.isinf(grad).sum().item())
-        g_err = grad_rel_err(grad, ref)
+    if grad is not None and not bool(torch.isfinite(grad).all()):   # count only when there is some
+        nan += int(torch.isnan(grad).sum().item())
+        inf += int(torch.isinf(grad).sum().item())
+    if not ref.finite:
+        return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
     l_err = rel_err(value, ref.loss)
-    tol = tolerance(dtype_name, ref.spread)
+    g_err = grad_rel_err(grad, ref) if grad is not None else None
+    tol = tolerance(ref, dtype_name)
     if nan or inf:
         status = "nonfinite"
-    elif l_err > tol or (g_err is not None and g_err > tol):
+    elif l_err > tol.loss or (g_err is not None and g_err > tol.grad):
         status = "inaccurate"
     else:
         status = "ok"
-    return Accuracy(value, ref.loss, l_err, g_err, nan, inf, status)
+    return Accuracy(value, ref.loss, l_err, g_err, tol.loss, tol.grad if grad is not None else None,
+                    nan, inf, status)

@@ -9,6 +9,8 @@ itself contains no host sync. `do_bench_ratio` cross-checks the median against T
 `do_bench` (which flushes a fixed 256 MiB buffer and reports its own median).
 
 Samples continue until both `min_reps` and `min_time_s` are reached (or `max_reps`).
+`prepare`, when given, runs before every call (warm-up and timed) outside the timed interval:
+it hands a variant that overwrites its input a fresh copy (harness/measure/isolation.py).
 """
 
 from __future__ import annotations
@@ -59,11 +61,18 @@ def flush_buffer(device: torch.device) -> torch.Tensor:
     return torch.empty(l2_flush_bytes(props), dtype=torch.uint8, device=device)
 
 
-def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: float, max_reps: int) -> TimingStats:
+def _nothing() -> None:
+    pass
+
+
+def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: float, max_reps: int,
+             prepare: Callable[[], None] = _nothing) -> TimingStats:
     for _ in range(warmup):
+        prepare()
         fn()
     samples: list[float] = []
     while not _enough(samples, min_reps, min_time_s, max_reps):
+        prepare()
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
@@ -71,16 +80,18 @@ def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: floa
 
 
 def time_cuda(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,
-              min_time_s: float, max_reps: int) -> TimingStats:
+              min_time_s: float, max_reps: int, prepare: Callable[[], None] = _nothing) -> TimingStats:
     with torch.cuda.device(device):      # events and the flush on the device being measured
         flush = flush_buffer(device)
         for _ in range(warmup):
+            prepare()
             fn()
         torch.cuda.synchronize(device)
         samples: list[float] = []
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         while not _enough(samples, min_reps, min_time_s, max_reps):
+            prepare()                # a fresh input copy, queued before `start` like the flush
             flush.zero_()            # evict the inputs from L2; queued before `start`
             start.record()
             fn()
@@ -109,7 +120,7 @@ def do_bench_ratio(fn: Callable[[], Any], device: torch.device, median_s: float,
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,
-              min_time_s: float, max_reps: int) -> TimingStats:
+              min_time_s: float, max_reps: int, prepare: Callable[[], None] = _nothing) -> TimingStats:
     if device.type == "cuda":
-        return time_cuda(fn, device, warmup, min_reps, min_time_s, max_reps)
-    return time_cpu(fn, warmup, min_reps, min_time_s, max_reps)
+        return time_cuda(fn, device, warmup, min_reps, min_time_s, max_reps, prepare)
+    return time_cpu(fn, warmup, min_reps, min_time_s, max_reps, prepare)

@@ -67,8 +67,10 @@ FIGURES = {
         "(the Jacobian at the uniform point is (1/C)(I − 11ᵀ/C)); dashed lines show that slope."),
     "statuses": FigureSpec(
         "fig7-statuses", "Status of every row", figures.statuses,
-        "ok: within the dtype's tolerance; inaccurate: finite but beyond it; nonfinite: inf or "
-        "NaN; error / oom / unsupported: the call did not complete."),
+        "ok: within the tolerance (the dtype's rounding carried through the point's conditioning); "
+        "inaccurate: finite but beyond it; nonfinite: inf or NaN; no_reference: the rounded inputs "
+        "have no finite float64 answer; wrote_input: wrote into its inputs undeclared; "
+        "error / oom / unsupported: the call did not complete."),
 }
 
 

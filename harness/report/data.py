@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from harness.dtypes import DTYPES
+from harness.measure.accuracy import JUDGED as FINITE   # statuses whose errors are numbers
+from harness.measure.accuracy import STATUSES
 
-FINITE = ("ok", "inaccurate")          # statuses whose loss and errors are numbers
 FAILED = ("error", "oom", "unsupported")
-STATUSES = ("ok", "inaccurate", "nonfinite", "error", "oom", "unsupported")
 NATIVE = "torch_cross_entropy"         # every variant's error is also shown relative to it
 MODES = ("fwd", "fwd_bwd")
 STUDY_FILE = "study-flattening.parquet"

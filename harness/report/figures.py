@@ -454,6 +454,7 @@ def flattening(ctx: Context) -> "Result":
 # --- 7. summary: statuses -----------------------------------------------------------------
 
 STATUS_COLORS = {"ok": "#4daf4a", "inaccurate": "#ff7f00", "nonfinite": NONFINITE_COLOR,
+                 "no_reference": "#c7c7c7", "wrote_input": "#f781bf",
                  "error": "#6a3d9a", "oom": "#a65628", "unsupported": "#999999"}
 
 

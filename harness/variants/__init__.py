@@ -41,6 +41,8 @@ class Variant:
     expected_wrong: str = ""                   # one line: why the formula itself is wrong
     description: str = ""
     setup: Callable[[LossFn], LossFn] | None = field(default=None, repr=False)  # e.g. compile
+    overwrites_input: bool = False             # writes into its logits by design: a fresh copy
+    #                                            before every call, outside the timed interval
     user: bool = False                         # named by import path on the command line
 
     def runs_on(self, targets: str, device: str) -> bool:
@@ -65,6 +67,7 @@ def register(
     expected_wrong: str = "",
     description: str = "",
     setup: Callable[[LossFn], LossFn] | None = None,
+    overwrites_input: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Decorator: add `fn` to the registry under `name` and return it unchanged."""
 
@@ -80,6 +83,7 @@ def register(
             expected_wrong=expected_wrong,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             setup=setup,
+            overwrites_input=overwrites_input,
         )
         return fn
 
@@ -119,6 +123,7 @@ def _from_import_path(spec: str) -> Variant:
         fn=fn,
         targets=frozenset(targets),
         description=f"user variant {path}",
+        overwrites_input=bool(getattr(fn, "harness_overwrites_input", False)),
         user=True,
     )
 
@@ -138,13 +143,28 @@ def get(name: str) -> Variant:
 def resolve(requested: list[str] | tuple[str, ...], targets: str, device: str,
             exclude: list[str] | tuple[str, ...] = ()) -> list[Variant]:
     """The variants to run at a point: the requested ones, or every registered variant that
-    supports the point when none is requested, less `exclude`. Unknown names raise SettingError."""
+    supports the point when none is requested, less `exclude`. Raises SettingError for an
+    unknown name, two variants under one name (their rows would collide) or nothing to run."""
     for name in exclude:
         if name not in REGISTRY:
             raise SettingError(f"exclude_variants: unknown variant {name!r}; registered: {', '.join(names())}")
     if requested:
-        return [get(n) for n in requested if n not in exclude]
-    return [v for v in REGISTRY.values() if v.runs_on(targets, device) and v.name not in exclude]
+        pairs = [(n, get(n)) for n in requested if n not in exclude]
+        if not pairs:
+            raise SettingError("variants: nothing left to run: every variant listed is also in exclude_variants")
+    else:
+        pairs = [(v.name, v) for v in REGISTRY.values() if v.runs_on(targets, device) and v.name not in exclude]
+        if not pairs:
+            raise SettingError(f"exclude_variants: leaves no variant to run at targets={targets} device={device}")
+    chosen = [v for _, v in pairs]
+    seen: dict[str, str] = {}
+    for spec, variant in pairs:
+        if variant.name in seen:
+            raise SettingError(
+                f"variants: two variants are named {variant.name!r} ({seen[variant.name]!r} and {spec!r}); "
+                "list each once and give a user variant its own name with NAME@package.module:function")
+        seen[variant.name] = spec
+    return chosen
 
 
 # Modules that register variants, in the order their variants appear in tables and figures.

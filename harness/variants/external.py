@@ -5,8 +5,10 @@
 
 An absent package registers nothing (the variant is simply not in the registry); it never
 makes the harness fail to start. Liger's kernel writes the gradient into its input's storage
-during the forward pass (it keeps memory at 1x the logits), so it is given a copy: the copy's
-2L bytes (read + write) are part of its measured time, and the benchmark's input stays intact.
+during the forward pass (it keeps memory at 1x the logits), so it is registered with
+`overwrites_input`: the runner hands it a fresh copy before every call, outside the timed
+interval, so its time is its own (a clone inside the call cost 3.01 ms against 2.13 ms at
+B=8192, C=128256 bf16 on an H200) and every other variant still sees the original logits.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ def _liger():
 _liger_ce = _liger()
 
 if _liger_ce is not None:
-    @register("liger_cross_entropy", targets={"hard"}, devices={"cuda"},
-              description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward); "
-                          "given a copy of the logits, since it overwrites its input")
+    @register("liger_cross_entropy", targets={"hard"}, devices={"cuda"}, overwrites_input=True,
+              description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward "
+                          "into the logits' storage)")
     def liger_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-        """logits: [B, C] on CUDA; targets: [B] int64."""
-        return _liger_ce(logits.clone(), targets)
+        """logits: [B, C] on CUDA (overwritten); targets: [B] int64."""
+        return _liger_ce(logits, targets)
