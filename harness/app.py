@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from harness import interrupts
 from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail
 from harness.config import HarnessConfig, SettingError
 from harness.metadata import run_metadata
@@ -81,6 +82,7 @@ def _progress(index: int, total: int) -> str:
 def run_job(cfg: DictConfig) -> str:
     """Measure one point into this job's output directory; 'measured' or 'resumed'
     ('study' when the config has a `study` node: that study's table is written instead)."""
+    interrupts.check()     # a Ctrl-C noted while Hydra prepared this job stops here, cleanly
     study = cfg.get("study")
     if study is not None and not writes_rows(study):   # a study with its own table
         try:

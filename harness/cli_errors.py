@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import hydra._internal.utils as hydra_utils
 
+from harness import interrupts
+
 # Lines of Hydra/OmegaConf messages that repeat what the first line says.
 _NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
           "To append to your config use", "msg:")
@@ -40,6 +42,8 @@ def run_and_report(func: Callable[[], Any]) -> Any:
     try:
         return func()
     except Exception as exc:
+        if interrupts.requested():   # whatever a Ctrl-C broke on its way out, it is the Ctrl-C
+            raise KeyboardInterrupt from None
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"harness: {one_line(exc)}", file=sys.stderr)

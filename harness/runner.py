@@ -227,8 +227,9 @@ def run_point(point: Point, variants: list[Variant], timing: Any, memory: Any,
     rows = []
     for variant in variants:
         for mode in MODES:
-            row = {"variant": variant.name, "mode": mode, **point_fields,
-                   **measure(variant, mode, point, inputs, guard, ref, ref_total, timing, memory), **metadata}
-            rows.append(row)
+            interrupts.check()
+            with interrupts.immediate():
+                measured = measure(variant, mode, point, inputs, guard, ref, ref_total, timing, memory)
+            rows.append({"variant": variant.name, "mode": mode, **point_fields, **measured, **metadata})
     _add_err_vs_native(rows, inputs, ref, point)
     return rows

@@ -22,6 +22,7 @@ CATALOGUE = [
     (["logit_scale=-1"], "logit_scale=-1.0 is not allowed"),
     (["targets=fuzzy"], "targets='fuzzy' is not allowed: use soft or hard"),
     (["seed=-1"], "seed=-1 is not allowed"),
+    (["seed=9223372036854775808"], "seed=9223372036854775808 is not allowed: use an integer >= 0 (below 2^62)"),
     (["timing.min_reps=0"], "timing.min_reps=0 is not allowed"),
     (["timing.max_reps=2", "timing.min_reps=5"], "timing.max_reps is below timing.min_reps"),
     # variants
@@ -30,6 +31,11 @@ CATALOGUE = [
     (["variants=[no_such_package.module:fn]"], "'no_such_package.module:fn' does not import"),
     (["variants=[tests.fault_variants:missing]"], "has no function 'missing'"),
     (["variants=[tests.fault_variants:one_argument]"], "must take two arguments (logits, targets)"),
+    (["variants=[torch_cross_entropy,torch_cross_entropy]"], "variants: two variants are named 'torch_cross_entropy'"),
+    (["variants=[torch_cross_entropy,torch_cross_entropy@tests.fault_variants:correct]"],
+     "variants: two variants are named 'torch_cross_entropy'"),
+    (["variants=[torch_cross_entropy]", "exclude_variants=[torch_cross_entropy]"], "variants: nothing left to run"),
+    (["-m", "seed=0,1", "variants=[chunked,chunked]"], "variants: two variants are named 'chunked'"),
     # types and keys Hydra checks against the schema
     (["batch_size=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["num_classes=2.5"], "could not be converted to Integer"),
@@ -72,3 +78,68 @@ def test_bad_setting_is_one_line_and_writes_nothing(overrides, message, tmp_path
 
 def test_the_catalogue_is_large_enough():
     assert len(CATALOGUE) >= 15
+
+
+# --- bad input outside the settings: each one line, exit 2, nothing written ---------------
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from .conftest import REPO  # noqa: E402
+
+
+def _script(*args, cwd=REPO):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_load_of_a_missing_directory_raises():
+    from harness.results import load
+
+    with pytest.raises(FileNotFoundError, match="no results at /nonexistent"):
+        load("/nonexistent")
+
+
+def test_report_out_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    proc = _script("scripts/report.py", str(tmp_path / "run"), "--out", str(tmp_path / "a_file" / "report"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--out" in proc.stderr and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "run"]
+
+
+def test_compare_markdown_into_a_missing_folder_is_one_line(tmp_path):
+    proc = _script("scripts/compare.py", "results/baseline", "results/baseline",
+                   "--markdown", str(tmp_path / "missing" / "x.md"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--markdown" in proc.stderr, proc.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_long_variant_lists_keep_point_folders_short(tmp_path):
+    """Four user variants by import path used to make the point folder name pass 255 bytes."""
+    names = ",".join(f"alias_number_{i}_with_a_long_name@tests.fault_variants:correct" for i in range(4))
+    proc = run_cli("-m", f"variants=[{names}]", "batch_size=2,4", "num_classes=5", "timing.enabled=false",
+                   "memory.enabled=false", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    folders = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(folders) == 2 and all(len(p.name.encode()) <= 120 for p in folders)
+    assert all((p / "rows.parquet").exists() for p in folders)
+
+
+def test_ctrl_c_is_one_line_and_resumable(tmp_path):
+    cmd = [sys.executable, "-m", "harness", "+sweep=smoke", "timing.min_time_s=0.05", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.rglob("rows.parquet"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1500:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("harness: interrupted after ") and "run the same command to resume" in last
+    done = int(last.split("after ")[1].split(" of ")[0])
+    assert done >= 2 and len(list(tmp_path.rglob("rows.parquet"))) == done

@@ -42,3 +42,54 @@ def test_inputs_are_the_rounded_draw():
     c = make_inputs(Point(3, 11, "bf16", 1.0, "cpu", "hard", seed=5))
     assert torch.equal(c.logits, a.logits)          # the target kind does not change the logits
     assert c.targets.dtype == torch.int64 and int(c.targets.max()) < 11
+
+
+# --- exact to float64: mpmath at 60 digits ------------------------------------------------
+
+from tests import adversarial  # noqa: E402
+
+CASES = adversarial.cases()
+
+
+def test_the_adversarial_set_covers_what_it_claims():
+    names = " ".join(c.name for c in CASES)
+    for part in ("C=2 ", "C=3 ", "C=10 ", "C=1000 ", "margin=0 ", "margin=800 ", "tied", "all equal",
+                 "scale=0.001", "scale=10000", "fp16", "bf16", "fp32", "fp64", "sum 1-3u", "sum 1+3u"):
+        assert part in names + " ", part
+    assert len(CASES) >= 300
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_reference_is_exact_to_float64(case):
+    """Goal of the reference: relative error <= 1e-13 in the loss and the gradient (norm-wise)."""
+    ref = reference(case.logits, case.targets, case.kind)
+    loss_err, grad_err = adversarial.errors(case, ref.loss, ref.grad)
+    assert loss_err <= 1e-13 and grad_err <= 1e-13, (loss_err, grad_err)
+
+
+def test_the_textbook_formula_fails_where_the_reference_holds():
+    """The check can fail: F.cross_entropy in float64 (lse - z_y, p_y - 1) is off by 100% on a
+    confident prediction that the reference gets right."""
+    case = next(c for c in CASES if c.name == "fp64 C=2 margin=100 hard")
+    z = case.logits.double().requires_grad_()
+    loss = F.cross_entropy(z, case.targets)
+    (grad,) = torch.autograd.grad(loss, z)
+    loss_err, grad_err = adversarial.errors(case, loss.item(), grad)
+    assert loss_err > 0.5 and grad_err > 0.5
+
+
+@pytest.mark.parametrize("b,c,scale,kind,seed", [(2, 2, 100.0, "hard", 38), (1, 2, 1000.0, "soft", 0)])
+def test_the_reported_points_are_exact(b, c, scale, kind, seed):
+    """The two points where the old reference was 18% (hard) and 3.9e-13 (soft) off."""
+    inputs = make_inputs(Point(b, c, "fp64", scale, "cpu", kind, seed=seed))
+    case = adversarial.Case("reported", inputs.logits, inputs.targets, kind)
+    ref = reference(inputs.logits, inputs.targets, kind)
+    loss_err, grad_err = adversarial.errors(case, ref.loss, ref.grad)
+    assert loss_err <= 1e-13 and grad_err <= 1e-13, (ref.loss, loss_err, grad_err)
+
+
+def test_no_finite_reference_is_said_not_computed():
+    """fp16 logits at scale 1e5 round to +-inf: no float64 answer exists for them."""
+    inputs = make_inputs(Point(4, 10, "fp16", 1e5, "cpu", "hard", seed=0))
+    ref = reference(inputs.logits, inputs.targets, "hard")
+    assert not ref.finite and "not finite in float16" in ref.missing

@@ -1,0 +1,56 @@
+"""python scripts/verdict_audit.py: how far the verdicts can be trusted, in three figures.
+
+1. The float64 reference against mpmath at 60 digits on the adversarial points of
+   tests/adversarial.py: the worst relative error of the loss and of the gradient.
+2. The verdict grid (tests/verdicts.py): false alarms of the correct implementations, and per
+   bug of tests/bug_variants.py how many rows had to be flagged and how many were.
+3. False alarms on every point of the smoke and cpu sweeps.
+
+Accuracy only; about a minute on 2 cores. Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/ is not installed
+
+from harness.reference import reference  # noqa: E402
+from tests import adversarial, verdicts  # noqa: E402
+
+
+def main() -> int:
+    start = time.perf_counter()
+    results = []
+    for case in adversarial.cases():
+        ref = reference(case.logits, case.targets, case.kind)
+        results.append((case, *adversarial.errors(case, ref.loss, ref.grad)))
+    (loss_case, loss_err), (grad_case, grad_err) = adversarial.worst(results)
+    print(f"reference vs mpmath, {len(results)} adversarial points: worst loss error {loss_err:.2g} "
+          f"({loss_case}), worst gradient error {grad_err:.2g} ({grad_case})")
+
+    grid = verdicts.audit(verdicts.GRID)
+    print(f"\nverdict grid, {len(verdicts.GRID)} points: {len(grid.false_alarms)} false alarms among "
+          f"{int(grid.rows['correct'].sum())} rows of {', '.join(verdicts.CORRECT)}")
+    rate = grid.flag_rate()
+    print(rate.to_string())
+    needed = grid.rows["needed"]
+    print(f"flagged where required: {int((needed & grid.rows['flagged']).sum())} of {int(needed.sum())}; "
+          f"flagged in all: {int(rate['flagged'].sum())} of {int(rate['rows'].sum())} bug rows")
+
+    points = verdicts.sweep_points("smoke") + verdicts.sweep_points("cpu")
+    sweeps = verdicts.measure(points, [verdicts.REGISTRY[n] for n in verdicts.CORRECT])
+    bad = sweeps[sweeps["status"] != "ok"]
+    print(f"\nsmoke + cpu sweep points ({len(points)}): {len(bad)} of {len(sweeps)} rows of the correct "
+          "implementations not ok")
+    if len(bad):
+        print(bad[["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "targets",
+                   "status", "message"]].to_string())
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+    return 1 if len(grid.false_alarms) or len(grid.missed) or len(bad) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
