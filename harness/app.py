@@ -32,10 +32,10 @@ ConfigStore.instance().store(name="harness_schema", node=HarnessConfig)
 
 # A point folder is named by its settings (`dtype=bf16,logit_scale=1,...`), but a few user
 # variants given by import path make that name pass the file systems' 255-byte limit. Past
-# 120 bytes it keeps its first 80 characters and a digest of the whole: still one folder per
+# 200 bytes it keeps its first 160 characters and a digest of the whole: still one folder per
 # point and stable across runs (so resume finds it), while the variants stay in the rows and
 # in the resume digest.
-_DIR_BYTES, _DIR_KEEP = 120, 80
+_DIR_BYTES, _DIR_KEEP = 200, 160
 
 
 def point_dir(name: str) -> str:
