@@ -110,7 +110,7 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         z = logits[lo:hi].to(f64)
         k = z.argmax(dim=1, keepdim=True)                 # [R, 1]
         a = z.gather(1, k)
-        e = _shifted_exp(z, a, logits.dtype != f64)   # exp(z - a), 1 at k
+        e = _shifted_exp(z, a, logits.dtype != f64)       # exp(z - a), 1 at k
         e.scatter_(1, k, 0.0)
         s = e.sum(dim=1, keepdim=True)                    # sum over c != k: no 1 + tiny - 1
         e.scatter_(1, k, 1.0)
