@@ -29,13 +29,12 @@ All of them come from the reference's own pass (harness/reference.py). No term g
 spread of the logits: a loss divided by C instead of B is flagged at logit scale 1e6 as at 1.
 
 K_LOSS = 4, K_GRAD = 2: the headroom for what the bound leaves out (reductions of C terms,
-a batch sum kept in the input dtype). Measured by `python scripts/verdict_audit.py` over the
-verdict grid, the smoke and cpu sweeps' points and a wider grid (B 2..256, C 2..8192, scales
-0.1..1e4, every dtype, two seeds): the worst error of torch_cross_entropy, chunked, online and
-log1p_shifted is 2.1x the loss bound (CPU fp16 F.cross_entropy, whose batch sum is kept in
-fp16) and 0.75x the gradient bound, so K_LOSS leaves 1.9x and K_GRAD 2.7x to spare, while every
-bug of the catalogue is flagged wherever its error is above max(8 u_d, 8 x the worst correct
-error) (tests/test_verdicts.py).
+a batch sum kept in the input dtype). Measured by `python scripts/verdict_audit.py` (last line)
+over the verdict grid and the smoke and cpu sweeps' points: the worst error of
+torch_cross_entropy, chunked, online and log1p_shifted is 2.10x the loss bound (CPU fp16
+F.cross_entropy, whose batch sum is kept in fp16) and 0.74x the gradient bound, so K_LOSS leaves
+1.9x and K_GRAD 2.7x to spare, while every bug of the catalogue is flagged wherever its error is
+above max(8 u_d, 8 x the worst correct error) (tests/test_verdicts.py).
 """
 
 from __future__ import annotations

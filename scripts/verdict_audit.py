@@ -17,7 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/ is not installed
 
+import pandas as pd  # noqa: E402
+
 from harness.reference import reference  # noqa: E402
+from harness.tolerance import K_GRAD, K_LOSS  # noqa: E402
 from tests import adversarial, verdicts  # noqa: E402
 
 
@@ -45,6 +48,13 @@ def main() -> int:
     bad = sweeps[sweeps["status"] != "ok"]
     print(f"\nsmoke + cpu sweep points ({len(points)}): {len(bad)} of {len(sweeps)} rows of the correct "
           "implementations not ok")
+    # How close correct implementations come to the bound itself (the tolerance over its K):
+    # the headroom K_LOSS and K_GRAD leave, over the grid and the sweeps' points.
+    good = pd.concat([grid.rows[grid.rows["correct"]], sweeps])
+    loss_ratio = (good["loss_rel_err"] / (good["loss_tolerance"] / K_LOSS)).max()
+    grad_ratio = (good["grad_rel_err"] / (good["grad_tolerance"] / K_GRAD)).max()
+    print(f"worst correct error over its bound: loss {loss_ratio:.2f}x (K_LOSS = {K_LOSS:g}), "
+          f"gradient {grad_ratio:.2f}x (K_GRAD = {K_GRAD:g})")
     if len(bad):
         print(bad[["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "targets",
                    "status", "message"]].to_string())
