@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= results/sweeps/cpu/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup run test bench smoke baseline clean
+.PHONY: setup run test bench smoke baseline variants-table lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ baseline: setup
 	find results/baseline -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
 	rm -f results/baseline/multirun.yaml results/baseline/theory.json
 	$(PY) -m harness +sweep=smoke hydra.sweep.dir=results/baseline
+
+# The README's variant table, generated from the registry (never edited by hand).
+variants-table: setup
+	$(PY) scripts/variants_table.py --write
 
 clean:
 	rm -rf $(VENV) *.egg-info

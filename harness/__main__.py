@@ -4,10 +4,9 @@ from harness import cli_errors, interrupts
 from harness.app import finished_points, main
 
 if __name__ == "__main__":
-    cli_errors.install()
     interrupts.install()
     try:
-        main()
+        cli_errors.run(main)
     except KeyboardInterrupt:
         # Every finished point is already on disk (atomic writes): say so in one line, not a
         # traceback, and exit as shells expect after SIGINT.

@@ -1,4 +1,8 @@
-"""The `python -m harness` entry point: a thin Hydra app around `run_job`."""
+"""The `python -m harness` entry point: a thin Hydra app around the job functions.
+
+A config with a `study` node (`+study=NAME`) runs that study (harness/studies/); any other is a
+points job (harness/job.py): validate, measure, write the rows, resume what is written.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -16,15 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness import interrupts
+from harness import interrupts, job, studies
 from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail
 from harness.config import HarnessConfig, SettingError
 from harness.metadata import run_metadata
-from harness.plan import check
 from harness.results import stored_key, write_rows
-from harness.runner import run_point
 from harness.summary import short_table
-from harness.studies import run_row_study, run_study, writes_rows
 
 log = logging.getLogger("harness")
 
@@ -64,9 +66,10 @@ def point_key(cfg: DictConfig, variant_names: list[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _label(cfg: DictConfig) -> str:
-    return (f"B={cfg.batch_size} C={cfg.num_classes} {cfg.dtype} scale={cfg.logit_scale:g} "
-            f"{cfg.targets} {cfg.device} seed={cfg.seed}")
+def _label(point: Any, count: int) -> str:
+    text = (f"B={point.batch_size} C={point.num_classes} {point.dtype} scale={point.logit_scale:g} "
+            f"{point.targets} {point.device} seed={point.seed}")
+    return text if count == 1 else text.replace(f"scale={point.logit_scale:g}", f"{count} scales/seeds")
 
 
 def _progress(index: int, total: int) -> str:
@@ -79,20 +82,12 @@ def _progress(index: int, total: int) -> str:
     return text + "]"
 
 
-def run_job(cfg: DictConfig) -> str:
-    """Measure one point into this job's output directory; 'measured' or 'resumed'
-    ('study' when the config has a `study` node: that study's table is written instead)."""
+def run_points_job(cfg: DictConfig) -> str:
+    """Measure this job's points into its output directory: 'measured', or 'resumed' when the
+    directory already holds the rows of exactly these settings and variants."""
     interrupts.check()     # a Ctrl-C noted while Hydra prepared this job stops here, cleanly
-    study = cfg.get("study")
-    if study is not None and not writes_rows(study):   # a study with its own table
-        try:
-            path = run_study(cfg.study, Path(HydraConfig.get().runtime.output_dir))
-        except SettingError as exc:
-            fail(str(exc))
-        print(f"harness: study table in {path}", flush=True)
-        return "study"
     try:
-        point, variants = check(cfg)
+        points, variants = job.check(cfg)
     except SettingError as exc:
         fail(str(exc))
     hc = HydraConfig.get()
@@ -101,28 +96,36 @@ def run_job(cfg: DictConfig) -> str:
     index = hc.job.num + 1 if multirun else 1
     total = int(os.environ.get(SWEEP_SIZE_ENV, 1)) if multirun else 1
     key = point_key(cfg, [v.name for v in variants])
+    label = _label(points[0], len(points))
     global _finished
     if stored_key(out_dir) == key:
-        log.info("%s %s: already written, skipped", _progress(index, total), _label(cfg))
+        log.info("%s %s: already written, skipped", _progress(index, total), label)
         _finished += 1
         return "resumed"
     run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))
-    metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=point.device)
+    metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=points[0].device)
     t0 = time.perf_counter()
-    try:
-        rows = (run_point(point, variants, cfg.timing, cfg.memory, metadata) if study is None
-                else run_row_study(cfg, metadata))   # a grid of points in this one job
-    except SettingError as exc:
-        fail(str(exc))
+    rows = job.run(points, variants, cfg.timing, cfg.memory, metadata, num_threads=cfg.num_threads)
     write_rows(rows, out_dir, key)
     _finished += 1
     counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).items())
-    log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), _label(cfg), len(rows),
+    log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), label, len(rows),
              counts, time.perf_counter() - t0)
     if not multirun:
         print(short_table(rows), flush=True)
         print(f"harness: results in {out_dir}", flush=True)
     return "measured"
+
+
+def run_study_job(cfg: DictConfig) -> str:
+    """A study that is not points (`+study=NAME`): its own table in the job's directory."""
+    interrupts.check()
+    try:
+        path = studies.run(cfg.study, Path(HydraConfig.get().runtime.output_dir))
+    except SettingError as exc:
+        fail(str(exc))
+    print(f"harness: study table in {path}", flush=True)
+    return "study"
 
 
 # An absolute path: Hydra would otherwise look for `conf` as a Python package next to this module.
@@ -131,4 +134,4 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> str:
-    return run_job(cfg)
+    return run_study_job(cfg) if cfg.get("study") is not None else run_points_job(cfg)

@@ -17,7 +17,10 @@ from omegaconf import DictConfig
 
 from harness.config import SettingError
 from harness.launchers import check_launcher, check_writable, share_cores
-from harness.plan import check, check_sweep, task_config
+from harness import studies
+from harness.job import check
+from harness.plan import check_sweep, task_config
+from harness.vocabulary import FAILED, POINT_COLUMNS, ROWS_FILE
 
 # Shared with the jobs (which may run in other processes, so through the environment).
 SWEEP_SIZE_ENV = "HARNESS_SWEEP_SIZE"
@@ -35,7 +38,8 @@ class HarnessCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check(task_config(config))
+            task = task_config(config)
+            studies.check(task.study) if task.get("study") is not None else check(task)
             check_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
         except SettingError as exc:
             fail(str(exc))
@@ -49,7 +53,7 @@ class HarnessCallback(Callback):
             fail(str(exc))
         share_cores(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        self._existing = set(sweep_dir.rglob("rows.parquet")) if sweep_dir.exists() else set()
+        self._existing = set(sweep_dir.rglob(ROWS_FILE)) if sweep_dir.exists() else set()
         os.environ[SWEEP_SIZE_ENV] = str(size)
         os.environ[SWEEP_START_ENV] = str(time.time())
         print(f"harness: sweep of {size} points into {sweep_dir}", flush=True)
@@ -58,7 +62,7 @@ class HarnessCallback(Callback):
         from harness.results import load  # pandas only once the sweep is done
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        files = set(sweep_dir.rglob("rows.parquet"))
+        files = set(sweep_dir.rglob(ROWS_FILE))
         size = int(os.environ.get(SWEEP_SIZE_ENV, len(files)))
         resumed = sum(1 for f in files if f in self._existing and f.stat().st_mtime < float(os.environ.get(SWEEP_START_ENV, 0)))
         rows = load(sweep_dir)
@@ -68,8 +72,7 @@ class HarnessCallback(Callback):
         # A point whose every row is error/oom failed as a whole (e.g. its inputs did not fit).
         failed = 0
         if len(rows):
-            point = ["batch_size", "num_classes", "dtype", "logit_scale", "device", "targets", "seed"]
-            failed = int(rows.groupby(point)["status"].agg(lambda s: s.isin(["error", "oom"]).all()).sum())
+            failed = int(rows.groupby(list(POINT_COLUMNS))["status"].agg(lambda s: s.isin(FAILED[:2]).all()).sum())
         print(
             f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
             + (f", {missing} missing: run the same command again to resume" if missing > 0 else "")
@@ -78,7 +81,7 @@ class HarnessCallback(Callback):
             flush=True,
         )
         if len(rows):   # the predicted failing scales, for reports to draw beside the measured ones
-            from harness.theory import write_theory
+            from harness.cross_entropy.theory import write_theory
 
             write_theory(sweep_dir, rows)
         print(f"harness: results in {sweep_dir}", flush=True)

@@ -2,9 +2,10 @@
 sweep file, a typo inside one), in the same form as the harness's own `SettingError`s.
 
 Hydra prints such errors over several lines (the error, the offending key again, the config
-class, a hint about HYDRA_FULL_ERROR). `install()` replaces Hydra's reporting function, which
-its entry point looks up at call time, with one that prints a single line and exits with 2.
-HYDRA_FULL_ERROR=1 still gives the full stack trace.
+class, a hint about HYDRA_FULL_ERROR) unless HYDRA_FULL_ERROR=1, its documented switch, in
+which case it lets the exception propagate. `run` sets that switch for Hydra and catches the
+exception itself: one line, exit code 2. A user who sets HYDRA_FULL_ERROR=1 still gets the
+full stack trace.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import os
 import sys
 from typing import Any, Callable
 
-import hydra._internal.utils as hydra_utils
-
 from harness import interrupts
+
+FULL_ERROR = "HYDRA_FULL_ERROR"
 
 # Lines of Hydra/OmegaConf messages that repeat what the first line says.
 _NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
@@ -38,17 +39,16 @@ def one_line(exc: BaseException) -> str:
     return text.replace(":; ", ": ").replace(".; ", "; ")
 
 
-def run_and_report(func: Callable[[], Any]) -> Any:
+def run(main: Callable[[], Any]) -> Any:
+    """Call a Hydra entry point; any exception it lets out becomes one line and exit code 2."""
+    wants_trace = os.environ.get(FULL_ERROR) == "1"
+    os.environ[FULL_ERROR] = "1"    # Hydra: raise, do not print
     try:
-        return func()
+        return main()
     except Exception as exc:
         if interrupts.requested():   # whatever a Ctrl-C broke on its way out, it is the Ctrl-C
             raise KeyboardInterrupt from None
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if wants_trace:
             raise
         print(f"harness: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-
-
-def install() -> None:
-    hydra_utils.run_and_report = run_and_report

@@ -39,14 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.stats import mannwhitneyu
 
-from harness.results import KEY_COLUMNS, SCHEMA, load, parquet_files
+from harness.results import SCHEMA, load, parquet_files
+from harness.vocabulary import KEY_COLUMNS
 
 KINDS = ("accuracy", "time", "memory")
 
 # Columns this comparison reads; each must be present in a run with the SCHEMA's type. Other
 # columns may be missing or extra, so a baseline written before a column was added still loads.
 ENV_COLUMNS = ["device_name", "torch_version", "num_threads", "git_commit", "git_dirty", "python_version"]
-REQUIRED_COLUMNS = KEY_COLUMNS + ["status", "loss_rel_err", "grad_rel_err", "time_median_s",
+REQUIRED_COLUMNS = [*KEY_COLUMNS, "status", "loss_rel_err", "grad_rel_err", "time_median_s",
                                   "time_samples_s", "peak_mem_bytes"] + ENV_COLUMNS
 
 # Worse statuses rank higher; a move up the ranking is an accuracy regression. error, oom and
@@ -105,9 +106,9 @@ def load_run(path: str | os.PathLike) -> pd.DataFrame:
     df = load(path)
     if df.empty:
         raise UnusableInput(f"{path}: the parquet files hold no rows")
-    dup = df.duplicated(KEY_COLUMNS)
+    dup = df.duplicated(list(KEY_COLUMNS))
     if dup.any():
-        first = df.loc[dup, KEY_COLUMNS].iloc[0].to_dict()
+        first = df.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
         raise UnusableInput(f"{path}: {int(dup.sum())} row(s) repeat a configuration key, e.g. {first} "
                             "(two runs in one directory?)")
     return df
@@ -292,7 +293,7 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
                 before, after = r["status_base"], r["status_new"]
             out.append({**{k: r[k] for k in KEY_COLUMNS}, "kind": kind, "verdict": v, "role": role,
                         "base": before, "new": after, "change": change})
-    cols = KEY_COLUMNS + ["kind", "verdict", "role", "base", "new", "change"]
+    cols = [*KEY_COLUMNS, "kind", "verdict", "role", "base", "new", "change"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -303,11 +304,11 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, thresholds: Thresholds = Thre
     as information."""
     env = environment(base, new)
     demoted = demoted_kinds(env)
-    b = base[KEY_COLUMNS + _MEASURED]
-    n = new[KEY_COLUMNS + _MEASURED]
-    joined = b.merge(n, on=KEY_COLUMNS, how="outer", suffixes=("_base", "_new"), indicator=True)
-    only_base = joined.loc[joined["_merge"] == "left_only", KEY_COLUMNS].reset_index(drop=True)
-    only_new = joined.loc[joined["_merge"] == "right_only", KEY_COLUMNS].reset_index(drop=True)
+    b = base[[*KEY_COLUMNS, *_MEASURED]]
+    n = new[[*KEY_COLUMNS, *_MEASURED]]
+    joined = b.merge(n, on=list(KEY_COLUMNS), how="outer", suffixes=("_base", "_new"), indicator=True)
+    only_base = joined.loc[joined["_merge"] == "left_only", list(KEY_COLUMNS)].reset_index(drop=True)
+    only_new = joined.loc[joined["_merge"] == "right_only", list(KEY_COLUMNS)].reset_index(drop=True)
     rows = joined[joined["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
 
     acc = [accuracy_verdict(r, thresholds) for _, r in rows.iterrows()]

@@ -1,6 +1,6 @@
 """Dtype names and their IEEE facts, derived from `torch.finfo`, never typed in.
 
-The tolerance that turns an error into a verdict is in harness/tolerance.py.
+The tolerance that turns an error into a verdict is in harness/cross_entropy/tolerance.py.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class DtypeEdges:
     tiny: float             # smallest normal
     min_subnormal: float    # smallest positive subnormal
     u: float                # unit roundoff
-    log_max: float          # exp(x) overflows for x above this (ln of max)
+    log_max: float          # ln of max
+    log_overflow_edge: float  # exp(x) rounds to inf from here: ln(max + ulp(max)/2)
     log_min_subnormal: float  # exp(x) rounds to 0 below ln(min_subnormal / 2)
 
 
@@ -47,6 +48,9 @@ def edges(dtype: torch.dtype) -> DtypeEdges:
         min_subnormal=min_sub,
         u=fi.eps / 2,
         log_max=math.log(fi.max),
+        # max + ulp(max)/2 = 2^(emax+1) (1 - eps/4) is the first value round-to-nearest sends
+        # to inf; in logs, since for fp64 the edge itself is past the range.
+        log_overflow_edge=math.log(fi.max) + math.log1p(-fi.eps / 4) - math.log1p(-fi.eps / 2),
         # Round-to-nearest sends anything below half the smallest subnormal to zero.
         log_min_subnormal=math.log(min_sub) - math.log(2.0),   # min_sub / 2 is 0.0 in fp64
     )

@@ -7,12 +7,12 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 Columns (one row per point x variant x mode):
 
   configuration  variant targets batch_size num_classes dtype logit_scale device mode seed
-  outcome        status (harness/measure/accuracy.py, STATUSES), message
+  outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
   memory         peak_mem_bytes (above what existed before the call)
-  throughput     bytes_moved (byte model, harness/measure/traffic.py) gbps (at the median)
+  throughput     bytes_moved (byte model, harness/cross_entropy/traffic.py) gbps (at the median)
   stability      loss_rel_err_total grad_rel_err_total (against float64 on the *unrounded*
                  logits: storage plus algorithm), err_vs_native grad_err_vs_native (this
                  variant's error over torch_cross_entropy's at the point, floored at u)
@@ -38,7 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-KEY_COLUMNS = ["variant", "targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed"]
+from harness.vocabulary import KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
+
 
 SCHEMA = pa.schema([
     ("variant", pa.string()),
@@ -89,7 +90,6 @@ SCHEMA = pa.schema([
     ("harness_version", pa.string()),
 ])
 
-ROWS_FILE = "rows.parquet"
 _KEY_METADATA = b"harness.point_key"
 
 
@@ -117,9 +117,6 @@ def stored_key(directory: Path) -> str | None:
         return None
     key = meta.get(_KEY_METADATA)
     return key.decode() if key is not None else None
-
-
-STUDY_PREFIX = "study-"   # study-NAME.parquet: a study's own table (not rows), e.g. flattening
 
 
 def parquet_files(path: Path) -> list[Path]:

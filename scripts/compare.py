@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         result = compare_dirs(args.base, args.new, thresholds, args.gate)
     except UnusableInput as exc:
         _fail(str(exc))
-    from harness import compare_report  # tabulate/seaborn only once there is something to show
+    from harness.report import compare as compare_report  # tabulate/seaborn only once there is something to show
 
     print(compare_report.console(result, limit=args.limit), flush=True)
     try:

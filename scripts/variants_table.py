@@ -1,49 +1,61 @@
-"""Print the registered variants as the markdown table the README shows.
+"""Print the registered variants as the markdown table the README shows, or rewrite it there.
 
     python scripts/variants_table.py            # print it
-    python scripts/variants_table.py --write    # rewrite README.md between its markers
+    make variants-table                         # rewrite README.md between its markers
 
-tests/test_readme.py fails when the README's table and the registry disagree.
+The table is generated from the registry, never edited by hand: each row says what the
+variant's own registration says (its kind, targets, devices, failure mechanisms, description).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
-from harness.variants import REGISTRY
+from harness.cross_entropy.variants import REGISTRY
+from harness.registry import Variant
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- variants-table -->", "<!-- /variants-table -->"
+HEADER = ["| variant | targets | devices | what it is |", "|---|---|---|---|"]
 
 
-def table() -> str:
-    lines = ["| variant | targets | devices | what it is |", "|---|---|---|---|"]
-    for v in REGISTRY.values():
-        note = v.description.replace("|", "\\|")
-        if v.expected_wrong:
-            note = f"**wrong on purpose:** {v.expected_wrong.replace('|', '/')}. {note}"
-        elif not v.stable:
-            note = f"**breaks at large logit scales.** {note}"
-        lines.append(f"| `{v.name}` | {', '.join(sorted(v.targets))} | {', '.join(sorted(v.devices))} | {note} |")
-    return "\n".join(lines)
+def row(v: Variant) -> str:
+    note = v.description.replace("|", "\\|")
+    if v.expected_wrong:
+        note = f"**wrong on purpose:** {v.expected_wrong.replace('|', '/')}. {note}"
+    elif v.breaks_by:
+        note = f"**breaks at large logit scales** ({', '.join(v.breaks_by)}). {note}"
+    if v.overwrites_input:
+        note += " (overwrites its input by design)"
+    return f"| `{v.name}` | {', '.join(sorted(v.targets))} | {', '.join(sorted(v.devices))} | {note} |"
 
 
-def block() -> str:
-    return f"{START}\n{table()}\n{END}"
+def table(variants: Iterable[Variant] | None = None) -> str:
+    """The table of `variants` (default: the registry, in its order)."""
+    return "\n".join([*HEADER, *(row(v) for v in (REGISTRY.values() if variants is None else variants))])
+
+
+def block(variants: Iterable[Variant] | None = None) -> str:
+    return f"{START}\n{table(variants)}\n{END}"
+
+
+def write(readme: Path = README) -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(START) + r".*?(" + re.escape(END) + r"|$)", re.S)
+    readme.write_text(pattern.sub(lambda _: block(), text, count=1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite README.md between its markers")
     args = parser.parse_args()
-    if not args.write:
+    if args.write:
+        write()
+    else:
         print(table())
-        return
-    text = README.read_text()
-    pattern = re.compile(re.escape(START) + r".*?(" + re.escape(END) + r"|$)", re.S)
-    README.write_text(pattern.sub(lambda _: block(), text, count=1))
 
 
 if __name__ == "__main__":

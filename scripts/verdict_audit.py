@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/ is no
 
 import pandas as pd  # noqa: E402
 
-from harness.reference import reference  # noqa: E402
-from harness.tolerance import K_GRAD, K_LOSS  # noqa: E402
+from harness.cross_entropy.reference import reference  # noqa: E402
+from harness.cross_entropy.tolerance import K_GRAD, K_LOSS  # noqa: E402
 from tests import adversarial, verdicts  # noqa: E402
 
 

@@ -103,7 +103,7 @@ def gradient_times_batch(logits: Tensor, targets: Tensor) -> Tensor:
 
 def broadcast_zy(logits: Tensor, targets: Tensor) -> Tensor:
     """The notebook's line marked 错: zy [B, 1] broadcast over the C classes."""
-    from harness.variants.notebook import seed_lse_labels_broadcast
+    from harness.cross_entropy.variants.notebook import seed_lse_labels_broadcast
 
     return seed_lse_labels_broadcast(logits, _probs(logits, targets))
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from harness.measure.memory import peak_bytes
-from harness.runner import make_call
-from harness.variants import REGISTRY
+from harness.cross_entropy import make_call
+from harness.cross_entropy.variants import REGISTRY
 
 B, C = 16, 32000   # C >= 32000, the bar; [16, 32000] fp32 = 2 MB, 8 chunks of 4096
 

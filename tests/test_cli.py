@@ -16,7 +16,7 @@ from hydra.types import RunMode
 import harness.app  # noqa: F401  (registers the config schema)
 from harness.app import CONF_DIR
 from harness.results import SCHEMA, load
-from harness.variants import resolve
+from harness.cross_entropy.variants import resolve
 
 from .conftest import run_cli
 

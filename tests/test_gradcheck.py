@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.variants import REGISTRY, Variant
+from harness.cross_entropy.variants import REGISTRY, Variant
 
 
 def _custom_nodes(loss: torch.Tensor) -> list[str]:
@@ -46,8 +46,8 @@ def test_the_custom_backward_variants_are_found():
 def small_blocks(monkeypatch):
     # 3-class chunks over C = 8: three chunks, the last one partial, so the cross-chunk
     # merging and the per-chunk target handling are what gradcheck differentiates.
-    import harness.variants.chunked as chunked
-    import harness.variants.online as online
+    import harness.cross_entropy.variants.chunked as chunked
+    import harness.cross_entropy.variants.online as online
 
     monkeypatch.setattr(chunked, "CHUNK", 3)
     monkeypatch.setattr(online, "BLOCK", 3)

@@ -15,12 +15,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.config import Point
+from harness.cross_entropy.point import Point
 from harness.dtypes import DTYPES, unit_roundoff
-from harness.reference import reference
-from harness.tolerance import K_LOSS, tolerance
-from harness.runner import NATIVE, run_point
-from harness.variants import REGISTRY, Variant
+from harness.cross_entropy.reference import reference
+from harness.cross_entropy.tolerance import K_LOSS, tolerance
+from harness.runner import run_point
+from harness.vocabulary import NATIVE
+from harness.cross_entropy.variants import REGISTRY, Variant
 
 VARIANTS = [v for v in REGISTRY.values() if not v.expected_wrong and "cpu" in v.devices]
 STABLE = [v for v in VARIANTS if v.stable]
@@ -29,20 +30,19 @@ UNSTABLE = [v for v in VARIANTS if not v.stable]
 B = 4
 C = 5000   # > chunked's 4096-class chunk: the last chunk is partial and holds class C - 1
 
-# (variant, property) pairs that break, and why. Strict: an unexpected pass fails the suite.
+# Per property, the failure mechanisms (registry `breaks_by`) that break it, and why. A variant
+# declaring one of them is a strict expected failure: an unexpected pass fails the suite.
 KNOWN_BREAKS = {
-    ("naive_exp", "shift"): "exp(z + 100) overflows fp32 (ln max = 88.7): inf / inf = NaN",
-    ("naive_exp_gather", "shift"): "exp(z + 100) overflows fp32 (ln max = 88.7): inf / inf = NaN",
-    ("naive_exp", "dominant"): "exp(200) overflows fp32: every p is 0 or NaN",
-    ("naive_exp_gather", "dominant"): "exp(200) overflows fp32: p[y] = inf / inf = NaN",
-    ("softmax_log", "dominant"): "p = exp(-200) rounds to 0 in fp32: 0 * log(0) = 0 * -inf = NaN",
+    "shift": {"sum_overflow": "exp(z + 100) overflows fp32 (ln max = 88.7): inf / inf = NaN"},
+    "dominant": {"sum_overflow": "exp(200) overflows fp32: every p is 0 or NaN",
+                 "prob_underflow": "p = exp(-200) rounds to 0 in fp32: 0 * log(0) = 0 * -inf = NaN"},
 }
 
 
 def _cases(prop: str, variants: list[Variant]) -> list:
     out = []
     for v in variants:
-        reason = KNOWN_BREAKS.get((v.name, prop))
+        reason = "; ".join(why for m, why in KNOWN_BREAKS.get(prop, {}).items() if m in v.breaks_by)
         marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
         out.append(pytest.param(v, id=v.name, marks=marks))
     return out
@@ -79,7 +79,7 @@ def _targets_for(variant: Variant) -> list[str]:
 
 
 def _close(value: float, expected: float, dtype: str = "fp32", atol: float = 0.0) -> bool:
-    # The loss tolerance's dtype term (harness/tolerance.py); atol carries any conditioning term.
+    # The loss tolerance's dtype term (harness/cross_entropy/tolerance.py); atol carries any conditioning term.
     return math.isfinite(value) and abs(value - expected) <= K_LOSS * unit_roundoff(DTYPES[dtype]) * abs(expected) + atol
 
 
@@ -172,11 +172,14 @@ def test_naive_variants_break_in_fp16_at_scale_100(variant):
         assert torch.isfinite(loss).all(), f"{kind}: {loss}"
 
 
-def test_the_property_suite_covers_the_new_variants():
-    # Guards against a filter above silently dropping what this suite exists to test.
-    names = {v.name for v in VARIANTS}
-    assert {"chunked", "online", "log1p_shifted", "torch_compile", NATIVE} <= names
-    assert {"naive_exp", "naive_exp_gather", "softmax_log"} == {v.name for v in UNSTABLE}
+def test_the_property_suite_covers_the_registry():
+    # Guards against a filter above silently dropping what this suite exists to test: every CPU
+    # variant that is not wrong on purpose is here, the breaking ones among them.
+    cpu = {v.name for v in REGISTRY.values() if "cpu" in v.devices}
+    wrong = {v.name for v in REGISTRY.values() if v.expected_wrong}
+    assert {v.name for v in VARIANTS} == cpu - wrong and NATIVE in cpu
+    assert STABLE and UNSTABLE
+    assert all(set(v.breaks_by) <= set(REGISTRY.mechanisms) for v in UNSTABLE)
 
 
 # --- error relative to the native op (err_vs_native, README, Numerics §6) ---------------------
@@ -184,9 +187,9 @@ def test_the_property_suite_covers_the_new_variants():
 OFF = SimpleNamespace(enabled=False)
 
 
-def _rows(variants: list[str], dtype: str, scale: float, targets: str = "soft") -> dict[tuple[str, str], dict]:
+def _rows(variants: list, dtype: str, scale: float, targets: str = "soft") -> dict[tuple[str, str], dict]:
     point = Point(8, 1000, dtype, scale, "cpu", targets, 0)
-    rows = run_point(point, [REGISTRY[n] for n in variants], OFF, OFF, {})
+    rows = run_point(point, [REGISTRY[v] if isinstance(v, str) else v for v in variants], OFF, OFF, {})
     return {(r["variant"], r["mode"]): r for r in rows}
 
 
@@ -198,15 +201,24 @@ def test_native_err_vs_native_is_one():
         assert rows[(NATIVE, "fwd_bwd")]["grad_err_vs_native"] == 1.0
 
 
+def _log_of_rounded_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The log of probabilities first stored in the logits' dtype: in bf16 a larger error than
+    the fused log_softmax's."""
+    return -torch.sum(targets * torch.log(torch.softmax(logits, dim=1))) / logits.shape[0]
+
+
+ROUNDED = Variant("log_of_rounded_softmax", _log_of_rounded_softmax, targets=frozenset({"soft"}))
+
+
 def test_err_vs_native_is_the_error_ratio_floored_at_u():
-    # softmax_log in bf16 rounds the probabilities to bf16 before the log: a larger error than
-    # the native op's, so its ratio is above 1 and equals the ratio of the two errors.
+    # Its error is above the native op's, so its ratio is above 1 and equals the ratio of the
+    # two errors.
     from harness.dtypes import DTYPES, unit_roundoff
 
-    rows = _rows([NATIVE, "softmax_log", "torch_log_softmax_nll"], "bf16", 3.0, targets="hard")
+    rows = _rows([NATIVE, ROUNDED, "torch_log_softmax_nll"], "bf16", 3.0, targets="hard")
     u = unit_roundoff(DTYPES["bf16"])
     native = rows[(NATIVE, "fwd_bwd")]
-    for name in ("softmax_log", "torch_log_softmax_nll"):
+    for name in (ROUNDED.name, "torch_log_softmax_nll"):
         row = rows[(name, "fwd_bwd")]
         expected = max(row["loss_rel_err"], u) / max(native["loss_rel_err"], u)
         assert row["err_vs_native"] == pytest.approx(expected, rel=1e-12)
@@ -214,4 +226,4 @@ def test_err_vs_native_is_the_error_ratio_floored_at_u():
             max(row["grad_rel_err"], u) / max(native["grad_rel_err"], u), rel=1e-12)
     # the same computation as the native op (nll_loss of log_softmax): the same error, ratio 1
     assert rows[("torch_log_softmax_nll", "fwd_bwd")]["err_vs_native"] == pytest.approx(1.0, abs=1e-12)
-    assert rows[("softmax_log", "fwd_bwd")]["grad_err_vs_native"] >= 1.0
+    assert rows[(ROUNDED.name, "fwd_bwd")]["grad_err_vs_native"] >= 1.0

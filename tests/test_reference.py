@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import Point
-from harness.inputs import make_inputs
-from harness.reference import reference
+from harness.cross_entropy.point import Point
+from harness.cross_entropy.inputs import make_inputs
+from harness.cross_entropy.reference import reference
 
 
 @pytest.mark.parametrize("kind", ["soft", "hard"])

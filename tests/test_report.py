@@ -225,11 +225,11 @@ def test_empty_run_says_no_data_everywhere(tmp_path):
 
 
 def test_missing_theory_is_said_not_fatal(smoke_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "theory_module", lambda: (None, "harness.theory does not import (test)"))
+    monkeypatch.setattr(data, "theory_module", lambda: (None, "harness.cross_entropy.theory does not import (test)"))
     index = build_report(write_frame(fp32_rows(smoke_run), tmp_path / "run"), tmp_path / "out")
     drawn, text = figure_blocks(index)
     assert FIGURES["breaks"].stem in drawn          # measured cells do not need the theory
-    assert "harness.theory does not import (test)" in text
+    assert "harness.cross_entropy.theory does not import (test)" in text
 
 
 # --- the repeated-softmax study -----------------------------------------------------------
@@ -266,7 +266,7 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
 # --- shaping ------------------------------------------------------------------------------
 
 def test_variant_order_is_registry_then_sorted_unknowns():
-    from harness.variants import names
+    from harness.cross_entropy.variants import names
 
     reg = names()
     present = [reg[2], "zz.mod:fn", reg[0], "aa.mod:fn"]
@@ -274,7 +274,7 @@ def test_variant_order_is_registry_then_sorted_unknowns():
 
 
 def test_colours_are_fixed_per_variant_and_wrong_formulas_marked():
-    from harness.variants import REGISTRY, names
+    from harness.cross_entropy.variants import REGISTRY, names
 
     reg = names()
     full = data.styles(reg)

@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harness.results import KEY_COLUMNS, load
+from harness.results import load
+from harness.vocabulary import KEY_COLUMNS
 
 from .conftest import REPO, run_cli
 
@@ -24,7 +25,7 @@ ACCURACY_COLUMNS = [*KEY_COLUMNS, "status", "loss", "loss_ref", "loss_rel_err", 
 
 def _accuracy(run_dir) -> pd.DataFrame:
     rows = load(run_dir)[ACCURACY_COLUMNS]
-    return rows.sort_values(KEY_COLUMNS).reset_index(drop=True)
+    return rows.sort_values(list(KEY_COLUMNS)).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_kill_minus_9_at_random_moments_then_resume(basic_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{total}/{total} points written" in done.stdout
     got = _accuracy(out)
-    assert not got.duplicated(KEY_COLUMNS).any()
+    assert not got.duplicated(list(KEY_COLUMNS)).any()
     pd.testing.assert_frame_equal(got, _accuracy(basic_run))
     # A killed write leaves a hidden temporary; the job that later wrote its point removed it.
     assert not list(out.rglob(".rows.parquet.*.tmp"))

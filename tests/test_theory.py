@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.dtypes import DTYPES
-from harness.theory import (THEORY_FILE, dtype_edges_table, load_theory, log_overflow_edge,
+from harness.cross_entropy.theory import (THEORY_FILE, breaking_variants, dtype_edges_table, load_theory, log_overflow_edge,
                             median_max_normal, predicted_scale, theory_table, write_theory)
 
 
@@ -47,8 +47,8 @@ def test_underflow_gap_is_where_rounding_gives_zero(dtype):
 
 def test_fp16_sum_of_65520_ones_overflows_at_scale_zero():
     # the prediction ...
-    assert predicted_scale("naive_exp", "sum_overflow", "fp16", 65520) == 0
-    assert predicted_scale("naive_exp", "sum_overflow", "fp16", 65519) > 0
+    assert predicted_scale("sum_overflow", "fp16", 65520) == 0
+    assert predicted_scale("sum_overflow", "fp16", 65519) > 0
     # ... against a sum accumulated in fp32 and rounded to fp16 once (the model's assumption)
     once = lambda c: torch.zeros(1, c, dtype=torch.float16).exp().float().sum(dim=1).half().item()  # noqa: E731
     assert math.isinf(once(65520)) and math.isfinite(once(65519))
@@ -75,7 +75,7 @@ def test_predicted_scales_match_simulated_rows(dtype):
     sum_inf = lambda x: torch.isinf(x.exp().sum(dim=1))                              # noqa: E731
     p_zero = lambda x: (torch.softmax(x.float(), dim=1).to(dt) == 0).any(dim=1)     # noqa: E731
     for mechanism, fails in (("sum_overflow", sum_inf), ("prob_underflow", p_zero)):
-        predicted = predicted_scale("naive_exp", mechanism, dtype, 1000)
+        predicted = predicted_scale(mechanism, dtype, 1000)
         measured = _row_median_failing_scale(dt, 1000, fails)
         assert abs(math.log(measured / predicted)) < 0.1, (mechanism, measured, predicted)
 
@@ -83,12 +83,14 @@ def test_predicted_scales_match_simulated_rows(dtype):
 def test_theory_table_shape_and_order():
     df = theory_table(["fp16", "fp32"], [1000, 128256])
     assert list(df.columns[:5]) == ["dtype", "num_classes", "variant", "mechanism", "predicted_scale"]
-    assert len(df) == 2 * 2 * 5   # per (dtype, C): naive_exp x2, naive_exp_gather x2, softmax_log x1
+    # per (dtype, C): one row per mechanism each registered variant declares
+    assert len(df) == 2 * 2 * sum(len(m) for m in breaking_variants().values())
+    assert set(breaking_variants()) >= {"naive_exp", "naive_exp_gather", "softmax_log"}
     fp32 = df[(df.dtype == "fp32") & (df.num_classes == 1000)].set_index(["variant", "mechanism"]).predicted_scale
     # README, Numerics §3: in fp32 the product form breaks by underflow before its sum overflows,
     # the gather form by the overflow; the overflow is the same sum for both.
     assert fp32["naive_exp", "prob_underflow"] < fp32["naive_exp", "sum_overflow"]
-    assert fp32["naive_exp_gather", "sum_overflow"] < fp32["naive_exp_gather", "prob_underflow"]
+    assert fp32["naive_exp_gather", "sum_overflow"] < fp32["naive_exp_gather", "target_prob_underflow"]
     assert fp32["naive_exp", "sum_overflow"] == fp32["naive_exp_gather", "sum_overflow"]
     assert fp32["softmax_log", "prob_underflow"] == fp32["naive_exp", "prob_underflow"]
 

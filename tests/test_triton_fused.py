@@ -28,13 +28,13 @@ if DEVICE == "cpu" and _IN_PROCESS:
 import pytest  # noqa: E402
 
 from harness.dtypes import DTYPES  # noqa: E402
-from harness.tolerance import tolerance  # noqa: E402
+from harness.cross_entropy.tolerance import tolerance  # noqa: E402
 from harness.measure.accuracy import assess  # noqa: E402
 from harness.measure.memory import peak_bytes  # noqa: E402
-from harness.reference import reference  # noqa: E402
-from harness.variants import REGISTRY  # noqa: E402
+from harness.cross_entropy.reference import reference  # noqa: E402
+from harness.cross_entropy.variants import REGISTRY  # noqa: E402
 
-MODULE = "harness.kernels.cross_entropy"
+MODULE = "harness.cross_entropy.kernel"
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_registered_for_cuda_with_both_target_kinds():
 
 
 def test_import_harness_does_not_import_triton():
-    code = "import sys, harness, harness.variants, harness.runner; print('triton' in sys.modules)"
+    code = "import sys, harness, harness.cross_entropy.variants, harness.runner; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
@@ -179,8 +179,8 @@ def test_import_harness_does_not_import_triton():
 # The 4 GiB buffer is virtual; only the three rows' pages are ever touched.
 _FAR_ROWS = textwrap.dedent("""
     import torch
-    from harness.kernels.cross_entropy import rows
-    from harness.reference import reference
+    from harness.cross_entropy.kernel import rows
+    from harness.cross_entropy.reference import reference
     C, S = 300, 2**30 + 64
     big = torch.empty(2 * S + C, dtype=torch.float16)
     z = big.as_strided((3, C), (S, 1))

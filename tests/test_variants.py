@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import variants
-from harness.config import Point, SettingError
-from harness.tolerance import tolerance
-from harness.inputs import make_inputs
+from harness.cross_entropy import variants
+from harness.config import SettingError
+from harness.cross_entropy.point import Point
+from harness.cross_entropy.tolerance import tolerance
+from harness.cross_entropy.inputs import make_inputs
 from harness.measure.accuracy import grad_rel_err, rel_err
-from harness.reference import reference
-from harness.runner import make_call
-from harness.variants import REGISTRY
+from harness.cross_entropy.reference import reference
+from harness.cross_entropy import make_call
+from harness.cross_entropy.variants import REGISTRY
 
 CPU_VARIANTS = [v for v in REGISTRY.values() if "cpu" in v.devices]
 CORRECT = [v for v in CPU_VARIANTS if not v.expected_wrong]
@@ -28,7 +29,7 @@ def _cases():
                     yield pytest.param(v, kind, dtype, id=f"{v.name}-{kind}-{dtype}")
 
 
-@pytest.mark.parametrize("variant,kind,dtype", _cases())
+@pytest.mark.parametrize("variant,kind,dtype", list(_cases()))
 def test_correct_variants_match_float64(variant, kind, dtype):
     # C=37 is not a power of two (no lucky reduction tree); scale 3 keeps every variant,
     # naive ones included, far from its overflow and underflow edges.
@@ -40,6 +41,26 @@ def test_correct_variants_match_float64(variant, kind, dtype):
     tol = tolerance(ref, dtype)
     assert rel_err(loss.item(), ref.loss) <= tol.loss
     assert grad_rel_err(grad, ref) <= tol.grad
+
+
+def assert_closed_form(variant) -> None:
+    """A variant wrong on purpose computes exactly its declared closed form (float64, several
+    shapes and scales), and that is not the cross-entropy."""
+    g = torch.Generator().manual_seed(7)
+    for b, c, scale in ((3, 5, 1.0), (6, 64, 4.0), (4, 1000, 10.0)):
+        z = scale * torch.randn(b, c, dtype=torch.float64, generator=g)
+        if "soft" in variant.targets:
+            t = torch.randn(b, c, dtype=torch.float64, generator=g).softmax(1)
+        else:
+            t = torch.randint(c, (b,), generator=g)
+        got, closed = variant.fn(z, t), variant.closed_form(z, t)
+        torch.testing.assert_close(got, closed, rtol=1e-12, atol=1e-12)
+        assert (got - F.cross_entropy(z, t)).abs() > 1e-3, "a wrong variant that equals the loss"
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, id=v.name) for v in REGISTRY.values() if v.expected_wrong])
+def test_wrong_variants_compute_their_declared_closed_form(variant):
+    assert_closed_form(variant)
 
 
 def _shifted_zy(z, t):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import Point
-from harness.variants import REGISTRY, get
+from harness.cross_entropy.point import Point
+from harness.cross_entropy.variants import REGISTRY, get
 from tests import verdicts
 from tests.bug_variants import CATALOGUE
 

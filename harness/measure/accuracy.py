@@ -8,20 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.reference import Reference
-from harness.tolerance import tolerance
+from harness.cross_entropy.reference import Reference
+from harness.cross_entropy.tolerance import tolerance
 
-# Every status a row can hold, best first (reports keep this order):
-#   ok            finite, and within the tolerance (harness/tolerance.py)
-#   inaccurate    finite, beyond it
-#   nonfinite     a NaN or inf in the loss or the gradient
-#   no_reference  the rounded inputs have no finite float64 answer (fp16 logits past 65504):
-#                 nothing to judge against, so never `ok`; time and memory are still measured
-#   wrote_input   the variant wrote into the logits or targets it was given without declaring
-#                 it (harness/variants: overwrites_input); the inputs were restored after it
-#   error, oom    the call raised; unsupported: the variant does not run at this point
-STATUSES = ("ok", "inaccurate", "nonfinite", "no_reference", "wrote_input", "error", "oom", "unsupported")
-JUDGED = ("ok", "inaccurate")   # statuses whose errors are numbers
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ FIGURES = {
         "Logits are s·N(0,1) drawn in float64, then rounded to the dtype. "
         "Squares: median relative error of the loss where every row at that cell is finite. "
         "Red ×: at least one row returned inf or NaN (k/n: k of the n rows). Vertical bars: the "
-        "scale at which harness.theory predicts a median row to fail, by mechanism. A batch "
+        "scale at which harness.cross_entropy.theory predicts a median row to fail, by mechanism. A batch "
         "fails with its worst row, so measured failures can come before the bars."),
     "boundary": FigureSpec(
         "fig2-failure-boundary", "Failure boundary against class count", figures.boundary,
@@ -55,7 +55,7 @@ FIGURES = {
         "Time of one call; fwd_bwd includes the gradient with respect to the logits."),
     "throughput": FigureSpec(
         "fig4b-throughput", "Throughput against class count", figures.throughput,
-        "GB/s from the harness's byte model (harness/measure/traffic.py) at the median time; the "
+        "GB/s from the harness's byte model (harness/cross_entropy/traffic.py) at the median time; the "
         "dash-dot line is the copy bandwidth measured on the device, the right axis the share of it."),
     "memory": FigureSpec(
         "fig5-memory", "Peak extra memory against class count", figures.memory,

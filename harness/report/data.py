@@ -14,13 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from harness.dtypes import DTYPES
-from harness.measure.accuracy import JUDGED as FINITE   # statuses whose errors are numbers
-from harness.measure.accuracy import STATUSES
+from harness.vocabulary import FAILED, MODES, NATIVE, STATUSES, study_file
+from harness.vocabulary import JUDGED as FINITE   # statuses whose errors are numbers
 
-FAILED = ("error", "oom", "unsupported")
-NATIVE = "torch_cross_entropy"         # every variant's error is also shown relative to it
-MODES = ("fwd", "fwd_bwd")
-STUDY_FILE = "study-flattening.parquet"
+STUDY_FILE = study_file("flattening")
 
 # Qualitative colours indexed by a variant's position in the fixed order, so a registered
 # variant keeps its colour from run to run (tab10 first: the most distinguishable ten).
@@ -37,16 +34,16 @@ class Style:
 
     color: str
     wrong: bool        # the formula itself is wrong (registry `expected_wrong`): dashed, marked
-    unstable: bool     # the naive formula is known to break at large scales (registry `stable`)
+    unstable: bool     # the formula breaks at large scales (registry `breaks_by`): figure 2
     label: str         # legend text: the name, with a marker when the formula is wrong
 
 
 def _registry() -> tuple[list[str], dict]:
-    try:
-        variants = importlib.import_module("harness.variants")
-        return list(variants.names()), dict(variants.REGISTRY)
-    except Exception:  # a broken family module must not take the report down with it
-        return [], {}
+    """The registered names and variants. A variant module that fails to import raises here:
+    a report drawn without the registry would silently change every colour and order."""
+    from harness.cross_entropy.variants import REGISTRY
+
+    return REGISTRY.names(), dict(REGISTRY)
 
 
 def variant_order(present) -> list[str]:
@@ -66,7 +63,7 @@ def styles(order: list[str]) -> dict[str, Style]:
     for name in order:
         info = registry.get(name)
         wrong = bool(getattr(info, "expected_wrong", ""))
-        unstable = info is not None and not getattr(info, "stable", True)
+        unstable = info is not None and bool(info.breaks_by)
         out[name] = Style(
             color=_PALETTE[slots.index(name) % len(_PALETTE)],
             wrong=wrong,
@@ -128,11 +125,11 @@ def metadata(df: pd.DataFrame) -> list[tuple[str, str]]:
 # --- theory -----------------------------------------------------------------------------
 
 def theory_module():
-    """harness.theory, or (None, reason) when it does not import."""
+    """harness.cross_entropy.theory, or (None, reason) when it does not import."""
     try:
-        return importlib.import_module("harness.theory"), ""
+        return importlib.import_module("harness.cross_entropy.theory"), ""
     except Exception as exc:
-        return None, f"harness.theory does not import ({type(exc).__name__}: {exc})"
+        return None, f"harness.cross_entropy.theory does not import ({type(exc).__name__}: {exc})"
 
 
 def theory_points(run_dir: Path, df: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
@@ -141,7 +138,7 @@ def theory_points(run_dir: Path, df: pd.DataFrame) -> tuple[pd.DataFrame | None,
     Columns: dtype, num_classes, variant, mechanism, predicted_scale (a median row), and,
     when present, batch_size and predicted_scale_batch (the worst of B rows). The run's
     stored theory is preferred; else it is computed for the rows' dtypes, class counts and
-    largest batch size (about a second per batch size: each prediction is a bisection over
+    largest batch size (about a second per batch size: each prediction is a Newton iteration over
     a [C] logsumexp, which is why only the run's own class counts are computed)."""
     mod, reason = theory_module()
     if mod is None:

@@ -13,25 +13,21 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display, identical output on CI and laptops
+from harness.report import data
 
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+Result = "Figure | str"
 
-from harness.report import data  # noqa: E402
-
-Result = "plt.Figure | str"
-
-# The naive variants whose failure boundary the study is about (figure 2).
-BOUNDARY_VARIANTS = ("naive_exp", "softmax_log", "naive_exp_gather")
-MECHANISM_STYLE = {  # predicted edges in figure 1
+MECHANISM_STYLE = {  # predicted edges in figure 1, one per mechanism (harness/cross_entropy/mechanisms.py)
     "sum_overflow": dict(color="#e6550d", linestyle="-", label="predicted: the sum overflows"),
     "prob_underflow": dict(color="#756bb1", linestyle="--", label="predicted: a probability underflows"),
+    "target_prob_underflow": dict(color="#31a354", linestyle=":", label="predicted: the target's probability underflows"),
 }
 NONFINITE_COLOR = "#d62728"
 
@@ -54,6 +50,18 @@ class Context:
     def of(cls, run_dir: Path, rows: pd.DataFrame) -> "Context":
         order = data.variant_order(rows["variant"].dropna().unique()) if len(rows) else []
         return cls(Path(run_dir), rows, order, data.styles(order))
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], layout: str = "constrained", **kw):
+    """A figure outside pyplot's global state: importing the report chooses no backend, and
+    saving renders with Agg whatever the user's display (the same files on CI and laptops)."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def boundary_variants(ctx: "Context") -> list[str]:
+    """The variants of the rows that declare a failure mechanism (registry `breaks_by`)."""
+    return [v for v in ctx.order if ctx.style[v].unstable]
 
 
 def theme():
@@ -150,7 +158,7 @@ def breaks(ctx: Context) -> "Result":
     pos = [s for s in scales if s > 0] or [1.0]
     xlo, xhi = min(pos) / 2.5, max(pos) * 2.5
     with theme():
-        fig, axes = plt.subplots(len(classes), len(dtypes), squeeze=False, sharex=True, sharey=True,
+        fig, axes = subplots(len(classes), len(dtypes), squeeze=False, sharex=True, sharey=True,
                                  layout="constrained", figsize=(3.4 * len(dtypes) + 2.6, 0.28 * len(order) * len(classes) + 1.6 + 0.5 * len(classes)))
         sc = None
         for r, c in enumerate(classes):
@@ -197,11 +205,11 @@ def breaks(ctx: Context) -> "Result":
 
 def boundary(ctx: Context) -> "Result":
     """First failing logit scale against C for the naive variants, measured (median and
-    spread over seeds, targets, batch sizes and modes) and predicted by harness.theory."""
+    spread over seeds, targets, batch sizes and modes) and predicted by harness.cross_entropy.theory."""
     df = ctx.rows
-    variants = [v for v in BOUNDARY_VARIANTS if v in set(df["variant"])] if len(df) else []
+    variants = boundary_variants(ctx) if len(df) else []
     if not variants:
-        return f"none of {', '.join(BOUNDARY_VARIANTS)} in the rows"
+        return "no variant in the rows declares a failure mechanism (registry breaks_by)"
     first = data.first_failing_scale(df, variants)
     dtypes = data.dtype_order(df["dtype"].unique())
     batch = _largest_batch(df)
@@ -211,7 +219,7 @@ def boundary(ctx: Context) -> "Result":
         return f"no variant became non-finite at any measured scale, and no prediction: {why}"
     scales = sorted(df["logit_scale"].unique())
     with theme():
-        fig, axes = plt.subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.3 * len(dtypes) + 0.6, 4.6))
+        fig, axes = subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.3 * len(dtypes) + 0.6, 4.6))
         for k, dt in enumerate(dtypes):
             ax = axes[0][k]
             for j, v in enumerate(variants):
@@ -270,7 +278,7 @@ def accuracy(ctx: Context) -> "Result":
     order = [v for v in ctx.order if v in set(df["variant"])]
     dtypes = data.dtype_order(df["dtype"].unique())
     with theme():
-        fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
+        fig, axes = subplots(1, len(panels), squeeze=False, sharey=True,
                                  layout="constrained", figsize=(1.2 * len(dtypes) * len(panels) + 4.5, 0.42 * len(order) + 2.2))
         for ax, (col, title) in zip(axes[0], panels):
             table = df.pivot_table(index="variant", columns="dtype", values=col, aggfunc="median")
@@ -308,7 +316,7 @@ def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog
     dtypes = data.dtype_order(df["dtype"].unique())
     order = [v for v in ctx.order if v in set(df["variant"])]
     with theme():
-        fig, axes = plt.subplots(len(modes), len(dtypes), squeeze=False, sharex=True,
+        fig, axes = subplots(len(modes), len(dtypes), squeeze=False, sharex=True,
                                  layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 3.4 * len(modes) + 1.6))
         for r, mode in enumerate(modes):
             for k, dt in enumerate(dtypes):
@@ -424,7 +432,7 @@ def flattening(ctx: Context) -> "Result":
     colors = dict(zip(classes, sns.color_palette("flare", len(classes))))
     med = table.groupby(["dtype", "num_classes", "iteration"], as_index=False)["dist_from_uniform"].median()
     with theme():
-        fig, axes = plt.subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 4.4))
+        fig, axes = subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 4.4))
         for ax, dt in zip(axes[0], dtypes):
             for c in classes:
                 part = med[(med["dtype"] == dt) & (med["num_classes"] == c)].sort_values("iteration")
@@ -466,7 +474,7 @@ def statuses(ctx: Context) -> "Result":
     kinds = [s for s in data.STATUSES if s in set(df["status"])] + sorted(set(df["status"]) - set(data.STATUSES))
     counts = df.groupby(["variant", "status"]).size().unstack(fill_value=0).reindex(index=order, columns=kinds, fill_value=0)
     with theme():
-        fig, ax = plt.subplots(layout="constrained", figsize=(9, 0.35 * len(order) + 1.8))
+        fig, ax = subplots(layout="constrained", figsize=(9, 0.35 * len(order) + 1.8))
         left = np.zeros(len(order))
         for k in kinds:
             ax.barh(range(len(order)), counts[k], left=left, color=STATUS_COLORS.get(k, "#333333"), label=k)

@@ -106,7 +106,7 @@ def failures(rows: pd.DataFrame, order: list[str], limit: int = 50) -> "pd.DataF
 
 
 def dtype_edges(rows: pd.DataFrame) -> "pd.DataFrame | str":
-    """Per dtype present: where exp() overflows and underflows, and u (harness.theory)."""
+    """Per dtype present: where exp() overflows and underflows, and u (harness.cross_entropy.theory)."""
     mod, why = data.theory_module()
     if mod is None:
         return why

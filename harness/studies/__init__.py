@@ -5,8 +5,10 @@ A study runs as `python -m harness +study=NAME` (conf/study/NAME.yaml, composed 
 `harness.results.load` leaves out of the rows by design.
 
   flattening   repeated softmax: distance from uniform and its step ratio per iteration
-  scale_grid   a fine grid of logit scales and seeds per job, written as ordinary rows
-               (rows.parquet): how `+sweep=overflow` runs ~5,000 points as 40 jobs
+  precision    probes of where PyTorch's CPU kernels round (python -m harness.studies.precision)
+
+A fine grid of logit scales is not a study: it is points, produced by the `scan` lists
+(harness/cross_entropy/point.py) and measured like any others.
 """
 
 from __future__ import annotations
@@ -27,26 +29,30 @@ def _flattening(settings: Any, out_dir: Path) -> Path:
     return path
 
 
-STUDIES: dict[str, Callable[[Any, Path], Path]] = {"flattening": _flattening}
-ROW_STUDIES = ("scale_grid",)   # studies whose output is ordinary rows (results.SCHEMA)
+def _check_flattening(settings: Any) -> None:
+    from harness.studies.flattening import check
+
+    check(settings)
 
 
-def writes_rows(settings: Any) -> bool:
-    """Whether this study node produces rows (run by run_row_study) rather than its own table."""
-    return settings.get("name") in ROW_STUDIES
+# name -> (run into a directory, check the settings without running)
+STUDIES: dict[str, tuple[Callable[[Any, Path], Path], Callable[[Any], None]]] = {
+    "flattening": (_flattening, _check_flattening),
+}
 
 
-def run_row_study(cfg: Any, metadata: dict) -> list[dict]:
-    """The rows of a row study for the composed config cfg (its `study` node names it)."""
-    from harness.studies import grid
-
-    return grid.run(cfg, metadata)
-
-
-def run_study(settings: Any, out_dir: Path) -> Path:
-    """Run the study named by settings.name into out_dir; the path of its table.
-    An unknown name raises SettingError listing the known ones."""
+def _name(settings: Any) -> str:
     name = settings.get("name") if hasattr(settings, "get") else None
     if name not in STUDIES:
-        raise SettingError(f"study.name={name!r} is not allowed: use one of {', '.join([*STUDIES, *ROW_STUDIES])}")
-    return STUDIES[name](settings, out_dir)
+        raise SettingError(f"study.name={name!r} is not allowed: use one of {', '.join(STUDIES)}")
+    return name
+
+
+def check(settings: Any) -> None:
+    """SettingError on a bad study node (an unknown name, a bad axis), before anything runs."""
+    STUDIES[_name(settings)][1](settings)
+
+
+def run(settings: Any, out_dir: Path) -> Path:
+    """Run the study named by settings.name into out_dir; the path of its table."""
+    return STUDIES[_name(settings)][0](settings, out_dir)

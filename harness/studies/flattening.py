@@ -25,14 +25,15 @@ import torch
 
 from harness.config import SettingError
 from harness.dtypes import DTYPES
+from harness.vocabulary import study_file
 
-STUDY_FILE = "study-flattening.parquet"
+STUDY_FILE = study_file("flattening")
 
 COLUMNS = ["num_classes", "dtype", "start_scale", "seed", "iteration", "dist_from_uniform",
            "step_ratio", "spread", "uniform"]
 
 
-def _check(settings: Any) -> tuple[list[int], list[str], list[float], list[int], int]:
+def check(settings: Any) -> tuple[list[int], list[str], list[float], list[int], int]:
     """The study's axes, or SettingError naming the bad key."""
     def listed(key: str) -> list:
         value = settings.get(key)
@@ -79,7 +80,7 @@ def trajectory(num_classes: int, dtype: str, start_scale: float, seed: int, iter
 
 def study_table(settings: Any) -> pd.DataFrame:
     """Every trajectory of the study as one DataFrame with COLUMNS."""
-    classes, dtypes, scales, seeds, iterations = _check(settings)
+    classes, dtypes, scales, seeds, iterations = check(settings)
     rows = [row for c in classes for d in dtypes for s in scales for seed in seeds
             for row in trajectory(c, d, s, seed, iterations)]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -5,7 +5,7 @@
 
 Pedantic mode: ROUNDS timed calls after WARMUP untimed ones, one call per round, so the
 statistics are of single calls as in the harness's own rows. Each benchmark's extra_info holds
-its configuration and the byte model (harness/measure/traffic.py), so GB/s can be computed
+its configuration and the byte model (harness/cross_entropy/traffic.py), so GB/s can be computed
 from a saved run. On CUDA the timed function synchronises: launches are asynchronous and an
 unsynchronised call would time the launch only.
 """
@@ -17,11 +17,12 @@ import math
 import pytest
 import torch
 
-from harness.config import Point
-from harness.inputs import make_inputs
-from harness.measure.traffic import bytes_moved
-from harness.runner import MODES, make_call
-from harness.variants import REGISTRY
+from harness.cross_entropy.point import Point
+from harness.cross_entropy.inputs import make_inputs
+from harness.cross_entropy.traffic import bytes_moved
+from harness.cross_entropy import make_call
+from harness.vocabulary import MODES
+from harness.cross_entropy.variants import REGISTRY
 
 pytestmark = pytest.mark.bench
 

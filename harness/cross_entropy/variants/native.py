@@ -7,7 +7,7 @@
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 @register("torch_cross_entropy", description="F.cross_entropy (fused log_softmax + nll / soft-target sum)")

@@ -8,7 +8,7 @@ and 2L for fwd_bwd: the floor against which fast kernels are judged (README, Num
 
 from __future__ import annotations
 
-from harness.config import Point
+from harness.cross_entropy.point import Point
 
 
 def bytes_moved(point: Point, mode: str) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 @register("log1p_shifted", description="a + log1p(sum_{i!=k} exp(z_i - a)) with a = max (Blanchard-Higham-Higham); "

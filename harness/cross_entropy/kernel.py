@@ -1,7 +1,7 @@
 """Fused cross-entropy in Triton: one launch gives each row's loss and, optionally, the
 gradient of the mean loss; the backward only scales that stored gradient.
 
-Semantics are those of F.cross_entropy and harness/reference.py (logits z [B, C], targets
+Semantics are those of F.cross_entropy and harness/cross_entropy/reference.py (logits z [B, C], targets
 class indices [B] int64 or probabilities t [B, C], T_b = sum_c t_bc):
 
     loss_b = T_b * lse_b - sum_c t_bc z_bc                  lse_b = log sum_c exp(z_bc)

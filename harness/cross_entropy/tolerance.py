@@ -25,7 +25,7 @@ each carried to the result through the problem's own conditioning (README, Numer
   grad_subnormal: where |g| is below the dtype's smallest normal (fp16 gradients at C ~ 32k
        are 1e-5 / B), its rounding costs up to half the subnormal spacing, not u_d |g|.
 
-All of them come from the reference's own pass (harness/reference.py). No term grows with the
+All of them come from the reference's own pass (harness/cross_entropy/reference.py). No term grows with the
 spread of the logits: a loss divided by C instead of B is flagged at logit scale 1e6 as at 1.
 
 K_LOSS = 4, K_GRAD = 2: the headroom for what the bound leaves out (reductions of C terms,
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.dtypes import DTYPES, unit_roundoff
-from harness.reference import Reference
+from harness.cross_entropy.reference import Reference
 
 K_LOSS = 4.0
 K_GRAD = 2.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

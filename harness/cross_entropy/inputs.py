@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from harness.config import Point
+from harness.cross_entropy.point import Point
 
 # Independent streams per seed: the logits do not change with the target kind, and the same
 # standard-normal draw is reused across logit scales, so a failure boundary in `logit_scale`

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.variants import register
-from harness.variants.chunked import acc_dtype, backward_saved, save_and_reduce, target_terms
+from harness.cross_entropy.variants import register
+from harness.cross_entropy.variants.chunked import acc_dtype, backward_saved, save_and_reduce, target_terms
 
 BLOCK = 2048   # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.variants import LossFn, register
+from harness.cross_entropy.variants import LossFn, register
 
 
 def _compile(fn: LossFn) -> LossFn:

@@ -134,13 +134,12 @@ _PALETTE = {"slower": "tab:red", "bigger": "tab:red", "faster": "tab:green", "sm
 def plot(c: Comparison, path: str | Path) -> Path:
     """Time and memory ratios (new / base, log axis) per variant, coloured by verdict, with the
     factors drawn as dashed lines; saved to `path` (format from the suffix)."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only: no display on CI machines
-    import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.figure import Figure   # outside pyplot: no backend chosen, Agg when saved
 
     order = list(dict.fromkeys(c.rows["variant"]))  # the runs' (registry) order: stable colours
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(order) + 2), sharey=True)
+    fig = Figure(figsize=(12, 0.35 * len(order) + 2))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, kind, factor in ((axes[0], "time", c.thresholds.time_factor),
                              (axes[1], "memory", c.thresholds.memory_factor)):
         data = c.rows[[f"{kind}_ratio", kind, "variant"]].replace([math.inf, -math.inf], math.nan).dropna()
@@ -157,5 +156,4 @@ def plot(c: Comparison, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -4,7 +4,7 @@
                  written into a buffer (online max/sum, then a second pass over the row while
                  it is still in L2); backward scales that buffer by grad_output in place.
 
-The kernel lives in harness/kernels/cross_entropy.py and is imported on the first call, so
+The kernel lives in harness/cross_entropy/kernel.py and is imported on the first call, so
 `import harness` never imports triton. In `fwd` mode (no_grad) only the first pass runs: the
 forward reads the logits once and writes no gradient, so its time is a true forward's.
 Registered for CUDA only; the tests run the same kernel on CPU tensors under TRITON_INTERPRET=1.
@@ -12,7 +12,7 @@ Registered for CUDA only; the tests run the same kernel on CPU tensors under TRI
 
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 @register("triton_fused", targets={"soft", "hard"}, devices={"cuda"},
@@ -20,5 +20,5 @@ from harness.variants import register
 def triton_fused(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities in the
     logits' dtype. Returns the mean loss, 0-dim, in the logits' dtype."""
-    from harness.kernels.cross_entropy import cross_entropy
+    from harness.cross_entropy.kernel import cross_entropy
     return cross_entropy(logits, targets)

@@ -16,13 +16,13 @@ one-hot rows) unless registered for "hard", and returns the mean loss as a 0-dim
 import torch
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 @register(
     "softmax_log",
     targets={"soft"},
-    stable=False,
+    breaks_by=("prob_underflow",),   # max-shifted: its sum never overflows
     description="log of a (stable) softmax: NaN once any probability underflows to 0 (0 * -inf)",
 )
 def softmax_log(logits: Tensor, targets: Tensor) -> Tensor:
@@ -64,10 +64,19 @@ def seed_lse_labels(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.sum(torch.sum(lse * targets, dim=1, keepdim=True) - zy) / logits.shape[0]
 
 
+def broadcast_closed_form(logits: Tensor, targets: Tensor) -> Tensor:
+    """What seed_lse_labels_broadcast computes: CE - (C-1) * mean_b(zy_b), with zy_b the
+    target-weighted *shifted* logit sum_c t_bc (z_bc - max_c z_bc)."""
+    y = logits - logits.max(dim=1, keepdim=True).values
+    ce = (torch.logsumexp(logits, dim=1) * targets.sum(dim=1) - (targets * logits).sum(dim=1)).mean()
+    return ce - (logits.shape[1] - 1) * (targets * y).sum(dim=1).mean()
+
+
 @register(
     "seed_lse_labels_broadcast",
     targets={"soft"},
     expected_wrong="zy [B,1] broadcasts over C classes: the loss is CE - (C-1)*mean(zy)",
+    closed_form=broadcast_closed_form,
     description="the notebook's commented line marked 错 (wrong)",
 )
 def seed_lse_labels_broadcast(logits: Tensor, targets: Tensor) -> Tensor:
@@ -82,7 +91,7 @@ def seed_lse_labels_broadcast(logits: Tensor, targets: Tensor) -> Tensor:
 @register(
     "naive_exp",
     targets={"soft"},
-    stable=False,
+    breaks_by=("sum_overflow", "prob_underflow"),
     description="textbook exp(z)/sum(exp(z)) with no max-shift: the sum overflows, probabilities underflow",
 )
 def naive_exp(logits: Tensor, targets: Tensor) -> Tensor:
@@ -94,7 +103,7 @@ def naive_exp(logits: Tensor, targets: Tensor) -> Tensor:
 @register(
     "naive_exp_gather",
     targets={"hard"},
-    stable=False,
+    breaks_by=("sum_overflow", "target_prob_underflow"),
     description="naive_exp reading only p[y]: +inf when the sum overflows or p[y] underflows, no 0*-inf NaN",
 )
 def naive_exp_gather(logits: Tensor, targets: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import importlib
 
 from torch import Tensor
 
-from harness.variants import register
+from harness.cross_entropy.variants import register
 
 
 def _liger():

@@ -7,18 +7,22 @@ smallest at -m_C, and the bulk at the normal quantiles Phi^-1((i - 1/2) / C). Th
   LSE(s)  = logsumexp(s * quantiles)          ~ ln C + s^2/2 (small s), ~ s * m_C (large s)
   gap(s)  = LSE(s) + s * m_C                  = -log of the smallest probability
 
-and two mechanisms, each with the scale at which it first happens in a median row:
+and the mechanisms of harness/cross_entropy/mechanisms.py, each with the scale at which it
+first happens in a median row:
 
-  sum_overflow    sum_c exp(z_c) rounds to inf:  LSE(s) >= ln(overflow edge)
-                  (edge = max + ulp(max)/2: the first value round-to-nearest sends to inf;
-                  65,520 in fp16, so C >= 65,520 ones already overflow: predicted scale 0)
-  prob_underflow  the smallest probability rounds to 0:  gap(s) >= -ln(min_subnormal / 2)
+  sum_overflow           sum_c exp(z_c) rounds to inf:  LSE(s) >= ln(overflow edge)
+                         (edge = max + ulp(max)/2: the first value round-to-nearest sends to inf;
+                         65,520 in fp16, so C >= 65,520 ones already overflow: predicted scale 0)
+  prob_underflow         the smallest probability rounds to 0:  gap(s) >= -ln(min_subnormal / 2)
+                         (a formula that multiplies every log-probability by its target gives
+                         inf or NaN, 0 * -inf, from one underflowed probability)
+  target_prob_underflow  only p[y] is read, for a random class y (median logit 0): it needs
+                         LSE(s) itself to pass the underflow edge
 
-naive_exp and softmax_log multiply every log-probability by its target, so one underflowed
-probability already gives inf or NaN (0 * -inf); naive_exp_gather reads only p[y] for a random
-class y (median logit 0), so its underflow needs LSE(s) itself to pass the underflow edge.
-A batch of B rows fails with its worst row: the `_batch` predictions put the extreme logit
-at m_{B*C} instead of m_C (the largest of all B*C draws), which the sweep's batches follow.
+A variant declares its mechanisms (`breaks_by`); the predictions for a variant are those of its
+mechanisms, and nothing here names a variant. A batch of B rows fails with its worst row: the
+`_batch` predictions put the extreme logit at m_{B*C} instead of m_C (the largest of all B*C
+draws), which the sweep's batches follow.
 """
 
 from __future__ import annotations
@@ -32,16 +36,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.dtypes import DTYPES
-
-THEORY_FILE = "theory.json"
-
-# The naive variants the theory speaks about, and the mechanisms each one can fail by.
-MECHANISMS: dict[str, tuple[str, ...]] = {
-    "naive_exp": ("sum_overflow", "prob_underflow"),
-    "naive_exp_gather": ("sum_overflow", "prob_underflow"),
-    "softmax_log": ("prob_underflow",),   # max-shifted softmax: its sum never overflows
-}
+from harness.cross_entropy.mechanisms import MECHANISMS
+from harness.dtypes import DTYPES, edges
+from harness.vocabulary import THEORY_FILE
 
 
 def median_max_normal(num_classes: int) -> float:
@@ -67,22 +64,13 @@ def _quantiles(num_classes: int, extreme: float) -> np.ndarray:
 
 
 def log_overflow_edge(dtype: torch.dtype) -> float:
-    """ln of the smallest value that rounds to inf: max + ulp(max)/2 = 2^(emax+1) (1 - eps/4).
-    In logs, since the edge itself is past fp64's range for fp64."""
-    fi = torch.finfo(dtype)
-    return math.log(fi.max) + math.log1p(-fi.eps / 4) - math.log1p(-fi.eps / 2)
+    """ln of the smallest value that rounds to inf (harness/dtypes.py)."""
+    return edges(dtype).log_overflow_edge
 
 
 def _underflow_gap(dtype: torch.dtype) -> float:
-    """-ln(min_subnormal / 2): exp(-x) rounds to 0 beyond it. Taken as a difference of logs
-    because fp64's min_subnormal / 2 is itself 0 in a Python float."""
-    return math.log(2.0) - math.log(edges_min_subnormal(dtype))
-
-
-def edges_min_subnormal(dtype: torch.dtype) -> float:
-    """The smallest positive subnormal: tiny * eps (finfo has only the smallest normal)."""
-    fi = torch.finfo(dtype)
-    return fi.tiny * fi.eps
+    """-ln(min_subnormal / 2): exp(-x) rounds to 0 beyond it."""
+    return -edges(dtype).log_min_subnormal
 
 
 def _first_crossing(q: np.ndarray, slope: float, target: float) -> float:
@@ -109,32 +97,44 @@ def _first_crossing(q: np.ndarray, slope: float, target: float) -> float:
 
 
 @functools.lru_cache(maxsize=1024)
-def predicted_scale(variant: str, mechanism: str, dtype: str, num_classes: int, batch_size: int = 1) -> float:
-    """The logit scale at which `variant` first fails by `mechanism` in `dtype`.
+def predicted_scale(mechanism: str, dtype: str, num_classes: int, batch_size: int = 1) -> float:
+    """The logit scale at which `mechanism` first happens in `dtype`.
 
     batch_size=1: a median row; batch_size=B: the worst of B rows (extreme logit m_{B*C})."""
-    if variant not in MECHANISMS or mechanism not in MECHANISMS[variant]:
-        raise ValueError(f"no prediction for {variant} by {mechanism}: known {MECHANISMS}")
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"no prediction for mechanism {mechanism!r}: known {', '.join(MECHANISMS)}")
     q = _quantiles(num_classes, median_max_normal(num_classes * batch_size))
     if mechanism == "sum_overflow":
         return _first_crossing(q, 0.0, log_overflow_edge(DTYPES[dtype]))
     underflow = _underflow_gap(DTYPES[dtype])
-    if variant == "naive_exp_gather":   # only p[y] is read; a random y sits at logit ~0
+    if mechanism == "target_prob_underflow":   # only p[y] is read; a random y sits at logit ~0
         return _first_crossing(q, 0.0, underflow)
     return _first_crossing(q, float(q[-1]), underflow)   # the smallest logit sits at -max
 
 
-def theory_table(dtypes: list[str], class_counts: list[int], batch_sizes: list[int] | None = None) -> pd.DataFrame:
-    """One row per (dtype, num_classes, variant, mechanism) prediction.
+def breaking_variants(names: list[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """{variant: its failure mechanisms} for the registered variants that declare some (of
+    `names` only, when given), in registry order."""
+    from harness.cross_entropy.variants import REGISTRY
+
+    wanted = None if names is None else set(names)
+    return {v.name: v.breaks_by for v in REGISTRY.values() if v.breaks_by and (wanted is None or v.name in wanted)}
+
+
+def theory_table(dtypes: list[str], class_counts: list[int], batch_sizes: list[int] | None = None,
+                 variants: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+    """One row per (dtype, num_classes, variant, mechanism) prediction, for `variants`
+    ({name: mechanisms}; default: every registered variant that declares mechanisms).
 
     Columns: dtype, num_classes, variant, mechanism, predicted_scale (median row), first
     (True for the mechanism that fails first for that variant), and with batch_sizes also
     batch_size and predicted_scale_batch (worst of B rows), one row per batch size."""
+    variants = breaking_variants() if variants is None else variants
     rows = []
     for dtype in dtypes:
         for c in class_counts:
-            for variant, mechanisms in MECHANISMS.items():
-                scales = {m: predicted_scale(variant, m, dtype, c) for m in mechanisms}
+            for variant, mechanisms in variants.items():
+                scales = {m: predicted_scale(m, dtype, c) for m in mechanisms}
                 first = min(scales, key=scales.get)
                 for m, s in scales.items():
                     base = {"dtype": dtype, "num_classes": int(c), "variant": variant,
@@ -142,7 +142,7 @@ def theory_table(dtypes: list[str], class_counts: list[int], batch_sizes: list[i
                     if batch_sizes:
                         for b in batch_sizes:
                             rows.append({**base, "batch_size": int(b),
-                                         "predicted_scale_batch": predicted_scale(variant, m, dtype, c, b)})
+                                         "predicted_scale_batch": predicted_scale(m, dtype, c, b)})
                     else:
                         rows.append(base)
     return pd.DataFrame(rows)
@@ -157,7 +157,7 @@ def dtype_edges_table(dtypes: list[str]) -> pd.DataFrame:
         dt = DTYPES[name]
         fi = torch.finfo(dt)
         gap = _underflow_gap(dt)
-        rows.append({"dtype": name, "max": fi.max, "tiny": fi.tiny, "min_subnormal": edges_min_subnormal(dt),
+        rows.append({"dtype": name, "max": fi.max, "tiny": fi.tiny, "min_subnormal": edges(dt).min_subnormal,
                      "u": fi.eps / 2, "log_max": math.log(fi.max),
                      "log_overflow_edge": log_overflow_edge(dt),
                      "log_min_subnormal": -gap, "underflow_gap": gap})
@@ -165,8 +165,8 @@ def dtype_edges_table(dtypes: list[str]) -> pd.DataFrame:
 
 
 def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
-    """Store the predictions for the dtypes, class counts and batch sizes present in rows_df
-    as run_dir/theory.json ({"edges": [...], "predictions": [...]}); None if rows_df is empty."""
+    """Store the predictions for the dtypes, class counts, batch sizes and breaking variants
+    present in rows_df as run_dir/theory.json ({"edges": [...], "predictions": [...]}); None if rows_df is empty."""
     if rows_df is None or len(rows_df) == 0:
         return None
     dtypes = [d for d in DTYPES if d in set(rows_df["dtype"])]   # fixed dtype order
@@ -174,7 +174,8 @@ def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
     batches = sorted(int(b) for b in rows_df["batch_size"].unique())
     payload = {
         "edges": dtype_edges_table(dtypes).to_dict(orient="records"),
-        "predictions": theory_table(dtypes, classes, batches).to_dict(orient="records"),
+        "predictions": theory_table(dtypes, classes, batches,
+                                    breaking_variants(list(rows_df["variant"].unique()) if "variant" in rows_df else None)).to_dict(orient="records"),
     }
     path = Path(run_dir) / THEORY_FILE
     tmp = path.with_name(f".{THEORY_FILE}.tmp")

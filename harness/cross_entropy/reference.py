@@ -27,7 +27,7 @@ error below 1e-13 in the loss and the gradient (norm-wise) wherever the true val
 float64. Computed once per point, shared by every variant and mode, in blocks of rows so that its
 float64 temporaries stay small next to the [B, C] gradient it returns.
 
-Alongside the values it records the conditioning the tolerance needs (harness/tolerance.py): how
+Alongside the values it records the conditioning the tolerance needs (harness/cross_entropy/tolerance.py): how
 large the logits are next to the loss, and how strongly the gradient amplifies a relative error
 in the softmax. They fall out of the same pass.
 """
@@ -49,7 +49,7 @@ _BLOCK_ELEMENTS = 1 << 22
 class Reference:
     loss: float          # float64 mean loss; NaN when no finite reference exists
     grad: Tensor         # [B, C] float64 gradient of the mean loss (empty when not finite)
-    # Conditioning, for the tolerance (harness/tolerance.py, README Numerics §9):
+    # Conditioning, for the tolerance (harness/cross_entropy/tolerance.py, README Numerics §9):
     loss_magnitude: float  # mean_b T_b (max_c |z_bc| + ln C) / |loss|: an absolute error of u*|lse|
     #                        per row, as any implementation that forms lse makes, over the loss
     grad_log_p: float      # ||T p |log p| || / ||T p - t||: a relative error of u |log p| in each

@@ -1,0 +1,112 @@
+"""Cross-entropy on materialised logits [B, C]: the harness's first problem family.
+
+  point.py       the settings of a point, validated; a job's points (the `scan` lists)
+  inputs.py      logits = scale * N(0, 1) drawn in float64, rounded once; soft or hard targets
+  reference.py   the float64 loss and gradient on the rounded inputs, free of cancellation
+  tolerance.py   the bound that turns an error into a verdict, from the point's conditioning
+  traffic.py     the byte model: the fewest bytes each mode must move
+  mechanisms.py  how a formula can break at large logit scales (declared by variants)
+  theory.py      the scale at which each mechanism first happens, from torch.finfo alone
+  kernel.py      the Triton kernel of `triton_fused`
+  variants/      the implementations, each registered where it is defined
+
+`FAMILY` is what the runner (harness/runner.py) needs from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+import torch
+
+from harness.cross_entropy.inputs import Inputs, make_inputs
+from harness.cross_entropy.point import Point, scan_points
+from harness.cross_entropy.reference import Reference, reference
+from harness.cross_entropy.traffic import bytes_moved
+from harness.cross_entropy.variants import REGISTRY
+from harness.family import Family, Outputs
+from harness.measure.accuracy import assess, grad_rel_err, rel_err
+from harness.measure.isolation import Feed
+from harness.registry import Variant
+
+
+class BadResult(Exception):
+    """The variant returned something that is not a scalar loss."""
+
+
+def _check_scalar(out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise BadResult(f"returned {type(out).__name__}, expected a 0-dim tensor (the mean loss)")
+    if out.numel() != 1:
+        raise BadResult(f"returned a tensor of shape {list(out.shape)}, expected a scalar (the mean loss)")
+    return out.reshape(())
+
+
+def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
+    """The work one repetition does, reading its inputs from `feed` at each call (a fresh
+    copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits."""
+    if mode == "fwd":
+        def fwd() -> Outputs:
+            with torch.no_grad():
+                return _check_scalar(fn(feed.logits, feed.targets)), None
+        return fwd
+
+    def fwd_bwd() -> Outputs:
+        x = feed.logits.detach().requires_grad_()
+        loss = _check_scalar(fn(x, feed.targets))
+        if not loss.requires_grad:
+            raise BadResult("returned a loss that does not depend on the logits (no gradient)")
+        (grad,) = torch.autograd.grad(loss, x)
+        return loss, grad
+    return fwd_bwd
+
+
+def make_call(fn: Callable, logits: torch.Tensor, targets: torch.Tensor, mode: str) -> Callable[[], Outputs]:
+    """`fed_call` on fixed tensors: what tests and benchmarks call."""
+    return fed_call(fn, Feed(logits, targets), mode)
+
+
+def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
+    ref = reference(inputs.logits, inputs.targets, inputs.kind)
+    if point.dtype == "fp64":
+        return ref, ref
+    return ref, reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
+
+
+def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
+    return Feed(inputs.logits, inputs.for_variant(variant.wants_one_hot(point.targets)), fresh=variant.overwrites_input)
+
+
+def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
+    """The accuracy columns: against float64 on the rounded inputs (the algorithm's error,
+    which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm)."""
+    loss, grad = outputs
+    ref, ref_total = refs
+    acc = assess(loss, grad, ref, point.dtype)
+    cols = asdict(acc)
+    if ref_total.finite:
+        cols["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
+        if grad is not None:
+            cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
+    return cols
+
+
+def _compute_floor_s(point: Point, inputs: Inputs) -> float | None:
+    """On a CPU one exp pass over the logits, not the copy, bounds the time (README, Numerics §7)."""
+    return inputs.exp_pass_s() if point.device == "cpu" else None
+
+
+FAMILY = Family(
+    name="cross_entropy",
+    registry=REGISTRY,
+    points=scan_points,
+    make_inputs=make_inputs,
+    references=_references,
+    guarded=lambda inputs: {"logits": inputs.logits, "targets": inputs.targets},
+    feed=_feed,
+    call=fed_call,
+    assess=_assess,
+    bytes_moved=bytes_moved,
+    compute_floor_s=_compute_floor_s,
+)

@@ -1,0 +1,47 @@
+"""A problem family: what one kind of loss brings to the shared runner, rows, reports and compare.
+
+Today there is one, cross-entropy on materialised logits (harness/cross_entropy/). A second one
+(a fused linear + cross-entropy, say) is a package beside it that builds a `Family`: its own
+points, inputs, float64 reference, variant signature and byte model, measured by the same
+runner (harness/runner.py) into the same rows (harness/results.py).
+
+The runner's order for each (variant, mode) is generic: feed the inputs, call, assess against
+the reference, check the inputs bit for bit, measure memory, time. Everything that depends on
+what the inputs *are* is one of these hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import Tensor
+
+from harness.measure.isolation import Feed
+from harness.registry import Registry, Variant
+
+Outputs = tuple[Tensor, Tensor | None]   # (scalar loss, gradient or None in fwd mode)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    registry: Registry
+    # config -> the job's validated points (SettingError with one line on a bad setting)
+    points: Callable[[Any], list[Any]]
+    # point -> its inputs, drawn in float64 and rounded once to the point's dtype
+    make_inputs: Callable[[Any], Any]
+    # (point, inputs) -> (reference on the rounded inputs, reference on the unrounded draw)
+    references: Callable[[Any, Any], tuple[Any, Any]]
+    # inputs -> {name: tensor} that no variant may write into (checked after each variant)
+    guarded: Callable[[Any], dict[str, Tensor]]
+    # (inputs, variant, point) -> what the variant is called with
+    feed: Callable[[Any, Variant, Any], Feed]
+    # (fn, feed, mode) -> one repetition's work, returning Outputs
+    call: Callable[[Callable, Feed, str], Callable[[], Outputs]]
+    # (outputs, (ref, ref_total), point) -> the accuracy columns and status of a row
+    assess: Callable[[Outputs, tuple[Any, Any], Any], dict[str, Any]]
+    # (point, mode) -> the fewest bytes the mode must move (the byte model)
+    bytes_moved: Callable[[Any, str], int]
+    # (point, inputs) -> a compute floor in seconds where the device has one worth timing, or None
+    compute_floor_s: Callable[[Any, Any], float | None]

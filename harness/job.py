@@ -1,0 +1,75 @@
+"""A job, as plain functions: the points a config asks for, and the rows measuring them gives.
+
+    pts = points(cfg)                          # validated once; SettingError names the bad key
+    vs = variants(cfg, pts)                    # the requested ones, or every one that supports them
+    rows = run(pts, vs, cfg.timing, cfg.memory, metadata, num_threads=cfg.num_threads)
+
+The command line (harness/app.py) is a thin layer over these, and so are the tests: following
+`logit_scale=3` from the command line to its parquet column is `points` (one validation, in
+the family's point module), then `run` (one `run_point` per point), then `results.write_rows`.
+Before a sweep launches, `check` runs the same validation on every job's config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+
+from harness.config import validate_threads, validate_timing
+from harness.registry import Variant
+from harness.runner import run_point
+
+# The one family so far; a second one would be chosen by a setting here.
+from harness.cross_entropy import FAMILY
+
+
+def points(cfg: Any) -> list[Any]:
+    """The validated points of a job config, in the order they are measured. Every setting
+    that is not a point's (timing, threads) is checked here as well, so a config that passes
+    runs."""
+    validate_timing(cfg.timing)
+    validate_threads(cfg.get("num_threads"))
+    return FAMILY.points(cfg)
+
+
+def variants(cfg: Any, pts: list[Any]) -> list[Variant]:
+    """The variants that run at the job's points (which share their targets and device)."""
+    first = pts[0]
+    return FAMILY.registry.resolve(list(cfg.variants), first.targets, first.device, list(cfg.exclude_variants))
+
+
+def check(cfg: Any) -> tuple[list[Any], list[Variant]]:
+    """Both of the above: what the pre-launch check of a sweep runs on every job's config."""
+    pts = points(cfg)
+    return pts, variants(cfg, pts)
+
+
+@contextlib.contextmanager
+def _threads(num_threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads for the job, restored afterwards. On a busy 2-core machine 2
+    threads made each op on a [2, 10] tensor wait ~30 ms at the pool's barrier (README,
+    Findings): an accuracy-only scan has no use for them."""
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(pts: list[Any], vs: list[Variant], timing: Any, memory: Any, metadata: dict,
+        num_threads: int | None = None, done: Callable[[Any, list[dict]], None] | None = None) -> list[dict]:
+    """Every row of every point; `done(point, rows)` after each point (progress)."""
+    if num_threads is not None:
+        metadata = {**metadata, "num_threads": num_threads}
+    rows: list[dict] = []
+    with _threads(num_threads):
+        for point in pts:
+            point_rows = run_point(point, vs, timing, memory, metadata)
+            rows.extend(point_rows)
+            if done is not None:
+                done(point, point_rows)
+    return rows

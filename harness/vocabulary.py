@@ -1,0 +1,43 @@
+"""The words every layer shares: statuses, modes, the key columns of a row, file names, the
+native variant. Defined once here; the runner, results, reports and compare import them.
+
+Nothing here imports torch or pandas: `compare` and the report read these names without
+loading a measuring stack.
+"""
+
+from __future__ import annotations
+
+# Every status a row can hold, best first (reports keep this order):
+#   ok            finite, and within the tolerance (harness/cross_entropy/tolerance.py)
+#   inaccurate    finite, beyond it
+#   nonfinite     a NaN or inf in the loss or the gradient
+#   no_reference  the rounded inputs have no finite float64 answer (fp16 logits past 65504):
+#                 nothing to judge against, so never `ok`; time and memory are still measured
+#   wrote_input   the variant wrote into the logits or targets it was given without declaring
+#                 it (harness/registry.py: overwrites_input); the inputs were restored after it
+#   error, oom    the call raised; unsupported: the variant does not run at this point
+STATUSES = ("ok", "inaccurate", "nonfinite", "no_reference", "wrote_input", "error", "oom", "unsupported")
+JUDGED = ("ok", "inaccurate")              # statuses whose errors are numbers
+FAILED = ("error", "oom", "unsupported")   # statuses with no result at all
+
+# What one repetition does: the forward pass alone, or forward and the gradient.
+MODES = ("fwd", "fwd_bwd")
+
+# The op every other variant's error is divided by (err_vs_native), and the control of
+# every study: PyTorch's own F.cross_entropy.
+NATIVE = "torch_cross_entropy"
+
+# What determines a point's inputs, in the order the rows hold them ...
+POINT_COLUMNS = ("targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "seed")
+# ... and what identifies a row: two runs' rows with equal keys measured the same thing.
+KEY_COLUMNS = ("variant", *POINT_COLUMNS[:-1], "mode", "seed")
+
+# Files a run writes.
+ROWS_FILE = "rows.parquet"          # one per point folder: that point's rows (results.SCHEMA)
+STUDY_PREFIX = "study-"             # study-NAME.parquet: a study's own table, not rows
+THEORY_FILE = "theory.json"         # a sweep's predicted failing scales (cross_entropy/theory.py)
+
+
+def study_file(name: str) -> str:
+    """The file name of study NAME's table."""
+    return f"{STUDY_PREFIX}{name}.parquet"
