@@ -44,6 +44,11 @@ baseline: setup
 	rm -f results/baseline/multirun.yaml results/baseline/theory.json
 	$(PY) -m harness +sweep=smoke hydra.sweep.dir=results/baseline
 
+# ruff: the lint rules and the format of pyproject.toml ([tool.ruff]); .ci/run runs this.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 # The README's variant table, generated from the registry (never edited by hand).
 variants-table: setup
 	$(PY) scripts/variants_table.py --write
