@@ -11,6 +11,8 @@ if __name__ == "__main__":
         # Every finished point is already on disk (atomic writes): say so in one line, not a
         # traceback, and exit as shells expect after SIGINT.
         done, total = finished_points()
-        print(f"harness: interrupted after {done} of {total} points; run the same command to resume",
-              file=sys.stderr)
+        print(
+            f"harness: interrupted after {done} of {total} points; run the same command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)

@@ -67,8 +67,10 @@ def point_key(cfg: DictConfig, variant_names: list[str]) -> str:
 
 
 def _label(point: Any, count: int) -> str:
-    text = (f"B={point.batch_size} C={point.num_classes} {point.dtype} scale={point.logit_scale:g} "
-            f"{point.targets} {point.device} seed={point.seed}")
+    text = (
+        f"B={point.batch_size} C={point.num_classes} {point.dtype} scale={point.logit_scale:g} "
+        f"{point.targets} {point.device} seed={point.seed}"
+    )
     return text if count == 1 else text.replace(f"scale={point.logit_scale:g}", f"{count} scales/seeds")
 
 
@@ -85,7 +87,7 @@ def _progress(index: int, total: int) -> str:
 def run_points_job(cfg: DictConfig) -> str:
     """Measure this job's points into its output directory: 'measured', or 'resumed' when the
     directory already holds the rows of exactly these settings and variants."""
-    interrupts.check()     # a Ctrl-C noted while Hydra prepared this job stops here, cleanly
+    interrupts.check()  # a Ctrl-C noted while Hydra prepared this job stops here, cleanly
     try:
         points, variants = job.check(cfg)
     except SettingError as exc:
@@ -103,14 +105,22 @@ def run_points_job(cfg: DictConfig) -> str:
         _finished += 1
         return "resumed"
     run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))
-    metadata = run_metadata(run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=points[0].device)
+    metadata = run_metadata(
+        run_id=run_dir.name, sweep=hc.runtime.choices.get("sweep") or "", device=points[0].device
+    )
     t0 = time.perf_counter()
     rows = job.run(points, variants, cfg.timing, cfg.memory, metadata, num_threads=cfg.num_threads)
     write_rows(rows, out_dir, key)
     _finished += 1
     counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).items())
-    log.info("%s %s: %d rows (%s) in %.1f s", _progress(index, total), label, len(rows),
-             counts, time.perf_counter() - t0)
+    log.info(
+        "%s %s: %d rows (%s) in %.1f s",
+        _progress(index, total),
+        label,
+        len(rows),
+        counts,
+        time.perf_counter() - t0,
+    )
     if not multirun:
         print(short_table(rows), flush=True)
         print(f"harness: results in {out_dir}", flush=True)

@@ -64,7 +64,11 @@ class HarnessCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         files = set(sweep_dir.rglob(ROWS_FILE))
         size = int(os.environ.get(SWEEP_SIZE_ENV, len(files)))
-        resumed = sum(1 for f in files if f in self._existing and f.stat().st_mtime < float(os.environ.get(SWEEP_START_ENV, 0)))
+        resumed = sum(
+            1
+            for f in files
+            if f in self._existing and f.stat().st_mtime < float(os.environ.get(SWEEP_START_ENV, 0))
+        )
         rows = load(sweep_dir)
         counts = rows["status"].value_counts().to_dict() if len(rows) else {}
         elapsed = time.time() - float(os.environ.get(SWEEP_START_ENV, time.time()))
@@ -72,7 +76,9 @@ class HarnessCallback(Callback):
         # A point whose every row is error/oom failed as a whole (e.g. its inputs did not fit).
         failed = 0
         if len(rows):
-            failed = int(rows.groupby(list(POINT_COLUMNS))["status"].agg(lambda s: s.isin(FAILED[:2]).all()).sum())
+            failed = int(
+                rows.groupby(list(POINT_COLUMNS))["status"].agg(lambda s: s.isin(FAILED[:2]).all()).sum()
+            )
         print(
             f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
             + (f", {missing} missing: run the same command again to resume" if missing > 0 else "")
@@ -80,7 +86,7 @@ class HarnessCallback(Callback):
             + f"), {len(rows)} rows {counts}, {elapsed:.1f} s",
             flush=True,
         )
-        if len(rows):   # the predicted failing scales, for reports to draw beside the measured ones
+        if len(rows):  # the predicted failing scales, for reports to draw beside the measured ones
             from harness.cross_entropy.theory import write_theory
 
             write_theory(sweep_dir, rows)

@@ -19,8 +19,14 @@ from harness import interrupts
 FULL_ERROR = "HYDRA_FULL_ERROR"
 
 # Lines of Hydra/OmegaConf messages that repeat what the first line says.
-_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
-          "To append to your config use", "msg:")
+_NOISE = (
+    "full_key:",
+    "object_type=",
+    "reference_type=",
+    "Set the environment variable HYDRA_FULL_ERROR",
+    "To append to your config use",
+    "msg:",
+)
 
 
 def one_line(exc: BaseException) -> str:
@@ -42,11 +48,11 @@ def one_line(exc: BaseException) -> str:
 def run(main: Callable[[], Any]) -> Any:
     """Call a Hydra entry point; any exception it lets out becomes one line and exit code 2."""
     wants_trace = os.environ.get(FULL_ERROR) == "1"
-    os.environ[FULL_ERROR] = "1"    # Hydra: raise, do not print
+    os.environ[FULL_ERROR] = "1"  # Hydra: raise, do not print
     try:
         return main()
     except Exception as exc:
-        if interrupts.requested():   # whatever a Ctrl-C broke on its way out, it is the Ctrl-C
+        if interrupts.requested():  # whatever a Ctrl-C broke on its way out, it is the Ctrl-C
             raise KeyboardInterrupt from None
         if wants_trace:
             raise

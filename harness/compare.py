@@ -47,13 +47,28 @@ KINDS = ("accuracy", "time", "memory")
 # Columns this comparison reads; each must be present in a run with the SCHEMA's type. Other
 # columns may be missing or extra, so a baseline written before a column was added still loads.
 ENV_COLUMNS = ["device_name", "torch_version", "num_threads", "git_commit", "git_dirty", "python_version"]
-REQUIRED_COLUMNS = [*KEY_COLUMNS, "status", "loss_rel_err", "grad_rel_err", "time_median_s",
-                                  "time_samples_s", "peak_mem_bytes"] + ENV_COLUMNS
+REQUIRED_COLUMNS = [
+    *KEY_COLUMNS,
+    "status",
+    "loss_rel_err",
+    "grad_rel_err",
+    "time_median_s",
+    "time_samples_s",
+    "peak_mem_bytes",
+] + ENV_COLUMNS
 
 # Worse statuses rank higher; a move up the ranking is an accuracy regression. error, oom and
 # unsupported all mean "no usable result", so moving between them is reported but not ranked.
-STATUS_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "no_reference": 2, "wrote_input": 3,
-               "error": 3, "oom": 3, "unsupported": 3}
+STATUS_RANK = {
+    "ok": 0,
+    "inaccurate": 1,
+    "nonfinite": 2,
+    "no_reference": 2,
+    "wrote_input": 3,
+    "error": 3,
+    "oom": 3,
+    "unsupported": 3,
+}
 
 # Environment fields whose difference makes timings incomparable (same code, other machine).
 MACHINE_FIELDS = ("device_name", "num_threads")
@@ -65,10 +80,10 @@ class UnusableInput(Exception):
 
 @dataclass(frozen=True)
 class Thresholds:
-    time_factor: float = 1.10     # median ratio beyond which a significant change counts
-    alpha: float = 0.002          # Mann-Whitney U significance level (asv's default)
-    memory_factor: float = 1.10   # peak-bytes ratio beyond which memory counts as changed
-    error_factor: float = 2.0     # relative-error growth beyond which accuracy regressed
+    time_factor: float = 1.10  # median ratio beyond which a significant change counts
+    alpha: float = 0.002  # Mann-Whitney U significance level (asv's default)
+    memory_factor: float = 1.10  # peak-bytes ratio beyond which memory counts as changed
+    error_factor: float = 2.0  # relative-error growth beyond which accuracy regressed
 
 
 # --------------------------------------------------------------------------- loading
@@ -109,8 +124,10 @@ def load_run(path: str | os.PathLike) -> pd.DataFrame:
     dup = df.duplicated(list(KEY_COLUMNS))
     if dup.any():
         first = df.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
-        raise UnusableInput(f"{path}: {int(dup.sum())} row(s) repeat a configuration key, e.g. {first} "
-                            "(two runs in one directory?)")
+        raise UnusableInput(
+            f"{path}: {int(dup.sum())} row(s) repeat a configuration key, e.g. {first} "
+            "(two runs in one directory?)"
+        )
     return df
 
 
@@ -162,8 +179,9 @@ def _has_samples(x: object) -> bool:
     return isinstance(x, (list, tuple, np.ndarray)) and len(x) > 0
 
 
-def time_verdict(base: list[float] | np.ndarray | None, new: list[float] | np.ndarray | None,
-                 th: Thresholds) -> tuple[str, float, float]:
+def time_verdict(
+    base: list[float] | np.ndarray | None, new: list[float] | np.ndarray | None, th: Thresholds
+) -> tuple[str, float, float]:
     """(verdict, median ratio new/base, p-value) for two sets of timing samples [s].
 
     verdict: slower | faster (beyond the factor and significant), same (within the factor or
@@ -291,14 +309,29 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
             else:
                 change = r["accuracy_note"]
                 before, after = r["status_base"], r["status_new"]
-            out.append({**{k: r[k] for k in KEY_COLUMNS}, "kind": kind, "verdict": v, "role": role,
-                        "base": before, "new": after, "change": change})
+            out.append(
+                {
+                    **{k: r[k] for k in KEY_COLUMNS},
+                    "kind": kind,
+                    "verdict": v,
+                    "role": role,
+                    "base": before,
+                    "new": after,
+                    "change": change,
+                }
+            )
     cols = [*KEY_COLUMNS, "kind", "verdict", "role", "base", "new", "change"]
     return pd.DataFrame(out, columns=cols)
 
 
-def compare(base: pd.DataFrame, new: pd.DataFrame, thresholds: Thresholds = Thresholds(),
-            gates: tuple[str, ...] = KINDS, base_dir: str = "base", new_dir: str = "new") -> Comparison:
+def compare(
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    thresholds: Thresholds = Thresholds(),
+    gates: tuple[str, ...] = KINDS,
+    base_dir: str = "base",
+    new_dir: str = "new",
+) -> Comparison:
     """Join two runs' rows (harness.results SCHEMA columns) and give every joined row its
     verdicts. `gates`: the kinds whose regressions fail the comparison; the others are shown
     as information."""
@@ -312,8 +345,14 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, thresholds: Thresholds = Thre
     rows = joined[joined["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
 
     acc = [accuracy_verdict(r, thresholds) for _, r in rows.iterrows()]
-    tim = [time_verdict(sb, sn, thresholds) for sb, sn in zip(rows["time_samples_s_base"], rows["time_samples_s_new"])]
-    mem = [memory_verdict(mb, mn, thresholds) for mb, mn in zip(rows["peak_mem_bytes_base"], rows["peak_mem_bytes_new"])]
+    tim = [
+        time_verdict(sb, sn, thresholds)
+        for sb, sn in zip(rows["time_samples_s_base"], rows["time_samples_s_new"])
+    ]
+    mem = [
+        memory_verdict(mb, mn, thresholds)
+        for mb, mn in zip(rows["peak_mem_bytes_base"], rows["peak_mem_bytes_new"])
+    ]
     rows["accuracy"] = [a[0] for a in acc]
     rows["accuracy_note"] = [a[1] for a in acc]
     rows["time"] = [t[0] for t in tim]
@@ -321,12 +360,25 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, thresholds: Thresholds = Thre
     rows["time_p"] = [t[2] for t in tim]
     rows["memory"] = [m[0] for m in mem]
     rows["memory_ratio"] = [m[1] for m in mem]
-    return Comparison(base_dir=base_dir, new_dir=new_dir, env=env, demoted=demoted, gates=tuple(gates),
-                      thresholds=thresholds, rows=rows, only_base=only_base, only_new=only_new,
-                      findings=_findings(rows, tuple(gates), demoted))
+    return Comparison(
+        base_dir=base_dir,
+        new_dir=new_dir,
+        env=env,
+        demoted=demoted,
+        gates=tuple(gates),
+        thresholds=thresholds,
+        rows=rows,
+        only_base=only_base,
+        only_new=only_new,
+        findings=_findings(rows, tuple(gates), demoted),
+    )
 
 
-def compare_dirs(base_dir: str | os.PathLike, new_dir: str | os.PathLike, thresholds: Thresholds = Thresholds(),
-                 gates: tuple[str, ...] = KINDS) -> Comparison:
+def compare_dirs(
+    base_dir: str | os.PathLike,
+    new_dir: str | os.PathLike,
+    thresholds: Thresholds = Thresholds(),
+    gates: tuple[str, ...] = KINDS,
+) -> Comparison:
     """`compare` on two run directories; raises UnusableInput (one line) if either is unusable."""
     return compare(load_run(base_dir), load_run(new_dir), thresholds, gates, str(base_dir), str(new_dir))

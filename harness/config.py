@@ -16,24 +16,23 @@ from typing import Any, Optional
 import torch
 
 
-
 class SettingError(ValueError):
     """A bad setting: the message is one line, naming the key and what is allowed."""
 
 
 @dataclass
 class TimingConfig:
-    enabled: bool = True       # false: accuracy-only run (no time columns)
-    warmup: int = 2            # untimed calls before the first sample
-    min_reps: int = 5          # at least this many timed samples ...
-    min_time_s: float = 0.05   # ... and at least this much measured time
-    max_reps: int = 10_000     # cap, so a 1 us function does not run forever
+    enabled: bool = True  # false: accuracy-only run (no time columns)
+    warmup: int = 2  # untimed calls before the first sample
+    min_reps: int = 5  # at least this many timed samples ...
+    min_time_s: float = 0.05  # ... and at least this much measured time
+    max_reps: int = 10_000  # cap, so a 1 us function does not run forever
     allow_parallel: bool = False  # time even when a launcher runs jobs side by side (corrupts timings)
 
 
 @dataclass
 class MemoryConfig:
-    enabled: bool = True       # the first, untimed call of each (variant, mode) runs under the tracker
+    enabled: bool = True  # the first, untimed call of each (variant, mode) runs under the tracker
 
 
 @dataclass
@@ -49,10 +48,10 @@ class ScanConfig:
 class HarnessConfig:
     batch_size: int = 64
     num_classes: int = 1000
-    dtype: str = "fp32"            # fp16 | bf16 | fp32 | fp64
-    logit_scale: float = 1.0       # logits = logit_scale * N(0, 1)
-    device: str = "cpu"            # cpu | cuda | cuda:N
-    targets: str = "soft"          # soft (probabilities) | hard (class indices)
+    dtype: str = "fp32"  # fp16 | bf16 | fp32 | fp64
+    logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    targets: str = "soft"  # soft (probabilities) | hard (class indices)
     variants: list[str] = field(default_factory=list)  # [] = every variant that supports the point
     exclude_variants: list[str] = field(default_factory=list)  # left out of the default set
     seed: int = 0
@@ -60,7 +59,7 @@ class HarnessConfig:
     num_threads: Optional[int] = None  # torch's intra-op threads for the job (None: torch's default)
     timing: TimingConfig = field(default_factory=TimingConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    study: Any = None              # set by +study=NAME (conf/study/NAME.yaml): a study instead of points
+    study: Any = None  # set by +study=NAME (conf/study/NAME.yaml): a study instead of points
 
 
 # Integer settings stay below 2^62: results columns are int64, and the seed's two streams are
@@ -112,5 +111,7 @@ def validate_timing(timing: Any) -> None:
 
 def validate_threads(threads: Any) -> int | None:
     if threads is not None and (not is_int(threads) or threads < 1):
-        raise SettingError(f"num_threads={threads!r} is not allowed: use an integer >= 1 (or null: torch's default)")
+        raise SettingError(
+            f"num_threads={threads!r} is not allowed: use an integer >= 1 (or null: torch's default)"
+        )
     return threads

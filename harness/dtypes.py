@@ -28,11 +28,11 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 class DtypeEdges:
     """Where exp() and the dtype's range end, derived from torch.finfo alone."""
 
-    max: float              # largest finite value
-    tiny: float             # smallest normal
-    min_subnormal: float    # smallest positive subnormal
-    u: float                # unit roundoff
-    log_max: float          # ln of max
+    max: float  # largest finite value
+    tiny: float  # smallest normal
+    min_subnormal: float  # smallest positive subnormal
+    u: float  # unit roundoff
+    log_max: float  # ln of max
     log_overflow_edge: float  # exp(x) rounds to inf from here: ln(max + ulp(max)/2)
     log_min_subnormal: float  # exp(x) rounds to 0 below ln(min_subnormal / 2)
 
@@ -52,5 +52,5 @@ def edges(dtype: torch.dtype) -> DtypeEdges:
         # to inf; in logs, since for fp64 the edge itself is past the range.
         log_overflow_edge=math.log(fi.max) + math.log1p(-fi.eps / 4) - math.log1p(-fi.eps / 2),
         # Round-to-nearest sends anything below half the smallest subnormal to zero.
-        log_min_subnormal=math.log(min_sub) - math.log(2.0),   # min_sub / 2 is 0.0 in fp64
+        log_min_subnormal=math.log(min_sub) - math.log(2.0),  # min_sub / 2 is 0.0 in fp64
     )

@@ -20,7 +20,7 @@ from torch import Tensor
 from harness.measure.isolation import Feed
 from harness.registry import Registry, Variant
 
-Outputs = tuple[Tensor, Tensor | None]   # (scalar loss, gradient or None in fwd mode)
+Outputs = tuple[Tensor, Tensor | None]  # (scalar loss, gradient or None in fwd mode)
 
 
 @dataclass(frozen=True)

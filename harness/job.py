@@ -37,7 +37,9 @@ def points(cfg: Any) -> list[Any]:
 def variants(cfg: Any, pts: list[Any]) -> list[Variant]:
     """The variants that run at the job's points (which share their targets and device)."""
     first = pts[0]
-    return FAMILY.registry.resolve(list(cfg.variants), first.targets, first.device, list(cfg.exclude_variants))
+    return FAMILY.registry.resolve(
+        list(cfg.variants), first.targets, first.device, list(cfg.exclude_variants)
+    )
 
 
 def check(cfg: Any) -> tuple[list[Any], list[Variant]]:
@@ -60,8 +62,15 @@ def _threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run(pts: list[Any], vs: list[Variant], timing: Any, memory: Any, metadata: dict,
-        num_threads: int | None = None, done: Callable[[Any, list[dict]], None] | None = None) -> list[dict]:
+def run(
+    pts: list[Any],
+    vs: list[Variant],
+    timing: Any,
+    memory: Any,
+    metadata: dict,
+    num_threads: int | None = None,
+    done: Callable[[Any, list[dict]], None] | None = None,
+) -> list[dict]:
     """Every row of every point; `done(point, rows)` after each point (progress)."""
     if num_threads is not None:
         metadata = {**metadata, "num_threads": num_threads}

@@ -33,7 +33,9 @@ def check_writable(path: Path, key: str) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=existing))
     except OSError as exc:
-        raise SettingError(f"{key}={path} is not writable ({exc.strerror}): choose a directory you can write") from None
+        raise SettingError(
+            f"{key}={path} is not writable ({exc.strerror}): choose a directory you can write"
+        ) from None
 
 
 def parallel_launcher(config: DictConfig) -> str | None:

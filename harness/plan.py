@@ -29,7 +29,7 @@ class SweeperConf:
     """`hydra/sweeper: harness` (conf/config.yaml): the sweeper that launches `planned_jobs`."""
 
     _target_: str = "hydra_plugins.harness_sweeper.harness_sweeper.HarnessSweeper"
-    params: Optional[Dict[str, str]] = None   # key: comma-separated values, as Hydra's basic sweeper
+    params: Optional[Dict[str, str]] = None  # key: comma-separated values, as Hydra's basic sweeper
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=SweeperConf, provider="harness")
@@ -55,7 +55,9 @@ def planned_jobs(params: dict[str, Any], arguments: list[str]) -> list[list[str]
         key = override.get_key_element()
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
-                raise SettingError(f"{key}: only comma-separated values can be swept (not ranges or intervals)")
+                raise SettingError(
+                    f"{key}: only comma-separated values can be swept (not ranges or intervals)"
+                )
             per_key[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
         else:
             per_key[key] = [f"{key}={override.get_value_element_as_str()}"]
@@ -69,7 +71,7 @@ def apply_overrides(task: DictConfig, overrides: list[str]) -> DictConfig:
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key.startswith("hydra") or override.is_add() or override.is_delete() or override.is_force_add():
-            continue   # Hydra's own settings, and config groups added with `+`, are Hydra's to check
+            continue  # Hydra's own settings, and config groups added with `+`, are Hydra's to check
         if OmegaConf.select(job, key, default=_MISSING) is _MISSING:
             raise SettingError(f"{key}: no such setting (see conf/config.yaml for every key)")
         value = override.value()

@@ -34,19 +34,19 @@ ALL_DEVICES = frozenset({"cpu", "cuda"})
 
 @dataclass(frozen=True)
 class Variant:
-    name: str                                  # stable id; the `variant` column in results
+    name: str  # stable id; the `variant` column in results
     fn: Fn = field(repr=False)
-    targets: frozenset[str] = ALL_TARGETS      # kinds `fn` takes natively (the family says how)
-    devices: frozenset[str] = ALL_DEVICES      # device types it runs on
-    breaks_by: tuple[str, ...] = ()            # failure mechanisms (the family's catalogue) by
+    targets: frozenset[str] = ALL_TARGETS  # kinds `fn` takes natively (the family says how)
+    devices: frozenset[str] = ALL_DEVICES  # device types it runs on
+    breaks_by: tuple[str, ...] = ()  # failure mechanisms (the family's catalogue) by
     #                                            which the formula breaks at large logit scales
-    expected_wrong: str = ""                   # one line: why the formula itself is wrong ...
+    expected_wrong: str = ""  # one line: why the formula itself is wrong ...
     closed_form: Fn | None = field(default=None, repr=False)  # ... and what it computes instead
     description: str = ""
     setup: Callable[[Fn], Fn] | None = field(default=None, repr=False)  # e.g. torch.compile
-    overwrites_input: bool = False             # writes into its inputs by design: a fresh copy
+    overwrites_input: bool = False  # writes into its inputs by design: a fresh copy
     #                                            before every call, outside the timed interval
-    user: bool = False                         # named by import path on the command line
+    user: bool = False  # named by import path on the command line
 
     @property
     def stable(self) -> bool:
@@ -74,8 +74,8 @@ class Registry(Mapping[str, Variant]):
 
     def __init__(self, family: str, signature: str, mechanisms: Mapping[str, str]) -> None:
         self.family = family
-        self.signature = signature            # one line, for errors about user variants
-        self.mechanisms = dict(mechanisms)    # name -> how it breaks (the family's theory)
+        self.signature = signature  # one line, for errors about user variants
+        self.mechanisms = dict(mechanisms)  # name -> how it breaks (the family's theory)
         self._variants: dict[str, Variant] = {}
 
     def __getitem__(self, name: str) -> Variant:
@@ -104,11 +104,15 @@ class Registry(Mapping[str, Variant]):
     def _check(self, v: Variant) -> None:
         unknown = [m for m in v.breaks_by if m not in self.mechanisms]
         if unknown:
-            raise ValueError(f"variant {v.name!r}: unknown failure mechanism {unknown[0]!r}; "
-                             f"{self.family} knows {', '.join(self.mechanisms)}")
+            raise ValueError(
+                f"variant {v.name!r}: unknown failure mechanism {unknown[0]!r}; "
+                f"{self.family} knows {', '.join(self.mechanisms)}"
+            )
         if bool(v.expected_wrong) != (v.closed_form is not None):
-            raise ValueError(f"variant {v.name!r}: a variant wrong on purpose gives both expected_wrong "
-                             "(why) and closed_form (what it computes instead)")
+            raise ValueError(
+                f"variant {v.name!r}: a variant wrong on purpose gives both expected_wrong "
+                "(why) and closed_form (what it computes instead)"
+            )
 
     def register(
         self,
@@ -126,12 +130,20 @@ class Registry(Mapping[str, Variant]):
         """Decorator: add `fn` under `name` and return it unchanged."""
 
         def add(fn: Fn) -> Fn:
-            self.add(Variant(
-                name=name, fn=fn, targets=frozenset(targets), devices=frozenset(devices),
-                breaks_by=tuple(breaks_by), expected_wrong=expected_wrong, closed_form=closed_form,
-                description=description or (inspect.getdoc(fn) or "").split("\n")[0],
-                setup=setup, overwrites_input=overwrites_input,
-            ))
+            self.add(
+                Variant(
+                    name=name,
+                    fn=fn,
+                    targets=frozenset(targets),
+                    devices=frozenset(devices),
+                    breaks_by=tuple(breaks_by),
+                    expected_wrong=expected_wrong,
+                    closed_form=closed_form,
+                    description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+                    setup=setup,
+                    overwrites_input=overwrites_input,
+                )
+            )
             return fn
 
         return add
@@ -170,8 +182,10 @@ class Registry(Mapping[str, Variant]):
         breaks_by = tuple(getattr(fn, "harness_breaks_by", ()))
         unknown = [m for m in breaks_by if m not in self.mechanisms]
         if unknown:
-            raise SettingError(f"variants: {spec!r}: harness_breaks_by names {unknown[0]!r}; "
-                               f"known mechanisms: {', '.join(self.mechanisms)}")
+            raise SettingError(
+                f"variants: {spec!r}: harness_breaks_by names {unknown[0]!r}; "
+                f"known mechanisms: {', '.join(self.mechanisms)}"
+            )
         return Variant(
             name=alias or spec,
             fn=fn,
@@ -182,27 +196,43 @@ class Registry(Mapping[str, Variant]):
             user=True,
         )
 
-    def resolve(self, requested: list[str] | tuple[str, ...], targets: str, device: str,
-                exclude: list[str] | tuple[str, ...] = ()) -> list[Variant]:
+    def resolve(
+        self,
+        requested: list[str] | tuple[str, ...],
+        targets: str,
+        device: str,
+        exclude: list[str] | tuple[str, ...] = (),
+    ) -> list[Variant]:
         """The variants to run at a point: the requested ones, or every registered variant that
         supports the point when none is requested, less `exclude`. Raises SettingError for an
         unknown name, two variants under one name (their rows would collide) or nothing to run."""
         for name in exclude:
             if name not in self._variants:
-                raise SettingError(f"exclude_variants: unknown variant {name!r}; registered: {', '.join(self.names())}")
+                raise SettingError(
+                    f"exclude_variants: unknown variant {name!r}; registered: {', '.join(self.names())}"
+                )
         if requested:
             pairs = [(n, self.get(n)) for n in requested if n not in exclude]
             if not pairs:
-                raise SettingError("variants: nothing left to run: every variant listed is also in exclude_variants")
+                raise SettingError(
+                    "variants: nothing left to run: every variant listed is also in exclude_variants"
+                )
         else:
-            pairs = [(v.name, v) for v in self._variants.values() if v.runs_on(targets, device) and v.name not in exclude]
+            pairs = [
+                (v.name, v)
+                for v in self._variants.values()
+                if v.runs_on(targets, device) and v.name not in exclude
+            ]
             if not pairs:
-                raise SettingError(f"exclude_variants: leaves no variant to run at targets={targets} device={device}")
+                raise SettingError(
+                    f"exclude_variants: leaves no variant to run at targets={targets} device={device}"
+                )
         seen: dict[str, str] = {}
         for spec, variant in pairs:
             if variant.name in seen:
                 raise SettingError(
                     f"variants: two variants are named {variant.name!r} ({seen[variant.name]!r} and {spec!r}); "
-                    "list each once and give a user variant its own name with NAME@package.module:function")
+                    "list each once and give a user variant its own name with NAME@package.module:function"
+                )
             seen[variant.name] = spec
         return [v for _, v in pairs]

@@ -41,54 +41,56 @@ import pyarrow.parquet as pq
 from harness.vocabulary import KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
 
 
-SCHEMA = pa.schema([
-    ("variant", pa.string()),
-    ("targets", pa.string()),
-    ("batch_size", pa.int64()),
-    ("num_classes", pa.int64()),
-    ("dtype", pa.string()),
-    ("logit_scale", pa.float64()),
-    ("device", pa.string()),
-    ("mode", pa.string()),
-    ("seed", pa.int64()),
-    ("status", pa.string()),
-    ("message", pa.string()),
-    ("loss", pa.float64()),
-    ("loss_ref", pa.float64()),
-    ("loss_rel_err", pa.float64()),
-    ("grad_rel_err", pa.float64()),
-    ("loss_tolerance", pa.float64()),
-    ("grad_tolerance", pa.float64()),
-    ("nan_count", pa.int64()),
-    ("inf_count", pa.int64()),
-    ("time_median_s", pa.float64()),
-    ("time_iqr_s", pa.float64()),
-    ("time_min_s", pa.float64()),
-    ("reps", pa.int64()),
-    ("time_samples_s", pa.list_(pa.float64())),
-    ("peak_mem_bytes", pa.int64()),
-    ("bytes_moved", pa.int64()),
-    ("gbps", pa.float64()),
-    ("loss_rel_err_total", pa.float64()),
-    ("grad_rel_err_total", pa.float64()),
-    ("err_vs_native", pa.float64()),
-    ("grad_err_vs_native", pa.float64()),
-    ("compile_time_s", pa.float64()),
-    ("device_copy_gbps", pa.float64()),
-    ("floor_time_s", pa.float64()),
-    ("pct_of_floor", pa.float64()),
-    ("do_bench_ratio", pa.float64()),
-    ("run_id", pa.string()),
-    ("sweep", pa.string()),
-    ("timestamp", pa.timestamp("us", tz="UTC")),
-    ("git_commit", pa.string()),
-    ("git_dirty", pa.bool_()),
-    ("torch_version", pa.string()),
-    ("python_version", pa.string()),
-    ("device_name", pa.string()),
-    ("num_threads", pa.int64()),
-    ("harness_version", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("variant", pa.string()),
+        ("targets", pa.string()),
+        ("batch_size", pa.int64()),
+        ("num_classes", pa.int64()),
+        ("dtype", pa.string()),
+        ("logit_scale", pa.float64()),
+        ("device", pa.string()),
+        ("mode", pa.string()),
+        ("seed", pa.int64()),
+        ("status", pa.string()),
+        ("message", pa.string()),
+        ("loss", pa.float64()),
+        ("loss_ref", pa.float64()),
+        ("loss_rel_err", pa.float64()),
+        ("grad_rel_err", pa.float64()),
+        ("loss_tolerance", pa.float64()),
+        ("grad_tolerance", pa.float64()),
+        ("nan_count", pa.int64()),
+        ("inf_count", pa.int64()),
+        ("time_median_s", pa.float64()),
+        ("time_iqr_s", pa.float64()),
+        ("time_min_s", pa.float64()),
+        ("reps", pa.int64()),
+        ("time_samples_s", pa.list_(pa.float64())),
+        ("peak_mem_bytes", pa.int64()),
+        ("bytes_moved", pa.int64()),
+        ("gbps", pa.float64()),
+        ("loss_rel_err_total", pa.float64()),
+        ("grad_rel_err_total", pa.float64()),
+        ("err_vs_native", pa.float64()),
+        ("grad_err_vs_native", pa.float64()),
+        ("compile_time_s", pa.float64()),
+        ("device_copy_gbps", pa.float64()),
+        ("floor_time_s", pa.float64()),
+        ("pct_of_floor", pa.float64()),
+        ("do_bench_ratio", pa.float64()),
+        ("run_id", pa.string()),
+        ("sweep", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("git_commit", pa.string()),
+        ("git_dirty", pa.bool_()),
+        ("torch_version", pa.string()),
+        ("python_version", pa.string()),
+        ("device_name", pa.string()),
+        ("num_threads", pa.int64()),
+        ("harness_version", pa.string()),
+    ]
+)
 
 _KEY_METADATA = b"harness.point_key"
 
@@ -126,7 +128,8 @@ def parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(
-        p for p in path.rglob("*.parquet")
+        p
+        for p in path.rglob("*.parquet")
         if not any(part.startswith(".") for part in p.relative_to(path).parts)
         and not p.name.startswith(STUDY_PREFIX)
     )

@@ -36,7 +36,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    if isinstance(exc, SystemExit):   # sys.exit(3) has "3" as its text: say what happened
+    if isinstance(exc, SystemExit):  # sys.exit(3) has "3" as its text: say what happened
         return f"SystemExit: the variant called sys.exit({exc.code!r})"
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
@@ -46,16 +46,27 @@ def _stopped_by_user(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and interrupts.requested()
 
 
-def measure_variant(family: Family, variant: Variant, mode: str, point: Any, inputs: Any, guard: Guard,
-                    refs: tuple[Any, Any], timing: Any, memory: Any) -> dict:
+def measure_variant(
+    family: Family,
+    variant: Variant,
+    mode: str,
+    point: Any,
+    inputs: Any,
+    guard: Guard,
+    refs: tuple[Any, Any],
+    timing: Any,
+    memory: Any,
+) -> dict:
     """One row's measured fields for (variant, mode) at this point.
 
     refs: float64 on the rounded inputs (algorithm error) and on the unrounded draw (storage in
     the dtype plus algorithm); guard: the point's inputs as they were made."""
     row: dict[str, Any] = {"status": "ok", "message": "", "bytes_moved": family.bytes_moved(point, mode)}
     if not variant.runs_on(point.targets, point.device):
-        row.update(status="unsupported",
-                   message=f"{variant.name} runs on targets {sorted(variant.targets)} and devices {sorted(variant.devices)}")
+        row.update(
+            status="unsupported",
+            message=f"{variant.name} runs on targets {sorted(variant.targets)} and devices {sorted(variant.devices)}",
+        )
         return row
     device = torch.device(point.device)
     try:
@@ -68,33 +79,48 @@ def measure_variant(family: Family, variant: Variant, mode: str, point: Any, inp
             outputs, row["peak_mem_bytes"] = call_with_peak(call, device)
         else:
             t0 = time.perf_counter()
-            outputs = call()      # the first call: where a compiling variant compiles
+            outputs = call()  # the first call: where a compiling variant compiles
             if variant.setup is not None:
                 row["compile_time_s"] = time.perf_counter() - t0
         row.update(family.assess(outputs, refs, point))
         del outputs
-        if guard.changed():     # wrote into what every later variant receives: not timed
+        if guard.changed():  # wrote into what every later variant receives: not timed
             row.update(status="wrote_input", message=_wrote_input(variant))
             return row
-        if memory.enabled and "peak_mem_bytes" not in row:   # compiled: measure a compiled call
+        if memory.enabled and "peak_mem_bytes" not in row:  # compiled: measure a compiled call
             feed.refresh()
             row["peak_mem_bytes"] = peak_bytes(call, device)
         if timing.enabled:
-            stats: TimingStats = time_call(call, device, timing.warmup, timing.min_reps,
-                                           timing.min_time_s, timing.max_reps, prepare=feed.refresh)
-            row.update(time_median_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
-                       reps=len(stats.samples), time_samples_s=stats.samples,
-                       gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None)
+            stats: TimingStats = time_call(
+                call,
+                device,
+                timing.warmup,
+                timing.min_reps,
+                timing.min_time_s,
+                timing.max_reps,
+                prepare=feed.refresh,
+            )
+            row.update(
+                time_median_s=stats.median,
+                time_iqr_s=stats.iqr,
+                time_min_s=stats.minimum,
+                reps=len(stats.samples),
+                time_samples_s=stats.samples,
+                gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None,
+            )
             row.update(_ceiling(family, point, inputs, row["bytes_moved"], stats.median))
-            if device.type == "cuda" and not feed.fresh:   # do_bench cannot refresh between calls
+            if device.type == "cuda" and not feed.fresh:  # do_bench cannot refresh between calls
                 row["do_bench_ratio"] = do_bench_ratio(call, device, stats.median)
         if guard.changed():
             row.update(status="wrote_input", message=_wrote_input(variant))
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a variant's failure is a result
         if _stopped_by_user(exc):
             raise
-        row = {"bytes_moved": row["bytes_moved"], "message": _one_line(exc),
-               "status": "oom" if _is_oom(exc) else "error"}
+        row = {
+            "bytes_moved": row["bytes_moved"],
+            "message": _one_line(exc),
+            "status": "oom" if _is_oom(exc) else "error",
+        }
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if guard.changed():
@@ -103,20 +129,27 @@ def measure_variant(family: Family, variant: Variant, mode: str, point: Any, inp
 
 
 def _wrote_input(variant: Variant) -> str:
-    return (f"{variant.name} wrote into the inputs it was given (restored for the next variant); if it "
-            "overwrites them by design, register it with overwrites_input=True (or set "
-            "fn.harness_overwrites_input = True) to get a fresh copy before every call")
+    return (
+        f"{variant.name} wrote into the inputs it was given (restored for the next variant); if it "
+        "overwrites them by design, register it with overwrites_input=True (or set "
+        "fn.harness_overwrites_input = True) to get a fresh copy before every call"
+    )
 
 
 def _ceiling(family: Family, point: Any, inputs: Any, nbytes: int, median_s: float) -> dict:
     """Ceiling columns: the device's copy bandwidth and how close this median is to the floor."""
     copy_gbps = ceiling.copy_bandwidth_gbps(point.device)
     floor = ceiling.floor_time_s(nbytes, copy_gbps, family.compute_floor_s(point, inputs))
-    return {"device_copy_gbps": copy_gbps, "floor_time_s": floor,
-            "pct_of_floor": floor / median_s if median_s > 0 else None}
+    return {
+        "device_copy_gbps": copy_gbps,
+        "floor_time_s": floor,
+        "pct_of_floor": floor / median_s if median_s > 0 else None,
+    }
 
 
-def _native_errors(family: Family, rows: list[dict], inputs: Any, refs: tuple[Any, Any], point: Any) -> tuple[float, float]:
+def _native_errors(
+    family: Family, rows: list[dict], inputs: Any, refs: tuple[Any, Any], point: Any
+) -> tuple[float, float]:
     """(loss, gradient) relative error of the native op at this point: from its fwd_bwd row
     when it was measured, else from one untimed call."""
     for row in rows:
@@ -124,7 +157,9 @@ def _native_errors(family: Family, rows: list[dict], inputs: Any, refs: tuple[An
             return row["loss_rel_err"], row["grad_rel_err"]
     native = family.registry[NATIVE]
     try:
-        cols = family.assess(family.call(native.fn, family.feed(inputs, native, point), "fwd_bwd")(), refs, point)
+        cols = family.assess(
+            family.call(native.fn, family.feed(inputs, native, point), "fwd_bwd")(), refs, point
+        )
     except Exception:
         return math.nan, math.nan
     if cols.get("loss_rel_err") is None or cols.get("grad_rel_err") is None:
@@ -132,7 +167,9 @@ def _native_errors(family: Family, rows: list[dict], inputs: Any, refs: tuple[An
     return cols["loss_rel_err"], cols["grad_rel_err"]
 
 
-def _add_err_vs_native(family: Family, rows: list[dict], inputs: Any, refs: tuple[Any, Any], point: Any) -> None:
+def _add_err_vs_native(
+    family: Family, rows: list[dict], inputs: Any, refs: tuple[Any, Any], point: Any
+) -> None:
     """err_vs_native = max(err, u) / max(native err, u): flash-attention's relative rule
     (an implementation may be at most ~2x the plain op's error against the same reference);
     the floor at u keeps two essentially exact results from giving 0/0 or a huge ratio."""
@@ -152,9 +189,18 @@ def _failed_point(family: Family, point: Any, variants: list[Variant], exc: Exce
     B x C in float64): every (variant, mode) gets the status and message, so the point is
     recorded, not lost, and the sweep goes on."""
     status = "oom" if _is_oom(exc) else "error"
-    return [{"variant": v.name, "mode": mode, **point.columns(), "status": status,
-             "message": f"inputs: {_one_line(exc)}", "bytes_moved": family.bytes_moved(point, mode)}
-            for v in variants for mode in MODES]
+    return [
+        {
+            "variant": v.name,
+            "mode": mode,
+            **point.columns(),
+            "status": status,
+            "message": f"inputs: {_one_line(exc)}",
+            "bytes_moved": family.bytes_moved(point, mode),
+        }
+        for v in variants
+        for mode in MODES
+    ]
 
 
 def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, metadata: dict) -> list[dict]:

@@ -24,14 +24,18 @@ def _fmt(x: float | None, spec: str) -> str:
 def short_table(rows: list[dict]) -> str:
     """variant x mode: status, errors, median time, peak memory, GB/s."""
     df = pd.DataFrame(rows)
-    view = pd.DataFrame({
-        "variant": df["variant"],
-        "mode": df["mode"],
-        "status": df["status"],
-        "loss_rel_err": [_fmt(x, ".1e") for x in df.get("loss_rel_err", [None] * len(df))],
-        "grad_rel_err": [_fmt(x, ".1e") for x in df.get("grad_rel_err", [None] * len(df))],
-        "median_ms": [_fmt(None if x is None else x * 1e3, ".3f") for x in df.get("time_median_s", [None] * len(df))],
-        "peak_mem": [_si_bytes(x) for x in df.get("peak_mem_bytes", [None] * len(df))],
-        "GB/s": [_fmt(x, ".2f") for x in df.get("gbps", [None] * len(df))],
-    })
+    view = pd.DataFrame(
+        {
+            "variant": df["variant"],
+            "mode": df["mode"],
+            "status": df["status"],
+            "loss_rel_err": [_fmt(x, ".1e") for x in df.get("loss_rel_err", [None] * len(df))],
+            "grad_rel_err": [_fmt(x, ".1e") for x in df.get("grad_rel_err", [None] * len(df))],
+            "median_ms": [
+                _fmt(None if x is None else x * 1e3, ".3f") for x in df.get("time_median_s", [None] * len(df))
+            ],
+            "peak_mem": [_si_bytes(x) for x in df.get("peak_mem_bytes", [None] * len(df))],
+            "GB/s": [_fmt(x, ".2f") for x in df.get("gbps", [None] * len(df))],
+        }
+    )
     return view.to_string(index=False)

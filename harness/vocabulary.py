@@ -17,8 +17,8 @@ from __future__ import annotations
 #                 it (harness/registry.py: overwrites_input); the inputs were restored after it
 #   error, oom    the call raised; unsupported: the variant does not run at this point
 STATUSES = ("ok", "inaccurate", "nonfinite", "no_reference", "wrote_input", "error", "oom", "unsupported")
-JUDGED = ("ok", "inaccurate")              # statuses whose errors are numbers
-FAILED = ("error", "oom", "unsupported")   # statuses with no result at all
+JUDGED = ("ok", "inaccurate")  # statuses whose errors are numbers
+FAILED = ("error", "oom", "unsupported")  # statuses with no result at all
 
 # What one repetition does: the forward pass alone, or forward and the gradient.
 MODES = ("fwd", "fwd_bwd")
@@ -33,9 +33,9 @@ POINT_COLUMNS = ("targets", "batch_size", "num_classes", "dtype", "logit_scale",
 KEY_COLUMNS = ("variant", *POINT_COLUMNS[:-1], "mode", "seed")
 
 # Files a run writes.
-ROWS_FILE = "rows.parquet"          # one per point folder: that point's rows (results.SCHEMA)
-STUDY_PREFIX = "study-"             # study-NAME.parquet: a study's own table, not rows
-THEORY_FILE = "theory.json"         # a sweep's predicted failing scales (cross_entropy/theory.py)
+ROWS_FILE = "rows.parquet"  # one per point folder: that point's rows (results.SCHEMA)
+STUDY_PREFIX = "study-"  # study-NAME.parquet: a study's own table, not rows
+THEORY_FILE = "theory.json"  # a sweep's predicted failing scales (cross_entropy/theory.py)
 
 
 def study_file(name: str) -> str:

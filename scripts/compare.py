@@ -35,6 +35,7 @@ def _number(name: str, low: float, high: float, text: str):
         if not (low < v < high):
             _fail(f"{name}={s} is not allowed: use {text}")
         return v
+
     return parse
 
 
@@ -61,20 +62,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(description="Compare two harness runs: regressions found, noise ignored.")
     p.add_argument("base", help="baseline run (or sweep) directory")
     p.add_argument("new", help="run (or sweep) directory to judge")
-    p.add_argument("--time-factor", type=_number("--time-factor", 1, math.inf, "a number > 1"),
-                   default=d.time_factor, help=f"median ratio that counts, if significant (default {d.time_factor})")
-    p.add_argument("--alpha", type=_number("--alpha", 0, 1, "a number between 0 and 1"), default=d.alpha,
-                   help=f"Mann-Whitney U significance level (default {d.alpha})")
-    p.add_argument("--memory-factor", type=_number("--memory-factor", 1, math.inf, "a number > 1"),
-                   default=d.memory_factor, help=f"peak-bytes ratio that counts (default {d.memory_factor})")
-    p.add_argument("--error-factor", type=_number("--error-factor", 1, math.inf, "a number > 1"),
-                   default=d.error_factor, help=f"relative-error growth that counts (default {d.error_factor})")
-    p.add_argument("--gate", type=_gates, default=KINDS,
-                   help="kinds whose regressions fail (exit 1): all (default), none, or e.g. accuracy,memory; "
-                        "the others are printed as information")
+    p.add_argument(
+        "--time-factor",
+        type=_number("--time-factor", 1, math.inf, "a number > 1"),
+        default=d.time_factor,
+        help=f"median ratio that counts, if significant (default {d.time_factor})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_number("--alpha", 0, 1, "a number between 0 and 1"),
+        default=d.alpha,
+        help=f"Mann-Whitney U significance level (default {d.alpha})",
+    )
+    p.add_argument(
+        "--memory-factor",
+        type=_number("--memory-factor", 1, math.inf, "a number > 1"),
+        default=d.memory_factor,
+        help=f"peak-bytes ratio that counts (default {d.memory_factor})",
+    )
+    p.add_argument(
+        "--error-factor",
+        type=_number("--error-factor", 1, math.inf, "a number > 1"),
+        default=d.error_factor,
+        help=f"relative-error growth that counts (default {d.error_factor})",
+    )
+    p.add_argument(
+        "--gate",
+        type=_gates,
+        default=KINDS,
+        help="kinds whose regressions fail (exit 1): all (default), none, or e.g. accuracy,memory; "
+        "the others are printed as information",
+    )
     p.add_argument("--markdown", metavar="FILE", help="also write the report as markdown (a PR comment)")
     p.add_argument("--plot", metavar="FILE", help="also plot the time and memory ratios (seaborn)")
-    p.add_argument("--limit", type=_count, default=30, help="console rows per information section (default 30)")
+    p.add_argument(
+        "--limit", type=_count, default=30, help="console rows per information section (default 30)"
+    )
     return p.parse_args(argv)
 
 
@@ -93,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _writable_file("--markdown", args.markdown)
     _writable_file("--plot", args.plot)
-    thresholds = Thresholds(time_factor=args.time_factor, alpha=args.alpha,
-                            memory_factor=args.memory_factor, error_factor=args.error_factor)
+    thresholds = Thresholds(
+        time_factor=args.time_factor,
+        alpha=args.alpha,
+        memory_factor=args.memory_factor,
+        error_factor=args.error_factor,
+    )
     try:
         result = compare_dirs(args.base, args.new, thresholds, args.gate)
     except UnusableInput as exc:
         _fail(str(exc))
-    from harness.report import compare as compare_report  # tabulate/seaborn only once there is something to show
+    from harness.report import (
+        compare as compare_report,
+    )  # tabulate/seaborn only once there is something to show
 
     print(compare_report.console(result, limit=args.limit), flush=True)
     try:
@@ -108,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"compare: markdown in {args.markdown}")
         if args.plot:
             print(f"compare: plot in {compare_report.plot(result, args.plot)}")
-    except OSError as exc:   # a full disk, a permission: not a regression (exit 1) but unusable
+    except OSError as exc:  # a full disk, a permission: not a regression (exit 1) but unusable
         _fail(f"could not write the output: {exc}")
     return result.exit_code
 

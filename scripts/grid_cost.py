@@ -25,13 +25,26 @@ TARGETS = "soft,hard"
 
 
 def run_grid(points: int) -> dict:
-    seeds = points // 8   # 4 dtypes x 2 target kinds per seed
+    seeds = points // 8  # 4 dtypes x 2 target kinds per seed
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grid"
-        cmd = [sys.executable, "-m", "harness", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-               "timing.enabled=false", "memory.enabled=false", "batch_size=8", "num_classes=100",
-               "exclude_variants=[torch_compile]",   # its compile would be the figure, not the harness
-               f"dtype={DTYPES}", f"targets={TARGETS}", f"seed=range(0,{seeds})", f"hydra.sweep.dir={out}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "timing.enabled=false",
+            "memory.enabled=false",
+            "batch_size=8",
+            "num_classes=100",
+            "exclude_variants=[torch_compile]",  # its compile would be the figure, not the harness
+            f"dtype={DTYPES}",
+            f"targets={TARGETS}",
+            f"seed=range(0,{seeds})",
+            f"hydra.sweep.dir={out}",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -49,7 +62,9 @@ def main() -> None:
     print(f"{'points':>6} {'rows':>6} {'wall s':>8} {'s/point':>8}")
     for n in args.sizes:
         r = run_grid(n)
-        print(f"{r['points']:6d} {r['rows']:6d} {r['wall_s']:8.1f} {r['wall_s'] / r['points']:8.3f}", flush=True)
+        print(
+            f"{r['points']:6d} {r['rows']:6d} {r['wall_s']:8.1f} {r['wall_s'] / r['points']:8.3f}", flush=True
+        )
 
 
 if __name__ == "__main__":

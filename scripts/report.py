@@ -17,16 +17,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
-        print(f"report: RUN_DIR {args.run_dir} is not a directory; give a run or sweep directory "
-              "holding rows.parquet files", file=sys.stderr)
+        print(
+            f"report: RUN_DIR {args.run_dir} is not a directory; give a run or sweep directory "
+            "holding rows.parquet files",
+            file=sys.stderr,
+        )
         return 2
     if args.out is not None:
         # The first existing folder above --out must be a folder we can write: a path under
         # a file cannot be created, and finding that out after the figures wastes the run.
         existing = next(p for p in (args.out, *args.out.parents) if p.exists())
         if not existing.is_dir():
-            print(f"report: --out {args.out} is not usable: {existing} is a file; give a directory "
-                  "(created if missing)", file=sys.stderr)
+            print(
+                f"report: --out {args.out} is not usable: {existing} is a file; give a directory "
+                "(created if missing)",
+                file=sys.stderr,
+            )
             return 2
     start = time.perf_counter()
     from harness.report import build_report  # matplotlib and seaborn only once the arguments are good

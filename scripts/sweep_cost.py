@@ -19,23 +19,33 @@ from pathlib import Path
 
 from harness.results import load
 
-TARGETS_S = {"smoke": 30.0, "cpu": 120.0}   # the sweeps' wall-time targets on 2 cores
+TARGETS_S = {"smoke": 30.0, "cpu": 120.0}  # the sweeps' wall-time targets on 2 cores
 
 
 def measure(sweep: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / sweep
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "harness", f"+sweep={sweep}", f"hydra.sweep.dir={out}"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", f"+sweep={sweep}", f"hydra.sweep.dir={out}"],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"sweep_cost: +sweep={sweep} failed: {proc.stderr.strip().splitlines()[-1:]}")
         rows = load(out)
     timed = float(sum(sum(s) for s in rows.time_samples_s.dropna()))
-    return {"sweep": sweep, "points": rows.groupby(["batch_size", "num_classes", "dtype", "logit_scale",
-                                                    "targets", "seed"]).ngroups,
-            "rows": len(rows), "wall_s": wall, "timed_s": timed, "overhead": 1 - timed / wall}
+    return {
+        "sweep": sweep,
+        "points": rows.groupby(
+            ["batch_size", "num_classes", "dtype", "logit_scale", "targets", "seed"]
+        ).ngroups,
+        "rows": len(rows),
+        "wall_s": wall,
+        "timed_s": timed,
+        "overhead": 1 - timed / wall,
+    }
 
 
 def main() -> None:
@@ -46,9 +56,14 @@ def main() -> None:
     for sweep in args.sweeps:
         r = measure(sweep)
         target = TARGETS_S.get(sweep)
-        verdict = "" if target is None else f"wall < {target:.0f} s: {'yes' if r['wall_s'] < target else 'NO'}"
-        print(f"{r['sweep']:8} {r['points']:6d} {r['rows']:6d} {r['wall_s']:8.1f} {r['timed_s']:8.1f} "
-              f"{r['overhead']:9.0%}  {verdict}", flush=True)
+        verdict = (
+            "" if target is None else f"wall < {target:.0f} s: {'yes' if r['wall_s'] < target else 'NO'}"
+        )
+        print(
+            f"{r['sweep']:8} {r['points']:6d} {r['rows']:6d} {r['wall_s']:8.1f} {r['timed_s']:8.1f} "
+            f"{r['overhead']:9.0%}  {verdict}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

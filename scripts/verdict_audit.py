@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests/ is not installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ is not installed
 
 import pandas as pd  # noqa: E402
 
@@ -31,33 +31,56 @@ def main() -> int:
         ref = reference(case.logits, case.targets, case.kind)
         results.append((case, *adversarial.errors(case, ref.loss, ref.grad)))
     (loss_case, loss_err), (grad_case, grad_err) = adversarial.worst(results)
-    print(f"reference vs mpmath, {len(results)} adversarial points: worst loss error {loss_err:.2g} "
-          f"({loss_case}), worst gradient error {grad_err:.2g} ({grad_case})")
+    print(
+        f"reference vs mpmath, {len(results)} adversarial points: worst loss error {loss_err:.2g} "
+        f"({loss_case}), worst gradient error {grad_err:.2g} ({grad_case})"
+    )
 
     grid = verdicts.audit(verdicts.GRID)
-    print(f"\nverdict grid, {len(verdicts.GRID)} points: {len(grid.false_alarms)} false alarms among "
-          f"{int(grid.rows['correct'].sum())} rows of {', '.join(verdicts.CORRECT)}")
+    print(
+        f"\nverdict grid, {len(verdicts.GRID)} points: {len(grid.false_alarms)} false alarms among "
+        f"{int(grid.rows['correct'].sum())} rows of {', '.join(verdicts.CORRECT)}"
+    )
     rate = grid.flag_rate()
     print(rate.to_string())
     needed = grid.rows["needed"]
-    print(f"flagged where required: {int((needed & grid.rows['flagged']).sum())} of {int(needed.sum())}; "
-          f"flagged in all: {int(rate['flagged'].sum())} of {int(rate['rows'].sum())} bug rows")
+    print(
+        f"flagged where required: {int((needed & grid.rows['flagged']).sum())} of {int(needed.sum())}; "
+        f"flagged in all: {int(rate['flagged'].sum())} of {int(rate['rows'].sum())} bug rows"
+    )
 
     points = verdicts.sweep_points("smoke") + verdicts.sweep_points("cpu")
     sweeps = verdicts.measure(points, [verdicts.REGISTRY[n] for n in verdicts.CORRECT])
     bad = sweeps[sweeps["status"] != "ok"]
-    print(f"\nsmoke + cpu sweep points ({len(points)}): {len(bad)} of {len(sweeps)} rows of the correct "
-          "implementations not ok")
+    print(
+        f"\nsmoke + cpu sweep points ({len(points)}): {len(bad)} of {len(sweeps)} rows of the correct "
+        "implementations not ok"
+    )
     # How close correct implementations come to the bound itself (the tolerance over its K):
     # the headroom K_LOSS and K_GRAD leave, over the grid and the sweeps' points.
     good = pd.concat([grid.rows[grid.rows["correct"]], sweeps])
     loss_ratio = (good["loss_rel_err"] / (good["loss_tolerance"] / K_LOSS)).max()
     grad_ratio = (good["grad_rel_err"] / (good["grad_tolerance"] / K_GRAD)).max()
-    print(f"worst correct error over its bound: loss {loss_ratio:.2f}x (K_LOSS = {K_LOSS:g}), "
-          f"gradient {grad_ratio:.2f}x (K_GRAD = {K_GRAD:g})")
+    print(
+        f"worst correct error over its bound: loss {loss_ratio:.2f}x (K_LOSS = {K_LOSS:g}), "
+        f"gradient {grad_ratio:.2f}x (K_GRAD = {K_GRAD:g})"
+    )
     if len(bad):
-        print(bad[["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "targets",
-                   "status", "message"]].to_string())
+        print(
+            bad[
+                [
+                    "variant",
+                    "mode",
+                    "batch_size",
+                    "num_classes",
+                    "dtype",
+                    "logit_scale",
+                    "targets",
+                    "status",
+                    "message",
+                ]
+            ].to_string()
+        )
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 1 if len(grid.false_alarms) or len(grid.missed) or len(bad) else 0
 

@@ -24,8 +24,8 @@ _TINY64 = torch.finfo(torch.float64).tiny
 @dataclass(frozen=True)
 class Case:
     name: str
-    logits: torch.Tensor    # [B, C] in the case's dtype
-    targets: torch.Tensor   # [B] int64 or [B, C] in the case's dtype
+    logits: torch.Tensor  # [B, C] in the case's dtype
+    targets: torch.Tensor  # [B] int64 or [B, C] in the case's dtype
     kind: str
 
 
@@ -45,7 +45,7 @@ def cases() -> list[Case]:
         b = 2 if c < 1000 else 1
         z = (scale * torch.randn(b, c, dtype=torch.float64, generator=g)).to(dtype)
         if not torch.isfinite(z).all():
-            continue                      # fp16 at 1e4: no reference exists (tested elsewhere)
+            continue  # fp16 at 1e4: no reference exists (tested elsewhere)
         label = f"{dtype_name} C={c} scale={scale:g}"
         y = torch.randint(c, (b,), generator=g)
         out.append(Case(f"{label} hard", z, y, "hard"))
@@ -53,13 +53,14 @@ def cases() -> list[Case]:
         for off in (-3, 0, 3):
             out.append(Case(f"{label} soft sum 1{off:+d}u", z, _soft_rows(g, b, c, dtype, off), "soft"))
     # The target above every other class by a margin: loss = log1p(sum exp(-margin - ...)).
-    for dtype_name, c, margin in itertools.product(("fp32", "fp64"), (2, 3, 10, 1000),
-                                                   (0.0, 1e-6, 1.0, 20.0, 100.0, 700.0, 800.0)):
+    for dtype_name, c, margin in itertools.product(
+        ("fp32", "fp64"), (2, 3, 10, 1000), (0.0, 1e-6, 1.0, 20.0, 100.0, 700.0, 800.0)
+    ):
         dtype = DTYPES[dtype_name]
         z = torch.randn(1, c, dtype=torch.float64, generator=g)
         y = int(z.argmax())
         z[0, y] = z.max() + margin
-        z = (z + 1000.0).to(dtype)        # a large common offset: lse - z_y cancels in the textbook form
+        z = (z + 1000.0).to(dtype)  # a large common offset: lse - z_y cancels in the textbook form
         out.append(Case(f"{dtype_name} C={c} margin={margin:g} hard", z, torch.tensor([y]), "hard"))
         t = torch.full((1, c), 1e-3 / c, dtype=torch.float64)
         t[0, y] = 1 - 1e-3 * (c - 1) / c
@@ -118,9 +119,10 @@ def errors(case: Case, loss: float, grad: torch.Tensor) -> tuple[float, float]:
         true_loss, true_grad = truth(case)
         loss_err = abs(mpmath.mpf(loss) - true_loss) / max(abs(true_loss), _TINY64)
         g = grad.tolist()
-        diff = mpmath.sqrt(mpmath.fsum((mpmath.mpf(gv) - tv) ** 2
-                                       for gr, tr in zip(g, true_grad) for gv, tv in zip(gr, tr)))
-        norm = mpmath.sqrt(mpmath.fsum(tv ** 2 for tr in true_grad for tv in tr))
+        diff = mpmath.sqrt(
+            mpmath.fsum((mpmath.mpf(gv) - tv) ** 2 for gr, tr in zip(g, true_grad) for gv, tv in zip(gr, tr))
+        )
+        norm = mpmath.sqrt(mpmath.fsum(tv**2 for tr in true_grad for tv in tr))
         return float(loss_err), float(diff / max(norm, _TINY64))
 
 

@@ -60,7 +60,7 @@ def exp_sum_in_input_dtype(logits: Tensor, targets: Tensor) -> Tensor:
     e = torch.exp(logits - m)
     s = torch.zeros_like(m)
     for lo in range(0, logits.shape[1], 32):
-        s = s + e[:, lo:lo + 32].sum(dim=1, keepdim=True)   # rounded to the input dtype each step
+        s = s + e[:, lo : lo + 32].sum(dim=1, keepdim=True)  # rounded to the input dtype each step
     lse = m + torch.log(s)
     return (t * (lse - logits)).sum() / logits.shape[0]
 
@@ -85,9 +85,9 @@ class _WrongBackward(torch.autograd.Function):
         p = torch.softmax(z, dim=1) * t64.sum(dim=1, keepdim=True)
         b = z.shape[0]
         if ctx.kind == "sign":
-            g = (p + t64) / b          # the target's term with the wrong sign
+            g = (p + t64) / b  # the target's term with the wrong sign
         else:
-            g = p - t64                # the 1/B of the mean forgotten
+            g = p - t64  # the 1/B of the mean forgotten
         return (g * grad_out.double()).to(logits.dtype), None, None
 
 

@@ -58,8 +58,18 @@ def overwrites_by_design(logits, targets):
 
 overwrites_by_design.harness_overwrites_input = True
 
-for _fn in (raises, not_scalar, detached, out_of_memory, correct, exits_3, exits_0, interrupts_itself,
-            scribbles, overwrites_by_design):
+for _fn in (
+    raises,
+    not_scalar,
+    detached,
+    out_of_memory,
+    correct,
+    exits_3,
+    exits_0,
+    interrupts_itself,
+    scribbles,
+    overwrites_by_design,
+):
     _fn.harness_targets = harness_both
 
 

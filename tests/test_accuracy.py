@@ -16,7 +16,9 @@ from harness.cross_entropy.tolerance import K_GRAD, K_LOSS, tolerance
 from harness.cross_entropy.variants import REGISTRY
 
 # Points of the smoke and cpu sweeps' kind: C from tiny to a vocabulary slice, scales to 100.
-POINTS = list(itertools.product(["fp16", "bf16", "fp32"], [10, 1000, 8192], [1.0, 10.0, 100.0], ["soft", "hard"]))
+POINTS = list(
+    itertools.product(["fp16", "bf16", "fp32"], [10, 1000, 8192], [1.0, 10.0, 100.0], ["soft", "hard"])
+)
 
 
 @pytest.mark.parametrize("dtype,num_classes,scale,kind", POINTS)
@@ -27,7 +29,7 @@ def test_native_errors_stay_within_the_tolerance_with_room(dtype, num_classes, s
     ref = reference(inputs.logits, inputs.targets, kind)
     loss, grad = make_call(REGISTRY["torch_cross_entropy"].fn, inputs.logits, inputs.targets, "fwd_bwd")()
     tol = tolerance(ref, dtype)
-    room = 0.75 if dtype == "fp16" else 0.5    # CPU fp16 keeps its batch sum in fp16 (Findings)
+    room = 0.75 if dtype == "fp16" else 0.5  # CPU fp16 keeps its batch sum in fp16 (Findings)
     assert rel_err(loss.item(), ref.loss) < room * tol.loss
     assert grad_rel_err(grad, ref) < tol.grad / 2
 
@@ -39,7 +41,9 @@ def _ref(loss=2.0, **conditioning):
 
 def test_the_tolerance_is_the_table():
     u16, u32, u64 = 2.0**-11, 2.0**-24, 2.0**-53
-    tol = tolerance(_ref(loss_magnitude=10.0, grad_log_p=3.0, grad_magnitude=5.0, grad_subnormal=1e-4), "fp16")
+    tol = tolerance(
+        _ref(loss_magnitude=10.0, grad_log_p=3.0, grad_magnitude=5.0, grad_subnormal=1e-4), "fp16"
+    )
     assert tol.loss == pytest.approx(K_LOSS * (u16 + 10 * u32))
     assert tol.grad == pytest.approx(K_GRAD * (u16 * 4 + u32 * 5 + 1e-4))
     # fp64 computes in fp64: its magnitude term uses fp64's u
@@ -62,7 +66,7 @@ def test_status_follows_the_errors():
     assert assess(torch.tensor(2.0), grad_ok, ref, "fp32").status == "ok"
     assert assess(torch.tensor(2.0 * (1 + 1e-4)), grad_ok, ref, "fp32").status == "inaccurate"
     assert assess(torch.tensor(2.0), grad_ok * (1 + 1e-4), ref, "fp32").status == "inaccurate"
-    assert assess(torch.tensor(2.0 * (1 + 1e-4)), None, ref, "fp16").status == "ok"       # within 4u of fp16
+    assert assess(torch.tensor(2.0 * (1 + 1e-4)), None, ref, "fp16").status == "ok"  # within 4u of fp16
     nan_grad = grad_ok.clone()
     nan_grad[0, 0] = float("nan")
     acc = assess(torch.tensor(float("inf")), nan_grad, ref, "fp32")

@@ -29,7 +29,7 @@ from .test_variants import assert_closed_form
 
 REPO = Path(__file__).resolve().parent.parent
 
-MODULE = '''
+MODULE = """
 import torch
 import torch.nn.functional as F
 
@@ -70,7 +70,7 @@ def zz_in_place(logits, targets):
 @register("zz_cuda_only", devices={"cuda"}, description="a GPU kernel")
 def zz_cuda_only(logits, targets):
     return F.cross_entropy(logits, targets)
-'''
+"""
 
 NAMES = ("zz_plain", "zz_breaking", "zz_wrong", "zz_in_place", "zz_cuda_only")
 
@@ -81,19 +81,35 @@ def throwaway(tmp_path_factory):
     path.write_text(textwrap.dedent(MODULE))
     spec = importlib.util.spec_from_file_location("throwaway_variants", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)   # registering is importing: the decorators did it
+    spec.loader.exec_module(module)  # registering is importing: the decorators did it
     yield {name: REGISTRY[name] for name in NAMES}
     for name in NAMES:
         REGISTRY.remove(name)
 
 
 def _cfg(**settings) -> object:
-    base = {"batch_size": 4, "num_classes": 50, "dtype": "fp32", "logit_scale": 1.0, "device": "cpu",
-            "targets": "hard", "variants": [], "exclude_variants": [], "seed": 0,
-            "scan": {"logit_scale": [], "seed": []}, "num_threads": None,
-            "timing": {"enabled": False, "warmup": 0, "min_reps": 1, "min_time_s": 0.0, "max_reps": 1,
-                       "allow_parallel": False},
-            "memory": {"enabled": False}}
+    base = {
+        "batch_size": 4,
+        "num_classes": 50,
+        "dtype": "fp32",
+        "logit_scale": 1.0,
+        "device": "cpu",
+        "targets": "hard",
+        "variants": [],
+        "exclude_variants": [],
+        "seed": 0,
+        "scan": {"logit_scale": [], "seed": []},
+        "num_threads": None,
+        "timing": {
+            "enabled": False,
+            "warmup": 0,
+            "min_reps": 1,
+            "min_time_s": 0.0,
+            "max_reps": 1,
+            "allow_parallel": False,
+        },
+        "memory": {"enabled": False},
+    }
     return OmegaConf.create({**base, **settings})
 
 
@@ -112,11 +128,11 @@ def test_each_kind_is_measured_with_the_status_its_kind_implies(throwaway):
     rows = pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
     status = rows.groupby(["variant", "logit_scale"])["status"].agg(set).to_dict()
     assert status["zz_plain", 1.0] == {"ok"} and status["zz_plain", 100.0] == {"ok"}
-    assert status["zz_in_place", 1.0] == {"ok"}          # a fresh copy each call: not wrote_input
-    assert status["zz_wrong", 1.0] == {"inaccurate"}     # flagged by the verdict
+    assert status["zz_in_place", 1.0] == {"ok"}  # a fresh copy each call: not wrote_input
+    assert status["zz_wrong", 1.0] == {"inaccurate"}  # flagged by the verdict
     assert status["zz_breaking", 1.0] == {"ok"} and status["zz_breaking", 100.0] == {"nonfinite"}
     assert status["zz_cuda_only", 1.0] == {"unsupported"}
-    assert_closed_form(throwaway["zz_wrong"])             # and it computes exactly what it declares
+    assert_closed_form(throwaway["zz_wrong"])  # and it computes exactly what it declares
 
 
 def test_a_breaking_variant_is_in_the_theory_and_the_boundary_figure(throwaway, tmp_path):
@@ -125,8 +141,12 @@ def test_a_breaking_variant_is_in_the_theory_and_the_boundary_figure(throwaway, 
     assert set(mine.mechanism) == {"sum_overflow", "prob_underflow"} and (mine.predicted_scale > 0).all()
     assert not predicted.variant.isin(["zz_plain", "zz_wrong", "zz_in_place"]).any()
 
-    cfg = _cfg(variants=["zz_plain", "zz_breaking", "zz_wrong"], targets="hard", dtype="fp16",
-               scan={"logit_scale": [1.0, 10.0, 30.0, 100.0], "seed": []})
+    cfg = _cfg(
+        variants=["zz_plain", "zz_breaking", "zz_wrong"],
+        targets="hard",
+        dtype="fp16",
+        scan={"logit_scale": [1.0, 10.0, 30.0, 100.0], "seed": []},
+    )
     rows = job.run(*job.check(cfg), cfg.timing, cfg.memory, {})
     write_rows(rows, tmp_path / "point", "key")
     stored = write_theory(tmp_path, pd.DataFrame(rows))
@@ -134,8 +154,10 @@ def test_a_breaking_variant_is_in_the_theory_and_the_boundary_figure(throwaway, 
 
     ctx = figures.Context.of(tmp_path, pd.DataFrame(rows))
     assert figures.boundary_variants(ctx) == ["zz_breaking"]
-    assert ctx.style["zz_wrong"].wrong and not ctx.style["zz_plain"].wrong and not ctx.style["zz_plain"].unstable
-    assert not isinstance(figures.boundary(ctx), str)     # drawn, not "no data"
+    assert (
+        ctx.style["zz_wrong"].wrong and not ctx.style["zz_plain"].wrong and not ctx.style["zz_plain"].unstable
+    )
+    assert not isinstance(figures.boundary(ctx), str)  # drawn, not "no data"
 
 
 def test_each_kind_is_in_the_generated_readme_table(throwaway):

@@ -22,7 +22,10 @@ CATALOGUE = [
     (["logit_scale=-1"], "logit_scale=-1.0 is not allowed"),
     (["targets=fuzzy"], "targets='fuzzy' is not allowed: use soft or hard"),
     (["seed=-1"], "seed=-1 is not allowed"),
-    (["seed=9223372036854775808"], "seed=9223372036854775808 is not allowed: use an integer >= 0 (below 2^62)"),
+    (
+        ["seed=9223372036854775808"],
+        "seed=9223372036854775808 is not allowed: use an integer >= 0 (below 2^62)",
+    ),
     (["timing.min_reps=0"], "timing.min_reps=0 is not allowed"),
     (["timing.max_reps=2", "timing.min_reps=5"], "timing.max_reps is below timing.min_reps"),
     # variants
@@ -31,10 +34,18 @@ CATALOGUE = [
     (["variants=[no_such_package.module:fn]"], "'no_such_package.module:fn' does not import"),
     (["variants=[tests.fault_variants:missing]"], "has no function 'missing'"),
     (["variants=[tests.fault_variants:one_argument]"], "must take two arguments (logits, targets)"),
-    (["variants=[torch_cross_entropy,torch_cross_entropy]"], "variants: two variants are named 'torch_cross_entropy'"),
-    (["variants=[torch_cross_entropy,torch_cross_entropy@tests.fault_variants:correct]"],
-     "variants: two variants are named 'torch_cross_entropy'"),
-    (["variants=[torch_cross_entropy]", "exclude_variants=[torch_cross_entropy]"], "variants: nothing left to run"),
+    (
+        ["variants=[torch_cross_entropy,torch_cross_entropy]"],
+        "variants: two variants are named 'torch_cross_entropy'",
+    ),
+    (
+        ["variants=[torch_cross_entropy,torch_cross_entropy@tests.fault_variants:correct]"],
+        "variants: two variants are named 'torch_cross_entropy'",
+    ),
+    (
+        ["variants=[torch_cross_entropy]", "exclude_variants=[torch_cross_entropy]"],
+        "variants: nothing left to run",
+    ),
     (["-m", "seed=0,1", "variants=[chunked,chunked]"], "variants: two variants are named 'chunked'"),
     # types and keys Hydra checks against the schema
     (["batch_size=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
@@ -54,7 +65,8 @@ def user_conf(tmp_path):
     """A user's own sweep file with a misspelt key, found through --config-dir."""
     (tmp_path / "conf" / "sweep").mkdir(parents=True)
     (tmp_path / "conf" / "sweep" / "typo.yaml").write_text(
-        "# @package _global_\n# python -m harness +sweep=typo\nbatch_sise: 3\n")
+        "# @package _global_\n# python -m harness +sweep=typo\nbatch_sise: 3\n"
+    )
     return tmp_path / "conf"
 
 
@@ -62,17 +74,21 @@ def user_conf(tmp_path):
 def test_bad_setting_is_one_line_and_writes_nothing(overrides, message, tmp_path, user_conf):
     (tmp_path / "a_file").write_text("not a directory")
     out = tmp_path / "out"
-    args = sorted((a.format(tmp=tmp_path, user_conf=user_conf) for a in overrides),
-                  key=lambda a: not a.startswith("--"))   # argparse wants flags before overrides
+    args = sorted(
+        (a.format(tmp=tmp_path, user_conf=user_conf) for a in overrides), key=lambda a: not a.startswith("--")
+    )  # argparse wants flags before overrides
     before = set(tmp_path.rglob("*"))
-    proc = run_cli(*args, f"hydra.run.dir={out}" if not any("hydra.run.dir" in a for a in args) else "hydra.job.chdir=false",
-                   f"hydra.sweep.dir={out}")
+    proc = run_cli(
+        *args,
+        f"hydra.run.dir={out}" if not any("hydra.run.dir" in a for a in args) else "hydra.job.chdir=false",
+        f"hydra.sweep.dir={out}",
+    )
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-1500:])
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("harness: ") and message in lines[0], lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert set(tmp_path.rglob("*")) == before     # nothing written anywhere under tmp
+    assert set(tmp_path.rglob("*")) == before  # nothing written anywhere under tmp
     assert not out.exists()
 
 
@@ -111,8 +127,13 @@ def test_report_out_under_a_file_is_one_line(tmp_path):
 
 
 def test_compare_markdown_into_a_missing_folder_is_one_line(tmp_path):
-    proc = _script("scripts/compare.py", "results/baseline", "results/baseline",
-                   "--markdown", str(tmp_path / "missing" / "x.md"))
+    proc = _script(
+        "scripts/compare.py",
+        "results/baseline",
+        "results/baseline",
+        "--markdown",
+        str(tmp_path / "missing" / "x.md"),
+    )
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and "--markdown" in proc.stderr, proc.stderr
     assert not (tmp_path / "missing").exists()
@@ -121,8 +142,15 @@ def test_compare_markdown_into_a_missing_folder_is_one_line(tmp_path):
 def test_long_variant_lists_keep_point_folders_short(tmp_path):
     """Four user variants by import path used to make the point folder name pass 255 bytes."""
     names = ",".join(f"alias_number_{i}_with_a_long_name@tests.fault_variants:correct" for i in range(4))
-    proc = run_cli("-m", f"variants=[{names}]", "batch_size=2,4", "num_classes=5", "timing.enabled=false",
-                   "memory.enabled=false", f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "-m",
+        f"variants=[{names}]",
+        "batch_size=2,4",
+        "num_classes=5",
+        "timing.enabled=false",
+        "memory.enabled=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-1500:]
     folders = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(folders) == 2 and all(len(p.name.encode()) <= 200 for p in folders)
@@ -130,7 +158,14 @@ def test_long_variant_lists_keep_point_folders_short(tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_resumable(tmp_path):
-    cmd = [sys.executable, "-m", "harness", "+sweep=smoke", "timing.min_time_s=0.05", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "+sweep=smoke",
+        "timing.min_time_s=0.05",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.rglob("rows.parquet"))) < 2:

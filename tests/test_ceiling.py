@@ -27,8 +27,9 @@ def test_copy_bandwidth_is_measured_once_per_device(monkeypatch):
 
     def fake_time_call(fn, device, **kwargs):
         calls.append(str(device))
-        fn()                                         # the copy itself runs
-        return TimingStats.of([0.01, 0.02, 0.03])    # median 0.02 s
+        fn()  # the copy itself runs
+        return TimingStats.of([0.01, 0.02, 0.03])  # median 0.02 s
+
     monkeypatch.setattr(ceiling, "time_call", fake_time_call)
     monkeypatch.setitem(ceiling.COPY_BYTES, "cpu", 1 << 20)
     ceiling._copy_bandwidth_gbps.cache_clear()
@@ -36,7 +37,7 @@ def test_copy_bandwidth_is_measured_once_per_device(monkeypatch):
         first = ceiling.copy_bandwidth_gbps("cpu")
         second = ceiling.copy_bandwidth_gbps("cpu")
     finally:
-        ceiling._copy_bandwidth_gbps.cache_clear()   # no fake figure leaks into other tests
+        ceiling._copy_bandwidth_gbps.cache_clear()  # no fake figure leaks into other tests
     assert calls == ["cpu"]
     assert first == second == pytest.approx(2 * (1 << 20) / 0.02 / 1e9)
 

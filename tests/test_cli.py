@@ -33,8 +33,11 @@ def test_every_sweep_composes_and_names_its_command(sweep):
     cfg = _compose(sweep)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     assert cfg.hydra.sweeper.params, "a sweep file must set hydra.sweeper.params"
-    comments = [line for line in (Path(CONF_DIR) / "sweep" / f"{sweep}.yaml").read_text().splitlines()
-                if line.startswith("#") and "@package" not in line]
+    comments = [
+        line
+        for line in (Path(CONF_DIR) / "sweep" / f"{sweep}.yaml").read_text().splitlines()
+        if line.startswith("#") and "@package" not in line
+    ]
     assert comments[0].startswith(f"# python -m harness +sweep={sweep}")
 
 
@@ -61,23 +64,49 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_every_row_with_the_schema(smoke):
     out, proc = smoke
     files = sorted(out.rglob("rows.parquet"))
-    assert len(files) == math.prod(len(str(v).split(",")) for v in _compose("smoke").hydra.sweeper.params.values())
+    assert len(files) == math.prod(
+        len(str(v).split(",")) for v in _compose("smoke").hydra.sweeper.params.values()
+    )
     for f in files:
         assert pq.read_schema(f).remove_metadata().equals(SCHEMA), f
     rows = load(out)
     assert len(rows) == _expected_rows("smoke")
     assert "24/24 points written" in proc.stdout
-    assert "[24/24, 0 left" in proc.stdout + proc.stderr   # progress, readable without a TTY
+    assert "[24/24, 0 left" in proc.stdout + proc.stderr  # progress, readable without a TTY
 
 
 def test_smoke_fills_every_column_of_a_measured_row(smoke):
     rows = load(smoke[0])
     ok = rows[(rows.status == "ok") & (rows["mode"] == "fwd_bwd")]
     assert len(ok) > 0
-    always = ["loss", "loss_ref", "loss_rel_err", "grad_rel_err", "nan_count", "inf_count", "time_median_s",
-              "time_iqr_s", "time_min_s", "reps", "peak_mem_bytes", "bytes_moved", "gbps", "run_id", "sweep",
-              "timestamp", "git_commit", "torch_version", "python_version", "device_name", "num_threads",
-              "harness_version", "loss_rel_err_total", "err_vs_native", "device_copy_gbps", "pct_of_floor"]
+    always = [
+        "loss",
+        "loss_ref",
+        "loss_rel_err",
+        "grad_rel_err",
+        "nan_count",
+        "inf_count",
+        "time_median_s",
+        "time_iqr_s",
+        "time_min_s",
+        "reps",
+        "peak_mem_bytes",
+        "bytes_moved",
+        "gbps",
+        "run_id",
+        "sweep",
+        "timestamp",
+        "git_commit",
+        "torch_version",
+        "python_version",
+        "device_name",
+        "num_threads",
+        "harness_version",
+        "loss_rel_err_total",
+        "err_vs_native",
+        "device_copy_gbps",
+        "pct_of_floor",
+    ]
     assert ok[always].notna().all().all(), ok[always].isna().sum()[lambda s: s > 0]
     assert (ok.reps == ok.time_samples_s.map(len)).all()
     assert (ok.sweep == "smoke").all() and ok.run_id.nunique() == 1
@@ -103,18 +132,27 @@ def test_resume_recomputes_exactly_the_missing_point(smoke, tmp_path):
     proc = run_cli("+sweep=smoke", f"hydra.sweep.dir={run}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert victim.exists() and pq.read_metadata(victim).num_rows == n_victim
-    assert all(f.stat().st_mtime_ns == t for f, t in before.items())   # nothing else rewritten
+    assert all(f.stat().st_mtime_ns == t for f, t in before.items())  # nothing else rewritten
     assert f"({len(files) - 1} resumed" in proc.stdout
     rows = load(run)
     assert len(rows) == len(load(smoke[0]))
-    assert not rows.duplicated(["variant", "targets", "num_classes", "dtype", "logit_scale", "mode", "seed"]).any()
+    assert not rows.duplicated(
+        ["variant", "targets", "num_classes", "dtype", "logit_scale", "mode", "seed"]
+    ).any()
 
 
 def test_faulty_variants_become_rows_and_the_rest_still_runs(tmp_path):
     out = tmp_path / "run"
-    variants = ",".join(f"tests.fault_variants:{n}" for n in ("raises", "not_scalar", "detached", "out_of_memory"))
-    proc = run_cli(f"variants=[{variants},torch_cross_entropy]", "timing.enabled=false", f"hydra.run.dir={out}",
-                   "num_classes=10", "batch_size=4")
+    variants = ",".join(
+        f"tests.fault_variants:{n}" for n in ("raises", "not_scalar", "detached", "out_of_memory")
+    )
+    proc = run_cli(
+        f"variants=[{variants},torch_cross_entropy]",
+        "timing.enabled=false",
+        f"hydra.run.dir={out}",
+        "num_classes=10",
+        "batch_size=4",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = load(out).set_index(["variant", "mode"])
     status = rows.status.to_dict()
@@ -126,7 +164,7 @@ def test_faulty_variants_become_rows_and_the_rest_still_runs(tmp_path):
     assert status[("tests.fault_variants:detached", "fwd_bwd")] == "error"
     assert "always fails" in rows.loc[("tests.fault_variants:raises", "fwd"), "message"]
     assert "shape [4]" in rows.loc[("tests.fault_variants:not_scalar", "fwd"), "message"]
-    assert rows.time_median_s.isna().all()    # accuracy-only: timing off
+    assert rows.time_median_s.isna().all()  # accuracy-only: timing off
 
 
 def test_bad_setting_in_a_sweep_stops_before_the_sweep_dir_exists(tmp_path):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.compare import (Thresholds, UnusableInput, compare, load_run, min_p_value, time_verdict)
+from harness.compare import Thresholds, UnusableInput, compare, load_run, min_p_value, time_verdict
 from harness.report.compare import console, markdown, plot
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.results import SCHEMA, write_rows
@@ -25,19 +25,47 @@ from tests.conftest import REPO, run_cli
 SCRIPT = REPO / "scripts" / "compare.py"
 U32 = unit_roundoff(DTYPES["fp32"])
 
-ENV = {"device_name": "CPU model A", "torch_version": "2.13.0", "num_threads": 2,
-       "git_commit": "abc123", "git_dirty": False, "python_version": "3.11.7"}
+ENV = {
+    "device_name": "CPU model A",
+    "torch_version": "2.13.0",
+    "num_threads": 2,
+    "git_commit": "abc123",
+    "git_dirty": False,
+    "python_version": "3.11.7",
+}
 
 
-def row(variant: str = "v", mode: str = "fwd", samples=None, status: str = "ok",
-        loss_err: float = 10 * U32, grad_err: float | None = 10 * U32, mem: int = 4096, **env) -> dict:
+def row(
+    variant: str = "v",
+    mode: str = "fwd",
+    samples=None,
+    status: str = "ok",
+    loss_err: float = 10 * U32,
+    grad_err: float | None = 10 * U32,
+    mem: int = 4096,
+    **env,
+) -> dict:
     """One results row (SCHEMA columns a comparison reads) at a fixed fp32 point."""
     samples = list(samples) if samples is not None else [1e-3] * 10
-    return {"variant": variant, "targets": "soft", "batch_size": 32, "num_classes": 10, "dtype": "fp32",
-            "logit_scale": 1.0, "device": "cpu", "mode": mode, "seed": 0, "status": status,
-            "loss_rel_err": loss_err, "grad_rel_err": grad_err if mode == "fwd_bwd" else None,
-            "time_median_s": float(np.median(samples)), "time_samples_s": samples,
-            "reps": len(samples), "peak_mem_bytes": mem, **{**ENV, **env}}
+    return {
+        "variant": variant,
+        "targets": "soft",
+        "batch_size": 32,
+        "num_classes": 10,
+        "dtype": "fp32",
+        "logit_scale": 1.0,
+        "device": "cpu",
+        "mode": mode,
+        "seed": 0,
+        "status": status,
+        "loss_rel_err": loss_err,
+        "grad_rel_err": grad_err if mode == "fwd_bwd" else None,
+        "time_median_s": float(np.median(samples)),
+        "time_samples_s": samples,
+        "reps": len(samples),
+        "peak_mem_bytes": mem,
+        **{**ENV, **env},
+    }
 
 
 def frame(*rows: dict) -> pd.DataFrame:
@@ -53,10 +81,16 @@ def draws(seed: int, n: int, median: float, sigma: float) -> np.ndarray:
 
 
 def test_identical_runs_report_no_regression():
-    base = frame(row("a", samples=draws(0, 20, 1e-3, 0.05)), row("b", "fwd_bwd", samples=draws(1, 20, 2e-3, 0.05)))
+    base = frame(
+        row("a", samples=draws(0, 20, 1e-3, 0.05)), row("b", "fwd_bwd", samples=draws(1, 20, 2e-3, 0.05))
+    )
     c = compare(base, base.copy())
     assert c.exit_code == 0
-    assert set(c.rows["time"]) == {"same"} and set(c.rows["accuracy"]) == {"same"} and set(c.rows["memory"]) == {"same"}
+    assert (
+        set(c.rows["time"]) == {"same"}
+        and set(c.rows["accuracy"]) == {"same"}
+        and set(c.rows["memory"]) == {"same"}
+    )
     assert "no regression" in console(c)
 
 
@@ -84,7 +118,7 @@ def test_three_percent_shift_is_not_flagged_even_when_significant():
     # keeps it from being a regression (asv's rule needs both).
     b, n = draws(0, 200, 1e-3, 0.05), draws(1, 200, 1.03e-3, 0.05)
     verdict, ratio, p = time_verdict(b, n, Thresholds())
-    assert p < Thresholds().alpha and 1.0 < ratio < 1.1   # the premise: significant, small
+    assert p < Thresholds().alpha and 1.0 < ratio < 1.1  # the premise: significant, small
     assert verdict == "same"
 
 
@@ -100,14 +134,16 @@ def test_large_ratio_without_significance_is_not_flagged():
     # cannot tell the two sets apart, so this is noise.
     b, n = draws(3, 10, 1e-3, 0.6), draws(4, 10, 1e-3, 0.6)
     verdict, ratio, p = time_verdict(b, n, Thresholds())
-    assert (ratio > 1.1 or ratio < 1 / 1.1) and p > Thresholds().alpha   # the premise
+    assert (ratio > 1.1 or ratio < 1 / 1.1) and p > Thresholds().alpha  # the premise
     assert verdict == "same"
 
 
 def test_too_few_samples_are_never_flagged():
     # 2/C(12,6) = 0.0022 > 0.002 = alpha: six samples per side can never be significant; seven can.
     assert min_p_value(6, 6) > 0.002 > min_p_value(7, 7)
-    c = compare(frame(row("a", samples=[1e-3, 1.01e-3, 0.99e-3])), frame(row("a", samples=[3e-3, 3.1e-3, 2.9e-3])))
+    c = compare(
+        frame(row("a", samples=[1e-3, 1.01e-3, 0.99e-3])), frame(row("a", samples=[3e-3, 3.1e-3, 2.9e-3]))
+    )
     assert c.rows["time"].iloc[0] == "few samples" and c.exit_code == 0
 
 
@@ -116,8 +152,16 @@ def test_too_few_samples_are_never_flagged():
 
 def test_status_flip_to_nonfinite_is_a_regression_across_devices():
     base = frame(row("a", samples=draws(0, 20, 1e-3, 0.05)))
-    new = frame(row("a", status="nonfinite", loss_err=float("nan"), samples=draws(1, 20, 3e-3, 0.05),
-                    device_name="CPU model B", num_threads=8))
+    new = frame(
+        row(
+            "a",
+            status="nonfinite",
+            loss_err=float("nan"),
+            samples=draws(1, 20, 3e-3, 0.05),
+            device_name="CPU model B",
+            num_threads=8,
+        )
+    )
     c = compare(base, new)
     assert c.exit_code == 1
     assert list(c.regressions["kind"]) == ["accuracy"]
@@ -127,10 +171,16 @@ def test_status_flip_to_nonfinite_is_a_regression_across_devices():
     assert list(c.findings.loc[c.findings["kind"] == "time", "role"]) == ["information"]
 
 
-@pytest.mark.parametrize("old_status,new_status,regressed", [
-    ("ok", "inaccurate", True), ("inaccurate", "nonfinite", True), ("nonfinite", "error", True),
-    ("nonfinite", "ok", False), ("ok", "ok", False),
-])
+@pytest.mark.parametrize(
+    "old_status,new_status,regressed",
+    [
+        ("ok", "inaccurate", True),
+        ("inaccurate", "nonfinite", True),
+        ("nonfinite", "error", True),
+        ("nonfinite", "ok", False),
+        ("ok", "ok", False),
+    ],
+)
 def test_status_changes_are_ranked(old_status, new_status, regressed):
     c = compare(frame(row("a", status=old_status)), frame(row("a", status=new_status)))
     assert c.exit_code == int(regressed)
@@ -197,13 +247,16 @@ def test_load_run_reads_what_write_rows_wrote(tmp_path):
     assert len(df) == 1 and len(df["time_samples_s"].iloc[0]) == 8
 
 
-@pytest.mark.parametrize("make,reason", [
-    (lambda d: d / "absent", "no such directory"),
-    (lambda d: d, "no parquet files"),
-    (lambda d: _drop_column(d, "status"), "schema mismatch"),
-    (lambda d: _retype_column(d, "batch_size"), "schema mismatch"),
-    (lambda d: _write(d, row("a"), row("a")), "repeat a configuration key"),
-])
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda d: d / "absent", "no such directory"),
+        (lambda d: d, "no parquet files"),
+        (lambda d: _drop_column(d, "status"), "schema mismatch"),
+        (lambda d: _retype_column(d, "batch_size"), "schema mismatch"),
+        (lambda d: _write(d, row("a"), row("a")), "repeat a configuration key"),
+    ],
+)
 def test_unusable_input_is_one_line(tmp_path, make, reason):
     with pytest.raises(UnusableInput) as err:
         load_run(make(tmp_path))
@@ -224,16 +277,24 @@ def _retype_column(d: Path, col: str) -> Path:
 
 
 def compare_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("new,extra,reason", [
-    ("empty", [], "no parquet files"),
-    ("bad", [], "missing column(s) time_samples_s"),
-    ("good", ["--gate", "speed"], "--gate=speed is not allowed: use all, none, or a comma list of accuracy, time, memory"),
-    ("good", ["--time-factor", "0.9"], "--time-factor=0.9 is not allowed: use a number > 1"),
-])
+@pytest.mark.parametrize(
+    "new,extra,reason",
+    [
+        ("empty", [], "no parquet files"),
+        ("bad", [], "missing column(s) time_samples_s"),
+        (
+            "good",
+            ["--gate", "speed"],
+            "--gate=speed is not allowed: use all, none, or a comma list of accuracy, time, memory",
+        ),
+        ("good", ["--time-factor", "0.9"], "--time-factor=0.9 is not allowed: use a number > 1"),
+    ],
+)
 def test_cli_exit_2_with_one_line_reason(tmp_path, new, extra, reason):
     good = _write(tmp_path / "good", row("a"))
     (tmp_path / "empty").mkdir()

@@ -8,8 +8,13 @@ import pytest
 from harness.results import load
 from harness.studies.flattening import COLUMNS, STUDY_FILE, study_table
 
-SETTINGS = {"num_classes": [4, 10], "dtypes": ["fp16", "fp64"], "start_scales": [1.0, 10.0],
-            "seeds": [0, 1], "iterations": 12}
+SETTINGS = {
+    "num_classes": [4, 10],
+    "dtypes": ["fp16", "fp64"],
+    "start_scales": [1.0, 10.0],
+    "seeds": [0, 1],
+    "iterations": 12,
+}
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,7 @@ def table() -> pd.DataFrame:
 
 def test_columns_and_size(table):
     assert list(table.columns) == COLUMNS
-    assert len(table) == 2 * 2 * 2 * 2 * 13   # C x dtype x scale x seed x (start + 12 steps)
+    assert len(table) == 2 * 2 * 2 * 2 * 13  # C x dtype x scale x seed x (start + 12 steps)
 
 
 @pytest.mark.parametrize("c", [4, 10])
@@ -41,7 +46,7 @@ def test_fp16_reaches_exactly_uniform_and_stays(table):
         first = uniform.idxmax()
         assert uniform[first], "never exactly uniform"
         assert uniform.loc[first:].all()
-        assert run.set_index("iteration").dist_from_uniform[first] == 0.0   # 1/4 is exact in fp16
+        assert run.set_index("iteration").dist_from_uniform[first] == 0.0  # 1/4 is exact in fp16
 
 
 def test_fp64_does_not_reach_exactly_uniform_at_c_10(table):
@@ -60,13 +65,21 @@ def test_bad_setting_is_one_line():
 
 def test_cli_writes_the_table_and_load_skips_it(cli, tmp_path):
     out = tmp_path / "run"
-    proc = cli("+study=flattening", f"hydra.run.dir={out}", "study.num_classes=[4]", "study.dtypes=[fp16]",
-               "study.seeds=[0]", "study.iterations=9")
+    proc = cli(
+        "+study=flattening",
+        f"hydra.run.dir={out}",
+        "study.num_classes=[4]",
+        "study.dtypes=[fp16]",
+        "study.seeds=[0]",
+        "study.iterations=9",
+    )
     assert proc.returncode == 0, proc.stderr
     df = pd.read_parquet(out / STUDY_FILE)
-    assert set(COLUMNS) <= set(df.columns) and len(df) == 3 * 10   # 3 start scales x 10 rows
+    assert set(COLUMNS) <= set(df.columns) and len(df) == 3 * 10  # 3 start scales x 10 rows
     assert "exactly uniform at step" in proc.stdout
-    assert len(load(out)) == 0   # a study table is not rows
+    assert len(load(out)) == 0  # a study table is not rows
     bad = cli("+study=flattening", f"hydra.run.dir={tmp_path / 'bad'}", "study.iterations=0")
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["harness: study.iterations=0 is not allowed: use an integer >= 1"]
+    assert bad.stderr.strip().splitlines() == [
+        "harness: study.iterations=0 is not allowed: use an integer >= 1"
+    ]

@@ -21,12 +21,12 @@ def test_gpu_sweep_axes_are_llm_sized():
     classes, batches = _axis(params, "num_classes"), _axis(params, "batch_size")
     assert set(classes) == {32000, 50257, 128256, 262144}
     assert max(batches) * max(classes) >= 2**30
-    assert 8192 in batches and 128256 in classes          # the headline point of the README
+    assert 8192 in batches and 128256 in classes  # the headline point of the README
     assert set(str(params.dtype).split(",")) == {"fp16", "bf16", "fp32"}
     assert set(_axis(params, "logit_scale")) == {1, 10, 100}
     assert set(str(params.targets).split(",")) == {"hard", "soft"}
     assert cfg.device == "cuda"
-    assert list(cfg.get("variants", [])) == []             # every variant that imports
+    assert list(cfg.get("variants", [])) == []  # every variant that imports
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")

@@ -28,10 +28,14 @@ def _custom_nodes(loss: torch.Tensor) -> list[str]:
 
 
 def _has_custom_backward(v: Variant) -> bool:
-    if v.setup is not None or "cpu" not in v.devices:   # compiled graphs hide their nodes
+    if v.setup is not None or "cpu" not in v.devices:  # compiled graphs hide their nodes
         return False
     z = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    t = torch.tensor([0, 4]) if "hard" in v.targets else torch.softmax(torch.randn(2, 5, dtype=torch.float64), 1)
+    t = (
+        torch.tensor([0, 4])
+        if "hard" in v.targets
+        else torch.softmax(torch.randn(2, 5, dtype=torch.float64), 1)
+    )
     return bool(_custom_nodes(v.fn(z, t)))
 
 
@@ -58,7 +62,7 @@ def test_gradcheck_float64(variant, small_blocks):
     g = torch.Generator().manual_seed(0)
     z = (3 * torch.randn(3, 8, dtype=torch.float64, generator=g)).requires_grad_()
     if "hard" in variant.targets:
-        y = torch.tensor([0, 5, 7])   # first class, a middle chunk, the last (partial) chunk
+        y = torch.tensor([0, 5, 7])  # first class, a middle chunk, the last (partial) chunk
         assert torch.autograd.gradcheck(lambda x: variant.fn(x, y), (z,))
     if "soft" in variant.targets:
         # unnormalised rows (T_b != 1): the T_b * softmax term of the gradient is checked too

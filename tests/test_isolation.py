@@ -20,7 +20,9 @@ LATER = ["torch_cross_entropy", "chunked", "online"]
 
 
 def _statuses(rows):
-    return {(r["variant"], r["mode"]): (r["status"], r.get("loss_rel_err"), r.get("grad_rel_err")) for r in rows}
+    return {
+        (r["variant"], r["mode"]): (r["status"], r.get("loss_rel_err"), r.get("grad_rel_err")) for r in rows
+    }
 
 
 def test_a_scribbling_variant_leaves_later_verdicts_unchanged():
@@ -29,8 +31,10 @@ def test_a_scribbling_variant_leaves_later_verdicts_unchanged():
     rows = run_point(POINT, [scribbler] + [REGISTRY[n] for n in LATER], TIMED, OFF, {})
     own = [r for r in rows if r["variant"] == scribbler.name]
     assert [r["status"] for r in own] == ["wrote_input", "wrote_input"]
-    assert all("wrote into the inputs" in r["message"] and "overwrites_input=True" in r["message"] for r in own)
-    assert all(r.get("time_median_s") is None for r in own)   # not timed on inputs it changed
+    assert all(
+        "wrote into the inputs" in r["message"] and "overwrites_input=True" in r["message"] for r in own
+    )
+    assert all(r.get("time_median_s") is None for r in own)  # not timed on inputs it changed
     after = _statuses([r for r in rows if r["variant"] != scribbler.name])
     assert after == _statuses(clean)
     assert all(s == "ok" for s, _, _ in after.values())
@@ -49,15 +53,18 @@ def test_without_the_guard_the_scribbler_would_corrupt_the_others():
 def test_a_declared_overwriter_gets_a_fresh_copy_every_call():
     declared = get("tests.fault_variants:overwrites_by_design")
     assert declared.overwrites_input
-    rows = run_point(POINT, [declared, REGISTRY["torch_cross_entropy"]], TIMED,
-                     SimpleNamespace(enabled=True), {})
+    rows = run_point(
+        POINT, [declared, REGISTRY["torch_cross_entropy"]], TIMED, SimpleNamespace(enabled=True), {}
+    )
     by = {(r["variant"], r["mode"]): r for r in rows}
     for mode in ("fwd", "fwd_bwd"):
         assert by[(declared.name, mode)]["status"] == "ok"
         assert by[("torch_cross_entropy", mode)]["status"] == "ok"
         assert by[(declared.name, mode)]["reps"] == 3
         # the copy is made outside the memory measurement: same peak as the plain op
-        assert by[(declared.name, mode)]["peak_mem_bytes"] == by[("torch_cross_entropy", mode)]["peak_mem_bytes"]
+        assert (
+            by[(declared.name, mode)]["peak_mem_bytes"] == by[("torch_cross_entropy", mode)]["peak_mem_bytes"]
+        )
 
 
 def test_the_fresh_copy_is_made_outside_the_timed_call():
@@ -66,8 +73,8 @@ def test_the_fresh_copy_is_made_outside_the_timed_call():
     seen = []
 
     def call():
-        seen.append(float(feed.logits.sum()))   # each call must see the original ones ...
-        feed.logits.zero_()                      # ... even though the previous call zeroed them
+        seen.append(float(feed.logits.sum()))  # each call must see the original ones ...
+        feed.logits.zero_()  # ... even though the previous call zeroed them
 
     stats = time_cpu(call, warmup=1, min_reps=4, min_time_s=0.0, max_reps=4, prepare=feed.refresh)
     assert seen == [1000.0] * 5 and len(stats.samples) == 4
@@ -78,19 +85,25 @@ def test_the_guard_compares_bits_and_restores():
     z = torch.tensor([1.0, float("nan"), -0.0])
     t = torch.tensor([3])
     guard = Guard(z, t, names=("logits", "targets"))
-    assert guard.changed() == []                 # NaN == NaN bitwise
-    z[2] = 0.0                                   # -0.0 -> +0.0 is a write
+    assert guard.changed() == []  # NaN == NaN bitwise
+    z[2] = 0.0  # -0.0 -> +0.0 is a write
     t[0] = 4
     assert guard.changed() == ["logits", "targets"]
     assert same_bits(z, torch.tensor([1.0, float("nan"), -0.0])) and int(t[0]) == 3
 
 
 def test_system_exit_and_interrupt_from_a_variant_are_error_rows():
-    names = ["tests.fault_variants:exits_3", "tests.fault_variants:exits_0",
-             "tests.fault_variants:interrupts_itself"]
+    names = [
+        "tests.fault_variants:exits_3",
+        "tests.fault_variants:exits_0",
+        "tests.fault_variants:interrupts_itself",
+    ]
     rows = run_point(POINT, [get(n) for n in names] + [REGISTRY["torch_cross_entropy"]], OFF, OFF, {})
     by = {(r["variant"], r["mode"]): r for r in rows}
     assert by[(names[0], "fwd")]["status"] == "error" and "sys.exit(3)" in by[(names[0], "fwd")]["message"]
     assert by[(names[1], "fwd")]["status"] == "error" and "sys.exit(0)" in by[(names[1], "fwd")]["message"]
-    assert by[(names[2], "fwd_bwd")]["status"] == "error" and "KeyboardInterrupt" in by[(names[2], "fwd_bwd")]["message"]
+    assert (
+        by[(names[2], "fwd_bwd")]["status"] == "error"
+        and "KeyboardInterrupt" in by[(names[2], "fwd_bwd")]["message"]
+    )
     assert by[("torch_cross_entropy", "fwd_bwd")]["status"] == "ok"

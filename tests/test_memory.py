@@ -9,17 +9,18 @@ CPU = torch.device("cpu")
 
 def test_one_new_tensor():
     x = torch.ones(1000, dtype=torch.float32)
-    assert peak_bytes(lambda: x * 2, CPU) == 4000     # one fp32 [1000] result
+    assert peak_bytes(lambda: x * 2, CPU) == 4000  # one fp32 [1000] result
 
 
 def test_freed_temporaries_do_not_add_up():
     x = torch.ones(1000, dtype=torch.float64)
 
     def two_steps():
-        a = x * 2          # 8000 B live
-        del a              # ... freed
-        b = x + 1          # 8000 B again: peak stays 8000, not 16000
+        a = x * 2  # 8000 B live
+        del a  # ... freed
+        b = x + 1  # 8000 B again: peak stays 8000, not 16000
         return b
+
     assert peak_bytes(two_steps, CPU) == 8000
 
 
@@ -31,6 +32,7 @@ def test_live_temporaries_add_up():
         b = a * 2
         c = b * 2
         return a, b, c
+
     assert peak_bytes(three_live, CPU) == 3 * 1000
 
 
@@ -41,6 +43,7 @@ def test_views_and_in_place_ops_allocate_nothing():
         v = x.view(-1)[:100]
         x.mul_(1.0)
         return v.t() if v.dim() == 2 else v
+
     assert peak_bytes(aliasing, CPU) == 0
 
 
@@ -54,4 +57,5 @@ def test_backward_is_seen():
         xr = x.detach().requires_grad_()
         loss = (xr * 3).sum()
         return torch.autograd.grad(loss, xr)
+
     assert peak_bytes(fwd_bwd, CPU) == 2008

@@ -37,11 +37,14 @@ def measured_boundary(rows: pd.DataFrame) -> float:
     return float(failing.index.min()) if len(failing) else math.inf
 
 
-@pytest.mark.parametrize("variant, targets, mechanism", [
-    ("naive_exp", "soft", "prob_underflow"),         # the check: naive_exp, fp32, C = 1000
-    ("softmax_log", "soft", "prob_underflow"),
-    ("naive_exp_gather", "hard", "sum_overflow"),   # the overflow alone (README, Numerics §3)
-])
+@pytest.mark.parametrize(
+    "variant, targets, mechanism",
+    [
+        ("naive_exp", "soft", "prob_underflow"),  # the check: naive_exp, fp32, C = 1000
+        ("softmax_log", "soft", "prob_underflow"),
+        ("naive_exp_gather", "hard", "sum_overflow"),  # the overflow alone (README, Numerics §3)
+    ],
+)
 def test_measured_boundary_is_within_one_grid_step_of_the_prediction(variant, targets, mechanism):
     cfg = _sweep_cfg("num_classes=1000", "dtype=fp32", f"targets={targets}", f"variants=[{variant}]")
     scales = sorted(cfg.scan.logit_scale)
@@ -60,20 +63,33 @@ def test_measured_boundary_is_within_one_grid_step_of_the_prediction(variant, ta
 def test_fp16_at_128256_classes_fails_at_every_scale():
     # theory: C >= 65,520 ones already overflow the fp16 sum, so no scale is safe
     assert predicted_scale("sum_overflow", "fp16", 128256) == 0
-    cfg = _sweep_cfg("num_classes=128256", "dtype=fp16", "targets=hard", "variants=[naive_exp_gather]",
-                     "scan.logit_scale=[0,0.1]", "scan.seed=[0]")
+    cfg = _sweep_cfg(
+        "num_classes=128256",
+        "dtype=fp16",
+        "targets=hard",
+        "variants=[naive_exp_gather]",
+        "scan.logit_scale=[0,0.1]",
+        "scan.seed=[0]",
+    )
     rows = pd.DataFrame(_run(cfg))
     assert set(rows[rows["mode"] == "fwd"].status) == {"nonfinite"}
 
 
 def test_overflow_sweep_cli_stores_theory_next_to_rows(cli, tmp_path):
     out = tmp_path / "sweep"
-    proc = cli("+sweep=overflow", f"hydra.sweep.dir={out}", "num_classes=10", "dtype=fp16,fp32",
-               "targets=hard", "scan.logit_scale=[1,100]", "scan.seed=[0]")
+    proc = cli(
+        "+sweep=overflow",
+        f"hydra.sweep.dir={out}",
+        "num_classes=10",
+        "dtype=fp16,fp32",
+        "targets=hard",
+        "scan.logit_scale=[1,100]",
+        "scan.seed=[0]",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = load(out)
     assert set(rows.logit_scale) == {1.0, 100.0} and set(rows.dtype) == {"fp16", "fp32"}
-    assert (rows.num_threads == 1).all()   # the sweep's num_threads, recorded
+    assert (rows.num_threads == 1).all()  # the sweep's num_threads, recorded
     theory = load_theory(out)
     assert theory is not None
     assert set(theory.dtype) == {"fp16", "fp32"} and set(theory.num_classes) == {10}
@@ -81,4 +97,6 @@ def test_overflow_sweep_cli_stores_theory_next_to_rows(cli, tmp_path):
     # at scale 100 every naive variant fails in fp16 (edges 11.1 and 17.3): measured and predicted
     naive = rows[(rows.variant == "naive_exp_gather") & (rows.dtype == "fp16") & (rows.logit_scale == 100)]
     assert (naive.status == "nonfinite").all()
-    assert (theory[(theory.dtype == "fp16") & (theory.variant == "naive_exp_gather")].predicted_scale < 100).all()
+    assert (
+        theory[(theory.dtype == "fp16") & (theory.variant == "naive_exp_gather")].predicted_scale < 100
+    ).all()

@@ -28,14 +28,16 @@ STABLE = [v for v in VARIANTS if v.stable]
 UNSTABLE = [v for v in VARIANTS if not v.stable]
 
 B = 4
-C = 5000   # > chunked's 4096-class chunk: the last chunk is partial and holds class C - 1
+C = 5000  # > chunked's 4096-class chunk: the last chunk is partial and holds class C - 1
 
 # Per property, the failure mechanisms (registry `breaks_by`) that break it, and why. A variant
 # declaring one of them is a strict expected failure: an unexpected pass fails the suite.
 KNOWN_BREAKS = {
     "shift": {"sum_overflow": "exp(z + 100) overflows fp32 (ln max = 88.7): inf / inf = NaN"},
-    "dominant": {"sum_overflow": "exp(200) overflows fp32: every p is 0 or NaN",
-                 "prob_underflow": "p = exp(-200) rounds to 0 in fp32: 0 * log(0) = 0 * -inf = NaN"},
+    "dominant": {
+        "sum_overflow": "exp(200) overflows fp32: every p is 0 or NaN",
+        "prob_underflow": "p = exp(-200) rounds to 0 in fp32: 0 * log(0) = 0 * -inf = NaN",
+    },
 }
 
 
@@ -48,8 +50,9 @@ def _cases(prop: str, variants: list[Variant]) -> list:
     return out
 
 
-def evaluate(variant: Variant, logits: torch.Tensor, targets: torch.Tensor,
-             grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def evaluate(
+    variant: Variant, logits: torch.Tensor, targets: torch.Tensor, grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The variant's mean loss (and d loss / d logits): setup applied, index targets turned
     into one-hot rows for a variant that takes probabilities only (as the runner does)."""
     fn = variant.setup(variant.fn) if variant.setup is not None else variant.fn
@@ -80,7 +83,10 @@ def _targets_for(variant: Variant) -> list[str]:
 
 def _close(value: float, expected: float, dtype: str = "fp32", atol: float = 0.0) -> bool:
     # The loss tolerance's dtype term (harness/cross_entropy/tolerance.py); atol carries any conditioning term.
-    return math.isfinite(value) and abs(value - expected) <= K_LOSS * unit_roundoff(DTYPES[dtype]) * abs(expected) + atol
+    return (
+        math.isfinite(value)
+        and abs(value - expected) <= K_LOSS * unit_roundoff(DTYPES[dtype]) * abs(expected) + atol
+    )
 
 
 @pytest.mark.parametrize("variant", _cases("shift", VARIANTS))
@@ -160,11 +166,21 @@ def test_stable_variants_stay_finite_in_half_precision(variant, dtype):
             assert torch.isfinite(loss).all() and torch.isfinite(g).all(), f"{kind} scale {scale}: {loss}"
 
 
-@pytest.mark.parametrize("variant", [
-    pytest.param(v, id=v.name, marks=pytest.mark.xfail(
-        strict=True, reason="fp16 underflow edge is 17.3 and ln max 11.1: at scale 100 a probability "
-                            "rounds to 0 or the sum overflows"))
-    for v in UNSTABLE])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(
+            v,
+            id=v.name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="fp16 underflow edge is 17.3 and ln max 11.1: at scale 100 a probability "
+                "rounds to 0 or the sum overflows",
+            ),
+        )
+        for v in UNSTABLE
+    ],
+)
 def test_naive_variants_break_in_fp16_at_scale_100(variant):
     for kind in _targets_for(variant):
         z, t = _draw(kind, scale=100.0, dtype=torch.float16)
@@ -223,7 +239,8 @@ def test_err_vs_native_is_the_error_ratio_floored_at_u():
         expected = max(row["loss_rel_err"], u) / max(native["loss_rel_err"], u)
         assert row["err_vs_native"] == pytest.approx(expected, rel=1e-12)
         assert row["grad_err_vs_native"] == pytest.approx(
-            max(row["grad_rel_err"], u) / max(native["grad_rel_err"], u), rel=1e-12)
+            max(row["grad_rel_err"], u) / max(native["grad_rel_err"], u), rel=1e-12
+        )
     # the same computation as the native op (nll_loss of log_softmax): the same error, ratio 1
     assert rows[("torch_log_softmax_nll", "fwd_bwd")]["err_vs_native"] == pytest.approx(1.0, abs=1e-12)
     assert rows[(ROUNDED.name, "fwd_bwd")]["grad_err_vs_native"] >= 1.0

@@ -53,8 +53,8 @@ def test_the_two_commands_are_shown():
 
 
 def test_the_layout_lists_every_module():
-    layout = README[README.index("## Layout"):]
-    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    layout = README[README.index("## Layout") :]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
     for package in ("harness", "hydra_plugins"):
         for path in sorted((REPO / package).rglob("*.py")):
             if path.name != "__init__.py" and "__pycache__" not in path.parts:

@@ -40,7 +40,7 @@ def test_inputs_are_the_rounded_draw():
     assert torch.equal(a.logits, a.logits_unrounded.to(torch.bfloat16))
     torch.testing.assert_close(a.targets_unrounded.sum(1), torch.ones(3, dtype=torch.float64))
     c = make_inputs(Point(3, 11, "bf16", 1.0, "cpu", "hard", seed=5))
-    assert torch.equal(c.logits, a.logits)          # the target kind does not change the logits
+    assert torch.equal(c.logits, a.logits)  # the target kind does not change the logits
     assert c.targets.dtype == torch.int64 and int(c.targets.max()) < 11
 
 
@@ -53,8 +53,24 @@ CASES = adversarial.cases()
 
 def test_the_adversarial_set_covers_what_it_claims():
     names = " ".join(c.name for c in CASES)
-    for part in ("C=2 ", "C=3 ", "C=10 ", "C=1000 ", "margin=0 ", "margin=800 ", "tied", "all equal",
-                 "scale=0.001", "scale=10000", "fp16", "bf16", "fp32", "fp64", "sum 1-3u", "sum 1+3u"):
+    for part in (
+        "C=2 ",
+        "C=3 ",
+        "C=10 ",
+        "C=1000 ",
+        "margin=0 ",
+        "margin=800 ",
+        "tied",
+        "all equal",
+        "scale=0.001",
+        "scale=10000",
+        "fp16",
+        "bf16",
+        "fp32",
+        "fp64",
+        "sum 1-3u",
+        "sum 1+3u",
+    ):
         assert part in names + " ", part
     assert len(CASES) >= 300
 

@@ -20,8 +20,17 @@ from harness.report.build import FIGURES
 from harness.results import SCHEMA, load, write_rows
 
 REPO = Path(__file__).resolve().parent.parent
-TIME_COLUMNS = ["time_median_s", "time_iqr_s", "time_min_s", "reps", "time_samples_s", "gbps",
-                "floor_time_s", "pct_of_floor", "device_copy_gbps"]
+TIME_COLUMNS = [
+    "time_median_s",
+    "time_iqr_s",
+    "time_min_s",
+    "reps",
+    "time_samples_s",
+    "gbps",
+    "floor_time_s",
+    "pct_of_floor",
+    "device_copy_gbps",
+]
 
 
 def smoke_run_dir(tmp_path_factory) -> Path:
@@ -30,8 +39,13 @@ def smoke_run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.getbasetemp() / "report-smoke-run"
     done = run / ".complete"
     if not done.exists():
-        proc = subprocess.run([sys.executable, "-m", "harness", "+sweep=smoke", f"hydra.sweep.dir={run}"],
-                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "+sweep=smoke", f"hydra.sweep.dir={run}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         done.touch()
     return run
@@ -113,6 +127,7 @@ def figure_blocks(index: Path) -> tuple[set[str], str]:
 
 # --- a real smoke run ---------------------------------------------------------------------
 
+
 def test_smoke_report_has_every_figure_as_real_png_and_svg(smoke_report):
     out = smoke_report.parent
     drawn, text = figure_blocks(smoke_report)
@@ -158,8 +173,12 @@ def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_ru
     table = fastest(rows, data.variant_order(rows["variant"].unique()))
     assert isinstance(table, pd.DataFrame) and len(table)
     for _, r in table.iterrows():
-        group = rows[(rows["dtype"] == r["dtype"]) & (rows["num_classes"] == int(r["C"].replace(",", "")))
-                     & (rows["batch_size"] == int(r["B"])) & (rows["mode"] == r["mode"])]
+        group = rows[
+            (rows["dtype"] == r["dtype"])
+            & (rows["num_classes"] == int(r["C"].replace(",", "")))
+            & (rows["batch_size"] == int(r["B"]))
+            & (rows["mode"] == r["mode"])
+        ]
         mine = group[group["variant"] == r["fastest ok variant"]]
         assert (mine["status"] == "ok").all()
         ok_variants = group.groupby("variant")["status"].agg(lambda s: (s == "ok").all())
@@ -168,6 +187,7 @@ def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_ru
 
 
 # --- thin runs ----------------------------------------------------------------------------
+
 
 def test_accuracy_only_run_reports_speed_as_no_data(smoke_run, tmp_path):
     rows = fp32_rows(smoke_run)
@@ -182,9 +202,26 @@ def test_accuracy_only_run_reports_speed_as_no_data(smoke_run, tmp_path):
 
 def _error_row(base: pd.Series, variant: str, message: str) -> dict:
     row = {c: None for c in SCHEMA.names}
-    keep = ["targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed",
-            "run_id", "sweep", "timestamp", "git_commit", "git_dirty", "torch_version", "python_version",
-            "device_name", "num_threads", "harness_version"]
+    keep = [
+        "targets",
+        "batch_size",
+        "num_classes",
+        "dtype",
+        "logit_scale",
+        "device",
+        "mode",
+        "seed",
+        "run_id",
+        "sweep",
+        "timestamp",
+        "git_commit",
+        "git_dirty",
+        "torch_version",
+        "python_version",
+        "device_name",
+        "num_threads",
+        "harness_version",
+    ]
     row.update({k: base[k] for k in keep})
     row.update(variant=variant, status="error", message=message)
     return row
@@ -193,9 +230,17 @@ def _error_row(base: pd.Series, variant: str, message: str) -> dict:
 def test_run_with_error_rows_lists_them_escaped(smoke_run, tmp_path):
     rows = fp32_rows(smoke_run)
     evil = "<script>alert(1)</script>"
-    extra = pd.DataFrame([_error_row(rows.iloc[0], evil, "RuntimeError: <b>bad</b> & worse"),
-                          _error_row(rows.iloc[1], "tests.fault_variants:raises", "RuntimeError: this variant always fails")])
-    index = build_report(write_frame(pd.concat([rows, extra], ignore_index=True), tmp_path / "run"), tmp_path / "out")
+    extra = pd.DataFrame(
+        [
+            _error_row(rows.iloc[0], evil, "RuntimeError: <b>bad</b> & worse"),
+            _error_row(
+                rows.iloc[1], "tests.fault_variants:raises", "RuntimeError: this variant always fails"
+            ),
+        ]
+    )
+    index = build_report(
+        write_frame(pd.concat([rows, extra], ignore_index=True), tmp_path / "run"), tmp_path / "out"
+    )
     text = index.read_text(encoding="utf-8")
     assert evil not in text and "<script" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -206,8 +251,12 @@ def test_run_with_error_rows_lists_them_escaped(smoke_run, tmp_path):
 
 def test_single_point_run_reports(smoke_run, tmp_path):
     rows = load(smoke_run)
-    one = rows[(rows["num_classes"] == rows["num_classes"].min()) & (rows["dtype"] == "fp32")
-               & (rows["logit_scale"] == rows["logit_scale"].min()) & (rows["targets"] == "hard")]
+    one = rows[
+        (rows["num_classes"] == rows["num_classes"].min())
+        & (rows["dtype"] == "fp32")
+        & (rows["logit_scale"] == rows["logit_scale"].min())
+        & (rows["targets"] == "hard")
+    ]
     assert one[["num_classes", "dtype", "logit_scale", "targets"]].drop_duplicates().shape[0] == 1
     index = build_report(write_frame(one, tmp_path / "run"), tmp_path / "out")
     drawn, text = figure_blocks(index)
@@ -225,27 +274,41 @@ def test_empty_run_says_no_data_everywhere(tmp_path):
 
 
 def test_missing_theory_is_said_not_fatal(smoke_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "theory_module", lambda: (None, "harness.cross_entropy.theory does not import (test)"))
+    monkeypatch.setattr(
+        data, "theory_module", lambda: (None, "harness.cross_entropy.theory does not import (test)")
+    )
     index = build_report(write_frame(fp32_rows(smoke_run), tmp_path / "run"), tmp_path / "out")
     drawn, text = figure_blocks(index)
-    assert FIGURES["breaks"].stem in drawn          # measured cells do not need the theory
+    assert FIGURES["breaks"].stem in drawn  # measured cells do not need the theory
     assert "harness.cross_entropy.theory does not import (test)" in text
 
 
 # --- the repeated-softmax study -----------------------------------------------------------
+
 
 def _flattening_table(classes=(4, 16), dtypes=("fp16", "fp32"), steps=6) -> pd.DataFrame:
     """What the study records, computed here: softmax applied repeatedly from s*N(0,1)."""
     out = []
     for c in classes:
         for dt in dtypes:
-            x = (3.0 * torch.randn(c, generator=torch.Generator().manual_seed(c), dtype=torch.float64)).to(data.DTYPES[dt])
+            x = (3.0 * torch.randn(c, generator=torch.Generator().manual_seed(c), dtype=torch.float64)).to(
+                data.DTYPES[dt]
+            )
             prev = None
             for it in range(1, steps + 1):
                 x = torch.softmax(x.float(), 0).to(x.dtype)
                 d = float((x.double() - 1.0 / c).norm())
-                out.append({"num_classes": c, "dtype": dt, "start_scale": 3.0, "seed": 0, "iteration": it,
-                            "dist_from_uniform": d, "step_ratio": d / prev if prev else float("nan")})
+                out.append(
+                    {
+                        "num_classes": c,
+                        "dtype": dt,
+                        "start_scale": 3.0,
+                        "seed": 0,
+                        "iteration": it,
+                        "dist_from_uniform": d,
+                        "step_ratio": d / prev if prev else float("nan"),
+                    }
+                )
                 prev = d
     return pd.DataFrame(out)
 
@@ -255,7 +318,7 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
     run = write_frame(rows, tmp_path / "run")
     (run / "study").mkdir()
     _flattening_table().to_parquet(run / "study" / data.STUDY_FILE)
-    assert len(load(run)) == len(rows)   # the study table is not rows
+    assert len(load(run)) == len(rows)  # the study table is not rows
     index = build_report(run, tmp_path / "out")
     drawn, _ = figure_blocks(index)
     assert FIGURES["flattening"].stem in drawn
@@ -264,6 +327,7 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
 
 
 # --- shaping ------------------------------------------------------------------------------
+
 
 def test_variant_order_is_registry_then_sorted_unknowns():
     from harness.cross_entropy.variants import names
@@ -279,7 +343,7 @@ def test_colours_are_fixed_per_variant_and_wrong_formulas_marked():
     reg = names()
     full = data.styles(reg)
     part = data.styles([reg[-1], "user.mod:fn"])
-    assert part[reg[-1]].color == full[reg[-1]].color   # independent of which others ran
+    assert part[reg[-1]].color == full[reg[-1]].color  # independent of which others ran
     assert len({s.color for s in full.values()}) == len(reg)
     for name, st in full.items():
         assert st.wrong == bool(REGISTRY[name].expected_wrong)
@@ -291,9 +355,19 @@ def test_first_failing_scale_is_smallest_nonfinite_scale_per_seed():
     for seed, first_bad in ((0, 10.0), (1, 100.0), (2, None)):
         for s in (1.0, 10.0, 100.0):
             bad = first_bad is not None and s >= first_bad
-            rows.append({"variant": "naive_exp", "dtype": "fp16", "num_classes": 10, "targets": "hard",
-                         "batch_size": 4, "mode": "fwd", "seed": seed, "logit_scale": s,
-                         "status": "nonfinite" if bad else "ok"})
+            rows.append(
+                {
+                    "variant": "naive_exp",
+                    "dtype": "fp16",
+                    "num_classes": 10,
+                    "targets": "hard",
+                    "batch_size": 4,
+                    "mode": "fwd",
+                    "seed": seed,
+                    "logit_scale": s,
+                    "status": "nonfinite" if bad else "ok",
+                }
+            )
     got = data.first_failing_scale(pd.DataFrame(rows), ["naive_exp"]).set_index("seed")
     assert got.loc[0, "first_failing"] == 10.0 and got.loc[1, "first_failing"] == 100.0
     assert np.isnan(got.loc[2, "first_failing"]) and got.loc[2, "max_scale"] == 100.0
@@ -301,9 +375,15 @@ def test_first_failing_scale_is_smallest_nonfinite_scale_per_seed():
 
 # --- the command line ---------------------------------------------------------------------
 
+
 def test_cli_bad_run_dir_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/report.py", str(tmp_path / "nope")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "RUN_DIR" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -312,8 +392,13 @@ def test_cli_bad_run_dir_is_one_line(tmp_path):
 def test_cli_prints_index_path_and_time(smoke_run, tmp_path):
     one = fp32_rows(smoke_run)
     run = write_frame(one[one["num_classes"] == one["num_classes"].min()], tmp_path / "run")
-    proc = subprocess.run([sys.executable, "scripts/report.py", str(run), "--out", str(tmp_path / "r")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", str(run), "--out", str(tmp_path / "r")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     index = tmp_path / "r" / "index.html"
     assert index.is_file()

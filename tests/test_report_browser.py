@@ -21,13 +21,25 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 # Flags: no sandbox (containers run as root), no GPU, and nothing that would reach the
 # network on its own (QUIC, component updates, sync, background fetches).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--hide-scrollbars",
+]
 
 # What Chromium writes to stderr for page problems: console messages from the page
 # ("CONSOLE(...)"), uncaught exceptions, and resources that failed to load.
-PAGE_ERROR = re.compile(r"CONSOLE|Uncaught|ERR_FILE_NOT_FOUND|Failed to load resource|Not allowed to load", re.I)
+PAGE_ERROR = re.compile(
+    r"CONSOLE|Uncaught|ERR_FILE_NOT_FOUND|Failed to load resource|Not allowed to load", re.I
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +55,21 @@ def screenshot(chromium: Path, page: Path, tmp_path: Path, size: str = "1400,400
     """Open `page` from disk headless; return the screenshot and the stderr lines that
     report a page problem."""
     shot = tmp_path / "shot.png"
-    profile = tmp_path / "profile"   # a new, empty profile: no state from earlier runs
+    profile = tmp_path / "profile"  # a new, empty profile: no state from earlier runs
     profile.mkdir()
     proc = subprocess.run(
-        [str(chromium), *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
-         f"--window-size={size}", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            str(chromium),
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            f"--window-size={size}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     return shot, [line for line in proc.stderr.splitlines() if PAGE_ERROR.search(line)]
 

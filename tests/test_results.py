@@ -8,17 +8,27 @@ from harness.results import SCHEMA, load, stored_key, write_rows
 
 
 def _row(variant="torch_cross_entropy", status="ok"):
-    return {"variant": variant, "targets": "soft", "batch_size": 2, "num_classes": 3, "dtype": "fp32",
-            "logit_scale": 1.0, "device": "cpu", "mode": "fwd", "seed": 0, "status": status,
-            "time_samples_s": [1e-3, 2e-3]}
+    return {
+        "variant": variant,
+        "targets": "soft",
+        "batch_size": 2,
+        "num_classes": 3,
+        "dtype": "fp32",
+        "logit_scale": 1.0,
+        "device": "cpu",
+        "mode": "fwd",
+        "seed": 0,
+        "status": status,
+        "time_samples_s": [1e-3, 2e-3],
+    }
 
 
 def test_write_is_atomic_and_tagged(tmp_path):
     (tmp_path / "job").mkdir()
-    (tmp_path / "job" / ".rows.parquet.123.tmp").write_bytes(b"half a file")   # a killed write
+    (tmp_path / "job" / ".rows.parquet.123.tmp").write_bytes(b"half a file")  # a killed write
     path = write_rows([_row()], tmp_path / "job", "abc123")
     assert path.name == "rows.parquet" and stored_key(tmp_path / "job") == "abc123"
-    assert [p.name for p in (tmp_path / "job").iterdir()] == ["rows.parquet"]    # stale temp gone
+    assert [p.name for p in (tmp_path / "job").iterdir()] == ["rows.parquet"]  # stale temp gone
     assert pq.read_schema(path).remove_metadata().equals(SCHEMA)
 
 

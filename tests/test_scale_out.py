@@ -20,7 +20,16 @@ from .conftest import REPO, run_cli
 
 # Accuracy-only smoke sweep: the launchers and the kill test are about rows, not timings.
 ACCURACY_SMOKE = ("+sweep=smoke", "timing.enabled=false", "memory.enabled=false")
-ACCURACY_COLUMNS = [*KEY_COLUMNS, "status", "loss", "loss_ref", "loss_rel_err", "grad_rel_err", "nan_count", "inf_count"]
+ACCURACY_COLUMNS = [
+    *KEY_COLUMNS,
+    "status",
+    "loss",
+    "loss_ref",
+    "loss_rel_err",
+    "grad_rel_err",
+    "nan_count",
+    "inf_count",
+]
 
 
 def _accuracy(run_dir) -> pd.DataFrame:
@@ -38,7 +47,9 @@ def basic_run(tmp_path_factory):
 
 def test_joblib_gives_the_same_accuracy_rows(basic_run, tmp_path):
     out = tmp_path / "joblib"
-    proc = run_cli(*ACCURACY_SMOKE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={out}")
+    proc = run_cli(
+        *ACCURACY_SMOKE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={out}"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     pd.testing.assert_frame_equal(_accuracy(out), _accuracy(basic_run))
 
@@ -59,15 +70,27 @@ def test_submitit_local_gives_the_same_accuracy_rows(basic_run, tmp_path):
 def test_parallel_timing_is_refused_unless_forced(tmp_path):
     proc = run_cli("-m", "hydra/launcher=joblib", "batch_size=8,16", f"hydra.sweep.dir={tmp_path / 'x'}")
     assert proc.returncode == 2 and "timing.enabled=false" in proc.stderr
-    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "batch_size=8,16",
-                   "variants=[torch_cross_entropy]", f"hydra.sweep.dir={tmp_path / 'y'}")
-    assert proc.returncode == 0, proc.stderr[-2000:]   # one job at a time: timings are fine
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=1",
+        "batch_size=8,16",
+        "variants=[torch_cross_entropy]",
+        f"hydra.sweep.dir={tmp_path / 'y'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]  # one job at a time: timings are fine
 
 
 def _start(out) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness", *ACCURACY_SMOKE, f"hydra.sweep.dir={out}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *ACCURACY_SMOKE, f"hydra.sweep.dir={out}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
 
 
 def test_kill_minus_9_at_random_moments_then_resume(basic_run, tmp_path):
@@ -94,7 +117,7 @@ def test_kill_minus_9_at_random_moments_then_resume(basic_run, tmp_path):
         assert proc.returncode == -signal.SIGKILL, f"trial {trial}: the sweep ended before the kill"
         for f in out.rglob("*.parquet"):
             if not any(part.startswith(".") for part in f.relative_to(out).parts):
-                pq.read_table(f)   # a visible file is always whole
+                pq.read_table(f)  # a visible file is always whole
     done = run_cli(*ACCURACY_SMOKE, f"hydra.sweep.dir={out}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{total}/{total} points written" in done.stdout

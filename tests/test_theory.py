@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from harness.dtypes import DTYPES
-from harness.cross_entropy.theory import (THEORY_FILE, breaking_variants, dtype_edges_table, load_theory, log_overflow_edge,
-                            median_max_normal, predicted_scale, theory_table, write_theory)
+from harness.cross_entropy.theory import (
+    THEORY_FILE,
+    breaking_variants,
+    dtype_edges_table,
+    load_theory,
+    log_overflow_edge,
+    median_max_normal,
+    predicted_scale,
+    theory_table,
+    write_theory,
+)
 
 
 @pytest.mark.parametrize("c", [1, 10, 1000, 50257, 128256, 10**7])
@@ -29,7 +38,7 @@ def test_median_max_normal_agrees_with_monte_carlo():
 def test_overflow_edge_is_where_rounding_gives_inf(dtype):
     dt = DTYPES[dtype]
     edge = log_overflow_edge(dt)
-    if dt == torch.float64:   # max + ulp/2 is past fp64 itself; in logs it is ln max to 1e-16
+    if dt == torch.float64:  # max + ulp/2 is past fp64 itself; in logs it is ln max to 1e-16
         assert math.isclose(edge, math.log(torch.finfo(dt).max), rel_tol=1e-15)
         return
     below, at = math.exp(edge) * (1 - 1e-6), math.exp(edge) * (1 + 1e-9)
@@ -63,7 +72,7 @@ def _row_median_failing_scale(dtype: torch.dtype, c: int, fails) -> float:
     g = torch.Generator().manual_seed(1)
     z = torch.randn(101, c, dtype=torch.float64, generator=g)
     first = torch.full((101,), math.inf, dtype=torch.float64)
-    for s in torch.logspace(0, 2, 157, dtype=torch.float64).tolist():   # 10^(2/156) = 1.03
+    for s in torch.logspace(0, 2, 157, dtype=torch.float64).tolist():  # 10^(2/156) = 1.03
         bad = fails((s * z).to(dtype)) & torch.isinf(first)
         first[bad] = s
     return first.median().item()
@@ -72,8 +81,8 @@ def _row_median_failing_scale(dtype: torch.dtype, c: int, fails) -> float:
 @pytest.mark.parametrize("dtype", ["fp16", "fp32"])
 def test_predicted_scales_match_simulated_rows(dtype):
     dt = DTYPES[dtype]
-    sum_inf = lambda x: torch.isinf(x.exp().sum(dim=1))                              # noqa: E731
-    p_zero = lambda x: (torch.softmax(x.float(), dim=1).to(dt) == 0).any(dim=1)     # noqa: E731
+    sum_inf = lambda x: torch.isinf(x.exp().sum(dim=1))  # noqa: E731
+    p_zero = lambda x: (torch.softmax(x.float(), dim=1).to(dt) == 0).any(dim=1)  # noqa: E731
     for mechanism, fails in (("sum_overflow", sum_inf), ("prob_underflow", p_zero)):
         predicted = predicted_scale(mechanism, dtype, 1000)
         measured = _row_median_failing_scale(dt, 1000, fails)
@@ -86,7 +95,11 @@ def test_theory_table_shape_and_order():
     # per (dtype, C): one row per mechanism each registered variant declares
     assert len(df) == 2 * 2 * sum(len(m) for m in breaking_variants().values())
     assert set(breaking_variants()) >= {"naive_exp", "naive_exp_gather", "softmax_log"}
-    fp32 = df[(df.dtype == "fp32") & (df.num_classes == 1000)].set_index(["variant", "mechanism"]).predicted_scale
+    fp32 = (
+        df[(df.dtype == "fp32") & (df.num_classes == 1000)]
+        .set_index(["variant", "mechanism"])
+        .predicted_scale
+    )
     # README, Numerics §3: in fp32 the product form breaks by underflow before its sum overflows,
     # the gather form by the overflow; the overflow is the same sum for both.
     assert fp32["naive_exp", "prob_underflow"] < fp32["naive_exp", "sum_overflow"]
@@ -107,7 +120,9 @@ def test_write_and_load_theory(tmp_path):
     import pandas as pd
 
     assert load_theory(tmp_path) is None
-    rows = pd.DataFrame({"dtype": ["fp32", "fp16", "fp32"], "num_classes": [10, 10, 1000], "batch_size": [4, 4, 4]})
+    rows = pd.DataFrame(
+        {"dtype": ["fp32", "fp16", "fp32"], "num_classes": [10, 10, 1000], "batch_size": [4, 4, 4]}
+    )
     write_theory(tmp_path, rows)
     assert (tmp_path / THEORY_FILE).is_file()
     loaded = load_theory(tmp_path)

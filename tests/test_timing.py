@@ -16,13 +16,13 @@ from harness.measure.timing import TimingStats, do_bench_ratio, l2_flush_bytes, 
 def test_stats_of_samples():
     s = TimingStats.of([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (s.median, s.minimum, s.iqr) == (3.0, 1.0, 2.0)
-    assert s.samples == [4.0, 1.0, 3.0, 2.0, 5.0]       # raw samples kept in measured order
+    assert s.samples == [4.0, 1.0, 3.0, 2.0, 5.0]  # raw samples kept in measured order
 
 
 def test_cpu_reps_respect_min_reps_min_time_and_cap():
     calls = []
     stats = time_cpu(lambda: calls.append(1), warmup=2, min_reps=7, min_time_s=0.0, max_reps=100)
-    assert len(stats.samples) == 7 and len(calls) == 9    # 2 warm-up calls are not samples
+    assert len(stats.samples) == 7 and len(calls) == 9  # 2 warm-up calls are not samples
     stats = time_cpu(lambda: time.sleep(0.002), warmup=0, min_reps=1, min_time_s=0.02, max_reps=1000)
     assert sum(stats.samples) >= 0.02 and len(stats.samples) < 20
     stats = time_cpu(lambda: None, warmup=0, min_reps=1, min_time_s=1e9, max_reps=4)
@@ -55,8 +55,9 @@ class _Log:
             def synchronize(self) -> None:
                 log.events.append("sync")
 
-            def elapsed_time(self, end) -> float:      # ms, as CUDA events report
+            def elapsed_time(self, end) -> float:  # ms, as CUDA events report
                 return (end.t - self.t) * 1e3
+
         return Event()
 
 
@@ -74,8 +75,14 @@ def test_cuda_loop_flushes_before_every_sample(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", log.event)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.events.append("device_sync"))
     monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())
-    stats = timing.time_cuda(lambda: log.events.append("fn"), torch.device("cuda"), warmup=2,
-                             min_reps=3, min_time_s=0.0, max_reps=10)
+    stats = timing.time_cuda(
+        lambda: log.events.append("fn"),
+        torch.device("cuda"),
+        warmup=2,
+        min_reps=3,
+        min_time_s=0.0,
+        max_reps=10,
+    )
     assert sizes == [6 * 2**20]
     assert len(stats.samples) == 3
     # Warm-up, one device sync, then per sample: flush, start, fn, end, host waits on end.
@@ -88,7 +95,8 @@ def test_do_bench_ratio_arithmetic_and_off_cuda():
     def fake_bench(fn, return_mode):
         seen.append(return_mode)
         fn()
-        return 2.0                                      # ms
+        return 2.0  # ms
+
     calls = []
     ratio = do_bench_ratio(lambda: calls.append(1), torch.device("cuda"), 0.0021, bench=fake_bench)
     assert ratio == pytest.approx(1.05) and seen == ["median"] and calls == [1]
@@ -102,6 +110,8 @@ def test_cuda_timing_agrees_with_do_bench():
     x = torch.randn(64 * 2**20, device="cuda")
     y = torch.empty_like(x)
     call = lambda: y.copy_(x)  # noqa: E731
-    stats = timing.time_call(call, torch.device("cuda"), warmup=3, min_reps=20, min_time_s=0.05, max_reps=1000)
+    stats = timing.time_call(
+        call, torch.device("cuda"), warmup=3, min_reps=20, min_time_s=0.05, max_reps=1000
+    )
     ratio = do_bench_ratio(call, torch.device("cuda"), stats.median)
     assert 0.9 < ratio < 1.1

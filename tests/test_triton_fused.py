@@ -42,8 +42,10 @@ def ce():
     """The kernel module, imported under the interpreter on CPU; the environment is restored
     after this module's tests (Triton reads the variable again at the first launch)."""
     if not _IN_PROCESS:
-        pytest.skip("triton was imported before this module without the interpreter: "
-                    "test_kernels_in_a_fresh_process runs these tests instead")
+        pytest.skip(
+            "triton was imported before this module without the interpreter: "
+            "test_kernels_in_a_fresh_process runs these tests instead"
+        )
     yield importlib.import_module(MODULE)
     if DEVICE == "cpu":
         if _OLD_INTERPRET is None:
@@ -56,8 +58,13 @@ def test_kernels_in_a_fresh_process():
     if _IN_PROCESS:
         pytest.skip("the kernel tests run in this process")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stdout[-2000:]
 
 
@@ -73,7 +80,7 @@ def make_case(b: int, c: int, dtype: torch.dtype, kind: str, seed: int = 0):
     else:
         t = torch.randn(b, c, dtype=torch.float64, generator=g).softmax(dim=1)
         t[0] = 0.1 / (c - 1)
-        t[0, y[0]] = 0.9            # most of row 0's mass on its far-below logit
+        t[0, y[0]] = 0.9  # most of row 0's mass on its far-below logit
         t = t.to(dtype)
     return z.to(dtype).to(DEVICE), t.to(DEVICE)
 
@@ -99,7 +106,7 @@ def test_matches_float64_reference(ce, b, c, block, dtype_name, kind):
     assert grad.dtype == z.dtype and grad.shape == z.shape
     acc = assess(loss, grad, ref, dtype_name)
     assert acc.status == "ok", (acc, tolerance(ref, dtype_name))
-    with torch.no_grad():   # fwd mode: the first pass only, same loss
+    with torch.no_grad():  # fwd mode: the first pass only, same loss
         assert ce.cross_entropy(z, t, block=block).item() == loss.item()
 
 
@@ -111,7 +118,7 @@ def test_large_loss_row_is_large(ce):
 
 
 def test_default_block_and_fp64(ce):
-    z, t = make_case(3, 300, torch.float64, "soft")   # B = 3: 1/B is not exact in binary
+    z, t = make_case(3, 300, torch.float64, "soft")  # B = 3: 1/B is not exact in binary
     ref = reference(z, t, "soft")
     loss, grad = fwd_bwd(ce.cross_entropy, z, t)
     assert assess(loss, grad, ref, "fp64").status == "ok"
@@ -168,7 +175,9 @@ def test_registered_for_cuda_with_both_target_kinds():
 
 
 def test_import_harness_does_not_import_triton():
-    code = "import sys, harness, harness.cross_entropy.variants, harness.runner; print('triton' in sys.modules)"
+    code = (
+        "import sys, harness, harness.cross_entropy.variants, harness.runner; print('triton' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
@@ -195,6 +204,8 @@ _FAR_ROWS = textwrap.dedent("""
 
 def test_row_offsets_past_2_31_elements():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, "-c", _FAR_ROWS], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _FAR_ROWS], capture_output=True, text=True, timeout=120, env=env
+    )
     assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-500:]}"
     assert float(out.stdout.strip()) < 1e-4

@@ -33,7 +33,9 @@ def _cases():
 def test_correct_variants_match_float64(variant, kind, dtype):
     # C=37 is not a power of two (no lucky reduction tree); scale 3 keeps every variant,
     # naive ones included, far from its overflow and underflow edges.
-    point = Point(batch_size=8, num_classes=37, dtype=dtype, logit_scale=3.0, device="cpu", targets=kind, seed=1)
+    point = Point(
+        batch_size=8, num_classes=37, dtype=dtype, logit_scale=3.0, device="cpu", targets=kind, seed=1
+    )
     inputs = make_inputs(point)
     ref = reference(inputs.logits, inputs.targets, kind)
     targets = inputs.for_variant(variant.wants_one_hot(kind))
@@ -58,7 +60,9 @@ def assert_closed_form(variant) -> None:
         assert (got - F.cross_entropy(z, t)).abs() > 1e-3, "a wrong variant that equals the loss"
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, id=v.name) for v in REGISTRY.values() if v.expected_wrong])
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, id=v.name) for v in REGISTRY.values() if v.expected_wrong]
+)
 def test_wrong_variants_compute_their_declared_closed_form(variant):
     assert_closed_form(variant)
 
@@ -74,8 +78,10 @@ def test_broadcast_bug_equals_its_closed_form(num_classes):
     """seed_lse_labels_broadcast = CE - (C-1) * mean_b(zy_b) for any targets (README, Numerics §1)."""
     g = torch.Generator().manual_seed(num_classes)
     z = 4 * torch.randn(6, num_classes, dtype=torch.float64, generator=g)
-    for t in (torch.randn(6, num_classes, dtype=torch.float64, generator=g).softmax(1),
-              torch.rand(6, num_classes, dtype=torch.float64, generator=g)):
+    for t in (
+        torch.randn(6, num_classes, dtype=torch.float64, generator=g).softmax(1),
+        torch.rand(6, num_classes, dtype=torch.float64, generator=g),
+    ):
         got = REGISTRY["seed_lse_labels_broadcast"].fn(z, t)
         closed = F.cross_entropy(z, t) - (num_classes - 1) * _shifted_zy(z, t).mean()
         torch.testing.assert_close(got, closed, rtol=1e-12, atol=1e-12)
@@ -107,8 +113,16 @@ def test_registry_entries_are_complete():
         assert v.targets <= {"soft", "hard"} and v.targets, v.name
         assert v.description, f"{v.name} needs a description"
     assert REGISTRY["seed_lse_labels_broadcast"].expected_wrong
-    for name in ("softmax_log", "seed_lse_zy", "seed_labels_logsoftmax", "seed_lse_labels",
-                 "seed_lse_labels_broadcast", "naive_exp", "torch_cross_entropy", "torch_log_softmax_nll"):
+    for name in (
+        "softmax_log",
+        "seed_lse_zy",
+        "seed_labels_logsoftmax",
+        "seed_lse_labels",
+        "seed_lse_labels_broadcast",
+        "naive_exp",
+        "torch_cross_entropy",
+        "torch_log_softmax_nll",
+    ):
         assert name in REGISTRY
 
 

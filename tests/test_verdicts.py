@@ -25,15 +25,40 @@ def test_the_catalogue_holds_at_least_eight_bugs():
 
 
 def test_no_correct_implementation_is_flagged_on_the_grid(grid):
-    cols = ["variant", "mode", "num_classes", "dtype", "logit_scale", "targets", "status",
-            "loss_rel_err", "loss_tolerance", "grad_rel_err", "grad_tolerance"]
+    cols = [
+        "variant",
+        "mode",
+        "num_classes",
+        "dtype",
+        "logit_scale",
+        "targets",
+        "status",
+        "loss_rel_err",
+        "loss_tolerance",
+        "grad_rel_err",
+        "grad_tolerance",
+    ]
     assert grid.false_alarms.empty, grid.false_alarms[cols].to_string()
-    assert (grid.rows[grid.rows["correct"]]["status"] == "ok").sum() == 2 * len(verdicts.CORRECT) * len(verdicts.GRID)
+    assert (grid.rows[grid.rows["correct"]]["status"] == "ok").sum() == 2 * len(verdicts.CORRECT) * len(
+        verdicts.GRID
+    )
 
 
 def test_every_bug_is_flagged_where_its_error_stands_clear(grid):
-    cols = ["variant", "mode", "num_classes", "dtype", "logit_scale", "targets", "loss_rel_err",
-            "worst_loss", "loss_tolerance", "grad_rel_err", "worst_grad", "grad_tolerance"]
+    cols = [
+        "variant",
+        "mode",
+        "num_classes",
+        "dtype",
+        "logit_scale",
+        "targets",
+        "loss_rel_err",
+        "worst_loss",
+        "loss_tolerance",
+        "grad_rel_err",
+        "worst_grad",
+        "grad_tolerance",
+    ]
     assert grid.missed.empty, grid.missed[cols].to_string()
 
 
@@ -49,24 +74,29 @@ def test_no_correct_implementation_is_flagged_on_the_sweeps():
     assert len(points) == 24 + 48
     rows = verdicts.measure(points, [REGISTRY[n] for n in verdicts.CORRECT])
     bad = rows[rows["status"] != "ok"]
-    assert bad.empty, bad[["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale",
-                           "targets", "status"]].to_string()
+    assert bad.empty, bad[
+        ["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "targets", "status"]
+    ].to_string()
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4, 1e6])
 def test_the_tolerance_does_not_grow_with_the_spread(scale):
     """A loss divided by C instead of B (94% wrong at B=64, C=1000) is flagged at every scale;
     the old tolerance (K u + 2 spread u) passed it at 1e6."""
-    rows = verdicts.measure([Point(64, 1000, "fp32", scale, "cpu", "hard", seed=0)],
-                            [get("divide_by_classes@tests.bug_variants:divide_by_classes")])
+    rows = verdicts.measure(
+        [Point(64, 1000, "fp32", scale, "cpu", "hard", seed=0)],
+        [get("divide_by_classes@tests.bug_variants:divide_by_classes")],
+    )
     assert set(rows["status"]) == {"inaccurate"}
     assert (rows["loss_tolerance"] < 1e-5).all()
 
 
 def test_bf16_tolerance_catches_a_six_percent_error():
     """16 u of bf16 (6.25%) used to pass a 6.1% wrong loss at B=64, C=68."""
-    rows = verdicts.measure([Point(64, 68, "bf16", 1.0, "cpu", "soft", seed=0)],
-                            [REGISTRY["torch_cross_entropy"], get("divide_by_classes@tests.bug_variants:divide_by_classes")])
+    rows = verdicts.measure(
+        [Point(64, 68, "bf16", 1.0, "cpu", "soft", seed=0)],
+        [REGISTRY["torch_cross_entropy"], get("divide_by_classes@tests.bug_variants:divide_by_classes")],
+    )
     by = rows.set_index(["variant", "mode"])["status"]
     assert by[("torch_cross_entropy", "fwd")] == "ok"
     assert by[("divide_by_classes", "fwd")] == "inaccurate"
@@ -83,8 +113,10 @@ clamps.harness_targets = {"soft", "hard"}
 def test_no_reference_is_never_ok():
     """fp16 logits at scale 1e5 round to +-inf: a variant that still returns a finite number
     is not `ok`, it is `no_reference`, with the reason in its message."""
-    rows = verdicts.measure([Point(8, 10, "fp16", 1e5, "cpu", "hard", seed=0)],
-                            [get("clamps@tests.test_verdicts:clamps"), REGISTRY["torch_cross_entropy"]])
+    rows = verdicts.measure(
+        [Point(8, 10, "fp16", 1e5, "cpu", "hard", seed=0)],
+        [get("clamps@tests.test_verdicts:clamps"), REGISTRY["torch_cross_entropy"]],
+    )
     assert set(rows["status"]) == {"no_reference"}
     assert rows["message"].str.contains("not finite in float16").all()
     assert rows["loss_rel_err"].isna().all()

@@ -24,8 +24,14 @@ from tests.bug_variants import CATALOGUE
 # fp32/fp64/bf16 x C in {68, 1000} x scales 1 to 1e4 x both target kinds, B = 64. C = 68 is not a
 # power of two and small enough that a bf16 loss of a few nats is resolved to 2^-8; 1e4 puts the
 # logits at +-4e4, where a tolerance that grew with the spread used to pass a 94%-wrong loss.
-GRID = [Point(64, c, d, s, "cpu", k, seed=0)
-        for d, c, s, k in itertools.product(("fp32", "fp64", "bf16"), (68, 1000), (1.0, 100.0, 1e4), ("soft", "hard"))]
+GRID = [
+    Point(64, c, d, s, "cpu", k, seed=0)
+    for d, c, s, k in itertools.product(
+        ("fp32", "fp64", "bf16"), (68, 1000), (1.0, 100.0, 1e4), ("soft", "hard")
+    )
+]
+
+
 # The points of `+sweep=smoke` and `+sweep=cpu` (conf/sweep/), read from the files themselves.
 def sweep_points(name: str) -> list[Point]:
     from omegaconf import OmegaConf
@@ -38,8 +44,17 @@ def sweep_points(name: str) -> list[Point]:
     out = []
     for values in itertools.product(*axes.values()):
         s = {**fixed, **dict(zip(axes, values))}
-        out.append(Point(int(s["batch_size"]), int(s["num_classes"]), s["dtype"], float(s["logit_scale"]),
-                         "cpu", s["targets"], seed=0))
+        out.append(
+            Point(
+                int(s["batch_size"]),
+                int(s["num_classes"]),
+                s["dtype"],
+                float(s["logit_scale"]),
+                "cpu",
+                s["targets"],
+                seed=0,
+            )
+        )
     return out
 
 
@@ -57,22 +72,27 @@ def measure(points: list[Point], variants: list[Variant]) -> pd.DataFrame:
 
 @dataclass
 class Audit:
-    rows: pd.DataFrame          # every row, with `correct` and, for bugs, `needed` and `flagged`
+    rows: pd.DataFrame  # every row, with `correct` and, for bugs, `needed` and `flagged`
     false_alarms: pd.DataFrame  # correct variants' rows that are not `ok`
-    missed: pd.DataFrame        # bug rows that had to be flagged and were not
+    missed: pd.DataFrame  # bug rows that had to be flagged and were not
 
     def flag_rate(self) -> pd.DataFrame:
         """Per bug: rows whose error had to be flagged, how many were, and all rows flagged."""
         bugs = self.rows[~self.rows["correct"]]
-        return bugs.groupby("variant")[["needed", "flagged"]].sum().assign(rows=bugs.groupby("variant").size())
+        return (
+            bugs.groupby("variant")[["needed", "flagged"]].sum().assign(rows=bugs.groupby("variant").size())
+        )
 
 
 def audit(points: list[Point], bugs: tuple[str, ...] = BUGS, correct: tuple[str, ...] = CORRECT) -> Audit:
     df = measure(points, [REGISTRY[n] for n in correct] + [get(b) for b in bugs])
     df["correct"] = df["variant"].isin(correct)
     good = df[df["correct"]]
-    worst = good.groupby(_KEY)[["loss_rel_err", "grad_rel_err"]].max().rename(
-        columns={"loss_rel_err": "worst_loss", "grad_rel_err": "worst_grad"})
+    worst = (
+        good.groupby(_KEY)[["loss_rel_err", "grad_rel_err"]]
+        .max()
+        .rename(columns={"loss_rel_err": "worst_loss", "grad_rel_err": "worst_grad"})
+    )
     df = df.join(worst, on=_KEY)
     u = df["dtype"].map(lambda d: unit_roundoff(DTYPES[d]))
     loss_bar = (8 * df["worst_loss"]).clip(lower=8 * u)

@@ -47,9 +47,11 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
     """The work one repetition does, reading its inputs from `feed` at each call (a fresh
     copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits."""
     if mode == "fwd":
+
         def fwd() -> Outputs:
             with torch.no_grad():
                 return _check_scalar(fn(feed.logits, feed.targets)), None
+
         return fwd
 
     def fwd_bwd() -> Outputs:
@@ -59,6 +61,7 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
         (grad,) = torch.autograd.grad(loss, x)
         return loss, grad
+
     return fwd_bwd
 
 
@@ -75,7 +78,11 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
 
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
-    return Feed(inputs.logits, inputs.for_variant(variant.wants_one_hot(point.targets)), fresh=variant.overwrites_input)
+    return Feed(
+        inputs.logits,
+        inputs.for_variant(variant.wants_one_hot(point.targets)),
+        fresh=variant.overwrites_input,
+    )
 
 
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:

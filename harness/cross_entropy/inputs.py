@@ -27,17 +27,18 @@ def _generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
 
 @dataclass
 class Inputs:
-    logits: Tensor            # [B, C] point dtype, on the point's device
-    targets: Tensor           # hard: [B] int64; soft: [B, C] point dtype
+    logits: Tensor  # [B, C] point dtype, on the point's device
+    targets: Tensor  # hard: [B] int64; soft: [B, C] point dtype
     logits_unrounded: Tensor  # [B, C] float64: the draw before rounding (for total error)
-    targets_unrounded: Tensor # hard: the same indices; soft: [B, C] float64 before rounding
-    kind: str                 # "soft" | "hard"
+    targets_unrounded: Tensor  # hard: the same indices; soft: [B, C] float64 before rounding
+    kind: str  # "soft" | "hard"
     _exp_s: float | None = field(default=None, repr=False)
 
     def exp_pass_s(self) -> float:
         """Median time of one exp pass over the logits (cached): the CPU's compute floor."""
         if self._exp_s is None:
             from harness.measure.ceiling import exp_pass_s
+
             self._exp_s = exp_pass_s(self.logits)
         return self._exp_s
 
@@ -52,8 +53,9 @@ class Inputs:
 def make_inputs(point: Point) -> Inputs:
     device = torch.device(point.device)
     shape = (point.batch_size, point.num_classes)
-    z = torch.randn(shape, dtype=torch.float64, device=device,
-                    generator=_generator(device, point.seed, _LOGITS_STREAM))
+    z = torch.randn(
+        shape, dtype=torch.float64, device=device, generator=_generator(device, point.seed, _LOGITS_STREAM)
+    )
     z.mul_(point.logit_scale)
     g = _generator(device, point.seed, _TARGETS_STREAM)
     if point.targets == "soft":
@@ -61,5 +63,10 @@ def make_inputs(point: Point) -> Inputs:
         targets = t64.to(point.torch_dtype)
     else:
         targets = t64 = torch.randint(point.num_classes, (point.batch_size,), device=device, generator=g)
-    return Inputs(logits=z.to(point.torch_dtype), targets=targets, logits_unrounded=z,
-                  targets_unrounded=t64, kind=point.targets)
+    return Inputs(
+        logits=z.to(point.torch_dtype),
+        targets=targets,
+        logits_unrounded=z,
+        targets_unrounded=t64,
+        kind=point.targets,
+    )

@@ -39,27 +39,34 @@ _SCALE_BLOCK = 4096
 
 @triton.jit
 def _ce_rows_kernel(
-    z_ptr, z_stride,            # logits [B, C], row stride in elements, unit column stride
-    t_ptr, t_stride,            # hard: [B] int64 indices (t_stride unused); soft: [B, C]
-    loss_ptr,                   # [B] float32/float64 out: loss_b (not divided by B)
-    g_ptr, g_stride,            # [B, C] gradient out in the logits' dtype (WRITE_GRAD only)
-    n_cols, n_rows,             # C; B (the mean's 1/B is folded into the gradient)
-    HARD: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    z_ptr,
+    z_stride,  # logits [B, C], row stride in elements, unit column stride
+    t_ptr,
+    t_stride,  # hard: [B] int64 indices (t_stride unused); soft: [B, C]
+    loss_ptr,  # [B] float32/float64 out: loss_b (not divided by B)
+    g_ptr,
+    g_stride,  # [B, C] gradient out in the logits' dtype (WRITE_GRAD only)
+    n_cols,
+    n_rows,  # C; B (the mean's 1/B is folded into the gradient)
+    HARD: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)          # int64 before any multiply by a stride
+    row = tl.program_id(0).to(tl.int64)  # int64 before any multiply by a stride
     z_row = z_ptr + row * z_stride
     cols = tl.arange(0, BLOCK)
 
-    m = tl.full((), float("-inf"), ACC)          # running max
-    s = tl.zeros((), ACC)                        # running sum of exp(z - m)
+    m = tl.full((), float("-inf"), ACC)  # running max
+    s = tl.zeros((), ACC)  # running sum of exp(z - m)
     if HARD:
         y = tl.load(t_ptr + row)
-        zy = tl.load(z_row + y).to(ACC)          # the target logit: one scalar read
+        zy = tl.load(z_row + y).to(ACC)  # the target logit: one scalar read
         total = tl.full((), 1.0, ACC)
     else:
         t_row = t_ptr + row * t_stride
-        zy = tl.zeros((), ACC)                   # sum_c t_bc z_bc
-        total = tl.zeros((), ACC)                # T_b
+        zy = tl.zeros((), ACC)  # sum_c t_bc z_bc
+        total = tl.zeros((), ACC)  # T_b
 
     for start in range(0, n_cols, BLOCK):
         offs = start + cols
@@ -132,9 +139,13 @@ def check_inputs(logits: Tensor, targets: Tensor) -> None:
         raise ValueError(f"logits must be [B, C], got shape {list(logits.shape)}")
     if targets.dtype == torch.int64:
         if targets.shape != logits.shape[:1]:
-            raise ValueError(f"class-index targets must be [B]={list(logits.shape[:1])}, got {list(targets.shape)}")
+            raise ValueError(
+                f"class-index targets must be [B]={list(logits.shape[:1])}, got {list(targets.shape)}"
+            )
     elif targets.shape != logits.shape:
-        raise ValueError(f"probability targets must be [B, C]={list(logits.shape)}, got {list(targets.shape)}")
+        raise ValueError(
+            f"probability targets must be [B, C]={list(logits.shape)}, got {list(targets.shape)}"
+        )
 
 
 def rows(logits: Tensor, targets: Tensor, grad: Tensor | None, block: int | None = None) -> Tensor:
@@ -151,12 +162,19 @@ def rows(logits: Tensor, targets: Tensor, grad: Tensor | None, block: int | None
     loss = torch.empty(b, dtype=acc_dtype, device=logits.device)
     blk, warps = _launch_params(c, block)
     _ce_rows_kernel[(b,)](
-        logits, logits.stride(0),
-        targets, 0 if hard else targets.stride(0),
+        logits,
+        logits.stride(0),
+        targets,
+        0 if hard else targets.stride(0),
         loss,
-        grad if grad is not None else logits, grad.stride(0) if grad is not None else 0,
-        c, b,
-        HARD=hard, WRITE_GRAD=grad is not None, BLOCK=blk, ACC=_acc(logits.dtype),
+        grad if grad is not None else logits,
+        grad.stride(0) if grad is not None else 0,
+        c,
+        b,
+        HARD=hard,
+        WRITE_GRAD=grad is not None,
+        BLOCK=blk,
+        ACC=_acc(logits.dtype),
         num_warps=warps,
     )
     return loss

@@ -9,7 +9,7 @@ figure and its row in the theory table without any other edit.
 MECHANISMS: dict[str, str] = {
     "sum_overflow": "sum_c exp(z_c) taken without a max shift rounds to inf",
     "prob_underflow": "the smallest probability rounds to 0 and meets its target's log: 0 * -inf = NaN "
-                      "(or +inf for a hard target)",
+    "(or +inf for a hard target)",
     "target_prob_underflow": "only the target's probability p[y] is read: it breaks once p[y] itself "
-                             "rounds to 0 (a random y sits at the median logit)",
+    "rounds to 0 (a random y sits at the median logit)",
 }

@@ -40,7 +40,7 @@ class Point:
     @property
     def family(self) -> Any:
         """The family that measures this point (harness/family.py)."""
-        from harness.cross_entropy import FAMILY   # the package imports this module: import late
+        from harness.cross_entropy import FAMILY  # the package imports this module: import late
 
         return FAMILY
 
@@ -78,7 +78,9 @@ def point(cfg: Any) -> Point:
         raise SettingError(f"targets={targets!r} is not allowed: use soft or hard")
     seed = _seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
-    return Point(batch_size=b, num_classes=c, dtype=dtype, logit_scale=s, device=device, targets=targets, seed=seed)
+    return Point(
+        batch_size=b, num_classes=c, dtype=dtype, logit_scale=s, device=device, targets=targets, seed=seed
+    )
 
 
 def scan_points(cfg: Any) -> list[Point]:
@@ -86,7 +88,12 @@ def scan_points(cfg: Any) -> list[Point]:
     lists, seeds outermost. A list given in `scan` replaces the single setting of that name."""
     base = point(cfg)
     scan = get_setting(cfg, "scan")
-    scales = [_scale(s, f"scan.logit_scale[{i}]") for i, s in enumerate(get_setting(scan, "logit_scale") or [])]
+    scales = [
+        _scale(s, f"scan.logit_scale[{i}]") for i, s in enumerate(get_setting(scan, "logit_scale") or [])
+    ]
     seeds = [_seed(s, f"scan.seed[{i}]") for i, s in enumerate(get_setting(scan, "seed") or [])]
-    return [dataclasses.replace(base, logit_scale=s, seed=seed)
-            for seed in (seeds or [base.seed]) for s in (scales or [base.logit_scale])]
+    return [
+        dataclasses.replace(base, logit_scale=s, seed=seed)
+        for seed in (seeds or [base.seed])
+        for s in (scales or [base.logit_scale])
+    ]

@@ -47,17 +47,17 @@ _BLOCK_ELEMENTS = 1 << 22
 
 @dataclass
 class Reference:
-    loss: float          # float64 mean loss; NaN when no finite reference exists
-    grad: Tensor         # [B, C] float64 gradient of the mean loss (empty when not finite)
+    loss: float  # float64 mean loss; NaN when no finite reference exists
+    grad: Tensor  # [B, C] float64 gradient of the mean loss (empty when not finite)
     # Conditioning, for the tolerance (harness/cross_entropy/tolerance.py, README Numerics §9):
     loss_magnitude: float  # mean_b T_b (max_c |z_bc| + ln C) / |loss|: an absolute error of u*|lse|
     #                        per row, as any implementation that forms lse makes, over the loss
-    grad_log_p: float      # ||T p |log p| || / ||T p - t||: a relative error of u |log p| in each
+    grad_log_p: float  # ||T p |log p| || / ||T p - t||: a relative error of u |log p| in each
     #                        probability (log p or z - lse rounded), carried into the gradient
     grad_magnitude: float  # ||T p (max|z| + ln C)|| / ||T p - t||: the same for an error of
     #                        u (max|z| + ln C) in each probability (lse rounded, then exp(z - lse))
     grad_subnormal: float  # ||rounding of g below the output dtype's smallest normal|| / ||g||
-    missing: str = ""    # why there is no finite reference (non-finite logits after rounding)
+    missing: str = ""  # why there is no finite reference (non-finite logits after rounding)
 
     @property
     def finite(self) -> bool:
@@ -74,18 +74,25 @@ def _shifted_exp(z: Tensor, a: Tensor, exact: bool) -> Tensor:
     d = fl(z - a) and e = (z - a) - d exactly (Knuth's TwoSum), so exp(z - a) = exp(d)(1 + e)
     to within e^2/2. `exact`: the logits came from fp16/bf16/fp32, so e is 0."""
     d = z - a
-    if exact:                                         # logits from a narrower dtype: e = 0
+    if exact:  # logits from a narrower dtype: e = 0
         return torch.exp(d)
     bb = d - z
     e = (z - (d - bb)) + (-a - bb)
-    e.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)    # d = -inf: exp(d) is 0 whatever e is
+    e.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # d = -inf: exp(d) is 0 whatever e is
     return torch.exp(d).mul_(e.add_(1.0))
 
 
 def _no_reference(logits: Tensor, why: str) -> Reference:
     nan = math.nan
-    return Reference(loss=nan, grad=torch.empty(0, dtype=torch.float64, device=logits.device),
-                     loss_magnitude=nan, grad_log_p=nan, grad_magnitude=nan, grad_subnormal=nan, missing=why)
+    return Reference(
+        loss=nan,
+        grad=torch.empty(0, dtype=torch.float64, device=logits.device),
+        loss_magnitude=nan,
+        grad_log_p=nan,
+        grad_magnitude=nan,
+        grad_subnormal=nan,
+        missing=why,
+    )
 
 
 def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
@@ -93,13 +100,16 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
     class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft")."""
     bad = int((~torch.isfinite(logits)).sum().item())
     if bad:
-        return _no_reference(logits, f"no float64 reference: {bad} logits are not finite in "
-                                     f"{str(logits.dtype).removeprefix('torch.')}")
+        return _no_reference(
+            logits,
+            f"no float64 reference: {bad} logits are not finite in "
+            f"{str(logits.dtype).removeprefix('torch.')}",
+        )
     b, c = logits.shape
     f64 = torch.float64
     grad = torch.empty((b, c), dtype=f64, device=logits.device)
     row_loss = torch.empty(b, dtype=f64, device=logits.device)
-    magnitude = torch.empty(b, dtype=f64, device=logits.device)   # T_b (max|z_b| + ln C)
+    magnitude = torch.empty(b, dtype=f64, device=logits.device)  # T_b (max|z_b| + ln C)
     log_p_sq = torch.zeros((), dtype=f64, device=logits.device)
     magnitude_sq = torch.zeros((), dtype=f64, device=logits.device)
     finfo = torch.finfo(logits.dtype)
@@ -108,16 +118,16 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
     for lo in range(0, b, step):
         hi = min(lo + step, b)
         z = logits[lo:hi].to(f64)
-        k = z.argmax(dim=1, keepdim=True)                 # [R, 1]
+        k = z.argmax(dim=1, keepdim=True)  # [R, 1]
         a = z.gather(1, k)
-        e = _shifted_exp(z, a, logits.dtype != f64)       # exp(z - a), 1 at k
+        e = _shifted_exp(z, a, logits.dtype != f64)  # exp(z - a), 1 at k
         e.scatter_(1, k, 0.0)
-        s = e.sum(dim=1, keepdim=True)                    # sum over c != k: no 1 + tiny - 1
+        s = e.sum(dim=1, keepdim=True)  # sum over c != k: no 1 + tiny - 1
         e.scatter_(1, k, 1.0)
-        big = s.add(1.0)                                  # S = sum_c exp(z_c - a)
-        log_s = torch.log1p(s)                            # lse - a
-        p = e.div_(big)                                   # softmax, [R, C]
-        not_max = s / big                                 # 1 - p_k
+        big = s.add(1.0)  # S = sum_c exp(z_c - a)
+        log_s = torch.log1p(s)  # lse - a
+        p = e.div_(big)  # softmax, [R, C]
+        not_max = s / big  # 1 - p_k
         if kind == "hard":
             y = targets[lo:hi, None]
             total = torch.ones_like(s)
@@ -130,7 +140,7 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
             total = t.sum(dim=1, keepdim=True)
             row_loss[lo:hi] = (t * (a - z + log_s)).sum(dim=1)
             m = t.argmax(dim=1, keepdim=True)
-            t_rest = total - t                            # T - t_c, exact enough off the largest t
+            t_rest = total - t  # T - t_c, exact enough off the largest t
             t_rest.scatter_(1, m, t.scatter(1, m, 0.0).sum(dim=1, keepdim=True))
             p_rest = torch.where(torch.arange(c, device=z.device) == k, not_max, 1.0 - p)
             g = p * t_rest - t * p_rest
@@ -141,7 +151,7 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
         # first bounded; the second grows with the logits, and is weighed by the gradient below.
         tp = total * p
-        log_p_sq += (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()   # p = 0: nothing
+        log_p_sq += (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()  # p = 0: nothing
         magnitude_sq += (tp * mag).square().sum()
         # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
         # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
@@ -150,10 +160,11 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         subnormal_sq += floor.square().sum()
     grad.div_(b)
     loss = (row_loss.sum() / b).item()
-    g_norm = torch.linalg.vector_norm(grad).item() * b    # ||T p - t||
-    ratio = (lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf))
+    g_norm = torch.linalg.vector_norm(grad).item() * b  # ||T p - t||
+    ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
     ref = Reference(
-        loss=loss, grad=grad,
+        loss=loss,
+        grad=grad,
         loss_magnitude=(magnitude.mean().item() / abs(loss)) if loss != 0 else math.inf,
         grad_log_p=ratio(log_p_sq.sqrt().item()),
         grad_magnitude=ratio(magnitude_sq.sqrt().item()),

@@ -107,9 +107,9 @@ def predicted_scale(mechanism: str, dtype: str, num_classes: int, batch_size: in
     if mechanism == "sum_overflow":
         return _first_crossing(q, 0.0, log_overflow_edge(DTYPES[dtype]))
     underflow = _underflow_gap(DTYPES[dtype])
-    if mechanism == "target_prob_underflow":   # only p[y] is read; a random y sits at logit ~0
+    if mechanism == "target_prob_underflow":  # only p[y] is read; a random y sits at logit ~0
         return _first_crossing(q, 0.0, underflow)
-    return _first_crossing(q, float(q[-1]), underflow)   # the smallest logit sits at -max
+    return _first_crossing(q, float(q[-1]), underflow)  # the smallest logit sits at -max
 
 
 def breaking_variants(names: list[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -118,11 +118,17 @@ def breaking_variants(names: list[str] | None = None) -> dict[str, tuple[str, ..
     from harness.cross_entropy.variants import REGISTRY
 
     wanted = None if names is None else set(names)
-    return {v.name: v.breaks_by for v in REGISTRY.values() if v.breaks_by and (wanted is None or v.name in wanted)}
+    return {
+        v.name: v.breaks_by for v in REGISTRY.values() if v.breaks_by and (wanted is None or v.name in wanted)
+    }
 
 
-def theory_table(dtypes: list[str], class_counts: list[int], batch_sizes: list[int] | None = None,
-                 variants: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+def theory_table(
+    dtypes: list[str],
+    class_counts: list[int],
+    batch_sizes: list[int] | None = None,
+    variants: dict[str, tuple[str, ...]] | None = None,
+) -> pd.DataFrame:
     """One row per (dtype, num_classes, variant, mechanism) prediction, for `variants`
     ({name: mechanisms}; default: every registered variant that declares mechanisms).
 
@@ -137,12 +143,23 @@ def theory_table(dtypes: list[str], class_counts: list[int], batch_sizes: list[i
                 scales = {m: predicted_scale(m, dtype, c) for m in mechanisms}
                 first = min(scales, key=scales.get)
                 for m, s in scales.items():
-                    base = {"dtype": dtype, "num_classes": int(c), "variant": variant,
-                            "mechanism": m, "predicted_scale": s, "first": m == first}
+                    base = {
+                        "dtype": dtype,
+                        "num_classes": int(c),
+                        "variant": variant,
+                        "mechanism": m,
+                        "predicted_scale": s,
+                        "first": m == first,
+                    }
                     if batch_sizes:
                         for b in batch_sizes:
-                            rows.append({**base, "batch_size": int(b),
-                                         "predicted_scale_batch": predicted_scale(m, dtype, c, b)})
+                            rows.append(
+                                {
+                                    **base,
+                                    "batch_size": int(b),
+                                    "predicted_scale_batch": predicted_scale(m, dtype, c, b),
+                                }
+                            )
                     else:
                         rows.append(base)
     return pd.DataFrame(rows)
@@ -157,10 +174,19 @@ def dtype_edges_table(dtypes: list[str]) -> pd.DataFrame:
         dt = DTYPES[name]
         fi = torch.finfo(dt)
         gap = _underflow_gap(dt)
-        rows.append({"dtype": name, "max": fi.max, "tiny": fi.tiny, "min_subnormal": edges(dt).min_subnormal,
-                     "u": fi.eps / 2, "log_max": math.log(fi.max),
-                     "log_overflow_edge": log_overflow_edge(dt),
-                     "log_min_subnormal": -gap, "underflow_gap": gap})
+        rows.append(
+            {
+                "dtype": name,
+                "max": fi.max,
+                "tiny": fi.tiny,
+                "min_subnormal": edges(dt).min_subnormal,
+                "u": fi.eps / 2,
+                "log_max": math.log(fi.max),
+                "log_overflow_edge": log_overflow_edge(dt),
+                "log_min_subnormal": -gap,
+                "underflow_gap": gap,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -169,18 +195,22 @@ def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
     present in rows_df as run_dir/theory.json ({"edges": [...], "predictions": [...]}); None if rows_df is empty."""
     if rows_df is None or len(rows_df) == 0:
         return None
-    dtypes = [d for d in DTYPES if d in set(rows_df["dtype"])]   # fixed dtype order
+    dtypes = [d for d in DTYPES if d in set(rows_df["dtype"])]  # fixed dtype order
     classes = sorted(int(c) for c in rows_df["num_classes"].unique())
     batches = sorted(int(b) for b in rows_df["batch_size"].unique())
     payload = {
         "edges": dtype_edges_table(dtypes).to_dict(orient="records"),
-        "predictions": theory_table(dtypes, classes, batches,
-                                    breaking_variants(list(rows_df["variant"].unique()) if "variant" in rows_df else None)).to_dict(orient="records"),
+        "predictions": theory_table(
+            dtypes,
+            classes,
+            batches,
+            breaking_variants(list(rows_df["variant"].unique()) if "variant" in rows_df else None),
+        ).to_dict(orient="records"),
     }
     path = Path(run_dir) / THEORY_FILE
     tmp = path.with_name(f".{THEORY_FILE}.tmp")
     tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)   # atomic: a reader never sees half a file
+    tmp.replace(path)  # atomic: a reader never sees half a file
     return path
 
 

@@ -57,8 +57,8 @@ def compute_roundoff(dtype_name: str) -> float:
 
 @dataclass(frozen=True)
 class Tolerance:
-    loss: float   # relative error of the loss beyond which a result is `inaccurate`
-    grad: float   # the same for the gradient, norm-wise
+    loss: float  # relative error of the loss beyond which a result is `inaccurate`
+    grad: float  # the same for the gradient, norm-wise
 
 
 def tolerance(ref: Reference, dtype_name: str) -> Tolerance:

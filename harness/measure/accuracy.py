@@ -12,18 +12,17 @@ from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
 
 
-
 @dataclass(frozen=True)
 class Accuracy:
     loss: float
     loss_ref: float
-    loss_rel_err: float | None    # |loss - ref| / |ref| (absolute error when ref == 0)
-    grad_rel_err: float | None    # ||g - g_ref||_2 / ||g_ref||_2, fwd_bwd only
+    loss_rel_err: float | None  # |loss - ref| / |ref| (absolute error when ref == 0)
+    grad_rel_err: float | None  # ||g - g_ref||_2 / ||g_ref||_2, fwd_bwd only
     loss_tolerance: float | None  # the thresholds this row was judged against
     grad_tolerance: float | None
-    nan_count: int                # over the loss and every gradient element
+    nan_count: int  # over the loss and every gradient element
     inf_count: int
-    status: str                   # ok | inaccurate | nonfinite | no_reference
+    status: str  # ok | inaccurate | nonfinite | no_reference
     message: str = ""
 
 
@@ -42,7 +41,7 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
     value = float(loss.detach().to(torch.float64).item())
     nan = int(math.isnan(value))
     inf = int(math.isinf(value))
-    if grad is not None and not bool(torch.isfinite(grad).all()):   # count only when there is some
+    if grad is not None and not bool(torch.isfinite(grad).all()):  # count only when there is some
         nan += int(torch.isnan(grad).sum().item())
         inf += int(torch.isinf(grad).sum().item())
     if not ref.finite:
@@ -56,5 +55,6 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
         status = "inaccurate"
     else:
         status = "ok"
-    return Accuracy(value, ref.loss, l_err, g_err, tol.loss, tol.grad if grad is not None else None,
-                    nan, inf, status)
+    return Accuracy(
+        value, ref.loss, l_err, g_err, tol.loss, tol.grad if grad is not None else None, nan, inf, status
+    )

@@ -54,8 +54,9 @@ def copy_gbps(nbytes: int, seconds: float) -> float:
 def exp_pass_s(logits: torch.Tensor) -> float:
     """Median time of one exp over the logits into a preallocated buffer."""
     out = torch.empty_like(logits)
-    stats = time_call(lambda: torch.exp(logits, out=out), logits.device, warmup=1, min_reps=3,
-                      min_time_s=0.01, max_reps=100)
+    stats = time_call(
+        lambda: torch.exp(logits, out=out), logits.device, warmup=1, min_reps=3, min_time_s=0.01, max_reps=100
+    )
     return stats.median
 
 

@@ -26,16 +26,18 @@ import torch
 
 @dataclass(frozen=True)
 class TimingStats:
-    samples: list[float]   # seconds, in the order measured
+    samples: list[float]  # seconds, in the order measured
     median: float
-    iqr: float             # 75th - 25th percentile
+    iqr: float  # 75th - 25th percentile
     minimum: float
 
     @staticmethod
     def of(samples: list[float]) -> "TimingStats":
         a = np.asarray(samples, dtype=np.float64)
         q25, q50, q75 = np.percentile(a, [25, 50, 75])
-        return TimingStats(samples=list(samples), median=float(q50), iqr=float(q75 - q25), minimum=float(a.min()))
+        return TimingStats(
+            samples=list(samples), median=float(q50), iqr=float(q75 - q25), minimum=float(a.min())
+        )
 
 
 def _enough(samples: list[float], min_reps: int, min_time_s: float, max_reps: int) -> bool:
@@ -65,8 +67,14 @@ def _nothing() -> None:
     pass
 
 
-def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: float, max_reps: int,
-             prepare: Callable[[], None] = _nothing) -> TimingStats:
+def time_cpu(
+    fn: Callable[[], Any],
+    warmup: int,
+    min_reps: int,
+    min_time_s: float,
+    max_reps: int,
+    prepare: Callable[[], None] = _nothing,
+) -> TimingStats:
     for _ in range(warmup):
         prepare()
         fn()
@@ -79,9 +87,16 @@ def time_cpu(fn: Callable[[], Any], warmup: int, min_reps: int, min_time_s: floa
     return TimingStats.of(samples)
 
 
-def time_cuda(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,
-              min_time_s: float, max_reps: int, prepare: Callable[[], None] = _nothing) -> TimingStats:
-    with torch.cuda.device(device):      # events and the flush on the device being measured
+def time_cuda(
+    fn: Callable[[], Any],
+    device: torch.device,
+    warmup: int,
+    min_reps: int,
+    min_time_s: float,
+    max_reps: int,
+    prepare: Callable[[], None] = _nothing,
+) -> TimingStats:
+    with torch.cuda.device(device):  # events and the flush on the device being measured
         flush = flush_buffer(device)
         for _ in range(warmup):
             prepare()
@@ -91,19 +106,20 @@ def time_cuda(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         while not _enough(samples, min_reps, min_time_s, max_reps):
-            prepare()                # a fresh input copy, queued before `start` like the flush
-            flush.zero_()            # evict the inputs from L2; queued before `start`
+            prepare()  # a fresh input copy, queued before `start` like the flush
+            flush.zero_()  # evict the inputs from L2; queued before `start`
             start.record()
             fn()
             end.record()
-            end.synchronize()        # host waits after the interval; none inside it
-            samples.append(start.elapsed_time(end) / 1e3)   # elapsed_time is in ms
+            end.synchronize()  # host waits after the interval; none inside it
+            samples.append(start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
         del flush
     return TimingStats.of(samples)
 
 
-def do_bench_ratio(fn: Callable[[], Any], device: torch.device, median_s: float,
-                   bench: Callable[..., float] | None = None) -> float | None:
+def do_bench_ratio(
+    fn: Callable[[], Any], device: torch.device, median_s: float, bench: Callable[..., float] | None = None
+) -> float | None:
     """Our median over `triton.testing.do_bench`'s median for the same `fn` (1.0 = agreement;
     the target is within 5%). None off CUDA, without Triton, or for a zero median.
     `bench(fn, return_mode="median") -> ms` defaults to do_bench (tests pass a fake)."""
@@ -119,8 +135,15 @@ def do_bench_ratio(fn: Callable[[], Any], device: torch.device, median_s: float,
     return median_s / (ms / 1e3) if ms > 0 else None
 
 
-def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, min_reps: int,
-              min_time_s: float, max_reps: int, prepare: Callable[[], None] = _nothing) -> TimingStats:
+def time_call(
+    fn: Callable[[], Any],
+    device: torch.device,
+    warmup: int,
+    min_reps: int,
+    min_time_s: float,
+    max_reps: int,
+    prepare: Callable[[], None] = _nothing,
+) -> TimingStats:
     if device.type == "cuda":
         return time_cuda(fn, device, warmup, min_reps, min_time_s, max_reps, prepare)
     return time_cpu(fn, warmup, min_reps, min_time_s, max_reps, prepare)

@@ -20,12 +20,12 @@ from harness.report.page import Block, Section, render
 from harness.results import load
 
 INDEX = "index.html"
-PNG_DPI = 110   # ~1400 px wide for the widest figure: sharp on screen, ~100-200 kB per PNG
+PNG_DPI = 110  # ~1400 px wide for the widest figure: sharp on screen, ~100-200 kB per PNG
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    stem: str                                  # file name without extension
+    stem: str  # file name without extension
     title: str
     draw: Callable[[figures.Context], object]  # -> Figure | reason string
     caption: str
@@ -33,44 +33,68 @@ class FigureSpec:
 
 FIGURES = {
     "breaks": FigureSpec(
-        "fig1-where-naive-breaks", "Where the naive formula breaks", figures.breaks,
+        "fig1-where-naive-breaks",
+        "Where the naive formula breaks",
+        figures.breaks,
         "Logits are s·N(0,1) drawn in float64, then rounded to the dtype. "
         "Squares: median relative error of the loss where every row at that cell is finite. "
         "Red ×: at least one row returned inf or NaN (k/n: k of the n rows). Vertical bars: the "
         "scale at which harness.cross_entropy.theory predicts a median row to fail, by mechanism. A batch "
-        "fails with its worst row, so measured failures can come before the bars."),
+        "fails with its worst row, so measured failures can come before the bars.",
+    ),
     "boundary": FigureSpec(
-        "fig2-failure-boundary", "Failure boundary against class count", figures.boundary,
+        "fig2-failure-boundary",
+        "Failure boundary against class count",
+        figures.boundary,
         "Dots: the smallest measured logit scale that gave a non-finite loss (median; bars span "
         "seeds, targets, batch sizes and modes). The true edge lies between it and the next "
         "smaller measured scale (grey lines: the measured grid). Lines: predicted edges; where "
         "naive_exp and softmax_log fail by the same mechanism (a probability underflows) their "
-        "lines coincide."),
+        "lines coincide.",
+    ),
     "accuracy": FigureSpec(
-        "fig3-accuracy", "Accuracy by variant and dtype", figures.accuracy,
+        "fig3-accuracy",
+        "Accuracy by variant and dtype",
+        figures.accuracy,
         "Medians over every finite row (status ok or inaccurate). Errors are against float64 "
-        "computed on the same rounded logits, so they measure the algorithm, not the storage."),
+        "computed on the same rounded logits, so they measure the algorithm, not the storage.",
+    ),
     "speed": FigureSpec(
-        "fig4-speed", "Time against class count", figures.speed,
-        "Time of one call; fwd_bwd includes the gradient with respect to the logits."),
+        "fig4-speed",
+        "Time against class count",
+        figures.speed,
+        "Time of one call; fwd_bwd includes the gradient with respect to the logits.",
+    ),
     "throughput": FigureSpec(
-        "fig4b-throughput", "Throughput against class count", figures.throughput,
+        "fig4b-throughput",
+        "Throughput against class count",
+        figures.throughput,
         "GB/s from the harness's byte model (harness/cross_entropy/traffic.py) at the median time; the "
-        "dash-dot line is the copy bandwidth measured on the device, the right axis the share of it."),
+        "dash-dot line is the copy bandwidth measured on the device, the right axis the share of it.",
+    ),
     "memory": FigureSpec(
-        "fig5-memory", "Peak extra memory against class count", figures.memory,
+        "fig5-memory",
+        "Peak extra memory against class count",
+        figures.memory,
         "Peak bytes allocated during one call above what existed before it. Dotted and dash-dot: "
-        "one and two copies of the logits."),
+        "one and two copies of the logits.",
+    ),
     "flattening": FigureSpec(
-        "fig6-repeated-softmax", "Repeated softmax", figures.flattening,
+        "fig6-repeated-softmax",
+        "Repeated softmax",
+        figures.flattening,
         "Each softmax application shrinks the distance from uniform by about 1/C "
-        "(the Jacobian at the uniform point is (1/C)(I − 11ᵀ/C)); dashed lines show that slope."),
+        "(the Jacobian at the uniform point is (1/C)(I − 11ᵀ/C)); dashed lines show that slope.",
+    ),
     "statuses": FigureSpec(
-        "fig7-statuses", "Status of every row", figures.statuses,
+        "fig7-statuses",
+        "Status of every row",
+        figures.statuses,
         "ok: within the tolerance (the dtype's rounding carried through the point's conditioning); "
         "inaccurate: finite but beyond it; nonfinite: inf or NaN; no_reference: the rounded inputs "
         "have no finite float64 answer; wrote_input: wrote into its inputs undeclared; "
-        "error / oom / unsupported: the call did not complete."),
+        "error / oom / unsupported: the call did not complete.",
+    ),
 }
 
 
@@ -106,31 +130,62 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
     theory, why = ctx.theory
     order = ctx.order
     return [
-        Section("summary", "Summary", "Which variant should I use for my dtype and size, and what went wrong?", [
-            _table("Fastest variant that is ok at every point", tables.fastest(rows, order),
-                   "Per dtype, class count C, batch size B and mode: the variant with the smallest median "
-                   "time among those whose status is ok at every scale, target kind and seed of that group."),
-            fig["statuses"],
-            _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
-            _table("Rows that did not run", tables.failures(rows, order)),
-        ]),
-        Section("breaks", "Where the naive formula breaks",
-                "At which logit scale does each formula stop being finite, per dtype, and does theory predict it?", [
-                    fig["breaks"],
-                    _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(rows)),
-                    _table("Predicted failing scales", tables.predictions(theory, why), collapsed=True),
-                ]),
-        Section("boundary", "Failure boundary against class count",
-                "How does the logit scale at which naive_exp and softmax_log fail move with C?", [fig["boundary"]]),
-        Section("accuracy", "Accuracy", "How accurate is each variant, alone and relative to the native op?", [
-            fig["accuracy"],
-            _table("Median errors", tables.accuracy(rows, order), collapsed=True),
-        ]),
-        Section("speed", "Speed", "What does each variant cost in time, and how close is it to the copy floor?",
-                [fig["speed"], fig["throughput"]]),
-        Section("memory", "Memory", "How much memory does each variant need beyond the logits?", [fig["memory"]]),
-        Section("flattening", "Repeated softmax", "How quickly does applying softmax again and again reach uniform?",
-                [fig["flattening"]]),
+        Section(
+            "summary",
+            "Summary",
+            "Which variant should I use for my dtype and size, and what went wrong?",
+            [
+                _table(
+                    "Fastest variant that is ok at every point",
+                    tables.fastest(rows, order),
+                    "Per dtype, class count C, batch size B and mode: the variant with the smallest median "
+                    "time among those whose status is ok at every scale, target kind and seed of that group.",
+                ),
+                fig["statuses"],
+                _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
+                _table("Rows that did not run", tables.failures(rows, order)),
+            ],
+        ),
+        Section(
+            "breaks",
+            "Where the naive formula breaks",
+            "At which logit scale does each formula stop being finite, per dtype, and does theory predict it?",
+            [
+                fig["breaks"],
+                _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(rows)),
+                _table("Predicted failing scales", tables.predictions(theory, why), collapsed=True),
+            ],
+        ),
+        Section(
+            "boundary",
+            "Failure boundary against class count",
+            "How does the logit scale at which naive_exp and softmax_log fail move with C?",
+            [fig["boundary"]],
+        ),
+        Section(
+            "accuracy",
+            "Accuracy",
+            "How accurate is each variant, alone and relative to the native op?",
+            [
+                fig["accuracy"],
+                _table("Median errors", tables.accuracy(rows, order), collapsed=True),
+            ],
+        ),
+        Section(
+            "speed",
+            "Speed",
+            "What does each variant cost in time, and how close is it to the copy floor?",
+            [fig["speed"], fig["throughput"]],
+        ),
+        Section(
+            "memory", "Memory", "How much memory does each variant need beyond the logits?", [fig["memory"]]
+        ),
+        Section(
+            "flattening",
+            "Repeated softmax",
+            "How quickly does applying softmax again and again reach uniform?",
+            [fig["flattening"]],
+        ),
     ]
 
 
@@ -145,10 +200,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     secs = sections(run_dir, rows, out)
     if rows.empty:
         secs[0].blocks.insert(0, Block("nodata", "this run", "no rows.parquet file under the run directory"))
-    html = render(f"Cross-entropy report: {run_dir.name}", data.metadata(rows), secs,
-                  footer=f"Written by scripts/report.py from {run_dir}.")
+    html = render(
+        f"Cross-entropy report: {run_dir.name}",
+        data.metadata(rows),
+        secs,
+        footer=f"Written by scripts/report.py from {run_dir}.",
+    )
     index = out / INDEX
     tmp = out / f".{INDEX}.tmp"
     tmp.write_text(html, encoding="utf-8")
-    tmp.replace(index)   # a reader (or a browser reloading) never sees half a page
+    tmp.replace(index)  # a reader (or a browser reloading) never sees half a page
     return index

@@ -15,7 +15,17 @@ from harness.compare import KINDS, Comparison
 
 # Short headers: the key is nine columns wide before anything is said about the row.
 _HEADERS = {"batch_size": "B", "num_classes": "C", "logit_scale": "scale"}
-_KEY_SHOWN = ["variant", "targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "mode", "seed"]
+_KEY_SHOWN = [
+    "variant",
+    "targets",
+    "batch_size",
+    "num_classes",
+    "dtype",
+    "logit_scale",
+    "device",
+    "mode",
+    "seed",
+]
 
 
 def _fmt_value(kind: str, v: object) -> str:
@@ -44,9 +54,16 @@ def verdict_counts(c: Comparison) -> pd.DataFrame:
     rows = []
     for kind in KINDS:
         counts = c.rows[kind].value_counts() if len(c.rows) else pd.Series(dtype=int)
-        gated = "information" if kind not in c.gates else ("information: " + c.demoted[kind]) if kind in c.demoted else "gated"
-        rows.append({"kind": kind, "verdicts": ", ".join(f"{n} {v}" for v, n in counts.items()) or "-",
-                     "gate": gated})
+        gated = (
+            "information"
+            if kind not in c.gates
+            else ("information: " + c.demoted[kind])
+            if kind in c.demoted
+            else "gated"
+        )
+        rows.append(
+            {"kind": kind, "verdicts": ", ".join(f"{n} {v}" for v, n in counts.items()) or "-", "gate": gated}
+        )
     return pd.DataFrame(rows)
 
 
@@ -69,8 +86,10 @@ def summary_line(c: Comparison) -> str:
 
 def _settings_line(c: Comparison) -> str:
     t = c.thresholds
-    return (f"time factor {t.time_factor:g} at alpha {t.alpha:g} (Mann-Whitney U); memory factor "
-            f"{t.memory_factor:g}; error factor {t.error_factor:g}; gates: {', '.join(c.gates) or 'none'}")
+    return (
+        f"time factor {t.time_factor:g} at alpha {t.alpha:g} (Mann-Whitney U); memory factor "
+        f"{t.memory_factor:g}; error factor {t.error_factor:g}; gates: {', '.join(c.gates) or 'none'}"
+    )
 
 
 def _table(df: pd.DataFrame, fmt: str) -> str:
@@ -80,8 +99,11 @@ def _table(df: pd.DataFrame, fmt: str) -> str:
 def _sections(c: Comparison, fmt: str, limit: int | None) -> list[tuple[str, str, bool]]:
     """(title, table text, collapsed?) for each non-empty section, in reading order."""
     out = []
-    for role, title, collapsed in (("regression", "Regressions", False), ("improvement", "Improvements", True),
-                                   ("information", "Information (changes that do not fail)", True)):
+    for role, title, collapsed in (
+        ("regression", "Regressions", False),
+        ("improvement", "Improvements", True),
+        ("information", "Information (changes that do not fail)", True),
+    ):
         t = findings_table(c, role)
         if len(t) == 0:
             continue
@@ -92,15 +114,24 @@ def _sections(c: Comparison, fmt: str, limit: int | None) -> list[tuple[str, str
         out.append((f"{title}: {len(findings_table(c, role))}", _table(t, fmt) + more, collapsed))
     only = one_run_only(c)
     if len(only):
-        out.append((f"Rows in only one run: {len(c.only_base) + len(c.only_new)} (information, not a regression)",
-                    _table(only, fmt), True))
+        out.append(
+            (
+                f"Rows in only one run: {len(c.only_base) + len(c.only_new)} (information, not a regression)",
+                _table(only, fmt),
+                True,
+            )
+        )
     return out
 
 
 def console(c: Comparison, limit: int = 30) -> str:
     """Plain-text report: environment first, then verdict counts, findings, and the result."""
-    lines = [f"compare: base {c.base_dir}  ->  new {c.new_dir}", _settings_line(c), "",
-             _table(c.env, "simple")]
+    lines = [
+        f"compare: base {c.base_dir}  ->  new {c.new_dir}",
+        _settings_line(c),
+        "",
+        _table(c.env, "simple"),
+    ]
     for kind, reason in c.demoted.items():
         lines.append(f"note: {kind} verdicts are information: {reason}")
     lines += ["", _table(verdict_counts(c), "simple")]
@@ -112,9 +143,14 @@ def console(c: Comparison, limit: int = 30) -> str:
 
 def markdown(c: Comparison) -> str:
     """A pull-request comment: result first, long sections folded in <details>."""
-    lines = [f"### Comparison: {summary_line(c)}", "",
-             f"`{c.base_dir}` -> `{c.new_dir}`; {_settings_line(c)}", "",
-             _table(c.env, "github"), ""]
+    lines = [
+        f"### Comparison: {summary_line(c)}",
+        "",
+        f"`{c.base_dir}` -> `{c.new_dir}`; {_settings_line(c)}",
+        "",
+        _table(c.env, "github"),
+        "",
+    ]
     for kind, reason in c.demoted.items():
         lines += [f"> {kind} verdicts are information: {reason}", ""]
     lines += [_table(verdict_counts(c), "github"), ""]
@@ -127,26 +163,44 @@ def markdown(c: Comparison) -> str:
 
 
 # One colour per verdict in both panels: regressions red, improvements green, noise grey.
-_PALETTE = {"slower": "tab:red", "bigger": "tab:red", "faster": "tab:green", "smaller": "tab:green",
-            "same": "tab:gray", "few samples": "lightgray"}
+_PALETTE = {
+    "slower": "tab:red",
+    "bigger": "tab:red",
+    "faster": "tab:green",
+    "smaller": "tab:green",
+    "same": "tab:gray",
+    "few samples": "lightgray",
+}
 
 
 def plot(c: Comparison, path: str | Path) -> Path:
     """Time and memory ratios (new / base, log axis) per variant, coloured by verdict, with the
     factors drawn as dashed lines; saved to `path` (format from the suffix)."""
     import seaborn as sns
-    from matplotlib.figure import Figure   # outside pyplot: no backend chosen, Agg when saved
+    from matplotlib.figure import Figure  # outside pyplot: no backend chosen, Agg when saved
 
     order = list(dict.fromkeys(c.rows["variant"]))  # the runs' (registry) order: stable colours
     fig = Figure(figsize=(12, 0.35 * len(order) + 2))
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, kind, factor in ((axes[0], "time", c.thresholds.time_factor),
-                             (axes[1], "memory", c.thresholds.memory_factor)):
+    for ax, kind, factor in (
+        (axes[0], "time", c.thresholds.time_factor),
+        (axes[1], "memory", c.thresholds.memory_factor),
+    ):
         data = c.rows[[f"{kind}_ratio", kind, "variant"]].replace([math.inf, -math.inf], math.nan).dropna()
         if len(data):
             hue_order = [v for v in _PALETTE if v in set(data[kind])]
-            sns.stripplot(data=data, x=f"{kind}_ratio", y="variant", hue=kind, order=order, ax=ax,
-                          hue_order=hue_order, palette=_PALETTE, jitter=0.2, alpha=0.7)
+            sns.stripplot(
+                data=data,
+                x=f"{kind}_ratio",
+                y="variant",
+                hue=kind,
+                order=order,
+                ax=ax,
+                hue_order=hue_order,
+                palette=_PALETTE,
+                jitter=0.2,
+                alpha=0.7,
+            )
         ax.set_xscale("log")
         for x in (factor, 1 / factor):
             ax.axvline(x, linestyle="--", color="grey", linewidth=0.8)

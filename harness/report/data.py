@@ -15,16 +15,31 @@ import pandas as pd
 
 from harness.dtypes import DTYPES
 from harness.vocabulary import FAILED, MODES, NATIVE, STATUSES, study_file
-from harness.vocabulary import JUDGED as FINITE   # statuses whose errors are numbers
+from harness.vocabulary import JUDGED as FINITE  # statuses whose errors are numbers
 
 STUDY_FILE = study_file("flattening")
 
 # Qualitative colours indexed by a variant's position in the fixed order, so a registered
 # variant keeps its colour from run to run (tab10 first: the most distinguishable ten).
 _PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#1b9e77", "#d95f02", "#393b79", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#1b9e77",
+    "#d95f02",
+    "#393b79",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
 ]
 
 
@@ -33,9 +48,9 @@ class Style:
     """How one variant is drawn everywhere in the report."""
 
     color: str
-    wrong: bool        # the formula itself is wrong (registry `expected_wrong`): dashed, marked
-    unstable: bool     # the formula breaks at large scales (registry `breaks_by`): figure 2
-    label: str         # legend text: the name, with a marker when the formula is wrong
+    wrong: bool  # the formula itself is wrong (registry `expected_wrong`): dashed, marked
+    unstable: bool  # the formula breaks at large scales (registry `breaks_by`): figure 2
+    label: str  # legend text: the name, with a marker when the formula is wrong
 
 
 def _registry() -> tuple[list[str], dict]:
@@ -124,6 +139,7 @@ def metadata(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 # --- theory -----------------------------------------------------------------------------
 
+
 def theory_module():
     """harness.cross_entropy.theory, or (None, reason) when it does not import."""
     try:
@@ -165,14 +181,23 @@ def theory_curve(theory: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     if "batch_size" in t.columns:
         batch = t[t["batch_size"] == batch_size]
         t = batch if len(batch) else t
-    out = t.groupby(keys, as_index=False)["predicted_scale"].min().rename(columns={"predicted_scale": "predicted"})
-    if "predicted_scale_batch" in t.columns and "batch_size" in t.columns and (t["batch_size"] == batch_size).any():
+    out = (
+        t.groupby(keys, as_index=False)["predicted_scale"]
+        .min()
+        .rename(columns={"predicted_scale": "predicted"})
+    )
+    if (
+        "predicted_scale_batch" in t.columns
+        and "batch_size" in t.columns
+        and (t["batch_size"] == batch_size).any()
+    ):
         b = t.groupby(keys, as_index=False)["predicted_scale_batch"].min()
         out = out.merge(b.rename(columns={"predicted_scale_batch": "predicted_batch"}), on=keys)
     return out
 
 
 # --- measured failure boundary ---------------------------------------------------------
+
 
 def first_failing_scale(df: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """Per (variant, dtype, num_classes, targets, batch_size, mode, seed): the smallest
@@ -190,10 +215,14 @@ def first_failing_scale(df: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 
 # --- study tables ----------------------------------------------------------------------
 
+
 def flattening(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     """Every study-flattening.parquet under run_dir, concatenated; None plus a reason if none."""
-    files = sorted(p for p in Path(run_dir).rglob(STUDY_FILE)
-                   if not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
+    files = sorted(
+        p
+        for p in Path(run_dir).rglob(STUDY_FILE)
+        if not any(part.startswith(".") for part in p.relative_to(run_dir).parts)
+    )
     if not files:
         return None, f"no {STUDY_FILE} under the run directory (the repeated-softmax study did not run)"
     frames = []

@@ -27,7 +27,9 @@ Result = "Figure | str"
 MECHANISM_STYLE = {  # predicted edges in figure 1, one per mechanism (harness/cross_entropy/mechanisms.py)
     "sum_overflow": dict(color="#e6550d", linestyle="-", label="predicted: the sum overflows"),
     "prob_underflow": dict(color="#756bb1", linestyle="--", label="predicted: a probability underflows"),
-    "target_prob_underflow": dict(color="#31a354", linestyle=":", label="predicted: the target's probability underflows"),
+    "target_prob_underflow": dict(
+        color="#31a354", linestyle=":", label="predicted: the target's probability underflows"
+    ),
 }
 NONFINITE_COLOR = "#d62728"
 
@@ -52,7 +54,9 @@ class Context:
         return cls(Path(run_dir), rows, order, data.styles(order))
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], layout: str = "constrained", **kw):
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], layout: str = "constrained", **kw
+):
     """A figure outside pyplot's global state: importing the report chooses no backend, and
     saving renders with Agg whatever the user's display (the same files on CI and laptops)."""
     fig = Figure(figsize=figsize, layout=layout)
@@ -92,8 +96,16 @@ def _style_ticklabels(ctx: Context, labels) -> None:
 
 def _line(ctx: Context, ax, name: str, x, y, **kw):
     st = ctx.style[name]
-    return ax.plot(x, y, color=st.color, linestyle="--" if st.wrong else "-", marker="o",
-                   markersize=4, label=st.label, **kw)
+    return ax.plot(
+        x,
+        y,
+        color=st.color,
+        linestyle="--" if st.wrong else "-",
+        marker="o",
+        markersize=4,
+        label=st.label,
+        **kw,
+    )
 
 
 def _legend_below(fig, handles, labels, ncol: int = 4) -> None:
@@ -123,6 +135,7 @@ def _largest_batch(df: pd.DataFrame) -> int:
 
 
 # --- 1. where the naive formula breaks ----------------------------------------------------
+
 
 def breaks(ctx: Context) -> "Result":
     """Per dtype and class count: logit scale x variant, coloured by log10 relative error of
@@ -158,22 +171,50 @@ def breaks(ctx: Context) -> "Result":
     pos = [s for s in scales if s > 0] or [1.0]
     xlo, xhi = min(pos) / 2.5, max(pos) * 2.5
     with theme():
-        fig, axes = subplots(len(classes), len(dtypes), squeeze=False, sharex=True, sharey=True,
-                                 layout="constrained", figsize=(3.4 * len(dtypes) + 2.6, 0.28 * len(order) * len(classes) + 1.6 + 0.5 * len(classes)))
+        fig, axes = subplots(
+            len(classes),
+            len(dtypes),
+            squeeze=False,
+            sharex=True,
+            sharey=True,
+            layout="constrained",
+            figsize=(3.4 * len(dtypes) + 2.6, 0.28 * len(order) * len(classes) + 1.6 + 0.5 * len(classes)),
+        )
         sc = None
         for r, c in enumerate(classes):
             for k, dt in enumerate(dtypes):
                 ax = axes[r][k]
                 cell = cells[(cells["dtype"] == dt) & (cells["num_classes"] == c)]
                 ok = cell[(cell["sum"] == 0) & cell["log_err"].notna()]
-                sc = ax.scatter(ok["logit_scale"].clip(lower=xlo), ok["variant"].map(ypos), c=ok["log_err"],
-                                cmap="viridis", vmin=vmin, vmax=vmax, marker="s", s=110, edgecolors="none")
+                sc = ax.scatter(
+                    ok["logit_scale"].clip(lower=xlo),
+                    ok["variant"].map(ypos),
+                    c=ok["log_err"],
+                    cmap="viridis",
+                    vmin=vmin,
+                    vmax=vmax,
+                    marker="s",
+                    s=110,
+                    edgecolors="none",
+                )
                 bad = cell[cell["sum"] > 0]
-                ax.scatter(bad["logit_scale"].clip(lower=xlo), bad["variant"].map(ypos), marker="X", s=90,
-                           color=NONFINITE_COLOR, label="non-finite loss (inf or NaN) in some rows")
+                ax.scatter(
+                    bad["logit_scale"].clip(lower=xlo),
+                    bad["variant"].map(ypos),
+                    marker="X",
+                    s=90,
+                    color=NONFINITE_COLOR,
+                    label="non-finite loss (inf or NaN) in some rows",
+                )
                 for _, b in bad[bad["sum"] < bad["count"]].iterrows():
-                    ax.annotate(f"{int(b['sum'])}/{int(b['count'])}", (max(b["logit_scale"], xlo), ypos[b["variant"]]),
-                                xytext=(7, -3), textcoords="offset points", fontsize=6.5, color=NONFINITE_COLOR)
+                    ax.annotate(
+                        f"{int(b['sum'])}/{int(b['count'])}",
+                        (max(b["logit_scale"], xlo), ypos[b["variant"]]),
+                        xytext=(7, -3),
+                        textcoords="offset points",
+                        fontsize=6.5,
+                        color=NONFINITE_COLOR,
+                    )
                 if theory is not None:
                     pred = theory[(theory["dtype"] == dt) & (theory["num_classes"] == c)]
                     for _, p in pred.iterrows():
@@ -191,7 +232,7 @@ def breaks(ctx: Context) -> "Result":
             _style_ticklabels(ctx, ax.get_yticklabels())
         ax0 = axes[0][0]
         ax0.set_ylim(len(order) - 0.5, -0.5)
-        for ax in axes[-1]:   # per panel: a figure-wide label would sit on the legend
+        for ax in axes[-1]:  # per panel: a figure-wide label would sit on the legend
             ax.set_xlabel("logit scale s (log axis)")
         cbar = fig.colorbar(sc, ax=axes, shrink=0.8, pad=0.02, extend="max")
         cbar.set_label("log10 relative error of the loss\n(median over seeds, batches, targets, modes)")
@@ -202,6 +243,7 @@ def breaks(ctx: Context) -> "Result":
 
 
 # --- 2. failure boundary vs class count ---------------------------------------------------
+
 
 def boundary(ctx: Context) -> "Result":
     """First failing logit scale against C for the naive variants, measured (median and
@@ -219,7 +261,14 @@ def boundary(ctx: Context) -> "Result":
         return f"no variant became non-finite at any measured scale, and no prediction: {why}"
     scales = sorted(df["logit_scale"].unique())
     with theme():
-        fig, axes = subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.3 * len(dtypes) + 0.6, 4.6))
+        fig, axes = subplots(
+            1,
+            len(dtypes),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
+            figsize=(4.3 * len(dtypes) + 0.6, 4.6),
+        )
         for k, dt in enumerate(dtypes):
             ax = axes[0][k]
             for j, v in enumerate(variants):
@@ -229,22 +278,42 @@ def boundary(ctx: Context) -> "Result":
                     ok = cv["predicted"].replace(0, np.nan)
                     ax.plot(cv["num_classes"], ok, color=st.color, linewidth=1.3, alpha=0.8)
                     if "predicted_batch" in cv:
-                        ax.plot(cv["num_classes"], cv["predicted_batch"].replace(0, np.nan), color=st.color,
-                                linewidth=1.0, linestyle=":", alpha=0.9)
+                        ax.plot(
+                            cv["num_classes"],
+                            cv["predicted_batch"].replace(0, np.nan),
+                            color=st.color,
+                            linewidth=1.0,
+                            linestyle=":",
+                            alpha=0.9,
+                        )
                 m = first[(first["dtype"] == dt) & (first["variant"] == v)]
-                jitter = 1.0 + 0.06 * (j - (len(variants) - 1) / 2)   # side by side, not on top
+                jitter = 1.0 + 0.06 * (j - (len(variants) - 1) / 2)  # side by side, not on top
                 agg = m.groupby("num_classes")["first_failing"].agg(["median", "min", "max", "count"])
                 fails = agg[agg["count"] > 0]
-                ax.errorbar(fails.index * jitter, fails["median"],
-                            yerr=[fails["median"] - fails["min"], fails["max"] - fails["median"]],
-                            fmt="o", color=st.color, capsize=3, markersize=6, label=f"{st.label}: measured")
+                ax.errorbar(
+                    fails.index * jitter,
+                    fails["median"],
+                    yerr=[fails["median"] - fails["min"], fails["max"] - fails["median"]],
+                    fmt="o",
+                    color=st.color,
+                    capsize=3,
+                    markersize=6,
+                    label=f"{st.label}: measured",
+                )
                 never = m.groupby("num_classes")["first_failing"].count()
                 never = never[never == 0].index
                 if len(never):
                     top = m[m["num_classes"].isin(never)].groupby("num_classes")["max_scale"].max()
-                    ax.scatter(top.index * jitter, top.values, marker="^", facecolors="none",
-                               edgecolors=st.color, s=60, label="finite at every measured scale (edge above)")
-            for s in scales:   # the measured grid: a measured edge can only sit on these
+                    ax.scatter(
+                        top.index * jitter,
+                        top.values,
+                        marker="^",
+                        facecolors="none",
+                        edgecolors=st.color,
+                        s=60,
+                        label="finite at every measured scale (edge above)",
+                    )
+            for s in scales:  # the measured grid: a measured edge can only sit on these
                 ax.axhline(s, color="#cccccc", linewidth=0.6, zorder=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -253,6 +322,7 @@ def boundary(ctx: Context) -> "Result":
         axes[0][0].set_ylabel("first non-finite logit scale s (log axis)")
         handles, labels = _collect_legend(axes)
         from matplotlib.lines import Line2D
+
         handles += [Line2D([], [], color="#444444"), Line2D([], [], color="#444444", linestyle=":")]
         labels += ["predicted, median row", f"predicted, worst of B = {batch} rows"]
         fig.suptitle("At what logit scale do the naive formulas first return inf or NaN, as C grows?")
@@ -262,51 +332,76 @@ def boundary(ctx: Context) -> "Result":
 
 # --- 3. accuracy --------------------------------------------------------------------------
 
+
 def accuracy(ctx: Context) -> "Result":
     """variant x dtype heatmaps: median loss and gradient error, and the loss error over
     torch_cross_entropy's at the same point (finite rows only)."""
     df = ctx.rows[ctx.rows["status"].isin(data.FINITE)] if len(ctx.rows) else ctx.rows
     if df.empty:
         return "no finite results"
-    panels = [(c, t) for c, t in (
-        ("loss_rel_err", "median relative error\nof the loss"),
-        ("grad_rel_err", "median relative error\nof the gradient (fwd_bwd)"),
-        ("err_vs_native", f"loss error ÷ {data.NATIVE}'s\n(1 = as good as the native op)"),
-    ) if data.has(df, c)]
+    panels = [
+        (c, t)
+        for c, t in (
+            ("loss_rel_err", "median relative error\nof the loss"),
+            ("grad_rel_err", "median relative error\nof the gradient (fwd_bwd)"),
+            ("err_vs_native", f"loss error ÷ {data.NATIVE}'s\n(1 = as good as the native op)"),
+        )
+        if data.has(df, c)
+    ]
     if not panels:
         return "no error columns hold values"
     order = [v for v in ctx.order if v in set(df["variant"])]
     dtypes = data.dtype_order(df["dtype"].unique())
     with theme():
-        fig, axes = subplots(1, len(panels), squeeze=False, sharey=True,
-                                 layout="constrained", figsize=(1.2 * len(dtypes) * len(panels) + 4.5, 0.42 * len(order) + 2.2))
+        fig, axes = subplots(
+            1,
+            len(panels),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
+            figsize=(1.2 * len(dtypes) * len(panels) + 4.5, 0.42 * len(order) + 2.2),
+        )
         for ax, (col, title) in zip(axes[0], panels):
             table = df.pivot_table(index="variant", columns="dtype", values=col, aggfunc="median")
             table = table.reindex(index=order, columns=dtypes)
             logt = np.log10(table.clip(lower=1e-17).astype(float))
             annot = table.map(lambda x: "-" if pd.isna(x) else f"{x:.1e}")
-            sns.heatmap(logt, ax=ax, annot=annot, fmt="", cmap="mako_r", cbar=False,
-                        annot_kws={"fontsize": 7.5}, linewidths=0.5, linecolor="white")
+            sns.heatmap(
+                logt,
+                ax=ax,
+                annot=annot,
+                fmt="",
+                cmap="mako_r",
+                cbar=False,
+                annot_kws={"fontsize": 7.5},
+                linewidths=0.5,
+                linecolor="white",
+            )
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("dtype")
             ax.set_ylabel("")
         axes[0][0].set_yticks(np.arange(len(order)) + 0.5, [ctx.style[v].label for v in order], rotation=0)
         _style_ticklabels(ctx, axes[0][0].get_yticklabels())
-        fig.suptitle("How accurate is each variant in each dtype? (dimensionless relative errors; darker = larger)")
+        fig.suptitle(
+            "How accurate is each variant in each dtype? (dimensionless relative errors; darker = larger)"
+        )
     return fig
 
 
 # --- 4. speed -----------------------------------------------------------------------------
 
+
 def _pooled_quartiles(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Quartiles of every timed sample pooled over the rows sharing `keys` (seeds, scales,
     targets): the line is the pooled median, the band its interquartile range."""
+
     def q(group: pd.DataFrame) -> pd.Series:
         samples = [s for lst in group["time_samples_s"] if lst is not None for s in lst]
         if not samples:
             samples = list(group["time_median_s"].dropna())
         a = np.asarray(samples, dtype=float)
         return pd.Series({"q25": np.percentile(a, 25), "median": np.median(a), "q75": np.percentile(a, 75)})
+
     return df.groupby(keys)[["time_samples_s", "time_median_s"]].apply(q).reset_index()
 
 
@@ -316,8 +411,14 @@ def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog
     dtypes = data.dtype_order(df["dtype"].unique())
     order = [v for v in ctx.order if v in set(df["variant"])]
     with theme():
-        fig, axes = subplots(len(modes), len(dtypes), squeeze=False, sharex=True,
-                                 layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 3.4 * len(modes) + 1.6))
+        fig, axes = subplots(
+            len(modes),
+            len(dtypes),
+            squeeze=False,
+            sharex=True,
+            layout="constrained",
+            figsize=(4.2 * len(dtypes) + 0.6, 3.4 * len(modes) + 1.6),
+        )
         for r, mode in enumerate(modes):
             for k, dt in enumerate(dtypes):
                 ax = axes[r][k]
@@ -352,10 +453,17 @@ def speed(ctx: Context) -> "Result":
 
     def draw(ax, part, v):
         _line(ctx, ax, v, part["num_classes"], part["median"])
-        ax.fill_between(part["num_classes"], part["q25"], part["q75"], color=ctx.style[v].color, alpha=0.12, linewidth=0)
+        ax.fill_between(
+            part["num_classes"], part["q25"], part["q75"], color=ctx.style[v].color, alpha=0.12, linewidth=0
+        )
 
-    return _facets(ctx, q, "time per call (ms, log axis)",
-                   f"How long does one call take as C grows? (B = {batch}; line: median, band: IQR of all samples)", draw)
+    return _facets(
+        ctx,
+        q,
+        "time per call (ms, log axis)",
+        f"How long does one call take as C grows? (B = {batch}; line: median, band: IQR of all samples)",
+        draw,
+    )
 
 
 def throughput(ctx: Context) -> "Result":
@@ -371,22 +479,31 @@ def throughput(ctx: Context) -> "Result":
     def draw(ax, part, v):
         _line(ctx, ax, v, part["num_classes"], part["gbps"])
 
-    fig = _facets(ctx, g, "throughput (GB/s of the byte model, log axis)",
-                  f"How close does each variant get to the device's copy bandwidth? (B = {batch}, median over points)",
-                  draw)
+    fig = _facets(
+        ctx,
+        g,
+        "throughput (GB/s of the byte model, log axis)",
+        f"How close does each variant get to the device's copy bandwidth? (B = {batch}, median over points)",
+        draw,
+    )
     if math.isfinite(copy) and copy > 0:
         for ax in np.ravel(fig.axes):
-            ax.axhline(copy, color="black", linestyle="-.", linewidth=1, label=f"device copy: {copy:.1f} GB/s")
+            ax.axhline(
+                copy, color="black", linestyle="-.", linewidth=1, label=f"device copy: {copy:.1f} GB/s"
+            )
             # Right-hand axis in % of the copy bandwidth (the share of the floor reached), on
             # the last column only: each secondary axis costs as much to draw as a panel.
             if ax.get_subplotspec().is_last_col():
-                sec = ax.secondary_yaxis("right", functions=(lambda y: 100 * y / copy, lambda p: p * copy / 100))
+                sec = ax.secondary_yaxis(
+                    "right", functions=(lambda y: 100 * y / copy, lambda p: p * copy / 100)
+                )
                 sec.set_ylabel("% of device copy bandwidth", fontsize=9)
         _rebuild_legend(fig)
     return fig
 
 
 # --- 5. memory ----------------------------------------------------------------------------
+
 
 def memory(ctx: Context) -> "Result":
     df = ctx.rows
@@ -403,15 +520,20 @@ def memory(ctx: Context) -> "Result":
     def draw(ax, part, v):
         _line(ctx, ax, v, part["num_classes"], part["mib"])
 
-    fig = _facets(ctx, m, "peak extra memory (MiB, log axis)",
-                  f"How much memory does each variant add beyond its inputs? (B = {batch}, median over points)", draw)
+    fig = _facets(
+        ctx,
+        m,
+        "peak extra memory (MiB, log axis)",
+        f"How much memory does each variant add beyond its inputs? (B = {batch}, median over points)",
+        draw,
+    )
     dtypes = data.dtype_order(m["dtype"].unique())
     cs = np.array(sorted(m["num_classes"].unique()), dtype=float)
     for ax in fig.axes:
         dt = next((d for d in dtypes if ax.get_title().startswith(f"{d},")), None)
         if dt is None:
             continue
-        logits = batch * cs * data.logit_bytes(dt) / 2**20   # B*C*bytes: one copy of the logits
+        logits = batch * cs * data.logit_bytes(dt) / 2**20  # B*C*bytes: one copy of the logits
         ax.plot(cs, logits, color="black", linestyle=":", linewidth=1, label="1× logits (B·C·bytes)")
         ax.plot(cs, 2 * logits, color="black", linestyle="-.", linewidth=1, label="2× logits")
     _rebuild_legend(fig)
@@ -420,11 +542,12 @@ def memory(ctx: Context) -> "Result":
 
 # --- 6. repeated softmax ------------------------------------------------------------------
 
+
 def flattening(ctx: Context) -> "Result":
     table, why = data.flattening(ctx.run_dir)
     if table is None:
         return why
-    table = table[table["dist_from_uniform"] > 0]   # exactly uniform: nothing to put on a log axis
+    table = table[table["dist_from_uniform"] > 0]  # exactly uniform: nothing to put on a log axis
     if table.empty:
         return "every recorded distance is 0"
     dtypes = data.dtype_order(table["dtype"].unique())
@@ -432,14 +555,27 @@ def flattening(ctx: Context) -> "Result":
     colors = dict(zip(classes, sns.color_palette("flare", len(classes))))
     med = table.groupby(["dtype", "num_classes", "iteration"], as_index=False)["dist_from_uniform"].median()
     with theme():
-        fig, axes = subplots(1, len(dtypes), squeeze=False, sharey=True, layout="constrained", figsize=(4.2 * len(dtypes) + 0.6, 4.4))
+        fig, axes = subplots(
+            1,
+            len(dtypes),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
+            figsize=(4.2 * len(dtypes) + 0.6, 4.4),
+        )
         for ax, dt in zip(axes[0], dtypes):
             for c in classes:
                 part = med[(med["dtype"] == dt) & (med["num_classes"] == c)].sort_values("iteration")
                 if part.empty:
                     continue
-                ax.plot(part["iteration"], part["dist_from_uniform"], marker="o", markersize=3,
-                        color=colors[c], label=f"C = {c:,}: measured")
+                ax.plot(
+                    part["iteration"],
+                    part["dist_from_uniform"],
+                    marker="o",
+                    markersize=3,
+                    color=colors[c],
+                    label=f"C = {c:,}: measured",
+                )
                 # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
                 i0, d0 = part["iteration"].iloc[0], part["dist_from_uniform"].iloc[0]
                 its = part["iteration"].to_numpy(dtype=float)
@@ -452,18 +588,28 @@ def flattening(ctx: Context) -> "Result":
         axes[0][0].set_ylabel("distance from uniform 1/C (log axis)")
         handles, labels = _collect_legend(axes)
         from matplotlib.lines import Line2D
+
         handles.append(Line2D([], [], color="#444444", linestyle="--"))
         labels.append("slope 1/C per step (theory)")
-        fig.suptitle("How fast does repeated softmax flatten to uniform? (median over seeds and start scales)")
+        fig.suptitle(
+            "How fast does repeated softmax flatten to uniform? (median over seeds and start scales)"
+        )
         _legend_below(fig, handles, labels, ncol=4)
     return fig
 
 
 # --- 7. summary: statuses -----------------------------------------------------------------
 
-STATUS_COLORS = {"ok": "#4daf4a", "inaccurate": "#ff7f00", "nonfinite": NONFINITE_COLOR,
-                 "no_reference": "#c7c7c7", "wrote_input": "#f781bf",
-                 "error": "#6a3d9a", "oom": "#a65628", "unsupported": "#999999"}
+STATUS_COLORS = {
+    "ok": "#4daf4a",
+    "inaccurate": "#ff7f00",
+    "nonfinite": NONFINITE_COLOR,
+    "no_reference": "#c7c7c7",
+    "wrote_input": "#f781bf",
+    "error": "#6a3d9a",
+    "oom": "#a65628",
+    "unsupported": "#999999",
+}
 
 
 def statuses(ctx: Context) -> "Result":
@@ -471,8 +617,15 @@ def statuses(ctx: Context) -> "Result":
     if df.empty:
         return "no rows"
     order = [v for v in ctx.order if v in set(df["variant"])]
-    kinds = [s for s in data.STATUSES if s in set(df["status"])] + sorted(set(df["status"]) - set(data.STATUSES))
-    counts = df.groupby(["variant", "status"]).size().unstack(fill_value=0).reindex(index=order, columns=kinds, fill_value=0)
+    kinds = [s for s in data.STATUSES if s in set(df["status"])] + sorted(
+        set(df["status"]) - set(data.STATUSES)
+    )
+    counts = (
+        df.groupby(["variant", "status"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(index=order, columns=kinds, fill_value=0)
+    )
     with theme():
         fig, ax = subplots(layout="constrained", figsize=(9, 0.35 * len(order) + 1.8))
         left = np.zeros(len(order))

@@ -42,11 +42,11 @@ def esc(text: object) -> str:
 class Block:
     """One piece of a section: a figure, a table, a paragraph or a 'no data' note."""
 
-    kind: str                   # figure | table | text | nodata
+    kind: str  # figure | table | text | nodata
     title: str = ""
-    body: object = None         # figure: file stem; table: DataFrame; text/nodata: str
+    body: object = None  # figure: file stem; table: DataFrame; text/nodata: str
     caption: str = ""
-    collapsed: bool = False     # tables: shown inside <details> (long reference tables)
+    collapsed: bool = False  # tables: shown inside <details> (long reference tables)
 
 
 @dataclass
@@ -62,8 +62,7 @@ def _table(df: pd.DataFrame, cls: str = "") -> str:
     rows = []
     for _, r in df.iterrows():
         cells = "".join(
-            f'<td class="msg">{esc(v)}</td>' if c == "message" else f"<td>{esc(v)}</td>"
-            for c, v in r.items()
+            f'<td class="msg">{esc(v)}</td>' if c == "message" else f"<td>{esc(v)}</td>" for c, v in r.items()
         )
         rows.append(f"<tr>{cells}</tr>")
     attr = f' class="{cls}"' if cls else ""
@@ -74,8 +73,10 @@ def _block(b: Block) -> str:
     title = f"<h3>{esc(b.title)}</h3>" if b.title else ""
     if b.kind == "figure":
         stem = esc(b.body)
-        return (f'{title}<figure><a href="{stem}.svg"><img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
-                f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · <a href="{stem}.png">PNG</a></figcaption></figure>')
+        return (
+            f'{title}<figure><a href="{stem}.svg"><img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
+            f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · <a href="{stem}.png">PNG</a></figcaption></figure>'
+        )
     if b.kind == "table":
         table = _table(b.body)
         cap = f"<p>{esc(b.caption)}</p>" if b.caption else ""
@@ -94,14 +95,16 @@ def render(title: str, meta: list[tuple[str, str]], sections: list[Section], foo
     toc = "".join(f'<li><a href="#{esc(s.anchor)}">{esc(s.title)}</a></li>' for s in sections)
     body = []
     for s in sections:
-        body.append(f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>'
-                    f'<p class="question">{esc(s.question)}</p>{"".join(_block(b) for b in s.blocks)}</section>')
+        body.append(
+            f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>'
+            f'<p class="question">{esc(s.question)}</p>{"".join(_block(b) for b in s.blocks)}</section>'
+        )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1><table class=\"meta\">{meta_rows}</table></header>"
+        f'<header><h1>{esc(title)}</h1><table class="meta">{meta_rows}</table></header>'
         f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"
         f"{''.join(body)}"
         f"<footer><p>{esc(footer)}</p></footer></body></html>\n"

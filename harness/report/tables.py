@@ -33,15 +33,21 @@ def accuracy(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
             if all_.empty:
                 continue
             f = fin[(fin["variant"] == v) & (fin["dtype"] == dt)]
-            out.append({
-                "dtype": dt,
-                "variant": v,
-                "loss error (median)": _sci(f["loss_rel_err"].median()),
-                "gradient error (median)": _sci(f["grad_rel_err"].median()),
-                f"loss error ÷ {data.NATIVE}": _ratio(f["err_vs_native"].median()) if "err_vs_native" in f else "-",
-                f"gradient error ÷ {data.NATIVE}": _ratio(f["grad_err_vs_native"].median()) if "grad_err_vs_native" in f else "-",
-                "finite rows": f"{len(f)}/{len(all_)}",
-            })
+            out.append(
+                {
+                    "dtype": dt,
+                    "variant": v,
+                    "loss error (median)": _sci(f["loss_rel_err"].median()),
+                    "gradient error (median)": _sci(f["grad_rel_err"].median()),
+                    f"loss error ÷ {data.NATIVE}": _ratio(f["err_vs_native"].median())
+                    if "err_vs_native" in f
+                    else "-",
+                    f"gradient error ÷ {data.NATIVE}": _ratio(f["grad_err_vs_native"].median())
+                    if "grad_err_vs_native" in f
+                    else "-",
+                    "finite rows": f"{len(f)}/{len(all_)}",
+                }
+            )
     return pd.DataFrame(out) if out else "no rows"
 
 
@@ -66,12 +72,18 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         best = g.iloc[0]
         runner = g.iloc[1] if len(g) > 1 else None
         dt, c, b, mode = key
-        out.append({
-            "dtype": dt, "C": f"{int(c):,}", "B": str(int(b)), "mode": mode,
-            "fastest ok variant": best["variant"], "median time (ms)": f"{best['t'] * 1e3:.3g}",
-            "next": "-" if runner is None else runner["variant"],
-            "next is slower by": "-" if runner is None else f"{runner['t'] / best['t']:.2f}×",
-        })
+        out.append(
+            {
+                "dtype": dt,
+                "C": f"{int(c):,}",
+                "B": str(int(b)),
+                "mode": mode,
+                "fastest ok variant": best["variant"],
+                "median time (ms)": f"{best['t'] * 1e3:.3g}",
+                "next": "-" if runner is None else runner["variant"],
+                "next is slower by": "-" if runner is None else f"{runner['t'] / best['t']:.2f}×",
+            }
+        )
     df = pd.DataFrame(out)
     dorder = {d: i for i, d in enumerate(data.dtype_order(df["dtype"].unique()))}
     df["_d"] = df["dtype"].map(dorder)
@@ -83,7 +95,9 @@ def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     """variant x status: number of rows."""
     if rows.empty:
         return "no rows"
-    kinds = [s for s in data.STATUSES if s in set(rows["status"])] + sorted(set(rows["status"]) - set(data.STATUSES))
+    kinds = [s for s in data.STATUSES if s in set(rows["status"])] + sorted(
+        set(rows["status"]) - set(data.STATUSES)
+    )
     counts = rows.groupby(["variant", "status"]).size().unstack(fill_value=0)
     counts = counts.reindex(index=[v for v in order if v in counts.index], columns=kinds, fill_value=0)
     counts["total"] = counts.sum(axis=1)
@@ -96,9 +110,15 @@ def failures(rows: pd.DataFrame, order: list[str], limit: int = 50) -> "pd.DataF
     bad = rows[rows["status"].isin(data.FAILED)] if len(rows) else rows
     if bad.empty:
         return "no row failed to run"
-    g = bad.groupby(["variant", "status", "message"], dropna=False).agg(
-        rows=("status", "size"), dtypes=("dtype", lambda s: ", ".join(data.dtype_order(s.unique()))),
-        classes=("num_classes", lambda s: ", ".join(str(int(c)) for c in sorted(s.unique())))).reset_index()
+    g = (
+        bad.groupby(["variant", "status", "message"], dropna=False)
+        .agg(
+            rows=("status", "size"),
+            dtypes=("dtype", lambda s: ", ".join(data.dtype_order(s.unique()))),
+            classes=("num_classes", lambda s: ", ".join(str(int(c)) for c in sorted(s.unique()))),
+        )
+        .reset_index()
+    )
     rank = {v: i for i, v in enumerate(order)}
     g = g.sort_values("variant", key=lambda s: s.map(rank)).head(limit)
     g["message"] = g["message"].fillna("")
@@ -131,5 +151,8 @@ def predictions(theory: pd.DataFrame | None, why: str) -> "pd.DataFrame | str":
     t = theory[cols].drop_duplicates()
     t = t.assign(predicted_scale=t["predicted_scale"].map(lambda x: f"{x:.3g}"))
     dorder = {d: i for i, d in enumerate(data.dtype_order(t["dtype"].unique()))}
-    t = t.sort_values(["dtype", "num_classes", "variant", "mechanism"], key=lambda s: s.map(dorder) if s.name == "dtype" else s)
+    t = t.sort_values(
+        ["dtype", "num_classes", "variant", "mechanism"],
+        key=lambda s: s.map(dorder) if s.name == "dtype" else s,
+    )
     return t.astype(str).reset_index(drop=True)

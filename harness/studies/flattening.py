@@ -29,12 +29,22 @@ from harness.vocabulary import study_file
 
 STUDY_FILE = study_file("flattening")
 
-COLUMNS = ["num_classes", "dtype", "start_scale", "seed", "iteration", "dist_from_uniform",
-           "step_ratio", "spread", "uniform"]
+COLUMNS = [
+    "num_classes",
+    "dtype",
+    "start_scale",
+    "seed",
+    "iteration",
+    "dist_from_uniform",
+    "step_ratio",
+    "spread",
+    "uniform",
+]
 
 
 def check(settings: Any) -> tuple[list[int], list[str], list[float], list[int], int]:
     """The study's axes, or SettingError naming the bad key."""
+
     def listed(key: str) -> list:
         value = settings.get(key)
         if value is None or isinstance(value, (str, int, float)) or len(value) == 0:
@@ -66,14 +76,24 @@ def trajectory(num_classes: int, dtype: str, start_scale: float, seed: int, iter
     rows, prev = [], None
     for k in range(iterations + 1):
         if k > 0:
-            p = torch.softmax(p, dim=0)           # computed and stored in the dtype
+            p = torch.softmax(p, dim=0)  # computed and stored in the dtype
         p64 = p.to(torch.float64)
         dist = float((p64 - 1.0 / num_classes).abs().max())
         spread = float(p64.max() - p64.min())
         ratio = dist / prev if prev not in (None, 0.0) else float("nan")
-        rows.append({"num_classes": num_classes, "dtype": dtype, "start_scale": start_scale, "seed": seed,
-                     "iteration": k, "dist_from_uniform": dist, "step_ratio": ratio,
-                     "spread": spread, "uniform": spread == 0.0})
+        rows.append(
+            {
+                "num_classes": num_classes,
+                "dtype": dtype,
+                "start_scale": start_scale,
+                "seed": seed,
+                "iteration": k,
+                "dist_from_uniform": dist,
+                "step_ratio": ratio,
+                "spread": spread,
+                "uniform": spread == 0.0,
+            }
+        )
         prev = dist
     return rows
 
@@ -81,8 +101,14 @@ def trajectory(num_classes: int, dtype: str, start_scale: float, seed: int, iter
 def study_table(settings: Any) -> pd.DataFrame:
     """Every trajectory of the study as one DataFrame with COLUMNS."""
     classes, dtypes, scales, seeds, iterations = check(settings)
-    rows = [row for c in classes for d in dtypes for s in scales for seed in seeds
-            for row in trajectory(c, d, s, seed, iterations)]
+    rows = [
+        row
+        for c in classes
+        for d in dtypes
+        for s in scales
+        for seed in seeds
+        for row in trajectory(c, d, s, seed, iterations)
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -104,9 +130,13 @@ def summary(df: pd.DataFrame) -> str:
     lines = []
     for (dtype, c), g in df.groupby(["dtype", "num_classes"], sort=False):
         live = g[(g.iteration >= 2) & g.step_ratio.notna() & ~g.uniform]
-        ratio = live.groupby(["start_scale", "seed"]).step_ratio.last().median() if len(live) else float("nan")
+        ratio = (
+            live.groupby(["start_scale", "seed"]).step_ratio.last().median() if len(live) else float("nan")
+        )
         first = g[g.uniform].groupby(["start_scale", "seed"]).iteration.min()
-        lines.append(f"{dtype:>5} C={c:<6} last step ratio {ratio:.4g} (1/C = {1 / c:.4g}); "
-                     f"exactly uniform at step {int(first.max()) if len(first) else '-'}"
-                     + ("" if len(first) == g.groupby(['start_scale', 'seed']).ngroups else " (not every start)"))
+        lines.append(
+            f"{dtype:>5} C={c:<6} last step ratio {ratio:.4g} (1/C = {1 / c:.4g}); "
+            f"exactly uniform at step {int(first.max()) if len(first) else '-'}"
+            + ("" if len(first) == g.groupby(["start_scale", "seed"]).ngroups else " (not every start)")
+        )
     return "\n".join(lines)

@@ -33,17 +33,18 @@ class HarnessSweeper(Sweeper):
 
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: List[str]) -> Any:
-        from harness.plan import planned_jobs   # the harness only once a sweep runs
+        from harness.plan import planned_jobs  # the harness only once a sweep runs
 
         assert self.config is not None and self.launcher is not None
         jobs = planned_jobs(self.params, arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")   # what was asked, for the record
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what was asked, for the record
         results = self.launcher.launch(jobs, initial_job_idx=0)
         for r in results:
-            _ = r.return_value   # re-raises a job's exception
+            _ = r.return_value  # re-raises a job's exception
         return [results]

@@ -26,21 +26,25 @@ from harness.cross_entropy.variants import REGISTRY
 
 pytestmark = pytest.mark.bench
 
-ROUNDS = 20     # timed calls per benchmark: enough for a stable median at these sizes
-WARMUP = 3      # untimed calls first: allocator and caches settle (compilation happens before)
+ROUNDS = 20  # timed calls per benchmark: enough for a stable median at these sizes
+WARMUP = 3  # untimed calls first: allocator and caches settle (compilation happens before)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # (batch, classes, dtype, targets): why each is here
 SHAPES = [
-    (32, 1000, "fp32", "hard"),     # small: per-call overhead dominates (128 KB of logits)
-    (256, 8192, "fp32", "soft"),    # 8 MiB logits + 8 MiB soft targets: past L2, memory-bound
-    (64, 32000, "bf16", "hard"),    # a vocabulary-sized row in a low-precision dtype (4 MiB)
+    (32, 1000, "fp32", "hard"),  # small: per-call overhead dominates (128 KB of logits)
+    (256, 8192, "fp32", "soft"),  # 8 MiB logits + 8 MiB soft targets: past L2, memory-bound
+    (64, 32000, "bf16", "hard"),  # a vocabulary-sized row in a low-precision dtype (4 MiB)
 ]
 
 CASES = [
-    pytest.param(v, Point(b, c, dtype, 1.0, device, targets, 0), mode,
-                 id=f"{v.name}-{device}-B{b}-C{c}-{dtype}-{targets}-{mode}")
+    pytest.param(
+        v,
+        Point(b, c, dtype, 1.0, device, targets, 0),
+        mode,
+        id=f"{v.name}-{device}-B{b}-C{c}-{dtype}-{targets}-{mode}",
+    )
     for v in REGISTRY.values()
     for device in DEVICES
     for b, c, dtype, targets in SHAPES
@@ -55,6 +59,7 @@ def test_variant(benchmark, variant, point, mode):
     fn = variant.setup(variant.fn) if variant.setup is not None else variant.fn
     call = make_call(fn, inputs.logits, inputs.for_variant(variant.wants_one_hot(point.targets)), mode)
     if point.device.startswith("cuda"):
+
         def timed():
             out = call()
             torch.cuda.synchronize()
@@ -62,10 +67,18 @@ def test_variant(benchmark, variant, point, mode):
     else:
         timed = call
     timed()  # validation, and compilation for variants that compile, outside the statistics
-    benchmark.extra_info.update(variant=variant.name, mode=mode, batch_size=point.batch_size,
-                                num_classes=point.num_classes, dtype=point.dtype, targets=point.targets,
-                                device=point.device, logit_scale=point.logit_scale, seed=point.seed,
-                                bytes_moved=bytes_moved(point, mode))
+    benchmark.extra_info.update(
+        variant=variant.name,
+        mode=mode,
+        batch_size=point.batch_size,
+        num_classes=point.num_classes,
+        dtype=point.dtype,
+        targets=point.targets,
+        device=point.device,
+        logit_scale=point.logit_scale,
+        seed=point.seed,
+        bytes_moved=bytes_moved(point, mode),
+    )
     loss, grad = benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
     assert loss.ndim == 0 and math.isfinite(loss.item())
     assert (grad is None) == (mode == "fwd")

@@ -27,12 +27,25 @@ from torch import Tensor
 from harness.cross_entropy.mechanisms import MECHANISMS
 from harness.registry import ALL_DEVICES, ALL_TARGETS, Registry, Variant
 
-__all__ = ["ALL_DEVICES", "ALL_TARGETS", "REGISTRY", "LossFn", "Variant", "get", "names", "register", "resolve"]
+__all__ = [
+    "ALL_DEVICES",
+    "ALL_TARGETS",
+    "REGISTRY",
+    "LossFn",
+    "Variant",
+    "get",
+    "names",
+    "register",
+    "resolve",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-REGISTRY = Registry("cross_entropy", signature="two arguments (logits, targets) and return the mean loss",
-                    mechanisms=MECHANISMS)
+REGISTRY = Registry(
+    "cross_entropy",
+    signature="two arguments (logits, targets) and return the mean loss",
+    mechanisms=MECHANISMS,
+)
 register = REGISTRY.register
 names = REGISTRY.names
 get = REGISTRY.get
@@ -45,5 +58,9 @@ _ORDER = ("native", "notebook", "compiled", "chunked", "online", "shifted", "tri
 _LAST = "external"
 
 _found = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-for _module in [*[m for m in _ORDER if m in _found], *[m for m in _found if m not in (*_ORDER, _LAST)], _LAST]:
+for _module in [
+    *[m for m in _ORDER if m in _found],
+    *[m for m in _found if m not in (*_ORDER, _LAST)],
+    _LAST,
+]:
     importlib.import_module(f"{__name__}.{_module}")

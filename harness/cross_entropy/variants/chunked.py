@@ -38,8 +38,9 @@ def target_terms(logits: Tensor, targets: Tensor, lo: int, hi: int) -> tuple[Ten
     return t.sum(dim=1), (t * logits[:, lo:hi].to(acc)).sum(dim=1)
 
 
-def backward_blocks(logits: Tensor, targets: Tensor, lse: Tensor, total: Tensor, scale: Tensor,
-                    block: int) -> Tensor:
+def backward_blocks(
+    logits: Tensor, targets: Tensor, lse: Tensor, total: Tensor, scale: Tensor, block: int
+) -> Tensor:
     """dloss/dz = scale * (T_b * softmax(z)_bc - t_bc): [B, C] in the logits' dtype, written
     one class block at a time (block temporaries are [B, block] in the accumulation dtype).
 
@@ -74,7 +75,7 @@ def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple[Tensor, None]:  #
     return backward_blocks(logits, targets, lse, total, scale, block), None
 
 
-CHUNK = 4096   # classes per chunk: [64, 4096] fp32 = 1 MiB temporaries, small next to C = 128k
+CHUNK = 4096  # classes per chunk: [64, 4096] fp32 = 1 MiB temporaries, small next to C = 128k
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -87,8 +88,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         # Pass 1: the row max, so that no exp below can overflow.
         m = torch.full((b,), -torch.inf, dtype=acc, device=logits.device)
         for lo in range(0, c, CHUNK):
-            m = torch.maximum(m, logits[:, lo:lo + CHUNK].amax(dim=1).to(acc))
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))   # all -inf row: keep exp finite
+            m = torch.maximum(m, logits[:, lo : lo + CHUNK].amax(dim=1).to(acc))
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf row: keep exp finite
         # Pass 2: sum of exp(z - max), and the target terms, chunk by chunk.
         s = torch.zeros(b, dtype=acc, device=logits.device)
         total = torch.zeros_like(s)
@@ -106,8 +107,11 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         return backward_saved(ctx, grad_out, CHUNK)
 
 
-@register("chunked", description=f"class chunks of {CHUNK}: two passes (max, sum), per-row stats, "
-                                 "backward recomputes softmax per chunk (memory = the gradient)")
+@register(
+    "chunked",
+    description=f"class chunks of {CHUNK}: two passes (max, sum), per-row stats, "
+    "backward recomputes softmax per chunk (memory = the gradient)",
+)
 def chunked(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
     return ChunkedCrossEntropy.apply(logits, targets)

@@ -28,7 +28,7 @@ def _compile(fn: LossFn) -> LossFn:
     "torch_compile",
     setup=_compile,
     description="torch.compile(F.cross_entropy), dynamic=False; Inductor keeps fp32 intermediates, "
-                "so fp16/bf16 results are usually closer to fp64 than eager (README, Numerics §4)",
+    "so fp16/bf16 results are usually closer to fp64 than eager (README, Numerics §4)",
 )
 def torch_compile(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities."""

@@ -30,9 +30,15 @@ def _liger():
 _liger_ce = _liger()
 
 if _liger_ce is not None:
-    @register("liger_cross_entropy", targets={"hard"}, devices={"cuda"}, overwrites_input=True,
-              description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward "
-                          "into the logits' storage)")
+
+    @register(
+        "liger_cross_entropy",
+        targets={"hard"},
+        devices={"cuda"},
+        overwrites_input=True,
+        description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward "
+        "into the logits' storage)",
+    )
     def liger_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
         """logits: [B, C] on CUDA (overwritten); targets: [B] int64."""
         return _liger_ce(logits, targets)

@@ -22,7 +22,7 @@ from harness.cross_entropy.variants import register
 @register(
     "softmax_log",
     targets={"soft"},
-    breaks_by=("prob_underflow",),   # max-shifted: its sum never overflows
+    breaks_by=("prob_underflow",),  # max-shifted: its sum never overflows
     description="log of a (stable) softmax: NaN once any probability underflows to 0 (0 * -inf)",
 )
 def softmax_log(logits: Tensor, targets: Tensor) -> Tensor:
@@ -33,7 +33,7 @@ def softmax_log(logits: Tensor, targets: Tensor) -> Tensor:
 
 def _shifted(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(z - max_c z, log sum exp(z - max)) per row: the notebook's overflow guard."""
-    y = logits - torch.max(logits, dim=1, keepdim=True)[0]        # [B, C]
+    y = logits - torch.max(logits, dim=1, keepdim=True)[0]  # [B, C]
     lse = torch.log(torch.sum(torch.exp(y), dim=1, keepdim=True))  # [B, 1]
     return y, lse
 
@@ -51,13 +51,17 @@ def seed_lse_zy(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.sum(lse - zy) / logits.shape[0]
 
 
-@register("seed_labels_logsoftmax", targets={"soft"}, description="notebook NewCrossEntropyLoss: -t * (z - lse)")
+@register(
+    "seed_labels_logsoftmax", targets={"soft"}, description="notebook NewCrossEntropyLoss: -t * (z - lse)"
+)
 def seed_labels_logsoftmax(logits: Tensor, targets: Tensor) -> Tensor:
     y, lse = _shifted(logits)
     return -1 * torch.sum(targets * (y - lse)) / logits.shape[0]
 
 
-@register("seed_lse_labels", targets={"soft"}, description="notebook New2CrossEntropyLoss (the line marked 对)")
+@register(
+    "seed_lse_labels", targets={"soft"}, description="notebook New2CrossEntropyLoss (the line marked 对)"
+)
 def seed_lse_labels(logits: Tensor, targets: Tensor) -> Tensor:
     y, lse = _shifted(logits)
     zy = torch.sum(y * targets, dim=1, keepdim=True)
@@ -95,8 +99,8 @@ def seed_lse_labels_broadcast(logits: Tensor, targets: Tensor) -> Tensor:
     description="textbook exp(z)/sum(exp(z)) with no max-shift: the sum overflows, probabilities underflow",
 )
 def naive_exp(logits: Tensor, targets: Tensor) -> Tensor:
-    e = torch.exp(logits)                       # inf once z > ln(max)
-    p = e / torch.sum(e, dim=1, keepdim=True)   # 0 (underflow) or NaN (inf / inf)
+    e = torch.exp(logits)  # inf once z > ln(max)
+    p = e / torch.sum(e, dim=1, keepdim=True)  # 0 (underflow) or NaN (inf / inf)
     return -torch.sum(targets * torch.log(p)) / logits.shape[0]
 
 

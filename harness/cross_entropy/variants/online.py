@@ -17,7 +17,7 @@ from torch import Tensor
 from harness.cross_entropy.variants import register
 from harness.cross_entropy.variants.chunked import acc_dtype, backward_saved, save_and_reduce, target_terms
 
-BLOCK = 2048   # classes per step; smaller than chunked's CHUNK so the rescale runs more often
+BLOCK = 2048  # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 
 
 class OnlineCrossEntropy(torch.autograd.Function):
@@ -48,8 +48,11 @@ class OnlineCrossEntropy(torch.autograd.Function):
         return backward_saved(ctx, grad_out, BLOCK)
 
 
-@register("online", description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
-                                f"{BLOCK}, custom backward from the saved lse")
+@register(
+    "online",
+    description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
+    f"{BLOCK}, custom backward from the saved lse",
+)
 def online(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
     return OnlineCrossEntropy.apply(logits, targets)

@@ -21,8 +21,11 @@ from torch import Tensor
 from harness.cross_entropy.variants import register
 
 
-@register("log1p_shifted", description="a + log1p(sum_{i!=k} exp(z_i - a)) with a = max (Blanchard-Higham-Higham); "
-                                       "exp in the input dtype, sum and log1p in fp32")
+@register(
+    "log1p_shifted",
+    description="a + log1p(sum_{i!=k} exp(z_i - a)) with a = max (Blanchard-Higham-Higham); "
+    "exp in the input dtype, sum and log1p in fp32",
+)
 def log1p_shifted(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities."""
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -30,15 +33,15 @@ def log1p_shifted(logits: Tensor, targets: Tensor) -> Tensor:
     # -sum of every other class's gradient, summed in the input dtype, a cancellation that cost
     # 30-60% of the gradient norm in bf16 at C = 128k (overflow sweep). The k-th term's own
     # gradient comes from expm1(z_k - a): 0 in value (z_k - a = 0 exactly), slope 1 at z_k.
-    a, k = logits.detach().max(dim=1, keepdim=True)   # [B, 1]
-    y = logits - a                                    # <= 0, exact or one rounding: exp cannot overflow
-    e = torch.exp(y).scatter(1, k, 0.0)               # drop the k-th term, exactly exp(0) = 1
+    a, k = logits.detach().max(dim=1, keepdim=True)  # [B, 1]
+    y = logits - a  # <= 0, exact or one rounding: exp cannot overflow
+    e = torch.exp(y).scatter(1, k, 0.0)  # drop the k-th term, exactly exp(0) = 1
     s = e.sum(dim=1, dtype=acc) + torch.expm1(y.gather(1, k))[:, 0].to(acc)
-    log1p_s = torch.log1p(s)                          # [B] = lse - a
+    log1p_s = torch.log1p(s)  # [B] = lse - a
     if targets.dtype == torch.int64:
-        y_t = y.gather(1, targets[:, None])[:, 0].to(acc)   # z_y - a
+        y_t = y.gather(1, targets[:, None])[:, 0].to(acc)  # z_y - a
         return (log1p_s - y_t).mean().to(logits.dtype)
     t = targets.to(acc)
-    total = t.sum(dim=1)                              # T_b (1 up to rounding)
+    total = t.sum(dim=1)  # T_b (1 up to rounding)
     loss = (total * log1p_s - (t * y.to(acc)).sum(dim=1)).sum() / logits.shape[0]
     return loss.to(logits.dtype)

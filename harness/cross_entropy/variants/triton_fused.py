@@ -15,10 +15,15 @@ from torch import Tensor
 from harness.cross_entropy.variants import register
 
 
-@register("triton_fused", targets={"soft", "hard"}, devices={"cuda"},
-          description="Triton, one launch: per-row loss + gradient buffer, backward scales it")
+@register(
+    "triton_fused",
+    targets={"soft", "hard"},
+    devices={"cuda"},
+    description="Triton, one launch: per-row loss + gradient buffer, backward scales it",
+)
 def triton_fused(logits: Tensor, targets: Tensor) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities in the
     logits' dtype. Returns the mean loss, 0-dim, in the logits' dtype."""
     from harness.cross_entropy.kernel import cross_entropy
+
     return cross_entropy(logits, targets)
