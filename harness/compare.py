@@ -13,7 +13,8 @@ logit scale, device, mode, seed). Each joined row gets three verdicts:
   memory    ratio of peak bytes, flagged past `memory_factor`. The CPU figure counts the
             tensors a variant materialises, so it is exact and any change is real.
   accuracy  a status change to a worse status (STATUS_RANK: ok < inaccurate < nonfinite,
-            no_reference < wrote_input, error, oom, unsupported) or relative error (loss or gradient) grown beyond `error_factor`.
+            no_reference < wrote_input, error, oom, unsupported) or relative error (loss or
+            gradient) grown beyond `error_factor`.
             For a fixed seed and torch version accuracy is deterministic, so no test is needed
             and the verdict holds across machines. Errors are floored at the dtype's unit
             roundoff u before the ratio: two results within one rounding are equally exact,

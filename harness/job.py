@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator
 import torch
 
 from harness.config import validate_threads, validate_timing
-from harness.registry import Variant
-from harness.runner import run_point
 
 # The one family so far; a second one would be chosen by a setting here.
 from harness.cross_entropy import FAMILY
+from harness.registry import Variant
+from harness.runner import run_point
 
 
 def points(cfg: Any) -> list[Any]:

@@ -231,7 +231,8 @@ class Registry(Mapping[str, Variant]):
         for spec, variant in pairs:
             if variant.name in seen:
                 raise SettingError(
-                    f"variants: two variants are named {variant.name!r} ({seen[variant.name]!r} and {spec!r}); "
+                    f"variants: two variants are named {variant.name!r} "
+                    f"({seen[variant.name]!r} and {spec!r}); "
                     "list each once and give a user variant its own name with NAME@package.module:function"
                 )
             seen[variant.name] = spec

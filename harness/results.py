@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 
 from harness.vocabulary import KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
 
-
 SCHEMA = pa.schema(
     [
         ("variant", pa.string()),

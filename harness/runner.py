@@ -65,7 +65,8 @@ def measure_variant(
     if not variant.runs_on(point.targets, point.device):
         row.update(
             status="unsupported",
-            message=f"{variant.name} runs on targets {sorted(variant.targets)} and devices {sorted(variant.devices)}",
+            message=f"{variant.name} runs on targets {sorted(variant.targets)} "
+            f"and devices {sorted(variant.devices)}",
         )
         return row
     device = torch.device(point.device)

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from harness import job
 from harness.cross_entropy.theory import theory_table, write_theory
 from harness.cross_entropy.variants import REGISTRY
-from harness.report import data, figures
+from harness.report import figures
 from harness.results import write_rows
 
 from .test_variants import assert_closed_form

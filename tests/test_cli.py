@@ -15,8 +15,8 @@ from hydra.types import RunMode
 
 import harness.app  # noqa: F401  (registers the config schema)
 from harness.app import CONF_DIR
-from harness.results import SCHEMA, load
 from harness.cross_entropy.variants import resolve
+from harness.results import SCHEMA, load
 
 from .conftest import run_cli
 

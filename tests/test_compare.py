@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.compare import Thresholds, UnusableInput, compare, load_run, min_p_value, time_verdict
-from harness.report.compare import console, markdown, plot
 from harness.dtypes import DTYPES, unit_roundoff
+from harness.report.compare import console, markdown, plot
 from harness.results import SCHEMA, write_rows
 from tests.conftest import REPO, run_cli
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import torch
 
 from harness.cross_entropy.point import Point
+from harness.cross_entropy.variants import REGISTRY, get
 from harness.measure.isolation import Feed, Guard, same_bits
 from harness.measure.timing import time_cpu
 from harness.runner import run_point
-from harness.cross_entropy.variants import REGISTRY, get
 
 OFF = SimpleNamespace(enabled=False)
 TIMED = SimpleNamespace(enabled=True, warmup=1, min_reps=3, min_time_s=0.0, max_reps=3)

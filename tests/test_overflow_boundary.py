@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from harness.app import CONF_DIR
-from harness.results import load
 from harness import job
+from harness.app import CONF_DIR
 from harness.cross_entropy.theory import load_theory, predicted_scale
+from harness.results import load
 
 
 def _sweep_cfg(*overrides: str):

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from harness.cross_entropy.point import Point
-from harness.dtypes import DTYPES, unit_roundoff
 from harness.cross_entropy.reference import reference
 from harness.cross_entropy.tolerance import K_LOSS, tolerance
+from harness.cross_entropy.variants import REGISTRY, Variant
+from harness.dtypes import DTYPES, unit_roundoff
 from harness.runner import run_point
 from harness.vocabulary import NATIVE
-from harness.cross_entropy.variants import REGISTRY, Variant
 
 VARIANTS = [v for v in REGISTRY.values() if not v.expected_wrong and "cpu" in v.devices]
 STABLE = [v for v in VARIANTS if v.stable]
@@ -82,7 +82,8 @@ def _targets_for(variant: Variant) -> list[str]:
 
 
 def _close(value: float, expected: float, dtype: str = "fp32", atol: float = 0.0) -> bool:
-    # The loss tolerance's dtype term (harness/cross_entropy/tolerance.py); atol carries any conditioning term.
+    # The loss tolerance's dtype term (harness/cross_entropy/tolerance.py); atol carries any
+    # conditioning term.
     return (
         math.isfinite(value)
         and abs(value - expected) <= K_LOSS * unit_roundoff(DTYPES[dtype]) * abs(expected) + atol

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.cross_entropy.point import Point
 from harness.cross_entropy.inputs import make_inputs
+from harness.cross_entropy.point import Point
 from harness.cross_entropy.reference import reference
 
 

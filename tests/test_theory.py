@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from harness.dtypes import DTYPES
 from harness.cross_entropy.theory import (
     THEORY_FILE,
     breaking_variants,
@@ -19,6 +18,7 @@ from harness.cross_entropy.theory import (
     theory_table,
     write_theory,
 )
+from harness.dtypes import DTYPES
 
 
 @pytest.mark.parametrize("c", [1, 10, 1000, 50257, 128256, 10**7])

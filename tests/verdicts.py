@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import pandas as pd
 
 from harness.cross_entropy.point import Point
+from harness.cross_entropy.variants import REGISTRY, Variant, get
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.runner import run_point
-from harness.cross_entropy.variants import REGISTRY, Variant, get
 from tests.bug_variants import CATALOGUE
 
 # fp32/fp64/bf16 x C in {68, 1000} x scales 1 to 1e4 x both target kinds, B = 64. C = 68 is not a

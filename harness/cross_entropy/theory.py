@@ -192,7 +192,8 @@ def dtype_edges_table(dtypes: list[str]) -> pd.DataFrame:
 
 def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
     """Store the predictions for the dtypes, class counts, batch sizes and breaking variants
-    present in rows_df as run_dir/theory.json ({"edges": [...], "predictions": [...]}); None if rows_df is empty."""
+    present in rows_df as run_dir/theory.json ({"edges": [...], "predictions": [...]});
+    None if rows_df is empty."""
     if rows_df is None or len(rows_df) == 0:
         return None
     dtypes = [d for d in DTYPES if d in set(rows_df["dtype"])]  # fixed dtype order

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.dtypes import DTYPES, unit_roundoff
 from harness.cross_entropy.reference import Reference
+from harness.dtypes import DTYPES, unit_roundoff
 
 K_LOSS = 4.0
 K_GRAD = 2.0

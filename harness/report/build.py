@@ -149,7 +149,8 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
         Section(
             "breaks",
             "Where the naive formula breaks",
-            "At which logit scale does each formula stop being finite, per dtype, and does theory predict it?",
+            "At which logit scale does each formula stop being finite, per dtype, "
+            "and does theory predict it?",
             [
                 fig["breaks"],
                 _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(rows)),

@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.dtypes import DTYPES
-from harness.vocabulary import FAILED, MODES, NATIVE, STATUSES, study_file
-from harness.vocabulary import JUDGED as FINITE  # statuses whose errors are numbers
+from harness.vocabulary import study_file
 
 STUDY_FILE = study_file("flattening")
 

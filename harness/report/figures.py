@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from harness.report import data
+from harness.vocabulary import FAILED, JUDGED, MODES, NATIVE, STATUSES
 
 Result = "Figure | str"
 
@@ -143,7 +144,7 @@ def breaks(ctx: Context) -> "Result":
     df = ctx.rows
     if df.empty or df["logit_scale"].nunique() == 0:
         return "no rows"
-    df = df[~df["status"].isin(data.FAILED)]
+    df = df[~df["status"].isin(FAILED)]
     if df.empty:
         return "every row failed to run (error, oom or unsupported): nothing to colour"
     theory, _ = ctx.theory
@@ -153,7 +154,7 @@ def breaks(ctx: Context) -> "Result":
     ypos = {v: i for i, v in enumerate(order)}
 
     keys = ["dtype", "num_classes", "variant", "logit_scale"]
-    finite = df[df["status"].isin(data.FINITE)]
+    finite = df[df["status"].isin(JUDGED)]
     err = finite.groupby(keys)["loss_rel_err"].median().rename("err")
     nonfin = df.assign(bad=df["status"] == "nonfinite").groupby(keys)["bad"].agg(["sum", "count"])
     cells = nonfin.join(err).reset_index()
@@ -336,7 +337,7 @@ def boundary(ctx: Context) -> "Result":
 def accuracy(ctx: Context) -> "Result":
     """variant x dtype heatmaps: median loss and gradient error, and the loss error over
     torch_cross_entropy's at the same point (finite rows only)."""
-    df = ctx.rows[ctx.rows["status"].isin(data.FINITE)] if len(ctx.rows) else ctx.rows
+    df = ctx.rows[ctx.rows["status"].isin(JUDGED)] if len(ctx.rows) else ctx.rows
     if df.empty:
         return "no finite results"
     panels = [
@@ -344,7 +345,7 @@ def accuracy(ctx: Context) -> "Result":
         for c, t in (
             ("loss_rel_err", "median relative error\nof the loss"),
             ("grad_rel_err", "median relative error\nof the gradient (fwd_bwd)"),
-            ("err_vs_native", f"loss error ÷ {data.NATIVE}'s\n(1 = as good as the native op)"),
+            ("err_vs_native", f"loss error ÷ {NATIVE}'s\n(1 = as good as the native op)"),
         )
         if data.has(df, c)
     ]
@@ -407,7 +408,7 @@ def _pooled_quartiles(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog: bool = True):
     """Grid of panels, rows = mode, columns = dtype; draw(ax, sub, variant) per variant."""
-    modes = [m for m in data.MODES if m in set(df["mode"])] + sorted(set(df["mode"]) - set(data.MODES))
+    modes = [m for m in MODES if m in set(df["mode"])] + sorted(set(df["mode"]) - set(MODES))
     dtypes = data.dtype_order(df["dtype"].unique())
     order = [v for v in ctx.order if v in set(df["variant"])]
     with theme():
@@ -617,9 +618,7 @@ def statuses(ctx: Context) -> "Result":
     if df.empty:
         return "no rows"
     order = [v for v in ctx.order if v in set(df["variant"])]
-    kinds = [s for s in data.STATUSES if s in set(df["status"])] + sorted(
-        set(df["status"]) - set(data.STATUSES)
-    )
+    kinds = [s for s in STATUSES if s in set(df["status"])] + sorted(set(df["status"]) - set(STATUSES))
     counts = (
         df.groupby(["variant", "status"])
         .size()

@@ -24,7 +24,8 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 th { background: #f3f3f3; }
 table.meta th { width: 9em; }
 td.msg { font-family: ui-monospace, monospace; font-size: 12px; max-width: 640px; word-break: break-word; }
-.nodata { color: #8a6d3b; background: #fcf8e3; border: 1px solid #faebcc; padding: 6px 10px; display: inline-block; }
+.nodata { color: #8a6d3b; background: #fcf8e3; border: 1px solid #faebcc; padding: 6px 10px;
+          display: inline-block; }
 figure { margin: 8px 0 24px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 13px; color: #555; }
@@ -74,8 +75,10 @@ def _block(b: Block) -> str:
     if b.kind == "figure":
         stem = esc(b.body)
         return (
-            f'{title}<figure><a href="{stem}.svg"><img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
-            f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · <a href="{stem}.png">PNG</a></figcaption></figure>'
+            f'{title}<figure><a href="{stem}.svg">'
+            f'<img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
+            f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · '
+            f'<a href="{stem}.png">PNG</a></figcaption></figure>'
         )
     if b.kind == "table":
         table = _table(b.body)

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from harness.report import data
+from harness.vocabulary import FAILED, JUDGED, NATIVE, STATUSES
 
 
 def _sci(x) -> str:
@@ -25,7 +26,7 @@ def accuracy(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     torch_cross_entropy's at the point, and how many rows were finite."""
     if rows.empty:
         return "no rows"
-    fin = rows[rows["status"].isin(data.FINITE)]
+    fin = rows[rows["status"].isin(JUDGED)]
     out = []
     for dt in data.dtype_order(rows["dtype"].unique()):
         for v in order:
@@ -39,10 +40,10 @@ def accuracy(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
                     "variant": v,
                     "loss error (median)": _sci(f["loss_rel_err"].median()),
                     "gradient error (median)": _sci(f["grad_rel_err"].median()),
-                    f"loss error ÷ {data.NATIVE}": _ratio(f["err_vs_native"].median())
+                    f"loss error ÷ {NATIVE}": _ratio(f["err_vs_native"].median())
                     if "err_vs_native" in f
                     else "-",
-                    f"gradient error ÷ {data.NATIVE}": _ratio(f["grad_err_vs_native"].median())
+                    f"gradient error ÷ {NATIVE}": _ratio(f["grad_err_vs_native"].median())
                     if "grad_err_vs_native" in f
                     else "-",
                     "finite rows": f"{len(f)}/{len(all_)}",
@@ -95,9 +96,7 @@ def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     """variant x status: number of rows."""
     if rows.empty:
         return "no rows"
-    kinds = [s for s in data.STATUSES if s in set(rows["status"])] + sorted(
-        set(rows["status"]) - set(data.STATUSES)
-    )
+    kinds = [s for s in STATUSES if s in set(rows["status"])] + sorted(set(rows["status"]) - set(STATUSES))
     counts = rows.groupby(["variant", "status"]).size().unstack(fill_value=0)
     counts = counts.reindex(index=[v for v in order if v in counts.index], columns=kinds, fill_value=0)
     counts["total"] = counts.sum(axis=1)
@@ -107,7 +106,7 @@ def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
 def failures(rows: pd.DataFrame, order: list[str], limit: int = 50) -> "pd.DataFrame | str":
     """Rows that did not run (error, oom, unsupported): the point and the message, one line
     per distinct (variant, status, message), at most `limit` lines."""
-    bad = rows[rows["status"].isin(data.FAILED)] if len(rows) else rows
+    bad = rows[rows["status"].isin(FAILED)] if len(rows) else rows
     if bad.empty:
         return "no row failed to run"
     g = (

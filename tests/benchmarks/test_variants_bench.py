@@ -17,12 +17,12 @@ import math
 import pytest
 import torch
 
-from harness.cross_entropy.point import Point
-from harness.cross_entropy.inputs import make_inputs
-from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy import make_call
-from harness.vocabulary import MODES
+from harness.cross_entropy.inputs import make_inputs
+from harness.cross_entropy.point import Point
+from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
+from harness.vocabulary import MODES
 
 pytestmark = pytest.mark.bench
 
