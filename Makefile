@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= results/sweeps/cpu/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: setup run test bench smoke baseline variants-table lint clean
+.PHONY: setup run test bench smoke baseline variants-table lint gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ baseline: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# On a CUDA machine: the CUDA tests, the headline point and triton_fused's settings scan (< 5 min).
+gpu-check: setup
+	$(PY) scripts/gpu_check.py
 
 # The README's variant table, generated from the registry (never edited by hand).
 variants-table: setup

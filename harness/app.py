@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import interrupts, job, studies
-from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail
+from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, SWEEP_WEIGHTS_ENV, fail
 from harness.config import HarnessConfig, SettingError
 from harness.metadata import run_metadata
 from harness.results import stored_key, write_rows
@@ -74,13 +74,29 @@ def _label(point: Any, count: int) -> str:
     return text if count == 1 else text.replace(f"scale={point.logit_scale:g}", f"{count} scales/seeds")
 
 
-def _progress(index: int, total: int) -> str:
-    """`[3/24, 21 left, ~40 s to go]` from the sweep's start time and points done so far."""
+def _weights(total: int) -> list[float]:
+    weights = [float(w) for w in os.environ.get(SWEEP_WEIGHTS_ENV, "").split(",") if w]
+    return weights if len(weights) == total else [1.0] * total
+
+
+# Weight of the jobs this process found already written: they took no time, so the ETA leaves
+# them out of the work done.
+_resumed_weight = 0.0
+
+
+def _progress(index: int, total: int, resumed: bool = False) -> str:
+    """`[3/24, 21 left, ~40 s to go]` once job `index` (1-based) is done: the time so far,
+    scaled by the expected work left over the work measured (each job's weight,
+    plan.job_weight: a 2 GB point weighs more than a tiny one)."""
+    global _resumed_weight
     text = f"[{index}/{total}, {total - index} left"
+    weights = _weights(total)
+    if resumed:
+        _resumed_weight += weights[index - 1]
     start = os.environ.get(SWEEP_START_ENV)
-    if start and index > 1:
-        per_point = (time.time() - float(start)) / (index - 1)
-        text += f", ~{per_point * (total - index + 1):.0f} s to go"
+    done = sum(weights[:index]) - _resumed_weight
+    if start and done > 0 and not resumed:
+        text += f", ~{(time.time() - float(start)) * sum(weights[index:]) / done:.0f} s to go"
     return text + "]"
 
 
@@ -101,7 +117,7 @@ def run_points_job(cfg: DictConfig) -> str:
     label = _label(points[0], len(points))
     global _finished
     if stored_key(out_dir) == key:
-        log.info("%s %s: already written, skipped", _progress(index, total), label)
+        log.info("%s %s: already written, skipped", _progress(index, total, resumed=True), label)
         _finished += 1
         return "resumed"
     run_dir = Path(str(hc.sweep.dir if multirun else hc.run.dir))

@@ -15,16 +15,17 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.config import SettingError
-from harness.launchers import check_launcher, check_writable, share_cores
 from harness import studies
+from harness.config import SettingError
 from harness.job import check
+from harness.launchers import check_launcher, check_writable, share_cores
 from harness.plan import check_sweep, task_config
 from harness.vocabulary import FAILED, POINT_COLUMNS, ROWS_FILE
 
 # Shared with the jobs (which may run in other processes, so through the environment).
 SWEEP_SIZE_ENV = "HARNESS_SWEEP_SIZE"
 SWEEP_START_ENV = "HARNESS_SWEEP_START"
+SWEEP_WEIGHTS_ENV = "HARNESS_SWEEP_WEIGHTS"  # each job's expected share of the time (plan.job_weight)
 
 
 def fail(message: str) -> None:
@@ -46,7 +47,8 @@ class HarnessCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            size = check_sweep(config)
+            weights = check_sweep(config)
+            size = len(weights)
             check_launcher(config, size)
             check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         except SettingError as exc:
@@ -55,6 +57,7 @@ class HarnessCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         self._existing = set(sweep_dir.rglob(ROWS_FILE)) if sweep_dir.exists() else set()
         os.environ[SWEEP_SIZE_ENV] = str(size)
+        os.environ[SWEEP_WEIGHTS_ENV] = ",".join(f"{w:.6g}" for w in weights)
         os.environ[SWEEP_START_ENV] = str(time.time())
         print(f"harness: sweep of {size} points into {sweep_dir}", flush=True)
 

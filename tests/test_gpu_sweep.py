@@ -8,14 +8,29 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-GPU_SWEEP = Path(__file__).resolve().parent.parent / "conf" / "sweep" / "gpu.yaml"
+SWEEPS = Path(__file__).resolve().parent.parent / "conf" / "sweep"
+GPU_SWEEP = SWEEPS / "gpu_full.yaml"
 
 
 def _axis(params, key):
     return [float(v) if "." in v else int(v) for v in str(params[key]).split(",")]
 
 
-def test_gpu_sweep_axes_are_llm_sized():
+def test_gpu_sweep_is_the_study_sized_for_a_person():
+    # 12 points at B = 8192: the vocabularies of Llama-2, Llama-3 and Gemma, bf16 and fp32, both
+    # target kinds; every CUDA variant. The 15-minute budget is estimated in the file.
+    cfg = OmegaConf.load(SWEEPS / "gpu.yaml")
+    params = cfg.hydra.sweeper.params
+    assert cfg.batch_size == 8192 and cfg.device == "cuda" and list(cfg.get("variants", [])) == []
+    assert set(_axis(params, "num_classes")) == {32000, 128256, 262144}
+    axes = [str(params[k]).split(",") for k in params]
+    points = 1
+    for values in axes:
+        points *= len(values)
+    assert points == 12
+
+
+def test_gpu_full_sweep_axes_are_llm_sized():
     cfg = OmegaConf.load(GPU_SWEEP)
     params = cfg.hydra.sweeper.params
     classes, batches = _axis(params, "num_classes"), _axis(params, "batch_size")
@@ -37,3 +52,36 @@ def test_gpu_sweep_refuses_without_cuda(cli, tmp_path):
     assert len(lines) == 1, out.stderr
     assert "+sweep=cpu" in lines[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_gpu_check_refuses_without_cuda_in_one_line():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "no CUDA device" in out.stderr
+
+
+def test_the_h200_reference_rows_give_the_floor_table():
+    # results/reference/h200 holds rows measured on an H200 (README, The GPU path): the table the
+    # README shows is what scripts/floor_table.py prints from them.
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "scripts/floor_table.py", "results/reference/h200/headline"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()[2:]
+    assert len(lines) == 8 and all("C=128256 bf16 hard" in line for line in lines)
+    readme = (repo / "README.md").read_text()
+    for line in lines:
+        assert line in readme, f"README's H200 table differs from the rows: {line}"

@@ -27,12 +27,12 @@ if DEVICE == "cpu" and _IN_PROCESS:
 
 import pytest  # noqa: E402
 
-from harness.dtypes import DTYPES  # noqa: E402
+from harness.cross_entropy.reference import reference  # noqa: E402
 from harness.cross_entropy.tolerance import tolerance  # noqa: E402
+from harness.cross_entropy.variants import REGISTRY  # noqa: E402
+from harness.dtypes import DTYPES  # noqa: E402
 from harness.measure.accuracy import assess  # noqa: E402
 from harness.measure.memory import peak_bytes  # noqa: E402
-from harness.cross_entropy.reference import reference  # noqa: E402
-from harness.cross_entropy.variants import REGISTRY  # noqa: E402
 
 MODULE = "harness.cross_entropy.kernel"
 
@@ -141,9 +141,15 @@ def test_second_backward_is_refused(ce):
         torch.autograd.grad(loss, x)
 
 
+# The CUDA caching allocator hands out blocks of at least 512 bytes, so a few small buffers
+# already peak at 1024 B there (measured on an H200): the gradient must span many blocks for
+# "no gradient-sized buffer" to be a bound with room, hence C = 4096 (40 KiB, 80 blocks).
+ALLOCATOR_BLOCK = 512 if DEVICE == "cuda" else 1
+
+
 @pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_memory_fwd_writes_no_gradient_and_fwd_bwd_one_buffer(ce, kind):
-    b, c = 5, 300
+    b, c = 5, 4096
     z, t = make_case(b, c, torch.float16, kind)
     grad_bytes = b * c * z.element_size()
 
@@ -154,8 +160,10 @@ def test_memory_fwd_writes_no_gradient_and_fwd_bwd_one_buffer(ce, kind):
     def both():
         return fwd_bwd(lambda x, tt: ce.cross_entropy(x, tt, block=128), z, t)
 
-    # fwd: B fp32 row losses and scalars only, no gradient-sized buffer (README, Numerics §7 pitfall).
-    assert peak_bytes(fwd, torch.device(DEVICE)) < grad_bytes / 4
+    # fwd: B fp32 row losses and scalars only, no gradient-sized buffer (README, Numerics §7
+    # pitfall): a handful of allocator blocks against the gradient's 80.
+    assert grad_bytes >= 64 * ALLOCATOR_BLOCK
+    assert peak_bytes(fwd, torch.device(DEVICE)) <= max(8 * ALLOCATOR_BLOCK, grad_bytes // 16)
     # fwd_bwd: the gradient buffer is the only large allocation (the issue's 1.05x bound);
     # the clone of the logits inside `fwd_bwd` is the caller's, counted here, so subtract it.
     assert peak_bytes(both, torch.device(DEVICE)) - grad_bytes <= 1.05 * grad_bytes
@@ -174,38 +182,51 @@ def test_registered_for_cuda_with_both_target_kinds():
     assert v.runs_on("hard", "cuda:0") and not v.runs_on("hard", "cpu")
 
 
-def test_import_harness_does_not_import_triton():
+def test_import_harness_does_not_import_the_kernel():
+    # The harness's own lazy import: the kernel module (and with it triton) loads at the first
+    # call of triton_fused, not when the registry is built. torch itself imports triton on a
+    # CUDA machine, so what is compared is triton's presence before and after the harness.
     code = (
-        "import sys, harness, harness.cross_entropy.variants, harness.runner; print('triton' in sys.modules)"
+        "import sys, torch; before = 'triton' in sys.modules; "
+        "import harness, harness.cross_entropy.variants, harness.runner, harness.job; "
+        "print(before, 'triton' in sys.modules, 'harness.cross_entropy.kernel' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    before, after, kernel = out.stdout.split()
+    assert kernel == "False" and after == before
 
 
 # Rows 0, 1, 2 start at element 0, S and 2S with S = 2^30 + 64: row 2's offset (> 2^31) wraps
 # to a wild address if the row index is int32, which crashes the process: hence a subprocess.
 # The 4 GiB buffer is virtual; only the three rows' pages are ever touched.
 _FAR_ROWS = textwrap.dedent("""
+    import sys
     import torch
     from harness.cross_entropy.kernel import rows
-    from harness.cross_entropy.reference import reference
     C, S = 300, 2**30 + 64
-    big = torch.empty(2 * S + C, dtype=torch.float16)
+    big = torch.empty(2 * S + C, dtype=torch.float16, device=sys.argv[1])
     z = big.as_strided((3, C), (S, 1))
     vals = (3 * torch.randn(3, C, generator=torch.Generator().manual_seed(0))).half()
     z.copy_(vals)
-    y = torch.tensor([5, 200, 7])
-    got = rows(z, y, None, 128).double()
-    want = torch.logsumexp(vals.double(), 1) - vals.double()[torch.arange(3), y]
+    y = torch.tensor([5, 200, 7], device=z.device)
+    got = rows(z, y, None, 128).double().cpu()
+    want = torch.logsumexp(vals.double(), 1) - vals.double()[torch.arange(3), y.cpu()]
     print(float((got - want).abs().max()))
 """)
 
 
 def test_row_offsets_past_2_31_elements():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    # Natively on a GPU (4 GiB of device memory); under the interpreter on a CPU-only machine,
+    # where the buffer is virtual. (Triton 3.6's interpreter fails on a CUDA machine.)
+    native = torch.cuda.is_available()
+    env = {**os.environ, **({} if native else {"TRITON_INTERPRET": "1"})}
     out = subprocess.run(
-        [sys.executable, "-c", _FAR_ROWS], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-c", _FAR_ROWS, "cuda" if native else "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-500:]}"
     assert float(out.stdout.strip()) < 1e-4
