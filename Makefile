@@ -9,7 +9,11 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-RUN_DIR ?= results/sweeps/cpu/$(shell date +%Y-%m-%d_%H-%M-%S)
+STAMP_NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
+RUN_DIR ?= results/sweeps/cpu/$(STAMP_NOW)
+# Studies write their own tables: outside the sweep folder, so that a glob over its rows
+# (`DIR/**/*.parquet` in duckdb or pyarrow) meets point rows only.
+STUDY_DIR ?= results/studies/flattening/$(STAMP_NOW)
 
 .PHONY: setup run test bench smoke baseline variants-table lint gpu-check clean
 
@@ -23,8 +27,8 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m harness +sweep=cpu hydra.sweep.dir=$(RUN_DIR)
-	$(PY) -m harness +study=flattening hydra.run.dir=$(RUN_DIR)/flattening
-	$(PY) scripts/report.py $(RUN_DIR)
+	$(PY) -m harness +study=flattening hydra.run.dir=$(STUDY_DIR)
+	$(PY) scripts/report.py $(RUN_DIR) --studies $(STUDY_DIR)
 	@echo "results: $(RUN_DIR)"
 
 test: setup
@@ -41,7 +45,7 @@ bench: setup
 # otherwise keep them.
 baseline: setup
 	find results/baseline -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
-	rm -f results/baseline/multirun.yaml results/baseline/theory.json
+	rm -f results/baseline/_multirun.yaml results/baseline/_theory.json results/baseline/multirun.yaml results/baseline/theory.json
 	$(PY) -m harness +sweep=smoke hydra.sweep.dir=results/baseline
 
 # ruff: the lint rules and the format of pyproject.toml ([tool.ruff]); .ci/run runs this.

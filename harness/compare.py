@@ -8,8 +8,14 @@ logit scale, device, mode, seed). Each joined row gets three verdicts:
             (`time_samples_s`) rejects "same distribution" at `alpha`. A rank test needs no
             normality and one slow outlier cannot carry it. With n samples per side the
             smallest p-value the exact test can reach is 2 / C(2n, n): at alpha = 0.002 that
-            needs n >= 7 (n = 6 gives 0.0022), so rows with fewer samples are reported as
-            "few samples", never flagged.
+            needs n >= 7 (n = 6 gives 0.0022) on each side, so rows with fewer samples in either
+            run are reported as "few samples", never flagged. Two guards against a busy
+            machine, where other work only ever adds time: the ratio of the fastest samples
+            (the least disturbed of each run) must be beyond the factor as well, and a row
+            whose median is more than `unstable_spread` times its own fastest sample in either
+            run was measured while something else ran: it is "unstable", reported and not
+            judged. The default factor, 1.3, is for shared machines (scripts/compare_noise.py
+            measures it); a quiet, dedicated machine can ask for 1.1.
   memory    ratio of peak bytes, flagged past `memory_factor`. The CPU figure counts the
             tensors a variant materialises, so it is exact and any change is real.
   accuracy  a status change to a worse status (STATUS_RANK: ok < inaccurate < nonfinite,
@@ -81,8 +87,9 @@ class UnusableInput(Exception):
 
 @dataclass(frozen=True)
 class Thresholds:
-    time_factor: float = 1.10  # median ratio beyond which a significant change counts
+    time_factor: float = 1.30  # median (and fastest-sample) ratio beyond which a significant change counts
     alpha: float = 0.002  # Mann-Whitney U significance level (asv's default)
+    unstable_spread: float = 1.5  # median / fastest sample beyond which a row's timings are disturbed
     memory_factor: float = 1.10  # peak-bytes ratio beyond which memory counts as changed
     error_factor: float = 2.0  # relative-error growth beyond which accuracy regressed
 
@@ -105,12 +112,31 @@ def _check_schema(file: Path) -> None:
             raise UnusableInput(f"schema mismatch in {file}: column {col} is {got}, expected {want}")
 
 
-def load_run(path: str | os.PathLike) -> pd.DataFrame:
+def best_of_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration key from several runs of the same sweep: the row with the
+    fastest median (best of k: a disturbance that slowed one run's row rarely hits every
+    repeat, while a real slowdown is in all of them), with the worst status and largest
+    errors any repeat had (accuracy is deterministic: a repeat that differs must not hide)."""
+    keys = list(KEY_COLUMNS)
+    rank = df["status"].map(STATUS_RANK).fillna(3)
+    fastest = df.assign(_t=df["time_median_s"].fillna(math.inf)).sort_values("_t").drop_duplicates(keys)
+    worst = df.assign(_r=rank).sort_values("_r", ascending=False).drop_duplicates(keys)
+    errors = df.groupby(keys, dropna=False)[["loss_rel_err", "grad_rel_err"]].max().reset_index()
+    out = (
+        fastest.drop(columns=["_t", "status", "loss_rel_err", "grad_rel_err"])
+        .merge(worst[[*keys, "status"]], on=keys)
+        .merge(errors, on=keys)
+    )
+    return out.reset_index(drop=True)
+
+
+def load_run(path: str | os.PathLike, repeats: bool = False) -> pd.DataFrame:
     """Every row under a run directory, checked for what a comparison needs.
 
     Raises UnusableInput (one line) for a missing directory, no parquet files, a file whose
     schema lacks a needed column or has it with another type, no rows, or two rows with the
-    same configuration key (two runs in one directory)."""
+    same configuration key (two runs in one directory) unless `repeats`: then the directory
+    holds repeated runs of one sweep, combined by `best_of_repeats`."""
     path = Path(path)
     if not path.exists():
         raise UnusableInput(f"{path}: no such directory")
@@ -123,11 +149,13 @@ def load_run(path: str | os.PathLike) -> pd.DataFrame:
     if df.empty:
         raise UnusableInput(f"{path}: the parquet files hold no rows")
     dup = df.duplicated(list(KEY_COLUMNS))
+    if repeats:
+        return best_of_repeats(df)
     if dup.any():
         first = df.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
         raise UnusableInput(
             f"{path}: {int(dup.sum())} row(s) repeat a configuration key, e.g. {first} "
-            "(two runs in one directory?)"
+            "(two runs in one directory? for repeated runs of one sweep use --repeats)"
         )
     return df
 
@@ -185,19 +213,28 @@ def time_verdict(
 ) -> tuple[str, float, float]:
     """(verdict, median ratio new/base, p-value) for two sets of timing samples [s].
 
-    verdict: slower | faster (beyond the factor and significant), same (within the factor or
-    not significant), few samples (the test cannot reach alpha), n/a (no samples)."""
+    verdict: slower | faster (beyond the factor in medians and in fastest samples, and
+    significant), same (within the factor or not significant), unstable (disturbed samples in
+    either run), few samples (the test cannot reach alpha), n/a (no samples)."""
     if not _has_samples(base) or not _has_samples(new):
         return "n/a", math.nan, math.nan
     b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
     mb, mn = float(np.median(b)), float(np.median(n))
     ratio = mn / mb if mb > 0 else math.inf
     p = float(mannwhitneyu(n, b, alternative="two-sided").pvalue)
-    if min_p_value(len(b), len(n)) >= th.alpha:
+    # Both sides need the samples: a run whose row stalled takes few, and a lopsided pair (3
+    # against 100) reaches a small p-value on the three stalled samples alone.
+    fewest = min(len(b), len(n))
+    if min_p_value(fewest, fewest) >= th.alpha:
         return "few samples", ratio, p
-    if p < th.alpha and ratio > th.time_factor:
+    if b.min() <= 0 or n.min() <= 0:
+        return "n/a", ratio, p
+    if max(mb / b.min(), mn / n.min()) > th.unstable_spread:
+        return "unstable", ratio, p
+    fastest = float(n.min() / b.min())
+    if p < th.alpha and ratio > th.time_factor and fastest > th.time_factor:
         return "slower", ratio, p
-    if p < th.alpha and ratio < 1 / th.time_factor:
+    if p < th.alpha and ratio < 1 / th.time_factor and fastest < 1 / th.time_factor:
         return "faster", ratio, p
     return "same", ratio, p
 
@@ -231,26 +268,27 @@ def _err_ratio(base: float, new: float, u: float) -> float:
     return max(new, u) / max(base, u)
 
 
-def accuracy_verdict(row: pd.Series, th: Thresholds) -> tuple[str, str]:
-    """(worse | better | changed | same, note) from the _base/_new status and error columns."""
+def accuracy_verdict(row: pd.Series, th: Thresholds) -> tuple[str, str, float]:
+    """(worse | better | changed | same, note, size) from the _base/_new status and error
+    columns; size orders findings: inf for a status change, else the error ratio."""
     sb, sn = row["status_base"], row["status_new"]
     rb, rn = STATUS_RANK.get(sb, 3), STATUS_RANK.get(sn, 3)
     if rn > rb:
-        return "worse", f"{sb} -> {sn}"
+        return "worse", f"{sb} -> {sn}", math.inf
     if rn < rb:
-        return "better", f"{sb} -> {sn}"
+        return "better", f"{sb} -> {sn}", math.inf
     u = _u(row["dtype"])
-    notes, verdict = [], "changed" if sb != sn else "same"
+    notes, verdict, size = [], "changed" if sb != sn else "same", 1.0
     if sb != sn:
         notes.append(f"{sb} -> {sn}")
     for col, label in (("loss_rel_err", "loss err"), ("grad_rel_err", "grad err")):
         r = _err_ratio(row[f"{col}_base"], row[f"{col}_new"], u)
         if r > th.error_factor:
-            return "worse", f"{label} x{r:.3g} ({row[f'{col}_base']:.3g} -> {row[f'{col}_new']:.3g})"
+            return "worse", f"{label} x{r:.3g} ({row[f'{col}_base']:.3g} -> {row[f'{col}_new']:.3g})", r
         if r < 1 / th.error_factor:
-            verdict = "better"
+            verdict, size = "better", 1 / r
             notes.append(f"{label} x{r:.3g}")
-    return verdict, "; ".join(notes)
+    return verdict, "; ".join(notes), size
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -304,12 +342,15 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
             if kind == "time":
                 change = f"x{r['time_ratio']:.3g} (p={r['time_p']:.2g})"
                 before, after = r["time_median_s_base"], r["time_median_s_new"]
+                size = r["time_ratio"]
             elif kind == "memory":
                 change = f"x{r['memory_ratio']:.3g}"
                 before, after = r["peak_mem_bytes_base"], r["peak_mem_bytes_new"]
+                size = r["memory_ratio"]
             else:
                 change = r["accuracy_note"]
                 before, after = r["status_base"], r["status_new"]
+                size = r["accuracy_factor"]
             out.append(
                 {
                     **{k: r[k] for k in KEY_COLUMNS},
@@ -319,9 +360,10 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
                     "base": before,
                     "new": after,
                     "change": change,
+                    "size": size,
                 }
             )
-    cols = [*KEY_COLUMNS, "kind", "verdict", "role", "base", "new", "change"]
+    cols = [*KEY_COLUMNS, "kind", "verdict", "role", "base", "new", "change", "size"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -356,6 +398,7 @@ def compare(
     ]
     rows["accuracy"] = [a[0] for a in acc]
     rows["accuracy_note"] = [a[1] for a in acc]
+    rows["accuracy_factor"] = [a[2] for a in acc]
     rows["time"] = [t[0] for t in tim]
     rows["time_ratio"] = [t[1] for t in tim]
     rows["time_p"] = [t[2] for t in tim]
@@ -380,6 +423,15 @@ def compare_dirs(
     new_dir: str | os.PathLike,
     thresholds: Thresholds = Thresholds(),
     gates: tuple[str, ...] = KINDS,
+    repeats: bool = False,
 ) -> Comparison:
-    """`compare` on two run directories; raises UnusableInput (one line) if either is unusable."""
-    return compare(load_run(base_dir), load_run(new_dir), thresholds, gates, str(base_dir), str(new_dir))
+    """`compare` on two run directories; raises UnusableInput (one line) if either is unusable.
+    repeats: each directory holds repeated runs of one sweep (load_run)."""
+    return compare(
+        load_run(base_dir, repeats),
+        load_run(new_dir, repeats),
+        thresholds,
+        gates,
+        str(base_dir),
+        str(new_dir),
+    )

@@ -32,10 +32,13 @@ POINT_COLUMNS = ("targets", "batch_size", "num_classes", "dtype", "logit_scale",
 # ... and what identifies a row: two runs' rows with equal keys measured the same thing.
 KEY_COLUMNS = ("variant", *POINT_COLUMNS[:-1], "mode", "seed")
 
-# Files a run writes.
+# Files a run writes. Inside a sweep folder everything but the rows starts with "_" (or "."):
+# pyarrow.dataset and duckdb globs skip such names, so they read the rows and nothing else.
 ROWS_FILE = "rows.parquet"  # one per point folder: that point's rows (results.SCHEMA)
 STUDY_PREFIX = "study-"  # study-NAME.parquet: a study's own table, not rows
-THEORY_FILE = "theory.json"  # a sweep's predicted failing scales (cross_entropy/theory.py)
+THEORY_FILE = "_theory.json"  # a sweep's predicted failing scales (cross_entropy/theory.py)
+SWEEP_FILE = "_multirun.yaml"  # the sweep's composed config, for the record
+JOB_LOG = "_job.log"  # each point folder's log
 
 
 def study_file(name: str) -> str:

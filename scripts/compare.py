@@ -1,9 +1,10 @@
 """python scripts/compare.py BASE_DIR NEW_DIR [--time-factor 1.10] [--alpha 0.002]
 [--memory-factor 1.10] [--error-factor 2] [--gate accuracy,time,memory]
-[--markdown FILE] [--plot FILE]
+[--markdown FILE] [--markdown-lines 40] [--plot FILE] [--limit 30] [--repeats]
 
-Exit code: 0 nothing regressed, 1 a gated regression, 2 unusable input or a bad setting
-(one line on stderr). The rules are in harness/compare.py.
+Exit code: 0 nothing regressed, 1 a gated regression, 2 nothing could be compared (no rows
+in common, unusable input, a bad setting, an output that cannot be written; one line on
+stderr). The rules are in harness/compare.py.
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--markdown", metavar="FILE", help="also write the report as markdown (a PR comment)")
     p.add_argument("--plot", metavar="FILE", help="also plot the time and memory ratios (seaborn)")
     p.add_argument(
+        "--repeats",
+        action="store_true",
+        help="each directory holds repeated runs of one sweep (e.g. base/1, base/2): per configuration "
+        "the fastest median counts (best of k), so a disturbance in one run is not a regression",
+    )
+    p.add_argument(
+        "--markdown-lines",
+        type=_count,
+        default=40,
+        help="longest markdown report, in lines (default 40; 0: no limit)",
+    )
+    p.add_argument(
         "--limit", type=_count, default=30, help="console rows per information section (default 30)"
     )
     return p.parse_args(argv)
@@ -123,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         error_factor=args.error_factor,
     )
     try:
-        result = compare_dirs(args.base, args.new, thresholds, args.gate)
+        result = compare_dirs(args.base, args.new, thresholds, args.gate, repeats=args.repeats)
     except UnusableInput as exc:
         _fail(str(exc))
+    if result.rows.empty:  # a gate that compared nothing must not pass
+        _fail(
+            f"nothing to compare: no configuration is in both runs ({len(result.only_base)} rows only in "
+            f"{args.base}, {len(result.only_new)} only in {args.new}); compare runs of the same sweep"
+        )
     from harness.report import (
         compare as compare_report,
     )  # tabulate/seaborn only once there is something to show
@@ -133,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(compare_report.console(result, limit=args.limit), flush=True)
     try:
         if args.markdown:
-            Path(args.markdown).write_text(compare_report.markdown(result))
+            Path(args.markdown).write_text(compare_report.markdown(result, args.markdown_lines))
             print(f"compare: markdown in {args.markdown}")
         if args.plot:
             print(f"compare: plot in {compare_report.plot(result, args.plot)}")

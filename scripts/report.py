@@ -1,4 +1,5 @@
-"""python scripts/report.py RUN_DIR [--out DIR]: write RUN_DIR's report (default RUN_DIR/report/).
+"""python scripts/report.py RUN_DIR [--out DIR] [--studies DIR ...]: write RUN_DIR's report
+(default RUN_DIR/report/), with the study tables found under RUN_DIR and the --studies folders.
 
 Prints the path of index.html and how long the report took.
 """
@@ -15,6 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the HTML report of a harness run or sweep.")
     parser.add_argument("run_dir", type=Path, help="run or sweep directory holding rows.parquet files")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
+    parser.add_argument(
+        "--studies",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder holding study tables (study-NAME.parquet), e.g. make run's flattening study "
+        "(repeatable)",
+    )
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         print(
@@ -37,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     from harness.report import build_report  # matplotlib and seaborn only once the arguments are good
 
-    index = build_report(args.run_dir, args.out)
+    missing = [s for s in args.studies if not s.is_dir()]
+    if missing:
+        print(f"report: --studies {missing[0]} is not a directory", file=sys.stderr)
+        return 2
+    index = build_report(args.run_dir, args.out, tuple(args.studies))
     print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -177,6 +177,7 @@ def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_ru
             (rows["dtype"] == r["dtype"])
             & (rows["num_classes"] == int(r["C"].replace(",", "")))
             & (rows["batch_size"] == int(r["B"]))
+            & (rows["targets"] == r["targets"])
             & (rows["mode"] == r["mode"])
         ]
         mine = group[group["variant"] == r["fastest ok variant"]]
@@ -184,6 +185,12 @@ def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_ru
         ok_variants = group.groupby("variant")["status"].agg(lambda s: (s == "ok").all())
         medians = group.groupby("variant")["time_median_s"].median()[ok_variants[ok_variants].index]
         assert medians.idxmin() == r["fastest ok variant"]
+        if r["next"] != "-":  # a tie is within the spread of the samples, anything else beyond it
+            gap = medians[r["next"]] - medians.min()
+            spread = (
+                group.groupby("variant")["time_iqr_s"].median()[[r["fastest ok variant"], r["next"]]].max()
+            )
+            assert r["next is slower by"].startswith("tie") == (gap < spread)
 
 
 # --- thin runs ----------------------------------------------------------------------------
@@ -324,6 +331,17 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
     assert FIGURES["flattening"].stem in drawn
     img = mpimg.imread(index.parent / f"{FIGURES['flattening'].stem}.png")
     assert float(np.asarray(img[..., :3]).std()) > 0.02
+
+
+def test_a_study_folder_outside_the_sweep_is_drawn(smoke_run, tmp_path):
+    # make run writes the study beside the sweep, not in it: --studies points the report there
+    run = write_frame(fp32_rows(smoke_run), tmp_path / "run")
+    studies = tmp_path / "studies" / "flattening"
+    studies.mkdir(parents=True)
+    _flattening_table().to_parquet(studies / data.STUDY_FILE)
+    assert FIGURES["flattening"].stem not in figure_blocks(build_report(run, tmp_path / "without"))[0]
+    drawn, _ = figure_blocks(build_report(run, tmp_path / "with", studies=(studies,)))
+    assert FIGURES["flattening"].stem in drawn
 
 
 # --- shaping ------------------------------------------------------------------------------

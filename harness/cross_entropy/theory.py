@@ -192,7 +192,7 @@ def dtype_edges_table(dtypes: list[str]) -> pd.DataFrame:
 
 def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
     """Store the predictions for the dtypes, class counts, batch sizes and breaking variants
-    present in rows_df as run_dir/theory.json ({"edges": [...], "predictions": [...]});
+    present in rows_df as run_dir/_theory.json ({"edges": [...], "predictions": [...]});
     None if rows_df is empty."""
     if rows_df is None or len(rows_df) == 0:
         return None
@@ -218,6 +218,8 @@ def write_theory(run_dir: str | Path, rows_df: pd.DataFrame) -> Path | None:
 def load_theory(run_dir: str | Path) -> pd.DataFrame | None:
     """The stored predictions of a run (theory_table's columns), or None if none were stored."""
     path = Path(run_dir) / THEORY_FILE
+    if not path.is_file():
+        path = Path(run_dir) / "theory.json"  # the name runs before the rows-only layout used
     if not path.is_file():
         return None
     return pd.DataFrame(json.loads(path.read_text())["predictions"])

@@ -124,8 +124,8 @@ def _table(title: str, result, caption: str = "", collapsed: bool = False) -> Bl
     return Block("table", title, result, caption, collapsed)
 
 
-def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
-    ctx = figures.Context.of(run_dir, rows)
+def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, ...] = ()) -> list[Section]:
+    ctx = figures.Context.of(run_dir, rows, studies)
     fig = {k: _draw(spec, ctx, out) for k, spec in FIGURES.items()}
     theory, why = ctx.theory
     order = ctx.order
@@ -138,8 +138,10 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
                 _table(
                     "Fastest variant that is ok at every point",
                     tables.fastest(rows, order),
-                    "Per dtype, class count C, batch size B and mode: the variant with the smallest median "
-                    "time among those whose status is ok at every scale, target kind and seed of that group.",
+                    "Per dtype, class count C, batch size B, target kind and mode: the variant with the "
+                    "smallest median time among those whose status is ok at every scale and seed of that "
+                    "group, the spread of its samples (IQR), and the next one: a tie when the two medians "
+                    "differ by less than the larger IQR.",
                 ),
                 fig["statuses"],
                 _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
@@ -190,7 +192,9 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path) -> list[Section]:
     ]
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def build_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, studies: tuple[Path, ...] = ()
+) -> Path:
     """Write index.html and one PNG + SVG per figure for the rows under run_dir.
 
     out_dir defaults to run_dir/report. Returns the path of index.html."""
@@ -198,7 +202,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = load(run_dir)
-    secs = sections(run_dir, rows, out)
+    secs = sections(run_dir, rows, out, tuple(Path(s) for s in studies))
     if rows.empty:
         secs[0].blocks.insert(0, Block("nodata", "this run", "no rows.parquet file under the run directory"))
     html = render(

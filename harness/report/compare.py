@@ -39,9 +39,13 @@ def _fmt_value(kind: str, v: object) -> str:
     return str(v)
 
 
-def findings_table(c: Comparison, role: str) -> pd.DataFrame:
-    """The findings with this role, formatted for display (short headers, units)."""
+def findings_table(c: Comparison, role: str, largest_first: bool = False) -> pd.DataFrame:
+    """The findings with this role, formatted for display (short headers, units); with
+    largest_first, accuracy first, then by the size of the change."""
     f = c.findings[c.findings["role"] == role]
+    if largest_first and len(f):
+        order = {"accuracy": 0, "memory": 1, "time": 2}
+        f = f.assign(_k=f["kind"].map(order), _s=-f["size"].astype(float)).sort_values(["_k", "_s"])
     out = f[_KEY_SHOWN + ["kind", "change"]].copy()
     out["base"] = [_fmt_value(k, v) for k, v in zip(f["kind"], f["base"])]
     out["new"] = [_fmt_value(k, v) for k, v in zip(f["kind"], f["new"])]
@@ -141,25 +145,67 @@ def console(c: Comparison, limit: int = 30) -> str:
     return "\n".join(lines)
 
 
-def markdown(c: Comparison) -> str:
-    """A pull-request comment: result first, long sections folded in <details>."""
+MARKDOWN_LINES = 40  # a PR comment that fits a screen; the whole report is the console's
+
+
+def _hoisted(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The table without its key columns that hold one value, and those as one line."""
+    if len(table) < 2:
+        return table, ""
+    keys = [c for c in table.columns if c in {_HEADERS.get(k, k) for k in _KEY_SHOWN}]
+    constant = [c for c in keys if table[c].nunique(dropna=False) == 1]
+    line = ", ".join(f"{c} {table[c].iloc[0]}" for c in constant)
+    return table.drop(columns=constant), (f"All rows below: {line}." if line else "")
+
+
+def _details(title: str, table: pd.DataFrame, budget: int) -> list[str]:
+    """A folded section of at most `budget` lines (its table cut to fit, the cut said), or []."""
+    fixed = 6  # <details>, blank, table header (2), blank, </details>
+    room = budget - fixed - 1
+    if room < 1 or table.empty:
+        return []
+    shown = table.head(room)
+    more = len(table) - len(shown)
+    text = _table(shown, "github") + (f"\n\n{more} more: see the console report" if more else "")
+    return [f"<details><summary>{title}</summary>", "", text, "", "</details>"]
+
+
+def markdown(c: Comparison, max_lines: int = MARKDOWN_LINES) -> str:
+    """A pull-request comment of at most `max_lines` lines (0: no limit): the result, then the
+    regressions, largest first, with the columns they share hoisted into one line; everything
+    else folded in <details>, cut to fit."""
+    budget = max_lines if max_lines > 0 else 10**9
     lines = [
         f"### Comparison: {summary_line(c)}",
         "",
         f"`{c.base_dir}` -> `{c.new_dir}`; {_settings_line(c)}",
-        "",
-        _table(c.env, "github"),
-        "",
     ]
     for kind, reason in c.demoted.items():
-        lines += [f"> {kind} verdicts are information: {reason}", ""]
-    lines += [_table(verdict_counts(c), "github"), ""]
-    for title, text, collapsed in _sections(c, "github", None):
-        if collapsed:
-            lines += [f"<details><summary>{title}</summary>", "", text, "", "</details>", ""]
-        else:
-            lines += [f"#### {title}", "", text, ""]
-    return "\n".join(lines)
+        lines.append(f"> {kind} verdicts are information: {reason}")
+    reg = findings_table(c, "regression", largest_first=True)
+    if len(reg):
+        reg, hoisted = _hoisted(reg)
+        room = max(3, budget - len(lines) - 6 - 12)  # leave room for the folded sections
+        shown = reg.head(room)
+        lines += (
+            ["", f"#### Regressions: {len(reg)}"]
+            + ([hoisted] if hoisted else [])
+            + ["", _table(shown, "github")]
+        )
+        if len(shown) < len(reg):
+            lines.append(f"{len(reg) - len(shown)} more: see the console report")
+    sections = [
+        ("Verdicts per kind", verdict_counts(c)),
+        ("Environment", c.env),
+        (f"Improvements: {len(findings_table(c, 'improvement'))}", findings_table(c, "improvement")),
+        (f"Information: {len(findings_table(c, 'information'))}", findings_table(c, "information")),
+        (f"Rows in only one run: {len(c.only_base) + len(c.only_new)}", one_run_only(c)),
+    ]
+    lines.append("")
+    for title, table in sections:
+        block = _details(title, table, budget - len("\n".join(lines).splitlines()))
+        lines += block
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # One colour per verdict in both panels: regressions red, improvements green, noise grey.
@@ -170,6 +216,7 @@ _PALETTE = {
     "smaller": "tab:green",
     "same": "tab:gray",
     "few samples": "lightgray",
+    "unstable": "khaki",
 }
 
 

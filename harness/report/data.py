@@ -215,12 +215,15 @@ def first_failing_scale(df: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 # --- study tables ----------------------------------------------------------------------
 
 
-def flattening(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
-    """Every study-flattening.parquet under run_dir, concatenated; None plus a reason if none."""
+def flattening(run_dir: Path, studies: tuple[Path, ...] = ()) -> tuple[pd.DataFrame | None, str]:
+    """Every study-flattening.parquet under run_dir and the `studies` folders (where `make run`
+    writes it: outside the sweep, so that a glob over the rows never meets it), concatenated;
+    None plus a reason if none."""
     files = sorted(
         p
-        for p in Path(run_dir).rglob(STUDY_FILE)
-        if not any(part.startswith(".") for part in p.relative_to(run_dir).parts)
+        for root in (Path(run_dir), *map(Path, studies))
+        for p in root.rglob(STUDY_FILE)
+        if not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
         return None, f"no {STUDY_FILE} under the run directory (the repeated-softmax study did not run)"

@@ -43,6 +43,7 @@ class Context:
     rows: pd.DataFrame
     order: list[str] = field(default_factory=list)
     style: dict = field(default_factory=dict)
+    studies: tuple[Path, ...] = ()  # folders holding study tables (study-NAME.parquet)
 
     @functools.cached_property
     def theory(self) -> tuple[pd.DataFrame | None, str]:
@@ -50,9 +51,9 @@ class Context:
         return data.theory_points(self.run_dir, self.rows)
 
     @classmethod
-    def of(cls, run_dir: Path, rows: pd.DataFrame) -> "Context":
+    def of(cls, run_dir: Path, rows: pd.DataFrame, studies: tuple[Path, ...] = ()) -> "Context":
         order = data.variant_order(rows["variant"].dropna().unique()) if len(rows) else []
-        return cls(Path(run_dir), rows, order, data.styles(order))
+        return cls(Path(run_dir), rows, order, data.styles(order), tuple(studies))
 
 
 def subplots(
@@ -545,7 +546,7 @@ def memory(ctx: Context) -> "Result":
 
 
 def flattening(ctx: Context) -> "Result":
-    table, why = data.flattening(ctx.run_dir)
+    table, why = data.flattening(ctx.run_dir, ctx.studies)
     if table is None:
         return why
     table = table[table["dist_from_uniform"] > 0]  # exactly uniform: nothing to put on a log axis

@@ -17,6 +17,10 @@ def _sci(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
 
 
+def _nan0(x) -> float:
+    return 0.0 if x is None or pd.isna(x) else float(x)
+
+
 def _ratio(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2g}×"
 
@@ -53,16 +57,20 @@ def accuracy(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
 
 
 def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
-    """Per (dtype, C, B, mode): the variant with the smallest median time among rows whose
-    status is ok at *every* point of that group (scales, targets, seeds), and its time.
+    """Per (dtype, C, B, targets, mode): the variant with the smallest median time among rows
+    whose status is ok at *every* point of that group (scales, seeds), its time and the
+    spread of its samples (IQR); the next one is a "tie" when the two medians differ by less
+    than the larger of their IQRs. Hard and soft targets are separate groups: a variant that
+    takes class indices only must not win a cell by running on half the points.
 
     A variant that fails or is inaccurate anywhere in the group is not a recommendation."""
     if not data.has(rows, "time_median_s"):
         return "timing was off (accuracy-only run)"
-    keys = ["dtype", "num_classes", "batch_size", "mode"]
+    keys = ["dtype", "num_classes", "batch_size", "targets", "mode"]
     good = rows.groupby(keys + ["variant"])["status"].agg(lambda s: bool((s == "ok").all())).rename("all_ok")
     med = rows.groupby(keys + ["variant"])["time_median_s"].median().rename("t")
-    both = pd.concat([good, med], axis=1).reset_index()
+    iqr = rows.groupby(keys + ["variant"])["time_iqr_s"].median().rename("iqr")
+    both = pd.concat([good, med, iqr], axis=1).reset_index()
     both = both[both["all_ok"] & both["t"].notna()]
     if both.empty:
         return "no variant was ok at every point of any group"
@@ -72,24 +80,34 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         g = g.sort_values(["t", "variant"], key=lambda s: s.map(rank) if s.name == "variant" else s)
         best = g.iloc[0]
         runner = g.iloc[1] if len(g) > 1 else None
-        dt, c, b, mode = key
+        dt, c, b, targets, mode = key
+        if runner is None:
+            gap = "-"
+        elif runner["t"] - best["t"] < max(_nan0(best["iqr"]), _nan0(runner["iqr"])):
+            gap = f"tie ({runner['t'] / best['t']:.2f}×, within the IQR)"
+        else:
+            gap = f"{runner['t'] / best['t']:.2f}×"
         out.append(
             {
                 "dtype": dt,
                 "C": f"{int(c):,}",
                 "B": str(int(b)),
+                "targets": targets,
                 "mode": mode,
                 "fastest ok variant": best["variant"],
                 "median time (ms)": f"{best['t'] * 1e3:.3g}",
+                "IQR (ms)": "-" if pd.isna(best["iqr"]) else f"{best['iqr'] * 1e3:.2g}",
                 "next": "-" if runner is None else runner["variant"],
-                "next is slower by": "-" if runner is None else f"{runner['t'] / best['t']:.2f}×",
+                "next is slower by": gap,
             }
         )
     df = pd.DataFrame(out)
     dorder = {d: i for i, d in enumerate(data.dtype_order(df["dtype"].unique()))}
     df["_d"] = df["dtype"].map(dorder)
     df["_c"] = df["C"].str.replace(",", "").astype(int)
-    return df.sort_values(["_d", "_c", "B", "mode"]).drop(columns=["_d", "_c"]).reset_index(drop=True)
+    return (
+        df.sort_values(["_d", "_c", "B", "targets", "mode"]).drop(columns=["_d", "_c"]).reset_index(drop=True)
+    )
 
 
 def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":

@@ -38,12 +38,13 @@ class HarnessSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from harness.plan import planned_jobs  # the harness only once a sweep runs
+        from harness.vocabulary import SWEEP_FILE
 
         assert self.config is not None and self.launcher is not None
         jobs = planned_jobs(self.params, arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what was asked, for the record
+        OmegaConf.save(self.config, sweep_dir / SWEEP_FILE)  # what was asked, for the record
         results = self.launcher.launch(jobs, initial_job_idx=0)
         for r in results:
             _ = r.return_value  # re-raises a job's exception
