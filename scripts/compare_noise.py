@@ -8,8 +8,9 @@ op's name; S), each `--repeats` times, interleaved (A B S A B S), as the CI scri
 base and a head. It then compares B against A (an A/A comparison: every time regression is a
 false alarm) and S against A (the slowdown must be flagged), with `--repeats` (best of k per
 row) when k > 1. With --load a second smoke sweep runs in a loop beside every measured run, as
-on a busy CI machine. Prints one line per try and a summary: A/A tries with exit 0, slowdown
-tries caught, and the rows marked unstable.
+on a busy CI machine. Prints one line per try, a summary (A/A tries with exit 0, slowdown
+tries caught, rows marked unstable), and on the same runs how often the earlier rule (median
+ratio beyond 1.1 and the U test) and this rule on single runs would have flagged each.
 """
 
 from __future__ import annotations
@@ -79,6 +80,43 @@ def compare(base: Path, new: Path, repeats: bool) -> tuple[int, dict]:
     return c.exit_code, {"verdicts": time_rows, "slower": sorted(set(slower["variant"]))}
 
 
+def _earlier_rule_flags(base: list, new: list) -> bool:
+    """The rule before the busy-machine guards: median ratio beyond 1.1 and the U test."""
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    from harness.compare import min_p_value
+
+    b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    if min_p_value(len(b), len(n)) >= 0.002:
+        return False
+    p = mannwhitneyu(n, b, alternative="two-sided").pvalue
+    return bool(p < 0.002 and np.median(n) / np.median(b) > 1.1)
+
+
+def ablation(root: Path, tries: int) -> None:
+    """On the same runs: how many tries each rule flags, A/A (false alarms) and slowdown."""
+    from harness.compare import compare_dirs
+
+    counts = {
+        "earlier rule, single runs": [0, 0],
+        "this rule, single runs": [0, 0],
+        "this rule, best of k": [0, 0],
+    }
+    for i in range(tries):
+        for j, side in enumerate(("b", "s")):
+            single = compare_dirs(root / f"try{i}" / "a" / "0", root / f"try{i}" / side / "0")
+            pairs = zip(single.rows["time_samples_s_base"], single.rows["time_samples_s_new"])
+            counts["earlier rule, single runs"][j] += any(
+                _earlier_rule_flags(b, n) for b, n in pairs if b is not None and n is not None
+            )
+            counts["this rule, single runs"][j] += single.exit_code == 1
+            best = compare_dirs(root / f"try{i}" / "a", root / f"try{i}" / side, repeats=True)
+            counts["this rule, best of k"][j] += best.exit_code == 1
+    for name, (aa, slow) in counts.items():
+        print(f"{name}: A/A false alarm in {aa}/{tries}; slowdown caught in {slow}/{tries}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tries", type=int, default=10)
@@ -113,6 +151,7 @@ def main() -> None:
         f"{unstable}/{judged} A/A time rows marked unstable; best of {args.repeats}"
         + (" (under load)" if args.load else "")
     )
+    ablation(root, args.tries)
 
 
 if __name__ == "__main__":
