@@ -1,4 +1,5 @@
-# make run   set up .venv, run the default study (+sweep=cpu), write its report
+# make run   set up .venv, run the default study (+sweep=cpu, a small overflow grid, the
+#            repeated-softmax study), write its report
 # make test  set up .venv, run the tests
 #
 # torch is installed first and pinned (TORCH=...) so that pip resolves `torch>=2.4` from the
@@ -27,6 +28,8 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m harness +sweep=cpu hydra.sweep.dir=$(RUN_DIR)
+	# where the naive formulas break: 41 logit scales around their edges, accuracy only (~20 s)
+	$(PY) -m harness +sweep=overflow num_classes=1000,32768 targets=hard hydra.sweep.dir=$(RUN_DIR)/overflow
 	$(PY) -m harness +study=flattening hydra.run.dir=$(STUDY_DIR)
 	$(PY) scripts/report.py $(RUN_DIR) --studies $(STUDY_DIR)
 	@echo "results: $(RUN_DIR)"

@@ -421,3 +421,28 @@ def test_cli_prints_index_path_and_time(smoke_run, tmp_path):
     index = tmp_path / "r" / "index.html"
     assert index.is_file()
     assert str(index) in proc.stdout and proc.stdout.strip().endswith("s)")
+
+
+def test_the_boundary_uses_the_finest_grid_measured():
+    # make run holds the cpu sweep (scales 1 and 100, B = 64) and an overflow grid (B = 2):
+    # the first failing scale comes from the fine grid only.
+    coarse = [
+        {
+            "variant": "v",
+            "dtype": "fp16",
+            "num_classes": 10,
+            "targets": "hard",
+            "batch_size": 64,
+            "mode": "fwd",
+            "seed": 0,
+            "logit_scale": s,
+            "status": "ok" if s < 50 else "nonfinite",
+        }
+        for s in (1.0, 100.0)
+    ]
+    fine = [
+        {**coarse[0], "batch_size": 2, "logit_scale": s, "status": "ok" if s < 3 else "nonfinite"}
+        for s in (1.0, 2.0, 3.0, 4.0, 5.0)
+    ]
+    first = data.first_failing_scale(pd.DataFrame(coarse + fine), ["v"])
+    assert list(first["batch_size"]) == [2] and list(first["first_failing"]) == [3.0]

@@ -109,6 +109,9 @@ def _draw(spec: FigureSpec, ctx: figures.Context, out: Path) -> Block:
     try:
         figures.finish(result)
         result.savefig(out / f"{spec.stem}.png", dpi=PNG_DPI)
+        numbers = getattr(result, "harness_data", None)
+        if numbers is not None:  # the numbers behind the image, for anyone who wants to re-plot
+            numbers.to_csv(out / f"{spec.stem}.csv", index=False)
         # The layout is settled by the first save; freezing it halves the cost of the
         # second (constrained layout measures every tick label again on each draw).
         result.set_layout_engine("none")

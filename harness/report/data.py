@@ -201,15 +201,22 @@ def theory_curve(theory: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 def first_failing_scale(df: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """Per (variant, dtype, num_classes, targets, batch_size, mode, seed): the smallest
     logit_scale whose status is nonfinite, or NaN if every measured scale stayed finite.
+    Where the same (variant, dtype, num_classes) was measured on grids of different fineness
+    (make run: the cpu sweep's 2 scales and the overflow grid's 41), only the finest grid
+    counts: a first failure at 100 on a grid of {1, 100} says nothing the fine grid does not.
 
-    Columns: those keys, first_failing (float), max_scale (largest scale measured)."""
+    Columns: those keys, first_failing (float), max_scale (largest scale measured), scales
+    (how many were measured)."""
     keys = ["variant", "dtype", "num_classes", "targets", "batch_size", "mode", "seed"]
     sub = df[df["variant"].isin(variants)]
     if sub.empty:
-        return pd.DataFrame(columns=keys + ["first_failing", "max_scale"])
+        return pd.DataFrame(columns=keys + ["first_failing", "max_scale", "scales"])
     failing = sub[sub["status"] == "nonfinite"].groupby(keys)["logit_scale"].min().rename("first_failing")
     top = sub.groupby(keys)["logit_scale"].max().rename("max_scale")
-    return pd.concat([top, failing], axis=1).reset_index()
+    scales = sub.groupby(keys)["logit_scale"].nunique().rename("scales")
+    out = pd.concat([top, scales, failing], axis=1).reset_index()
+    finest = out.groupby(["variant", "dtype", "num_classes"])["scales"].transform("max")
+    return out[out["scales"] == finest].reset_index(drop=True)
 
 
 # --- study tables ----------------------------------------------------------------------

@@ -70,6 +70,12 @@ def boundary_variants(ctx: "Context") -> list[str]:
     return [v for v in ctx.order if ctx.style[v].unstable]
 
 
+def _with_data(fig: Figure, data_frame: pd.DataFrame) -> Figure:
+    """Attach the numbers a figure draws: the report writes them as a CSV beside the image."""
+    fig.harness_data = data_frame
+    return fig
+
+
 def theme():
     """Seaborn's whitegrid look for the figures only (no global state is changed)."""
     return plt.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)})
@@ -241,7 +247,7 @@ def breaks(ctx: Context) -> "Result":
         fig.suptitle("Where does each formula stop giving a finite loss, and how accurate is it before that?")
         handles, labels = _collect_legend(axes)
         _legend_below(fig, handles, labels, ncol=3)
-    return fig
+    return _with_data(fig, cells)
 
 
 # --- 2. failure boundary vs class count ---------------------------------------------------
@@ -329,7 +335,7 @@ def boundary(ctx: Context) -> "Result":
         labels += ["predicted, median row", f"predicted, worst of B = {batch} rows"]
         fig.suptitle("At what logit scale do the naive formulas first return inf or NaN, as C grows?")
         _legend_below(fig, handles, labels, ncol=3)
-    return fig
+    return _with_data(fig, first)
 
 
 # --- 3. accuracy --------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def accuracy(ctx: Context) -> "Result":
             squeeze=False,
             sharey=True,
             layout="constrained",
-            figsize=(1.2 * len(dtypes) * len(panels) + 4.5, 0.42 * len(order) + 2.2),
+            figsize=(1.7 * len(dtypes) * len(panels) + 4.5, 0.5 * len(order) + 2.2),
         )
         for ax, (col, title) in zip(axes[0], panels):
             table = df.pivot_table(index="variant", columns="dtype", values=col, aggfunc="median")
@@ -375,7 +381,7 @@ def accuracy(ctx: Context) -> "Result":
                 fmt="",
                 cmap="mako_r",
                 cbar=False,
-                annot_kws={"fontsize": 7.5},
+                annot_kws={"fontsize": 10},  # 10 pt at 110 dpi: about 11 px digits
                 linewidths=0.5,
                 linecolor="white",
             )
@@ -387,7 +393,8 @@ def accuracy(ctx: Context) -> "Result":
         fig.suptitle(
             "How accurate is each variant in each dtype? (dimensionless relative errors; darker = larger)"
         )
-    return fig
+    cols = [c for c, _ in panels]
+    return _with_data(fig, df.groupby(["variant", "dtype"])[cols].median().reset_index())
 
 
 # --- 4. speed -----------------------------------------------------------------------------
@@ -442,6 +449,22 @@ def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog
     return fig
 
 
+SPEED_LINES = 6  # lines per speed panel: more and the bands hide each other (every variant: the CSV)
+
+
+def _fastest_per_panel(q: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Per (dtype, mode): the n variants with the smallest geometric-mean median over C, the
+    native op always among them (the reference every other is read against)."""
+    keep = []
+    for _, panel in q.groupby(["dtype", "mode"]):
+        score = panel.groupby("variant")["median"].apply(lambda s: float(np.exp(np.log(s).mean())))
+        chosen = list(score.sort_values().index[:n])
+        if NATIVE in score.index and NATIVE not in chosen:
+            chosen = chosen[: n - 1] + [NATIVE]
+        keep.append(panel[panel["variant"].isin(chosen)])
+    return pd.concat(keep) if keep else q
+
+
 def speed(ctx: Context) -> "Result":
     df = ctx.rows
     if not data.has(df, "time_median_s"):
@@ -459,13 +482,15 @@ def speed(ctx: Context) -> "Result":
             part["num_classes"], part["q25"], part["q75"], color=ctx.style[v].color, alpha=0.12, linewidth=0
         )
 
-    return _facets(
+    fig = _facets(
         ctx,
-        q,
+        _fastest_per_panel(q, SPEED_LINES),
         "time per call (ms, log axis)",
-        f"How long does one call take as C grows? (B = {batch}; line: median, band: IQR of all samples)",
+        f"How long does one call take as C grows? (B = {batch}; the {SPEED_LINES} fastest per panel; "
+        "band: IQR of all samples)",
         draw,
     )
+    return _with_data(fig, q)
 
 
 def throughput(ctx: Context) -> "Result":
@@ -501,10 +526,13 @@ def throughput(ctx: Context) -> "Result":
                 )
                 sec.set_ylabel("% of device copy bandwidth", fontsize=9)
         _rebuild_legend(fig)
-    return fig
+    return _with_data(fig, g)
 
 
 # --- 5. memory ----------------------------------------------------------------------------
+
+
+MEMORY_DODGE = 1.03  # per variant, along the log C axis: 15 variants span 1.5x, under one C step
 
 
 def memory(ctx: Context) -> "Result":
@@ -519,13 +547,18 @@ def memory(ctx: Context) -> "Result":
     m = df.groupby(["variant", "dtype", "mode", "num_classes"], as_index=False)["peak_mem_bytes"].median()
     m["mib"] = m["peak_mem_bytes"] / 2**20
 
+    # Variants that allocate the same bytes would draw one line over another: each is shifted
+    # along the (log) C axis by a few percent, so every variant stays visible.
+    present = [v for v in ctx.order if v in set(m["variant"])]
+    shift = {v: MEMORY_DODGE ** (i - (len(present) - 1) / 2) for i, v in enumerate(present)}
+
     def draw(ax, part, v):
-        _line(ctx, ax, v, part["num_classes"], part["mib"])
+        _line(ctx, ax, v, part["num_classes"] * shift[v], part["mib"])
 
     fig = _facets(
         ctx,
         m,
-        "peak extra memory (MiB, log axis)",
+        "peak extra memory (MiB, log axis; lines shifted along C so that equal ones stay visible)",
         f"How much memory does each variant add beyond its inputs? (B = {batch}, median over points)",
         draw,
     )
@@ -539,7 +572,7 @@ def memory(ctx: Context) -> "Result":
         ax.plot(cs, logits, color="black", linestyle=":", linewidth=1, label="1× logits (B·C·bytes)")
         ax.plot(cs, 2 * logits, color="black", linestyle="-.", linewidth=1, label="2× logits")
     _rebuild_legend(fig)
-    return fig
+    return _with_data(fig, m)
 
 
 # --- 6. repeated softmax ------------------------------------------------------------------
@@ -597,7 +630,7 @@ def flattening(ctx: Context) -> "Result":
             "How fast does repeated softmax flatten to uniform? (median over seeds and start scales)"
         )
         _legend_below(fig, handles, labels, ncol=4)
-    return fig
+    return _with_data(fig, med)
 
 
 # --- 7. summary: statuses -----------------------------------------------------------------
@@ -638,4 +671,4 @@ def statuses(ctx: Context) -> "Result":
         ax.set_xlabel("rows (points × modes)")
         ax.set_title("What happened to each variant across the run? (status of every row)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="status")
-    return fig
+    return _with_data(fig, counts)

@@ -78,7 +78,8 @@ def _block(b: Block) -> str:
             f'{title}<figure><a href="{stem}.svg">'
             f'<img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
             f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · '
-            f'<a href="{stem}.png">PNG</a></figcaption></figure>'
+            f'<a href="{stem}.png">PNG</a> · <a href="{stem}.csv">CSV</a> (the numbers drawn)'
+            "</figcaption></figure>"
         )
     if b.kind == "table":
         table = _table(b.body)
