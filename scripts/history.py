@@ -7,8 +7,8 @@
 same run_id, commit and point timestamps) is skipped, so re-running a CI job does not count
 twice. `plot` draws, per variant and commit (in the order the commits were first measured),
 the geometric mean over the variant's points of its median time relative to the first commit,
-and the share of its rows whose status is ok; it writes history.png and history.csv (the
-numbers behind it).
+and the share of its rows whose status is ok; it writes history.png, .svg and .csv (the
+numbers behind it), which `scripts/report.py RUN --history DIR` shows as the report's last section.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def plot(store: Path, out: Path) -> Path:
     ax_a.legend(fontsize=7, ncols=2, loc="lower left")
     path = out / "history.png"
     fig.savefig(path, dpi=110)
+    fig.savefig(out / "history.svg")  # the report links both (scripts/report.py --history)
     return path
 
 

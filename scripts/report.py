@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a folder holding study tables (study-NAME.parquet), e.g. make run's flattening study "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="a scripts/history.py plot folder to show as the last section",
+    )
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         print(
@@ -46,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     from harness.report import build_report  # matplotlib and seaborn only once the arguments are good
 
-    missing = [s for s in args.studies if not s.is_dir()]
+    missing = [s for s in [*args.studies, *([args.history] if args.history else [])] if not s.is_dir()]
     if missing:
-        print(f"report: --studies {missing[0]} is not a directory", file=sys.stderr)
+        print(f"report: {missing[0]} (--studies / --history) is not a directory", file=sys.stderr)
         return 2
-    index = build_report(args.run_dir, args.out, tuple(args.studies))
+    index = build_report(args.run_dir, args.out, tuple(args.studies), args.history)
     print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
     return 0
 

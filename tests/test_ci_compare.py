@@ -77,3 +77,22 @@ def test_history_appends_each_run_once_and_draws_it(compared, tmp_path):
     assert set(csv.columns) >= {"commit", "variant", "time_vs_first", "share_ok"}
     assert (csv["share_ok"] == 1.0).all()
     assert history("append", str(tmp_path / "nowhere"), "--store", str(store)).returncode == 2
+    # and the report shows it as its last section
+    report = subprocess.run(
+        [
+            sys.executable,
+            "scripts/report.py",
+            str(out / "head" / "1"),
+            "--history",
+            str(tmp_path / "plots"),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'src="history.png"' in page and (tmp_path / "report" / "history.svg").is_file()

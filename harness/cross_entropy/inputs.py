@@ -8,7 +8,7 @@ receive these same rounded tensors, so the reference measures the algorithm's er
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -32,15 +32,6 @@ class Inputs:
     logits_unrounded: Tensor  # [B, C] float64: the draw before rounding (for total error)
     targets_unrounded: Tensor  # hard: the same indices; soft: [B, C] float64 before rounding
     kind: str  # "soft" | "hard"
-    _exp_s: float | None = field(default=None, repr=False)
-
-    def exp_pass_s(self) -> float:
-        """Median time of one exp pass over the logits (cached): the CPU's compute floor."""
-        if self._exp_s is None:
-            from harness.measure.ceiling import exp_pass_s
-
-            self._exp_s = exp_pass_s(self.logits)
-        return self._exp_s
 
     def for_variant(self, one_hot: bool) -> Tensor:
         """Targets as a variant takes them: one-hot rows in the logits' dtype if asked."""

@@ -195,8 +195,36 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
     ]
 
 
+HISTORY_STEM = "history"  # scripts/history.py plot writes history.png, .svg and .csv
+
+
+def history_section(history: Path, out: Path) -> Section:
+    """The run history across commits (scripts/history.py plot --out HISTORY), copied in."""
+    import shutil
+
+    files = [history / f"{HISTORY_STEM}.{ext}" for ext in ("png", "svg", "csv")]
+    if not all(f.is_file() for f in files):
+        block = Block(
+            "nodata", "History", f"{history} holds no history.png/.svg/.csv (scripts/history.py plot)"
+        )
+    else:
+        for f in files:
+            shutil.copyfile(f, out / f.name)
+        block = Block(
+            "figure",
+            "Across commits",
+            HISTORY_STEM,
+            "Per variant and commit: time relative to the first commit measured (geometric mean over "
+            "its points) and the share of its rows that are ok (scripts/history.py).",
+        )
+    return Section("history", "History", "Did a commit make a variant slower or less accurate?", [block])
+
+
 def build_report(
-    run_dir: str | Path, out_dir: str | Path | None = None, studies: tuple[Path, ...] = ()
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    studies: tuple[Path, ...] = (),
+    history: str | Path | None = None,
 ) -> Path:
     """Write index.html and one PNG + SVG per figure for the rows under run_dir.
 
@@ -206,6 +234,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     rows = load(run_dir)
     secs = sections(run_dir, rows, out, tuple(Path(s) for s in studies))
+    if history is not None:
+        secs.append(history_section(Path(history), out))
     if rows.empty:
         secs[0].blocks.insert(0, Block("nodata", "this run", "no rows.parquet file under the run directory"))
     html = render(
