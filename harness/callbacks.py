@@ -20,7 +20,7 @@ from harness.config import SettingError
 from harness.job import check
 from harness.launchers import check_launcher, check_writable, share_cores
 from harness.plan import check_sweep, task_config
-from harness.vocabulary import FAILED, POINT_COLUMNS, ROWS_FILE
+from harness.vocabulary import FAILED, POINT_COLUMNS, ROWS_FILE, STATUSES
 
 # Shared with the jobs (which may run in other processes, so through the environment).
 SWEEP_SIZE_ENV = "HARNESS_SWEEP_SIZE"
@@ -73,7 +73,8 @@ class HarnessCallback(Callback):
             if f in self._existing and f.stat().st_mtime < float(os.environ.get(SWEEP_START_ENV, 0))
         )
         rows = load(sweep_dir)
-        counts = rows["status"].value_counts().to_dict() if len(rows) else {}
+        counts = rows["status"].value_counts() if len(rows) else {}
+        by_status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
         elapsed = time.time() - float(os.environ.get(SWEEP_START_ENV, time.time()))
         missing = size - len(files)
         # A point whose every row is error/oom failed as a whole (e.g. its inputs did not fit).
@@ -86,7 +87,7 @@ class HarnessCallback(Callback):
             f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
             + (f", {missing} missing: run the same command again to resume" if missing > 0 else "")
             + (f", {failed} failed: every row error/oom" if failed else "")
-            + f"), {len(rows)} rows {counts}, {elapsed:.1f} s",
+            + f"), {len(rows)} rows ({by_status or 'none'}), {elapsed:.1f} s",
             flush=True,
         )
         if len(rows):  # the predicted failing scales, for reports to draw beside the measured ones

@@ -59,3 +59,27 @@ def test_the_layout_lists_every_module():
         for path in sorted((REPO / package).rglob("*.py")):
             if path.name != "__init__.py" and "__pycache__" not in path.parts:
                 assert f"  {path.name} " in layout, f"README Layout misses {path.relative_to(REPO)}"
+
+
+def test_the_sweep_table_counts_the_points_each_sweep_file_makes():
+    # The README's "points" column against the sweep files themselves: the job list the
+    # sweeper launches (harness/plan.py) times the points each job walks (the scan lists).
+    import re
+
+    from omegaconf import OmegaConf
+
+    from harness.plan import planned_jobs
+
+    table = README[README.index("| sweep | what | points |") :].split("\n\n")[0]
+    claimed = {
+        m.group(1): int(m.group(2).replace(",", ""))
+        for m in re.finditer(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", table, re.M)
+    }
+    assert set(claimed) == {p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml")}
+    for name, points in claimed.items():
+        cfg = OmegaConf.load(REPO / "conf" / "sweep" / f"{name}.yaml")
+        params = OmegaConf.to_container(cfg.hydra.sweeper.params) if "hydra" in cfg else {}
+        jobs = len(planned_jobs(params, []))
+        scan = cfg.get("scan") or {}
+        per_job = max(1, len(scan.get("logit_scale") or [])) * max(1, len(scan.get("seed") or []))
+        assert jobs * per_job == points, f"{name}: README says {points}, the file makes {jobs * per_job}"

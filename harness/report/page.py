@@ -1,8 +1,9 @@
 """The HTML page: one self-contained file with inline CSS, no script, nothing fetched.
 
 Figures are referenced by relative file name, so the report folder can be copied or attached
-to a CI run as it is. Every piece of text that comes from results (variant names, messages,
-metadata) passes through `esc`; only the fixed markup below is written raw.
+to a CI run as it is. The page is a Jinja2 template with autoescaping on: every piece of text
+that comes from results (variant names, messages, metadata) is escaped by the template engine,
+and only the fixed markup of the template is written raw.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-import pandas as pd
+import jinja2
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
@@ -58,58 +59,55 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
 
-def _table(df: pd.DataFrame, cls: str = "") -> str:
-    head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
-    rows = []
-    for _, r in df.iterrows():
-        cells = "".join(
-            f'<td class="msg">{esc(v)}</td>' if c == "message" else f"<td>{esc(v)}</td>" for c, v in r.items()
-        )
-        rows.append(f"<tr>{cells}</tr>")
-    attr = f' class="{cls}"' if cls else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+TEMPLATE = """<!DOCTYPE html>
+{%- macro table(df, cls="") %}
+<table{% if cls %} class="{{ cls }}"{% endif %}><thead><tr>
+{%- for c in df.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>
+{%- for row in df.itertuples(index=False) %}<tr>
+{%- for c, v in zip(df.columns, row) %}
+<td{% if c == "message" %} class="msg"{% endif %}>{{ v }}</td>
+{%- endfor %}</tr>
+{%- endfor %}</tbody></table>
+{%- endmacro %}
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<header><h1>{{ title }}</h1><table class="meta">
+{%- for k, v in meta %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></header>
+<nav><h2>Contents</h2><ol>
+{%- for s in sections %}<li><a href="#{{ s.anchor }}">{{ s.title }}</a></li>{% endfor %}</ol></nav>
+{%- for s in sections %}
+<section id="{{ s.anchor }}"><h2>{{ s.title }}</h2><p class="question">{{ s.question }}</p>
+{%- for b in s.blocks %}
+{%- if b.kind == "figure" %}
+{% if b.title %}<h3>{{ b.title }}</h3>{% endif %}<figure><a href="{{ b.body }}.svg">
+<img src="{{ b.body }}.png" alt="{{ b.title or b.caption }}"></a>
+<figcaption>{{ b.caption }} <a href="{{ b.body }}.svg">SVG</a> · <a href="{{ b.body }}.png">PNG</a> ·
+<a href="{{ b.body }}.csv">CSV</a> (the numbers drawn)</figcaption></figure>
+{%- elif b.kind == "table" and b.collapsed %}
+<details><summary>{{ b.title }} ({{ b.body | length }} rows)</summary>
+{%- if b.caption %}<p>{{ b.caption }}</p>{% endif %}{{ table(b.body) }}</details>
+{%- elif b.kind == "table" %}
+{% if b.title %}<h3>{{ b.title }}</h3>{% endif %}
+{%- if b.caption %}<p>{{ b.caption }}</p>{% endif %}{{ table(b.body) }}
+{%- elif b.kind == "nodata" %}
+<p class="nodata">No data for {% if b.title %}{{ b.title }}: {% endif %}{{ b.body }}.</p>
+{%- else %}
+{% if b.title %}<h3>{{ b.title }}</h3>{% endif %}<p>{{ b.body }}</p>
+{%- endif %}
+{%- endfor %}</section>
+{%- endfor %}
+<footer><p>{{ footer }}</p></footer></body></html>
+"""
 
-
-def _block(b: Block) -> str:
-    title = f"<h3>{esc(b.title)}</h3>" if b.title else ""
-    if b.kind == "figure":
-        stem = esc(b.body)
-        return (
-            f'{title}<figure><a href="{stem}.svg">'
-            f'<img src="{stem}.png" alt="{esc(b.title or b.caption)}"></a>'
-            f'<figcaption>{esc(b.caption)} <a href="{stem}.svg">SVG</a> · '
-            f'<a href="{stem}.png">PNG</a> · <a href="{stem}.csv">CSV</a> (the numbers drawn)'
-            "</figcaption></figure>"
-        )
-    if b.kind == "table":
-        table = _table(b.body)
-        cap = f"<p>{esc(b.caption)}</p>" if b.caption else ""
-        if b.collapsed:
-            return f"<details><summary>{esc(b.title)} ({len(b.body)} rows)</summary>{cap}{table}</details>"
-        return f"{title}{cap}{table}"
-    if b.kind == "nodata":
-        what = f"{b.title}: " if b.title else ""
-        return f'<p class="nodata">No data for {esc(what)}{esc(b.body)}.</p>'
-    return f"{title}<p>{esc(b.body)}</p>"
+# autoescape: results text cannot inject markup; the CSS is the page's own, so it is marked safe.
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+_ENV.globals["zip"] = zip
+_PAGE = _ENV.from_string(TEMPLATE)
 
 
 def render(title: str, meta: list[tuple[str, str]], sections: list[Section], footer: str = "") -> str:
     """The whole page as a string: header with the run's metadata, contents, sections."""
-    meta_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in meta)
-    toc = "".join(f'<li><a href="#{esc(s.anchor)}">{esc(s.title)}</a></li>' for s in sections)
-    body = []
-    for s in sections:
-        body.append(
-            f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>'
-            f'<p class="question">{esc(s.question)}</p>{"".join(_block(b) for b in s.blocks)}</section>'
-        )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>{esc(title)}</h1><table class="meta">{meta_rows}</table></header>'
-        f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"
-        f"{''.join(body)}"
-        f"<footer><p>{esc(footer)}</p></footer></body></html>\n"
+    return _PAGE.render(
+        title=title, meta=meta, sections=sections, footer=footer, css=jinja2.utils.markupsafe.Markup(CSS)
     )
