@@ -12,20 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from harness.compare import KINDS, Comparison
+from harness.vocabulary import KEY_COLUMNS
 
 # Short headers: the key is nine columns wide before anything is said about the row.
 _HEADERS = {"batch_size": "B", "num_classes": "C", "logit_scale": "scale"}
-_KEY_SHOWN = [
-    "variant",
-    "targets",
-    "batch_size",
-    "num_classes",
-    "dtype",
-    "logit_scale",
-    "device",
-    "mode",
-    "seed",
-]
+_KEY_SHOWN = list(KEY_COLUMNS)
 
 
 def _fmt_value(kind: str, v: object) -> str:
