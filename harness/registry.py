@@ -53,11 +53,6 @@ class Variant:
         """Whether the formula holds at every logit scale (no failure mechanism declared)."""
         return not self.breaks_by
 
-    @property
-    def kind(self) -> str:
-        """How reports group it: wrong (on purpose), breaking (at large scales) or exact."""
-        return "wrong" if self.expected_wrong else "breaking" if self.breaks_by else "exact"
-
     def runs_on(self, targets: str, device: str) -> bool:
         """Whether this variant can run at a point with these targets and device: a variant
         that takes only soft targets also runs on hard points (it receives one-hot rows)."""

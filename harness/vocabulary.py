@@ -38,7 +38,7 @@ ROWS_FILE = "rows.parquet"  # one per point folder: that point's rows (results.S
 STUDY_PREFIX = "study-"  # study-NAME.parquet: a study's own table, not rows
 THEORY_FILE = "_theory.json"  # a sweep's predicted failing scales (cross_entropy/theory.py)
 SWEEP_FILE = "_multirun.yaml"  # the sweep's composed config, for the record
-JOB_LOG = "_job.log"  # each point folder's log
+# (each point folder's log is `_job.log`, named in conf/config.yaml's hydra.job_logging)
 
 
 def study_file(name: str) -> str:
