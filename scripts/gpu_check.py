@@ -2,15 +2,17 @@
 printed as one report, in under 5 minutes on one H200 or H100.
 
     python scripts/gpu_check.py            # or: make gpu-check
-    python scripts/gpu_check.py --quick    # the scan at C = 128256 only
+    python scripts/gpu_check.py --full-scan   # the scan at bf16 and fp32, hard and soft targets
+    python scripts/gpu_check.py --pytest-log FILE   # also keep pytest's whole output
 
 1. pytest of the modules with CUDA paths (kernel, timer, ceilings, memory, variants, sweeps);
 2. `+sweep=gpu` at its headline point (B=8192, C=128256, bf16, hard targets) with triton_fused,
    torch_compile, Liger-Kernel (when it imports) and F.cross_entropy: the floor table
    (scripts/floor_table.py);
-3. triton_fused's row kernel over BLOCK x num_warps at B=8192, bf16, hard targets, for C =
-   32000, 128256, 262144: do_bench medians over the copy-bandwidth floor, fwd and fwd_bwd; the
-   chosen defaults (harness/cross_entropy/kernel.py) are marked, and the best setting of each.
+3. triton_fused's kernel paths and launch settings (scripts/kernel_scan.py) at B=8192, C =
+   32000, 128256, 262144, bf16 and fp32, hard and soft targets: do_bench medians over the
+   copy-bandwidth floor, fwd and fwd_bwd, each setting checked against float64 on the GPU, and
+   the best setting of each shape (the table in harness/cross_entropy/kernel.py comes from it).
 
 Without CUDA it stops with one line (exit 2). Reads nothing from and writes nothing to the
 project's results; the headline rows go to a temporary directory.
@@ -19,7 +21,6 @@ project's results; the headline rows go to a temporary directory.
 from __future__ import annotations
 
 import argparse
-import functools
 import subprocess
 import sys
 import tempfile
@@ -41,21 +42,22 @@ HEADLINE = [
     "targets=hard",
     "variants=[triton_fused,torch_compile,torch_cross_entropy]",
 ]
-SETTINGS = [(block, warps) for block in (2048, 4096, 8192, 16384) for warps in (4, 8, 16, 32)]
 
 
 def _section(title: str) -> None:
     print(f"\n## {title}\n", flush=True)
 
 
-def cuda_tests() -> int:
+def cuda_tests(log: Path | None) -> int:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS],
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *CUDA_TESTS],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
     lines = proc.stdout.strip().splitlines()
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     print("\n".join(failed + lines[-1:]) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -91,54 +93,30 @@ def headline() -> int:
         return table.returncode
 
 
-def scan(classes: list[int]) -> None:
-    import torch
-    from triton.testing import do_bench
-
-    from harness.cross_entropy import kernel
-    from harness.measure.ceiling import copy_bandwidth_gbps
-
-    gbps = copy_bandwidth_gbps("cuda")
-    print(f"copy bandwidth {gbps / 1e3:.2f} TB/s; x floor = do_bench median / (bytes moved / bandwidth)\n")
-    print("| C | BLOCK | warps | fwd ms | fwd x floor | fwd_bwd ms | fwd_bwd x floor |")
-    print("|---|---|---|---|---|---|---|")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for c in classes:
-        b = 8192
-        z = torch.randn(b, c, device="cuda", generator=g).to(torch.bfloat16)
-        y = torch.randint(c, (b,), device="cuda", generator=g)
-        grad = torch.empty_like(z)
-        logits_bytes = z.numel() * z.element_size()
-        floors = {"fwd": logits_bytes / (gbps * 1e9), "fwd_bwd": 2 * logits_bytes / (gbps * 1e9)}
-        defaults = {
-            "fwd": kernel._launch_params(c, None, writes_grad=False),
-            "fwd_bwd": kernel._launch_params(c, None, writes_grad=True),
-        }
-        best: dict[str, tuple[float, tuple[int, int]]] = {}
-        for block, warps in SETTINGS:
-            ms = {
-                mode: do_bench(functools.partial(kernel.rows, z, y, buf, block, warps), return_mode="median")
-                for mode, buf in (("fwd", None), ("fwd_bwd", grad))
-            }
-            cells = []
-            for mode in ("fwd", "fwd_bwd"):
-                x = ms[mode] / 1e3 / floors[mode]
-                if mode not in best or x < best[mode][0]:
-                    best[mode] = (x, (block, warps))
-                mark = " (default)" if defaults[mode] == (block, warps) else ""
-                cells += [f"{ms[mode]:.3f}", f"{x:.2f}{mark}"]
-            print(f"| {c} | {block} | {warps} | " + " | ".join(cells) + " |", flush=True)
-        print(
-            f"\nC={c}: best fwd {best['fwd'][1]} at {best['fwd'][0]:.2f}x, "
-            f"best fwd_bwd {best['fwd_bwd'][1]} at {best['fwd_bwd'][0]:.2f}x\n"
-        )
-        del z, y, grad
-        torch.cuda.empty_cache()
+def scan(quick: bool, budget_s: float) -> int:
+    """The kernel scan in its own process, stopped (with what it printed so far) past its budget."""
+    args = [sys.executable, "scripts/kernel_scan.py", "--budget-s", str(budget_s)] + (
+        ["--quick"] if quick else []
+    )
+    try:
+        proc = subprocess.run(args, cwd=REPO, timeout=budget_s + 60)
+    except subprocess.TimeoutExpired:
+        print(f"the kernel scan ran past {budget_s + 60:.0f} s and was stopped", flush=True)
+        return 1
+    return proc.returncode
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="scan C = 128256 only")
+    parser.add_argument(
+        "--full-scan", action="store_true", help="scan fp32 and soft targets too (default: bf16, hard)"
+    )
+    parser.add_argument("--pytest-log", type=Path, help="write pytest's whole output here")
+    parser.add_argument(
+        "--scan-budget-s",
+        type=float,
+        help="wall time of the kernel scan (default 75 s; 300 s with --full-scan)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -151,11 +129,11 @@ def main() -> None:
     t0 = time.perf_counter()
     print(f"# GPU check: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     _section("CUDA tests")
-    status = cuda_tests()
+    status = cuda_tests(args.pytest_log)
     _section("Headline point: B=8192, C=128256, bf16, hard targets (our timer)")
     status = headline() or status
-    _section("triton_fused launch settings (do_bench)")
-    scan([128256] if args.quick else [32000, 128256, 262144])
+    _section("triton_fused kernel paths and launch settings (do_bench)")
+    status = scan(not args.full_scan, args.scan_budget_s or (300.0 if args.full_scan else 75.0)) or status
     print(f"\ngpu_check: {time.perf_counter() - t0:.0f} s", flush=True)
     sys.exit(1 if status else 0)
 

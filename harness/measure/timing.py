@@ -2,11 +2,16 @@
 
 CPU: a monotonic clock (perf_counter) around each call; PyTorch's CPU ops are synchronous.
 CUDA: launches are asynchronous, so each sample is the gap between two device events recorded
-around the call on the current stream, read after a synchronisation. Before each sample a
-buffer of twice the L2 size (from the device properties) is overwritten, outside the timed
-interval, so no repetition finds its inputs left warm in L2 by the previous one. The interval
-itself contains no host sync. `do_bench_ratio` cross-checks the median against Triton's
-`do_bench` (which flushes a fixed 256 MiB buffer and reports its own median).
+around the call on the current stream. Before each sample a buffer of twice the L2 size (from
+the device properties) is overwritten, outside the timed interval, so no repetition finds its
+inputs left warm in L2 by the previous one. Samples are queued in batches and read after one
+synchronisation per batch, as `triton.testing.do_bench` does: the host enqueues the next
+sample's launches while the device runs the flush and the previous call. Waiting on each
+sample's end event instead left the device idle at the start of every interval while the host
+issued the call's launches (Python, autograd, a compiled graph's guards): the interval then
+measured launch overhead, and on calls under ~2 ms it read 1.05-1.23x do_bench's median on an
+H200 (`../shared/gpu` rows of 6b6f923). `do_bench_ratio` cross-checks the median against
+do_bench (a fixed 256 MiB flush, its own median).
 
 Samples continue until both `min_reps` and `min_time_s` are reached (or `max_reps`).
 `prepare`, when given, runs before every call (warm-up and timed) outside the timed interval:
@@ -67,6 +72,23 @@ def _nothing() -> None:
     pass
 
 
+# Samples queued before one synchronisation: enough to keep the host ahead of the device, few
+# enough that the events of a batch stay cheap and `min_time_s` is not overshot by much.
+MAX_BATCH = 64
+
+
+def _batch_size(samples: list[float], min_reps: int, min_time_s: float, max_reps: int) -> int:
+    """How many samples to queue next: the first batch is `min_reps`; later ones what the median
+    so far says is left of `min_time_s`, within `max_reps` and MAX_BATCH."""
+    left = max_reps - len(samples)
+    if not samples:
+        want = min_reps
+    else:
+        per_sample = float(np.median(samples))
+        want = int((min_time_s - sum(samples)) / per_sample) + 1 if per_sample > 0 else MAX_BATCH
+    return max(1, min(want, left, MAX_BATCH))
+
+
 def time_cpu(
     fn: Callable[[], Any],
     warmup: int,
@@ -103,16 +125,19 @@ def time_cuda(
             fn()
         torch.cuda.synchronize(device)
         samples: list[float] = []
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
         while not _enough(samples, min_reps, min_time_s, max_reps):
-            prepare()  # a fresh input copy, queued before `start` like the flush
-            flush.zero_()  # evict the inputs from L2; queued before `start`
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()  # host waits after the interval; none inside it
-            samples.append(start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
+            n = _batch_size(samples, min_reps, min_time_s, max_reps)
+            pairs = [
+                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)
+            ]
+            for start, end in pairs:
+                prepare()  # a fresh input copy, queued before `start` like the flush
+                flush.zero_()  # evict the inputs from L2; queued before `start`
+                start.record()
+                fn()
+                end.record()
+            pairs[-1][1].synchronize()  # one host wait per batch, after every interval
+            samples += [start.elapsed_time(end) / 1e3 for start, end in pairs]  # ms -> s
         del flush
     return TimingStats.of(samples)
 
