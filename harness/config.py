@@ -52,6 +52,18 @@ class HarnessConfig:
     logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
     device: str = "cpu"  # cpu | cuda | cuda:N
     targets: str = "soft"  # soft (probabilities) | hard (class indices)
+    # The logits' distribution: normal (logit_scale * N(0, 1)) | zipf (LLM-like rows: a few
+    # classes dominate; harness/cross_entropy/inputs.py gives the construction).
+    logits: str = "normal"
+    # Loss options (README, "Loss options"); a variant that does not declare one that is on
+    # gives an `unsupported` row, never a silently different loss.
+    ignore_fraction: float = 0.0  # share of rows whose hard target is ignore_index, in [0, 1)
+    ignore_index: int = -100
+    label_smoothing: float = 0.0  # epsilon in [0, 1]
+    z_loss: float = 0.0  # + z_loss * lse^2 per row (PaLM); 1e-4 is the usual value
+    softcap: Optional[float] = None  # logits -> softcap * tanh(logits / softcap) first (Gemma-2: 30)
+    class_weights: Any = "none"  # none | seeded (a positive [C] vector from the seed) | [w_0, .., w_C-1]
+    reduction: str = "mean"  # mean | sum | none
     variants: list[str] = field(default_factory=list)  # [] = every variant that supports the point
     exclude_variants: list[str] = field(default_factory=list)  # left out of the default set
     seed: int = 0

@@ -35,6 +35,8 @@ class Family:
     references: Callable[[Any, Any], tuple[Any, Any]]
     # inputs -> {name: tensor} that no variant may write into (checked after each variant)
     guarded: Callable[[Any], dict[str, Tensor]]
+    # (variant, point) -> "" if the variant runs at the point, else why not (an `unsupported` row)
+    unsupported: Callable[[Variant, Any], str]
     # (inputs, variant, point) -> what the variant is called with
     feed: Callable[[Any, Variant, Any], Feed]
     # (fn, feed, mode) -> one repetition's work, returning Outputs

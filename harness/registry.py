@@ -13,7 +13,7 @@ report's styles, the README's variant table and the property tests all read thes
 
 A user variant given on the command line as `[alias@]package.module:function` declares the
 same facts as attributes of its function: `fn.harness_targets`, `fn.harness_breaks_by`,
-`fn.harness_overwrites_input` (README, "Adding a variant").
+`fn.harness_overwrites_input`, `fn.harness_options` (README, "Adding a variant").
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Variant:
     setup: Callable[[Fn], Fn] | None = field(default=None, repr=False)  # e.g. torch.compile
     overwrites_input: bool = False  # writes into its inputs by design: a fresh copy
     #                                            before every call, outside the timed interval
+    options: frozenset[str] = frozenset()  # loss options it honours (the family's catalogue),
+    #                                            received as keyword arguments
     user: bool = False  # named by import path on the command line
 
     @property
@@ -60,6 +62,10 @@ class Variant:
         kind_ok = targets in self.targets or (targets == "hard" and "soft" in self.targets)
         return kind_ok and device_type in self.devices
 
+    def missing_options(self, required: frozenset[str] | set[str]) -> list[str]:
+        """The options a point needs that this variant does not honour (sorted)."""
+        return sorted(set(required) - self.options)
+
     def wants_one_hot(self, targets: str) -> bool:
         return targets == "hard" and "hard" not in self.targets
 
@@ -67,10 +73,17 @@ class Variant:
 class Registry(Mapping[str, Variant]):
     """One family's variants by name, in registration order (the fixed order of reports)."""
 
-    def __init__(self, family: str, signature: str, mechanisms: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        family: str,
+        signature: str,
+        mechanisms: Mapping[str, str],
+        options: Mapping[str, str] | None = None,
+    ) -> None:
         self.family = family
         self.signature = signature  # one line, for errors about user variants
         self.mechanisms = dict(mechanisms)  # name -> how it breaks (the family's theory)
+        self.options = dict(options or {})  # keyword argument -> what it means (the family's)
         self._variants: dict[str, Variant] = {}
 
     def __getitem__(self, name: str) -> Variant:
@@ -103,6 +116,12 @@ class Registry(Mapping[str, Variant]):
                 f"variant {v.name!r}: unknown failure mechanism {unknown[0]!r}; "
                 f"{self.family} knows {', '.join(self.mechanisms)}"
             )
+        unknown = sorted(v.options - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"variant {v.name!r}: unknown loss option {unknown[0]!r}; "
+                f"{self.family} knows {', '.join(self.options) or 'none'}"
+            )
         if bool(v.expected_wrong) != (v.closed_form is not None):
             raise ValueError(
                 f"variant {v.name!r}: a variant wrong on purpose gives both expected_wrong "
@@ -121,6 +140,7 @@ class Registry(Mapping[str, Variant]):
         description: str = "",
         setup: Callable[[Fn], Fn] | None = None,
         overwrites_input: bool = False,
+        options: set[str] | frozenset[str] = frozenset(),
     ) -> Callable[[Fn], Fn]:
         """Decorator: add `fn` under `name` and return it unchanged."""
 
@@ -137,6 +157,7 @@ class Registry(Mapping[str, Variant]):
                     description=description or (inspect.getdoc(fn) or "").split("\n")[0],
                     setup=setup,
                     overwrites_input=overwrites_input,
+                    options=frozenset(options),
                 )
             )
             return fn
@@ -181,9 +202,17 @@ class Registry(Mapping[str, Variant]):
                 f"variants: {spec!r}: harness_breaks_by names {unknown[0]!r}; "
                 f"known mechanisms: {', '.join(self.mechanisms)}"
             )
+        options = frozenset(getattr(fn, "harness_options", ()))
+        unknown = sorted(options - set(self.options))
+        if unknown:
+            raise SettingError(
+                f"variants: {spec!r}: harness_options names {unknown[0]!r}; "
+                f"known options: {', '.join(self.options)}"
+            )
         return Variant(
             name=alias or spec,
             fn=fn,
+            options=options,
             targets=frozenset(getattr(fn, "harness_targets", {"soft"})),
             breaks_by=breaks_by,
             description=f"user variant {path}",

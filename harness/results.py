@@ -7,6 +7,8 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 Columns (one row per point x variant x mode):
 
   configuration  variant targets batch_size num_classes dtype logit_scale device mode seed
+  loss options   logits ignore_fraction ignore_index label_smoothing z_loss softcap (0: no cap)
+                 class_weights reduction (vocabulary.OPTION_DEFAULTS; older files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against)
@@ -38,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.vocabulary import KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
+from harness.vocabulary import KEY_COLUMNS, OPTION_DEFAULTS, ROWS_FILE, STUDY_PREFIX
 
 SCHEMA = pa.schema(
     [
@@ -49,6 +51,14 @@ SCHEMA = pa.schema(
         ("dtype", pa.string()),
         ("logit_scale", pa.float64()),
         ("device", pa.string()),
+        ("logits", pa.string()),
+        ("ignore_fraction", pa.float64()),
+        ("ignore_index", pa.int64()),
+        ("label_smoothing", pa.float64()),
+        ("z_loss", pa.float64()),
+        ("softcap", pa.float64()),
+        ("class_weights", pa.string()),
+        ("reduction", pa.string()),
         ("mode", pa.string()),
         ("seed", pa.int64()),
         ("status", pa.string()),
@@ -144,7 +154,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     A path that does not exist raises FileNotFoundError (an empty frame would read as "no rows
     measured"). A file that cannot be read, or that is not a harness rows file (a foreign parquet file
     without the key columns), is named on stderr and skipped; the rest still load. Files from
-    an older harness that lack newer columns load with those columns null.
+    an older harness that lack newer columns load with those columns null (the loss options with
+    their defaults, so that old and new runs join on the key columns).
     """
     if not Path(path).exists():
         raise FileNotFoundError(f"no results at {path}: no such file or directory")
@@ -155,6 +166,9 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         except (OSError, pa.ArrowException) as exc:
             _warn(f"skipping unreadable results file {file}: {str(exc).splitlines()[0]}")
             continue
+        for name, value in OPTION_DEFAULTS.items():  # written before the loss options existed
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
         missing = [c for c in (*KEY_COLUMNS, "status") if c not in table.column_names]
         if missing:
             _warn(f"skipping {file}: not a harness rows file (no column {missing[0]!r})")

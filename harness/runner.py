@@ -62,12 +62,9 @@ def measure_variant(
     refs: float64 on the rounded inputs (algorithm error) and on the unrounded draw (storage in
     the dtype plus algorithm); guard: the point's inputs as they were made."""
     row: dict[str, Any] = {"status": "ok", "message": "", "bytes_moved": family.bytes_moved(point, mode)}
-    if not variant.runs_on(point.targets, point.device):
-        row.update(
-            status="unsupported",
-            message=f"{variant.name} runs on targets {sorted(variant.targets)} "
-            f"and devices {sorted(variant.devices)}",
-        )
+    why = family.unsupported(variant, point)
+    if why:
+        row.update(status="unsupported", message=why)
         return row
     device = torch.device(point.device)
     try:

@@ -27,8 +27,33 @@ MODES = ("fwd", "fwd_bwd")
 # every study: PyTorch's own F.cross_entropy.
 NATIVE = "torch_cross_entropy"
 
+# The loss options of a point and the logits' distribution (README, "Loss options"), with the
+# value each takes when a run does not set it: rows written before these settings existed load
+# with these values, so an old run still joins a new one on the keys below. `softcap` is 0 in
+# the rows when there is no cap (a null key would drop out of pandas' groupby and merges).
+OPTION_DEFAULTS = {
+    "logits": "normal",
+    "ignore_fraction": 0.0,
+    "ignore_index": -100,
+    "label_smoothing": 0.0,
+    "z_loss": 0.0,
+    "softcap": 0.0,
+    "class_weights": "none",
+    "reduction": "mean",
+}
+OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
+
 # What determines a point's inputs, in the order the rows hold them ...
-POINT_COLUMNS = ("targets", "batch_size", "num_classes", "dtype", "logit_scale", "device", "seed")
+POINT_COLUMNS = (
+    "targets",
+    "batch_size",
+    "num_classes",
+    "dtype",
+    "logit_scale",
+    "device",
+    *OPTION_COLUMNS,
+    "seed",
+)
 # ... and what identifies a row: two runs' rows with equal keys measured the same thing.
 KEY_COLUMNS = ("variant", *POINT_COLUMNS[:-1], "mode", "seed")
 

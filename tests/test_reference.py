@@ -109,3 +109,20 @@ def test_no_finite_reference_is_said_not_computed():
     inputs = make_inputs(Point(4, 10, "fp16", 1e5, "cpu", "hard", seed=0))
     ref = reference(inputs.logits, inputs.targets, "hard")
     assert not ref.finite and "not finite in float16" in ref.missing
+
+
+def test_plain_options_are_the_plain_loss_bit_for_bit():
+    """reference(..., LossOptions()) is reference(...): the options add nothing when off, and
+    the plain result says what it reduced by (B) and what each row's loss is."""
+    from harness.cross_entropy.options import LossOptions
+
+    for case in CASES[::5]:
+        plain = reference(case.logits, case.targets, case.kind)
+        for opts in (LossOptions(), LossOptions(ignore_index=-1, reduction="mean")):
+            ref = reference(case.logits, case.targets, case.kind, opts)
+            assert torch.equal(ref.grad, plain.grad) and torch.equal(ref.losses, plain.losses)
+            for f in ("loss", "loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"):
+                assert getattr(ref, f) == getattr(plain, f), f
+        b = case.logits.shape[0]
+        assert plain.denominator == b and plain.losses.shape == (b,)
+        assert plain.loss == pytest.approx(plain.losses.sum().item() / b, rel=1e-15)

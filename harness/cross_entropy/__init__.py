@@ -21,12 +21,13 @@ from typing import Any, Callable
 import torch
 
 from harness.cross_entropy.inputs import Inputs, make_inputs
+from harness.cross_entropy.options import LossOptions
 from harness.cross_entropy.point import Point, scan_points
 from harness.cross_entropy.reference import Reference, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.measure.accuracy import assess, grad_rel_err, rel_err
+from harness.measure.accuracy import assess, grad_rel_err, rel_err, rows_rel_err
 from harness.measure.isolation import Feed
 from harness.registry import Variant
 
@@ -35,46 +36,103 @@ class BadResult(Exception):
     """The variant returned something that is not a scalar loss."""
 
 
-def _check_scalar(out: Any) -> torch.Tensor:
+def _check_loss(out: Any, reduction: str, rows: int) -> torch.Tensor:
+    """The loss as returned: a scalar (mean, sum) or the [B] per-row losses (reduction none)."""
     if not isinstance(out, torch.Tensor):
-        raise BadResult(f"returned {type(out).__name__}, expected a 0-dim tensor (the mean loss)")
+        raise BadResult(f"returned {type(out).__name__}, expected a tensor (the {reduction} loss)")
+    if reduction == "none":
+        if out.shape != (rows,):
+            raise BadResult(f"returned shape {list(out.shape)} with reduction=none, expected [{rows}]")
+        return out
     if out.numel() != 1:
-        raise BadResult(f"returned a tensor of shape {list(out.shape)}, expected a scalar (the mean loss)")
+        raise BadResult(
+            f"returned a tensor of shape {list(out.shape)}, expected a scalar (the {reduction} loss)"
+        )
     return out.reshape(())
 
 
 def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
     """The work one repetition does, reading its inputs from `feed` at each call (a fresh
-    copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits."""
+    copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits
+    (of the sum of the per-row losses when reduction is none)."""
+    kwargs = feed.kwargs
+    reduction = kwargs.get("reduction", "mean")
+    rows = feed.logits.shape[0]
+
     if mode == "fwd":
 
         def fwd() -> Outputs:
             with torch.no_grad():
-                return _check_scalar(fn(feed.logits, feed.targets)), None
+                return _check_loss(fn(feed.logits, feed.targets, **kwargs), reduction, rows), None
 
         return fwd
 
     def fwd_bwd() -> Outputs:
         x = feed.logits.detach().requires_grad_()
-        loss = _check_scalar(fn(x, feed.targets))
+        loss = _check_loss(fn(x, feed.targets, **kwargs), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
-        (grad,) = torch.autograd.grad(loss, x)
+        ones = torch.ones_like(loss) if reduction == "none" else None  # a scalar needs none
+        (grad,) = torch.autograd.grad(loss, x, grad_outputs=ones)
         return loss, grad
 
     return fwd_bwd
 
 
-def make_call(fn: Callable, logits: torch.Tensor, targets: torch.Tensor, mode: str) -> Callable[[], Outputs]:
-    """`fed_call` on fixed tensors: what tests and benchmarks call."""
-    return fed_call(fn, Feed(logits, targets), mode)
+def make_call(
+    fn: Callable, logits: torch.Tensor, targets: torch.Tensor, mode: str, **options: Any
+) -> Callable[[], Outputs]:
+    """`fed_call` on fixed tensors (and loss options, by keyword): what tests and benchmarks call."""
+    return fed_call(fn, Feed(logits, targets, kwargs=options), mode)
+
+
+def loss_options(point: Point, inputs: Inputs) -> LossOptions:
+    """The point's loss options, with the class weights as drawn (rounded to the dtype) in float64."""
+    return LossOptions(
+        ignore_index=point.ignore_index,
+        label_smoothing=point.label_smoothing,
+        z_loss=point.z_loss,
+        softcap=point.softcap or None,
+        weight=None if inputs.weight is None else inputs.weight.to(torch.float64),
+        reduction=point.reduction,
+    )
 
 
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
-    ref = reference(inputs.logits, inputs.targets, inputs.kind)
+    # The class weights are part of the problem, not of its storage: both references take them
+    # as the variants receive them (rounded to the dtype).
+    options = loss_options(point, inputs)
+    ref = reference(inputs.logits, inputs.targets, inputs.kind, options)
     if point.dtype == "fp64":
         return ref, ref
-    return ref, reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind)
+    return ref, reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind, options)
+
+
+def _unsupported(variant: Variant, point: Point) -> str:
+    """Why `variant` cannot be measured at `point` ("" when it can): its target kinds and
+    devices, then the loss options it does not honour (never silently ignored)."""
+    if not variant.runs_on(point.targets, point.device):
+        return (
+            f"{variant.name} runs on targets {sorted(variant.targets)} and devices {sorted(variant.devices)}"
+        )
+    missing = variant.missing_options(point.required_options)
+    if missing:
+        honours = ", ".join(sorted(variant.options)) or "none"
+        return f"{variant.name} does not take {', '.join(missing)} (it honours: {honours})"
+    return ""
+
+
+def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str, Any]:
+    """Every option the variant declares, by keyword, with the point's value (defaults too)."""
+    values = {
+        "ignore_index": point.ignore_index,
+        "label_smoothing": point.label_smoothing,
+        "z_loss": point.z_loss,
+        "softcap": point.softcap or None,
+        "weight": inputs.weight,
+        "reduction": point.reduction,
+    }
+    return {name: values[name] for name in sorted(variant.options)}
 
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
@@ -82,6 +140,7 @@ def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
         inputs.logits,
         inputs.for_variant(variant.wants_one_hot(point.targets)),
         fresh=variant.overwrites_input,
+        kwargs=_variant_kwargs(variant, point, inputs),
     )
 
 
@@ -93,7 +152,9 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
     acc = assess(loss, grad, ref, point.dtype)
     cols = asdict(acc)
     if ref_total.finite:
-        cols["loss_rel_err_total"] = rel_err(acc.loss, ref_total.loss)
+        cols["loss_rel_err_total"] = (
+            rel_err(acc.loss, ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
+        )
         if grad is not None:
             cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
     return cols
@@ -112,6 +173,7 @@ FAMILY = Family(
     make_inputs=make_inputs,
     references=_references,
     guarded=lambda inputs: {"logits": inputs.logits, "targets": inputs.targets},
+    unsupported=_unsupported,
     feed=_feed,
     call=fed_call,
     assess=_assess,

@@ -27,19 +27,54 @@ error below 1e-13 in the loss and the gradient (norm-wise) wherever the true val
 float64. Computed once per point, shared by every variant and mode, in blocks of rows so that its
 float64 temporaries stay small next to the [B, C] gradient it returns.
 
+Options (harness/cross_entropy/options.py; `reference(..., options)`). With z' = softcap
+tanh(z / softcap) under a softcap (else z' = z), lse' = log sum_c exp(z'_c), weights w (else 1)
+and eps the label smoothing, each row's loss is
+
+    loss_b = sum_c q_bc (lse'_b - z'_bc) + z_loss lse'_b^2          (0 on an ignored row)
+    hard:  q_c = (1 - eps) w_y [c = y] + (eps / C) w_c               (F.cross_entropy, LossNLL.cpp)
+    soft:  q_c = w_c ((1 - eps) t_c + eps / C)                       (ignore_index does not apply:
+                                                                      F.cross_entropy refuses one)
+    dloss_b/dz_c = ((Q_b p'_c - q_c) + 2 z_loss lse'_b p'_c) sech^2(z_c / softcap)
+
+  - reduction "mean": (sum_b CE_b) / D + (sum_b z_loss lse'_b^2) / N, N the kept rows (B for soft
+    targets), D the kept targets' summed weights w_y (hard, weighted; as F.cross_entropy, label
+    smoothing included) or else N. z-loss is Liger-Kernel's `lse_square_scale`
+    (ops/cross_entropy.py, read at ead96b6): lse of the capped logits, per kept row, not
+    weighted, divided by N under mean even with weights. "sum": sum_b loss_b. "none": `losses`,
+    the gradient of their sum, and `loss` = their mean over all B rows (a scalar summary).
+  - Every target ignored under mean: F.cross_entropy in float64 gives a NaN loss (0 / 0) and a
+    zero gradient (weights and smoothing or not); so does the reference, with `missing` saying
+    no finite value exists. Under sum and none the loss and gradient are 0.
+  - Hard targets with smoothing and every soft target go through the soft form with q for t: q
+    is formed in float64 (a rounding or two per entry, as t's own rounding), then the loss and
+    gradient are as exact in q as above. z-loss adds 2 z_loss lse' p to the CE gradient as it
+    is: what cancels there is the problem's. The softcap enters as the capped gaps z'_k - z'_c
+    and sech^2 formed without 1 - tanh^2 or a difference of tanh (`_softcap`): each to a few
+    ulps at any logit size, the rounding of z / softcap carried along.
+  - The plain loss (options None or LossOptions()) is computed by the same operations as
+    without options, bit for bit.
+
 Alongside the values it records the conditioning the tolerance needs (harness/cross_entropy/tolerance.py): how
 large the logits are next to the loss, and how strongly the gradient amplifies a relative error
-in the softmax. They fall out of the same pass.
+in the softmax. They fall out of the same pass. With options they are taken of the optioned
+loss: q in place of t, the coefficient of p in the gradient (Q + 2 z_loss lse', scaled to the
+CE part's denominator) in place of T, z-loss's own dependence on lse' added to the magnitudes
+(its loss moves by 2 z_loss |lse'| per unit of lse'), and under a softcap the capped logits'
+size (kernels cap in the compute precision, then take lse of the capped values), the chain
+factor on every term, and sech^2's own error from z / softcap rounded (2 |z / softcap| u_c).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 from torch import Tensor
+
+from harness.cross_entropy.options import LossOptions
 
 # Rows per block: about 2^22 float64 elements (32 MiB) per temporary, whatever C is.
 _BLOCK_ELEMENTS = 1 << 22
@@ -47,8 +82,8 @@ _BLOCK_ELEMENTS = 1 << 22
 
 @dataclass
 class Reference:
-    loss: float  # float64 mean loss; NaN when no finite reference exists
-    grad: Tensor  # [B, C] float64 gradient of the mean loss (empty when not finite)
+    loss: float  # float64 loss (the mean, or as the options reduce); NaN when no finite reference exists
+    grad: Tensor  # [B, C] float64 gradient of `loss` (empty when not finite)
     # Conditioning, for the tolerance (harness/cross_entropy/tolerance.py, README Numerics §9):
     loss_magnitude: float  # mean_b T_b (max_c |z_bc| + ln C) / |loss|: an absolute error of u*|lse|
     #                        per row, as any implementation that forms lse makes, over the loss
@@ -57,6 +92,13 @@ class Reference:
     grad_magnitude: float  # ||T p (max|z| + ln C)|| / ||T p - t||: the same for an error of
     #                        u (max|z| + ln C) in each probability (lse rounded, then exp(z - lse))
     grad_subnormal: float  # ||rounding of g below the output dtype's smallest normal|| / ||g||
+    # With options (harness/cross_entropy/options.py) `loss` is the reduced loss (mean or sum;
+    # reduction "none": the mean of `losses` over all B rows, as a scalar summary) and `grad` the
+    # gradient of it ("none": of the sum of the per-row losses).
+    losses: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))  # [B]
+    #                        float64 per-row losses after the options, before the reduction; 0 on ignored rows
+    denominator: float = math.nan  # what the reduction divides the summed CE part by: B plain;
+    #                        the kept rows, or their targets' summed weights, under mean; 1 for sum and none
     missing: str = ""  # why there is no finite reference (non-finite logits after rounding)
 
     @property
@@ -95,9 +137,81 @@ def _no_reference(logits: Tensor, why: str) -> Reference:
     )
 
 
-def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
+def _all_ignored(logits: Tensor) -> Reference:
+    """Every target ignored under reduction mean: F.cross_entropy gives a NaN loss (0 / 0) and a
+    zero gradient (float64, with or without weights and label smoothing; checked in
+    tests/test_reference_options.py). The reference says the same, and that it has no finite value."""
+    b, c = logits.shape
+    ref = _no_reference(
+        logits, "no float64 reference: every target is ignored, and the mean of no rows is 0/0"
+    )
+    ref.grad = torch.zeros((b, c), dtype=torch.float64, device=logits.device)
+    ref.losses = torch.zeros(b, dtype=torch.float64, device=logits.device)
+    ref.denominator = 0.0
+    return ref
+
+
+def _division_residual(z: Tensor, x: Tensor, cap: float) -> Tensor:
+    """(z - x cap) / cap for x = fl(z / cap): what the rounded quotient misses, to a relative u.
+    x cap = p + e exactly (Dekker's product, by splitting both factors in halves of 26 bits);
+    z - p is then exact (Sterbenz), and z - p - e is the residual."""
+
+    def split(v):
+        big = v * 134217729.0  # 2^27 + 1
+        hi = big - (big - v)
+        return hi, v - hi
+
+    p = x * cap
+    xh, xl = split(x)
+    ch, cl = split(torch.tensor(cap, dtype=x.dtype, device=x.device))
+    e = ((xh * ch - p) + xh * cl + xl * ch) + xl * cl
+    r = ((z - p) - e).div_(cap)
+    return r.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # |x| near float64's top: no residual
+
+
+def _softcap(z: Tensor, k: Tensor, a: Tensor, cap: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For z' = cap tanh(z / cap) on a block [R, C] with row max a = z_k [R, 1]:
+
+        gap    z'_k - z'_c >= 0  [R, C]  (0 at k)
+        chain  dz'/dz = 1 - tanh^2(z / cap) = sech^2(z / cap)  [R, C]
+        top    z'_k  [R, 1]
+        x      z / cap  [R, C]
+
+    each to a few ulps relative, at any size of z. With x = z / cap, D = (z_k - z_c) / cap >= 0:
+
+        tanh(x_k) - tanh(x_c) = 2 (1 - e^-2D) e^(2 (min(x_k, 0) - max(x_c, 0)))
+                                / ((1 + e^-2|x_k|) (1 + e^-2|x_c|))
+        sech^2(x) = 4 e^-2|x| / (1 + e^-2|x|)^2
+
+    No factor cancels or overflows: 1 - e^-2D is -expm1(-2D) of D formed from z_k - z_c (exact for
+    logits from a narrower dtype, relative u for float64: -expm1(-2D) carries at most that), and
+    the exponent min(x_k, 0) - max(x_c, 0) <= 0 has one of its terms 0 (x_k >= x_c), so it is
+    exact. The rounding of x = z / cap itself would cost a relative 2|x| u in e^-2|x| (8e-14 at
+    |x| = 350, where sech^2 leaves float64's range): its residual is carried along instead,
+    dx = (z - x cap) / cap with x cap split exactly (Dekker), as a factor exp(-2 sign(x) dx)."""
+    x = z / cap
+    dx = _division_residual(z, x, cap)
+    xk = x.gather(1, k)
+    dk = dx.gather(1, k)
+    ex = torch.exp(x.abs().mul_(-2.0)).mul_(torch.exp(dx * x.sign() * -2.0))  # e^-2|x|
+    ek = torch.exp(xk.abs().mul_(-2.0)).mul_(torch.exp(dk * xk.sign() * -2.0))
+    gap = torch.expm1((z - a).mul_(2.0 / cap)).neg_()  # 1 - e^-2D (z - a = -(z_k - z_c))
+    # e^(2 (min(x_k, 0) - max(x_c, 0))): exact exponent (see above), then the residuals' share
+    expo = (xk.clamp(max=0.0) - x.clamp(min=0.0)).add_(
+        torch.where(xk < 0, dk, 0.0) - torch.where(x > 0, dx, 0.0)
+    )
+    gap.mul_(torch.exp(expo.mul_(2.0)))
+    gap.mul_(2.0 * cap).div_(ex.add(1.0).mul_(ek.add(1.0)))
+    chain = ex.mul(4.0).div_(ex.add_(1.0).square_())
+    return gap, chain, cap * torch.tanh(xk), x
+
+
+def reference(logits: Tensor, targets: Tensor, kind: str, options: LossOptions | None = None) -> Reference:
     """logits: [B, C] any float dtype (read as float64, the values as stored); targets: [B] int64
-    class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft")."""
+    class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft"). options: the
+    loss's options (harness/cross_entropy/options.py); None or LossOptions() is the plain loss,
+    computed as it always was (bit for bit)."""
+    opts = options if options is not None else LossOptions()
     bad = int((~torch.isfinite(logits)).sum().item())
     if bad:
         return _no_reference(
@@ -107,20 +221,47 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         )
     b, c = logits.shape
     f64 = torch.float64
-    grad = torch.empty((b, c), dtype=f64, device=logits.device)
-    row_loss = torch.empty(b, dtype=f64, device=logits.device)
-    magnitude = torch.empty(b, dtype=f64, device=logits.device)  # T_b (max|z_b| + ln C)
-    log_p_sq = torch.zeros((), dtype=f64, device=logits.device)
-    magnitude_sq = torch.zeros((), dtype=f64, device=logits.device)
+    dev = logits.device
+    hard = kind == "hard"
+    eps, zl, cap = float(opts.label_smoothing), float(opts.z_loss), opts.softcap
+    w = None if opts.weight is None else opts.weight.to(dtype=f64, device=dev)
+    keep = targets != opts.ignore_index if hard else None  # [B]: the rows that count
+    ignoring = hard and not bool(keep.all())
+    n_rows = int(keep.sum().item()) if hard else b
+    # What the reduction divides by (docstring above): the CE part by the summed weights of the
+    # kept targets (hard, weighted), else by the kept rows; z-loss always by the kept rows.
+    if opts.reduction == "mean":
+        if hard and w is not None:
+            d_ce = w[targets[keep]].sum().item()
+        else:
+            d_ce = float(n_rows)
+        d_z = float(n_rows)
+        if b and not n_rows:
+            return _all_ignored(logits)
+    else:
+        d_ce = d_z = 1.0
+    # The gradient is accumulated in units of the CE part's denominator (divided by d_ce at the
+    # end): z-loss's 2 z_loss lse p / d_z enters as 2 (z_loss d_ce / d_z) lse p.
+    zl_r = zl * (d_ce / d_z) if zl else 0.0
+    grad = torch.empty((b, c), dtype=f64, device=dev)
+    row_loss = torch.empty(b, dtype=f64, device=dev)  # the CE part of each row's loss
+    z_rows = torch.zeros(b, dtype=f64, device=dev) if zl else None  # z_loss lse^2 per kept row
+    magnitude = torch.empty(b, dtype=f64, device=dev)  # T_b (max|z_b| + ln C)
+    log_p_sq = torch.zeros((), dtype=f64, device=dev)
+    magnitude_sq = torch.zeros((), dtype=f64, device=dev)
     finfo = torch.finfo(logits.dtype)
-    subnormal_sq = torch.zeros((), dtype=f64, device=logits.device)
+    subnormal_sq = torch.zeros((), dtype=f64, device=dev)
     step = max(1, _BLOCK_ELEMENTS // c)
     for lo in range(0, b, step):
         hi = min(lo + step, b)
         z = logits[lo:hi].to(f64)
-        k = z.argmax(dim=1, keepdim=True)  # [R, 1]
+        k = z.argmax(dim=1, keepdim=True)  # [R, 1]; tanh is increasing: also the capped logits' max
         a = z.gather(1, k)
-        e = _shifted_exp(z, a, logits.dtype != f64)  # exp(z - a), 1 at k
+        if cap is None:
+            e = _shifted_exp(z, a, logits.dtype != f64)  # exp(z - a), 1 at k
+        else:
+            gap, chain, top, x = _softcap(z, k, a, cap)  # gap = z'_k - z' >= 0
+            e = torch.exp(-gap)
         e.scatter_(1, k, 0.0)
         s = e.sum(dim=1, keepdim=True)  # sum over c != k: no 1 + tiny - 1
         e.scatter_(1, k, 1.0)
@@ -128,47 +269,121 @@ def reference(logits: Tensor, targets: Tensor, kind: str) -> Reference:
         log_s = torch.log1p(s)  # lse - a
         p = e.div_(big)  # softmax, [R, C]
         not_max = s / big  # 1 - p_k
-        if kind == "hard":
+        kept = keep[lo:hi, None] if ignoring else None  # [R, 1]
+        if hard and not eps:
+            # One target per row, of weight w_y (0 where ignored): the plain form, scaled.
             y = targets[lo:hi, None]
+            if ignoring:
+                y = torch.where(kept, y, k)  # any valid class: the row's weight is 0
             total = torch.ones_like(s)
-            row_loss[lo:hi] = (a - z.gather(1, y) + log_s)[:, 0]
+            row = (a - z.gather(1, y) if cap is None else gap.gather(1, y)) + log_s
             # 1 - p_y: the others' share; at the maximum, s / S (no 1 - (1 - tiny)).
             rest = torch.where(y == k, not_max, 1.0 - p.gather(1, y))
             g = p.clone().scatter_(1, y, -rest)
+            if w is not None or ignoring:
+                total = w[y] if w is not None else total
+                total = total * kept if ignoring else total
+                row = row * total
+                g.mul_(total)
+            row_loss[lo:hi] = row[:, 0]
         else:
-            t = targets[lo:hi].to(f64)
+            # Soft targets, or hard ones with label smoothing: the effective target q [R, C]
+            # (PyTorch's formulas, LossNLL.cpp), then the soft form, which is free of cancellation
+            # for any non-negative q.
+            if hard:
+                y = targets[lo:hi, None]
+                if ignoring:
+                    y = torch.where(kept, y, k)
+                t = torch.full_like(z, eps / c) if w is None else (eps / c * w).expand_as(z).clone()
+                t.scatter_add_(1, y, (1.0 - eps) * (w[y] if w is not None else torch.ones_like(s)))
+                if ignoring:
+                    t.mul_(kept)
+            else:
+                t = targets[lo:hi].to(f64)
+                if eps:
+                    t = t * (1.0 - eps) + eps / c
+                if w is not None:
+                    t = t * w
             total = t.sum(dim=1, keepdim=True)
-            row_loss[lo:hi] = (t * (a - z + log_s)).sum(dim=1)
+            row_loss[lo:hi] = (t * ((a - z) if cap is None else gap).add_(log_s)).sum(dim=1)
             m = t.argmax(dim=1, keepdim=True)
             t_rest = total - t  # T - t_c, exact enough off the largest t
             t_rest.scatter_(1, m, t.scatter(1, m, 0.0).sum(dim=1, keepdim=True))
             p_rest = torch.where(torch.arange(c, device=z.device) == k, not_max, 1.0 - p)
             g = p * t_rest - t * p_rest
+        if zl:
+            # z-loss: + z_loss lse^2 per kept row, gradient 2 z_loss lse p. Added to the CE
+            # gradient as it is: what cancels there is the problem's, not the formula's.
+            lse = (a if cap is None else top) + log_s
+            zr = zl * lse.square()
+            coef = 2.0 * zl_r * lse
+            if ignoring:
+                zr = zr * kept
+                coef = coef * kept
+            z_rows[lo:hi] = zr[:, 0]
+            g.add_(coef * p)
+        if cap is not None:
+            g.mul_(chain)  # d/dz = d/dz' * sech^2(z / cap)
         grad[lo:hi] = g
-        mag = z.abs().amax(dim=1, keepdim=True) + math.log(c)
-        magnitude[lo:hi] = (total * mag)[:, 0]
+        # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
+        # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
+        # compute precision, then take lse of the capped values).
+        if cap is None:
+            mag = z.abs().amax(dim=1, keepdim=True) + math.log(c)
+        else:
+            mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
+        if zl:
+            # lse off by u_c mag moves the row's loss by (T + 2 z_loss |lse|) u_c mag, and each
+            # gradient entry by (|T_eff| + 2 z_loss) p u_c mag (through p and through lse itself).
+            kz = 2.0 * zl_r * (kept if ignoring else 1.0)
+            magnitude[lo:hi] = ((total + kz * lse.abs()) * mag)[:, 0]
+            tp = (total + coef).abs_() * p
+            tp_mag = ((total + coef).abs_() + kz) * p
+        else:
+            magnitude[lo:hi] = (total * mag)[:, 0]
+            tp = total * p
+            tp_mag = tp
+        if cap is not None:
+            # Errors in z'-space reach the gradient through the chain factor; sech^2 itself, from
+            # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c.
+            tp = tp * chain
+            tp_mag = tp_mag * chain
+            magnitude_sq += (g * x).mul_(2.0).square_().sum()
         # How a relative error in each probability reaches the gradient: u |log p| where log p
         # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
         # first bounded; the second grows with the logits, and is weighed by the gradient below.
-        tp = total * p
         log_p_sq += (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()  # p = 0: nothing
-        magnitude_sq += (tp * mag).square().sum()
+        magnitude_sq += (tp_mag * mag).square().sum()
         # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
         # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
-        gb = g.abs() / b
+        gb = g.abs() / d_ce
         floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
         subnormal_sq += floor.square().sum()
-    grad.div_(b)
-    loss = (row_loss.sum() / b).item()
-    g_norm = torch.linalg.vector_norm(grad).item() * b  # ||T p - t||
+    grad.div_(d_ce)
+    ce_sum = row_loss.sum()
+    z_sum = z_rows.sum() if zl else None
+    losses = row_loss if not zl else row_loss + z_rows
+    if opts.reduction == "mean":
+        loss_t = ce_sum / d_ce if not zl else ce_sum / d_ce + z_sum / d_z
+        scale = b / d_ce  # magnitude holds the rows in units of d_ce
+    elif opts.reduction == "sum":
+        loss_t = ce_sum if not zl else ce_sum + z_sum
+        scale = float(b)
+    else:  # none: the scalar summary is the mean of the per-row losses over all B rows
+        loss_t = (ce_sum if not zl else ce_sum + z_sum) / b
+        scale = 1.0
+    loss = loss_t.item()
+    g_norm = torch.linalg.vector_norm(grad).item() * d_ce  # ||T p - t||
     ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
     ref = Reference(
         loss=loss,
         grad=grad,
-        loss_magnitude=(magnitude.mean().item() / abs(loss)) if loss != 0 else math.inf,
+        loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
         grad_log_p=ratio(log_p_sq.sqrt().item()),
         grad_magnitude=ratio(magnitude_sq.sqrt().item()),
-        grad_subnormal=ratio(subnormal_sq.sqrt().item() * b),
+        grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce),
+        losses=losses,
+        denominator=d_ce,
     )
     if not (math.isfinite(loss) and bool(torch.isfinite(grad).all())):
         return _no_reference(logits, "no float64 reference: the loss overflows float64")

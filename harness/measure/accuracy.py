@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -14,9 +13,10 @@ from harness.cross_entropy.tolerance import tolerance
 
 @dataclass(frozen=True)
 class Accuracy:
-    loss: float
+    loss: float  # the loss; with reduction none, the mean of the per-row losses
     loss_ref: float
-    loss_rel_err: float | None  # |loss - ref| / |ref| (absolute error when ref == 0)
+    loss_rel_err: float | None  # |loss - ref| / |ref| (absolute error when ref == 0); with
+    #                             reduction none, ||losses - ref||_2 / ||ref||_2 over the rows
     grad_rel_err: float | None  # ||g - g_ref||_2 / ||g_ref||_2, fwd_bwd only
     loss_tolerance: float | None  # the thresholds this row was judged against
     grad_tolerance: float | None
@@ -30,6 +30,13 @@ def rel_err(value: float, ref: float) -> float:
     return abs(value - ref) / abs(ref) if ref != 0 else abs(value - ref)
 
 
+def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
+    """||losses - ref||_2 / ||ref||_2 for per-row losses (reduction none), in float64."""
+    diff = torch.linalg.vector_norm(losses.detach().to(torch.float64) - ref).item()
+    norm = torch.linalg.vector_norm(ref).item()
+    return diff / norm if norm != 0 else diff
+
+
 def grad_rel_err(grad: Tensor, ref: Reference) -> float:
     """||grad - ref.grad||_2 / ||ref.grad||_2, in float64 (grad: [B, C] any float dtype)."""
     diff = torch.linalg.vector_norm(grad.to(torch.float64).sub_(ref.grad)).item()
@@ -37,16 +44,17 @@ def grad_rel_err(grad: Tensor, ref: Reference) -> float:
 
 
 def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -> Accuracy:
-    """loss: 0-dim tensor; grad: [B, C] or None (fwd mode)."""
-    value = float(loss.detach().to(torch.float64).item())
-    nan = int(math.isnan(value))
-    inf = int(math.isinf(value))
+    """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode)."""
+    losses = loss.detach().to(torch.float64)
+    value = float(losses.mean().item())
+    nan = int(torch.isnan(losses).sum().item())
+    inf = int(torch.isinf(losses).sum().item())
     if grad is not None and not bool(torch.isfinite(grad).all()):  # count only when there is some
         nan += int(torch.isnan(grad).sum().item())
         inf += int(torch.isinf(grad).sum().item())
     if not ref.finite:
         return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
-    l_err = rel_err(value, ref.loss)
+    l_err = rel_err(value, ref.loss) if losses.dim() == 0 else rows_rel_err(losses, ref.losses)
     g_err = grad_rel_err(grad, ref) if grad is not None else None
     tol = tolerance(ref, dtype_name)
     if nan or inf:

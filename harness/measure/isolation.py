@@ -52,10 +52,13 @@ class Feed:
     """The logits and targets one (variant, mode) is called with. `fresh`: the variant
     overwrites its inputs, so each `refresh` gives it new copies of the originals."""
 
-    def __init__(self, logits: Tensor, targets: Tensor, fresh: bool = False) -> None:
+    def __init__(
+        self, logits: Tensor, targets: Tensor, fresh: bool = False, kwargs: dict | None = None
+    ) -> None:
         self._sources = (logits, targets)
         self.fresh = fresh
         self.logits, self.targets = logits, targets
+        self.kwargs = dict(kwargs or {})  # passed to the variant by keyword on every call (options)
 
     def refresh(self) -> None:
         """Before each call, outside any timed or tracked interval."""

@@ -14,6 +14,15 @@ variant needs: tests, sweeps, the theory and the reports iterate over the regist
 Target kinds: "hard" targets reach `fn` as int64 class indices [B]; "soft" targets as
 probabilities [B, C] in the logits' dtype. A variant that accepts only "soft" still runs on
 hard points: it receives the one-hot rows (built outside the timed region).
+
+Loss options: a variant registered with `options={"ignore_index", "label_smoothing", ...}`
+(the names of `harness.cross_entropy.options.OPTIONS`) receives each of them as a keyword
+argument at every point, with F.cross_entropy's meaning:
+
+    def my_loss(logits, targets, *, ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
+                softcap=None, weight=None, reduction="mean"): ...
+
+A point that turns on an option the variant does not declare gives an `unsupported` row.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Callable
 from torch import Tensor
 
 from harness.cross_entropy.mechanisms import MECHANISMS
+from harness.cross_entropy.options import OPTIONS
 from harness.registry import ALL_DEVICES, ALL_TARGETS, Registry, Variant
 
 __all__ = [
@@ -45,6 +55,7 @@ REGISTRY = Registry(
     "cross_entropy",
     signature="two arguments (logits, targets) and return the mean loss",
     mechanisms=MECHANISMS,
+    options=OPTIONS,
 )
 register = REGISTRY.register
 names = REGISTRY.names

@@ -36,9 +36,30 @@ if _liger_ce is not None:
         targets={"hard"},
         devices={"cuda"},
         overwrites_input=True,
+        options={"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"},
         description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward "
         "into the logits' storage)",
     )
-    def liger_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-        """logits: [B, C] on CUDA (overwritten); targets: [B] int64."""
-        return _liger_ce(logits, targets)
+    def liger_cross_entropy(
+        logits: Tensor,
+        targets: Tensor,
+        *,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        weight: Tensor | None = None,
+        reduction: str = "mean",
+    ) -> Tensor:
+        """logits: [B, C] on CUDA (overwritten); targets: [B] int64. z_loss is Liger's
+        lse_square_scale (the same definition as the reference's: README, Loss options)."""
+        return _liger_ce(
+            logits,
+            targets,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            lse_square_scale=z_loss,
+            softcap=softcap,
+        )

@@ -1,6 +1,7 @@
 """PyTorch's own cross-entropy, the baseline every other variant is judged against.
 
-torch_cross_entropy     F.cross_entropy: class indices or probabilities
+torch_cross_entropy     F.cross_entropy: class indices or probabilities; ignore_index,
+                        label_smoothing, weight and reduction as F.cross_entropy takes them
 torch_log_softmax_nll   F.nll_loss(F.log_softmax(z)): the two-kernel path, class indices only
 """
 
@@ -9,11 +10,33 @@ from torch import Tensor
 
 from harness.cross_entropy.variants import register
 
+# The options F.cross_entropy itself takes (z-loss and softcap are not among them).
+TORCH_OPTIONS = {"ignore_index", "label_smoothing", "weight", "reduction"}
 
-@register("torch_cross_entropy", description="F.cross_entropy (fused log_softmax + nll / soft-target sum)")
-def torch_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+
+@register(
+    "torch_cross_entropy",
+    options=TORCH_OPTIONS,
+    description="F.cross_entropy (fused log_softmax + nll / soft-target sum)",
+)
+def torch_cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(
+        logits,
+        targets,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
 
 
 @register(

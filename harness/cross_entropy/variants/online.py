@@ -7,6 +7,13 @@ This is the recurrence of Milakov & Gimelshein (2018) that fused GPU kernels (Li
 flash-attention) use to read the logits once; here the blocks run in a Python loop, so it
 shows the recurrence's numerics, not its speed. Each rescale multiplies d by exp(m - m') <= 1,
 so d never overflows; the cost is one extra rounding of d per block where the max moves.
+
+Loss options: all six (ignore_index, label_smoothing, z_loss, softcap, weight, reduction), the
+same way as `chunked` (whose module docstring has the formulas) and through its shared helpers:
+each block is soft-capped as it is read, so the running max and sum are those of the capped
+logits; the effective targets' per-row sums are gathered block by block alongside; backward
+recomputes the capped softmax per block from the saved lse. Every option at its default leaves
+the plain loss's arithmetic unchanged.
 """
 
 from __future__ import annotations
@@ -15,33 +22,48 @@ import torch
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
-from harness.cross_entropy.variants.chunked import acc_dtype, backward_saved, save_and_reduce, target_terms
+from harness.cross_entropy.variants.chunked import (
+    OPTIONS,
+    Targets,
+    acc_dtype,
+    backward_saved,
+    options_apply,
+    read_chunk,
+    save_and_reduce,
+)
 
 BLOCK = 2048  # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 
 
 class OnlineCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy; logits [B, C] fp16/bf16/fp32/fp64, targets [B] int64 or [B, C]."""
+    """Cross-entropy with options; logits [B, C] fp16/bf16/fp32/fp64, targets [B] int64 or [B, C]."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(
+        ctx,  # noqa: ANN001
+        logits: Tensor,
+        targets: Tensor,
+        weight: Tensor | None,
+        ignore_index: int,
+        label_smoothing: float,
+        z_loss: float,
+        softcap: float | None,
+        reduction: str,
+    ) -> Tensor:
         acc = acc_dtype(logits.dtype)
         b, c = logits.shape
         m = torch.full((b,), -torch.inf, dtype=acc, device=logits.device)
         d = torch.zeros(b, dtype=acc, device=logits.device)
-        total = torch.zeros_like(d)
-        zy = torch.zeros_like(d)
+        tg = Targets(logits, targets, ignore_index, label_smoothing, weight)
         for lo in range(0, c, BLOCK):
             hi = min(lo + BLOCK, c)
-            z = logits[:, lo:hi].to(acc)
+            z = read_chunk(logits, lo, hi, acc, softcap)
             m_new = torch.maximum(m, z.amax(dim=1))
             # exp(-inf - finite) = 0 on the first block, so d starts cleanly at 0.
             d = d * torch.exp(m - m_new) + torch.exp(z - m_new[:, None]).sum(dim=1)
             m = m_new
-            t_part, zy_part = target_terms(logits, targets, lo, hi)
-            total += t_part
-            zy += zy_part
-        return save_and_reduce(ctx, logits, targets, m + torch.log(d), total, zy)
+            tg.add(z, lo, hi)
+        return save_and_reduce(ctx, logits, tg, m + torch.log(d), z_loss, softcap, reduction)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001
@@ -50,9 +72,31 @@ class OnlineCrossEntropy(torch.autograd.Function):
 
 @register(
     "online",
+    options=OPTIONS,
     description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
     f"{BLOCK}, custom backward from the saved lse",
 )
-def online(logits: Tensor, targets: Tensor) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
-    return OnlineCrossEntropy.apply(logits, targets)
+def online(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype; options as
+    F.cross_entropy's, plus z_loss and softcap (chunked's module docstring)."""
+    return options_apply(
+        OnlineCrossEntropy,
+        logits,
+        targets,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )

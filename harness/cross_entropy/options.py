@@ -1,0 +1,136 @@
+"""The loss options real training calls use, next to plain cross-entropy.
+
+`LossOptions()` (every field at its default) is F.cross_entropy's defaults: the plain loss. The
+reference (harness/cross_entropy/reference.py) computes the optioned loss exactly to float64;
+its docstring holds the formulas. In short, per non-ignored row b, with z' = softcap(z):
+
+    loss_b = sum_c q_bc (lse'_b - z'_bc) + z_loss * lse'_b^2
+    hard target y:  q_c = (1 - eps) w_y [c = y] + (eps / C) w_c
+    soft target t:  q_c = w_c ((1 - eps) t_c + eps / C)
+
+and the reduction (mean | sum | none) as F.cross_entropy's for everything but z-loss, which
+PyTorch lacks and which follows Liger-Kernel's `lse_square_scale`.
+
+No validation of user settings beyond asserts: the config layer validates, with `check` to say
+what is wrong in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    ignore_index: int = -100  # hard targets equal to it contribute nothing (not applied to soft targets)
+    label_smoothing: float = 0.0  # epsilon in [0, 1]: target -> (1 - eps) target + eps / C
+    z_loss: float = 0.0  # PaLM z-loss coefficient: + z_loss * lse_b^2 per (non-ignored) row
+    softcap: float | None = None  # Gemma-2: logits -> softcap * tanh(z / softcap) before the loss
+    weight: Tensor | None = None  # [C] positive class weights (float64 on the logits' device)
+    reduction: str = "mean"  # mean | sum | none
+
+    def _key(self) -> tuple:
+        w = None if self.weight is None else tuple(self.weight.tolist())
+        return (self.ignore_index, self.label_smoothing, self.z_loss, self.softcap, w, self.reduction)
+
+    def __eq__(self, other: object) -> bool:  # by value, weight included (a Tensor's == is elementwise)
+        return isinstance(other, LossOptions) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def ignores(self, targets: Tensor | None) -> bool:
+        """Whether some hard target equals ignore_index (soft targets: never; F.cross_entropy
+        refuses any ignore_index but the default with probability targets)."""
+        if targets is None or targets.is_floating_point() or targets.dim() != 1:
+            return False
+        return bool((targets == self.ignore_index).any().item())
+
+    def active(self, targets: Tensor | None = None) -> tuple[str, ...]:
+        """The names of the options that make this loss differ from the plain one, in field
+        order. ignore_index counts only when some target (of `targets`) equals it."""
+        names = []
+        if self.ignores(targets):
+            names.append("ignore_index")
+        if self.label_smoothing != 0.0:
+            names.append("label_smoothing")
+        if self.z_loss != 0.0:
+            names.append("z_loss")
+        if self.softcap is not None:
+            names.append("softcap")
+        if self.weight is not None:
+            names.append("weight")
+        if self.reduction != "mean":
+            names.append("reduction")
+        return tuple(names)
+
+    @property
+    def plain(self) -> bool:
+        """Every option but ignore_index at its default (ignore_index depends on the targets)."""
+        return not self.active()
+
+    def describe(self) -> str:
+        """One line: 'plain' or the active settings, e.g. 'label_smoothing=0.1 softcap=30 weight[C=8]'."""
+        parts = []
+        if self.ignore_index != -100:
+            parts.append(f"ignore_index={self.ignore_index}")
+        if self.label_smoothing != 0.0:
+            parts.append(f"label_smoothing={self.label_smoothing:g}")
+        if self.z_loss != 0.0:
+            parts.append(f"z_loss={self.z_loss:g}")
+        if self.softcap is not None:
+            parts.append(f"softcap={self.softcap:g}")
+        if self.weight is not None:
+            parts.append(f"weight[C={self.weight.numel()}]")
+        if self.reduction != "mean":
+            parts.append(f"reduction={self.reduction}")
+        return " ".join(parts) if parts else "plain"
+
+    def check(self, num_classes: int) -> str | None:
+        """None if these options are allowed with `num_classes` classes, else a one-line message
+        naming the setting and what is allowed."""
+        eps = self.label_smoothing
+        if not (isinstance(eps, (int, float)) and 0.0 <= eps <= 1.0):
+            return f"label_smoothing={eps!r} is not allowed: use a number in [0, 1]"
+        zl = self.z_loss
+        if not (isinstance(zl, (int, float)) and math.isfinite(zl) and zl >= 0.0):
+            return f"z_loss={zl!r} is not allowed: use a finite number >= 0"
+        cap = self.softcap
+        if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0.0):
+            return f"softcap={cap!r} is not allowed: use a finite number > 0, or None for no cap"
+        w = self.weight
+        if w is not None:
+            if not isinstance(w, Tensor) or w.dim() != 1 or w.numel() != num_classes:
+                shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+                return (
+                    f"weight of shape {shape} is not allowed: use {num_classes} class weights (one per class)"
+                )
+            if not w.is_floating_point():
+                return f"weight of dtype {w.dtype} is not allowed: use a floating-point tensor"
+            bad = int((~(torch.isfinite(w) & (w > 0))).sum().item())
+            if bad:
+                return (
+                    f"weight has {bad} entries that are not finite and > 0: use positive finite class weights"
+                )
+        if self.reduction not in REDUCTIONS:
+            return f"reduction={self.reduction!r} is not allowed: use one of {', '.join(REDUCTIONS)}"
+        if not isinstance(self.ignore_index, int):
+            return f"ignore_index={self.ignore_index!r} is not allowed: use an integer"
+        return None
+
+
+# The keyword arguments a variant can declare (registry: `options=`), and what each means.
+OPTIONS = {
+    "ignore_index": "rows whose class index equals it add nothing, and leave the mean's divisor",
+    "label_smoothing": "epsilon: the target gets 1 - epsilon, and epsilon is spread over all C classes",
+    "z_loss": "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
+    "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
+    "weight": "[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
+    "reduction": "mean | sum | none (none: the [B] per-row losses; their sum is differentiated)",
+}

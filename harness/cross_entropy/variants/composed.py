@@ -1,0 +1,57 @@
+"""Every loss option as eager training code writes it, from PyTorch's own pieces.
+
+  torch_composed   softcap * tanh(z / softcap) (Gemma-2), then F.cross_entropy with ignore_index,
+                   label_smoothing, weight and reduction, plus z_loss * logsumexp(z)^2 over the
+                   rows that are not ignored (PaLM), divided like Liger's lse_square_scale
+
+F.cross_entropy has no z-loss and no soft-capping, so a training loop that wants them composes
+them around it; this variant is that composition, measured like any other. At a point with no
+option on it is F.cross_entropy itself.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness.cross_entropy.variants import register
+
+
+@register(
+    "torch_composed",
+    options={"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"},
+    description="eager PyTorch composition: tanh softcap, F.cross_entropy(options), + z_loss * lse^2",
+)
+def torch_composed(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
+    z = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+    loss = F.cross_entropy(
+        z,
+        targets,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+    if z_loss == 0:
+        return loss
+    kept = (
+        (targets != ignore_index)
+        if targets.dtype == torch.int64
+        else torch.ones_like(z[:, 0], dtype=torch.bool)
+    )
+    rows = z_loss * torch.logsumexp(z, dim=1).square() * kept
+    if reduction == "none":
+        return loss + rows
+    if reduction == "sum":
+        return loss + rows.sum()
+    return loss + rows.sum() / kept.sum()

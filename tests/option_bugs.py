@@ -1,0 +1,65 @@
+"""Loss-option bugs that shipped in real libraries, written as user variants
+(tests.option_bugs:NAME). Each declares the options it takes, so the harness measures it, and
+each computes a plausible but wrong loss that the verdict must flag."""
+
+import torch
+import torch.nn.functional as F
+
+
+def smoothing_counts_ignored(logits, targets, *, ignore_index=-100, label_smoothing=0.0):
+    """PyTorch #73205: the uniform (smoothing) term averaged over every row, ignored ones too."""
+    log_p = F.log_softmax(logits, dim=1)
+    nll = F.nll_loss(log_p, targets, ignore_index=ignore_index)
+    uniform = -log_p.mean(dim=1)  # (1/C) sum_c -log p_c, per row: ignored rows included
+    return (1 - label_smoothing) * nll + label_smoothing * uniform.mean()
+
+
+smoothing_counts_ignored.harness_targets = {"hard"}
+smoothing_counts_ignored.harness_options = {"ignore_index", "label_smoothing"}
+
+
+def weights_not_in_denominator(logits, targets, *, ignore_index=-100, weight=None):
+    """A weighted mean divided by the number of rows, not by the summed weights of their targets."""
+    rows = F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index, reduction="none")
+    return rows.sum() / (targets != ignore_index).sum()
+
+
+weights_not_in_denominator.harness_targets = {"hard"}
+weights_not_in_denominator.harness_options = {"ignore_index", "weight"}
+
+
+def smoothing_not_applied(logits, targets, *, label_smoothing=0.0):
+    """Liger #243: label smoothing accepted and silently not applied."""
+    return F.cross_entropy(logits, targets)
+
+
+smoothing_not_applied.harness_targets = {"hard", "soft"}
+smoothing_not_applied.harness_options = {"label_smoothing"}
+
+
+def z_loss_of_mean_lse(logits, targets, *, z_loss=0.0):
+    """z-loss on the batch's mean lse, z * (mean_b lse_b)^2, not the mean of z * lse_b^2."""
+    lse = torch.logsumexp(logits, dim=1)
+    return F.cross_entropy(logits, targets) + z_loss * lse.mean().square()
+
+
+z_loss_of_mean_lse.harness_targets = {"hard", "soft"}
+z_loss_of_mean_lse.harness_options = {"z_loss"}
+
+
+def records_options(logits, targets, **options):
+    """Correct, and keeps the keyword arguments it was called with (for the test to read)."""
+    records_options.seen.append(options)
+    return F.cross_entropy(
+        logits,
+        targets,
+        weight=options.get("weight"),
+        ignore_index=options.get("ignore_index", -100),
+        label_smoothing=options.get("label_smoothing", 0.0),
+        reduction=options.get("reduction", "mean"),
+    )
+
+
+records_options.seen = []
+records_options.harness_targets = {"hard", "soft"}
+records_options.harness_options = {"ignore_index", "label_smoothing", "weight", "reduction"}
