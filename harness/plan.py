@@ -87,10 +87,14 @@ _MISSING: Any = object()
 
 
 # A point's fixed cost (a Hydra job's launch, inputs, references, compilation), in bytes of the
-# byte model: a rough calibration so that the ETA weighs a 2 GB GPU point against a tiny one.
-# CUDA: the headline point (4.2 GB moved by fwd_bwd) took 18 s with every variant, about 2 s of
-# it fixed; CPU: ~0.27 s a point of fixed cost on 2 cores (README, Measured cost).
-_FIXED_BYTES = {"cpu": 2**24, "cuda": 2**29}
+# byte model: the calibration that lets the ETA weigh a 26 GB GPU point against a 1 GB one.
+# CUDA: the 12 points of `+sweep=gpu` on an H200 (every variant, 1.0 to 25.8 GB moved by fwd_bwd)
+# took 10.9 to 27.1 s; a least-squares line through them is 11.9 s + 0.62 s/GB, i.e. a fixed
+# cost of ~19 GB of traffic (torch.compile's compilations, allocations, the float64
+# references). With 2^34 B (17 GB) the ETA replayed on that log is within 23% of the truth from
+# the second point on (tests/test_progress.py); the earlier 2^29 B read 2.2-5.8x too long.
+# CPU: ~0.27 s a point of fixed cost on 2 cores (README, Measured cost).
+_FIXED_BYTES = {"cpu": 2**24, "cuda": 2**34}
 
 
 def job_weight(points: list[Any]) -> float:

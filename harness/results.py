@@ -19,8 +19,9 @@ Columns (one row per point x variant x mode):
                  logits: storage plus algorithm), err_vs_native grad_err_vs_native (this
                  variant's error over torch_cross_entropy's at the point, floored at u)
   cost           compile_time_s (one-time setup such as torch.compile, kept out of the timings)
-  ceiling        device_copy_gbps (measured copy bandwidth), floor_time_s (bytes_moved at that
-                 bandwidth), pct_of_floor (floor_time_s / time_median_s)
+  ceiling        device_copy_gbps, device_read_gbps (measured copy and read bandwidths),
+                 floor_time_s (bytes_moved at the read bandwidth for fwd, which only reads, and
+                 at the copy bandwidth for fwd_bwd), pct_of_floor (floor_time_s / time_median_s)
   timing check   do_bench_ratio (CUDA with Triton: time_median_s over triton.testing.do_bench's
                  median for the same call; 1.0 = the two timers agree)
   run            run_id sweep timestamp git_commit git_dirty torch_version python_version
@@ -85,6 +86,7 @@ SCHEMA = pa.schema(
         ("grad_err_vs_native", pa.float64()),
         ("compile_time_s", pa.float64()),
         ("device_copy_gbps", pa.float64()),
+        ("device_read_gbps", pa.float64()),
         ("floor_time_s", pa.float64()),
         ("pct_of_floor", pa.float64()),
         ("do_bench_ratio", pa.float64()),

@@ -106,7 +106,7 @@ def measure_variant(
                 time_samples_s=stats.samples,
                 gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None,
             )
-            row.update(_ceiling(family, point, inputs, row["bytes_moved"], stats.median))
+            row.update(_ceiling(family, point, inputs, mode, row["bytes_moved"], stats.median))
             if device.type == "cuda" and not feed.fresh:  # do_bench cannot refresh between calls
                 row["do_bench_ratio"] = do_bench_ratio(call, device, stats.median)
         if guard.changed():
@@ -134,12 +134,15 @@ def _wrote_input(variant: Variant) -> str:
     )
 
 
-def _ceiling(family: Family, point: Any, inputs: Any, nbytes: int, median_s: float) -> dict:
-    """Ceiling columns: the device's copy bandwidth and how close this median is to the floor."""
-    copy_gbps = ceiling.copy_bandwidth_gbps(point.device)
-    floor = ceiling.floor_time_s(nbytes, copy_gbps, family.compute_floor_s(point, inputs))
+def _ceiling(family: Family, point: Any, inputs: Any, mode: str, nbytes: int, median_s: float) -> dict:
+    """Ceiling columns: the device's bandwidths and how close this median is to the floor. A
+    forward only reads (its outputs are B losses), so its floor is at the read bandwidth; a
+    forward+backward writes a gradient as large as its input, so its floor is at the copy's."""
+    gbps = ceiling.bandwidth_gbps(point.device, reads_only=mode == "fwd")
+    floor = ceiling.floor_time_s(nbytes, gbps, family.compute_floor_s(point, inputs))
     return {
-        "device_copy_gbps": copy_gbps,
+        "device_copy_gbps": ceiling.copy_bandwidth_gbps(point.device),
+        "device_read_gbps": ceiling.read_bandwidth_gbps(point.device),
         "floor_time_s": floor,
         "pct_of_floor": floor / median_s if median_s > 0 else None,
     }

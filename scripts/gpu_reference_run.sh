@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The GPU reference run: what made results/reference/h200/ (one call of about 8 minutes).
+# The GPU reference run: what made results/reference/h200/.
 #
-#   bash scripts/gpu_reference_run.sh OUTDIR [SWEEP_SECONDS]
+#   bash scripts/gpu_reference_run.sh OUTDIR [STAGE ...]      (default stages: check sweep)
 #
 # On a CUDA machine, from the project root, with the Hydra wheels in .whl/ (a typical CUDA image
 # has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; ../shared/gpu/README.md).
-#   1. the GPU check (scripts/gpu_check.py: the CUDA tests, the headline point, the kernel scan);
-#   2. `+sweep=gpu` under a time limit (SWEEP_SECONDS, default 300): its log keeps the progress
-#      lines, whose ETA is checked against the time each job really took afterwards;
-#   3. the sweep's rows, concatenated into one parquet file (files come back flat).
+# Stages, each under its own time limit, each leaving its files flat in OUTDIR:
+#   check     the GPU check (scripts/gpu_check.py: the CUDA tests, the headline point, the
+#             kernel scan): gpu_check.txt, pytest_cuda.txt (about 2 minutes on an H200)
+#   sweep     `+sweep=gpu`: sweep_gpu.log (progress lines with their ETA), gpu_rows.parquet
+#             (about 4 minutes)
+#   options   `+sweep=options device=cuda`: the loss options on the GPU variants (Liger,
+#             triton_fused): options_rows.parquet, sweep_options.log
+#   kernel    the CUDA tests of the kernel, the ceilings and the variants only: pytest_kernel.txt
 set -u
-out=${1:?usage: gpu_reference_run.sh OUTDIR [SWEEP_SECONDS]}
-sweep_s=${2:-300}
+out=${1:?usage: gpu_reference_run.sh OUTDIR [STAGE ...]}
+shift
+stages=${*:-check sweep}
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -23,21 +28,43 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
     --format=csv >"$out/nvidia_smi.csv" 2>&1
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 
-t0=$(date +%s)
-timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" 2>&1 | tee "$out/gpu_check.txt"
-echo "gpu_check wall: $(( $(date +%s) - t0 )) s" | tee -a "$out/gpu_check.txt"
-
-t0=$(date +%s)
-timeout "$sweep_s" python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
-echo "sweep wall: $(( $(date +%s) - t0 )) s (limit $sweep_s s)" | tee -a "$out/sweep_gpu.log"
-python3 - "$out" <<'EOF'
+rows_to() {  # rows_to SWEEP_DIR FILE: every row of a sweep folder as one parquet file
+    python3 - "$1" "$2" <<'EOF'
 import sys
 from harness.results import load
 try:
-    rows = load("/tmp/x/gpu")
+    rows = load(sys.argv[1])
 except Exception as exc:  # a sweep stopped before its first point wrote nothing
-    print(f"no rows: {exc}")
+    print(f"no rows in {sys.argv[1]}: {exc}")
 else:
-    rows.to_parquet(f"{sys.argv[1]}/gpu_rows.parquet")
-    print(f"{len(rows)} rows from {rows.groupby(['num_classes', 'dtype', 'targets']).ngroups} points")
+    rows.to_parquet(sys.argv[2])
+    print(f"{len(rows)} rows -> {sys.argv[2]}")
 EOF
+}
+
+for stage in $stages; do
+    t0=$(date +%s)
+    case $stage in
+    check)
+        timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" 2>&1 | tee "$out/gpu_check.txt"
+        ;;
+    sweep)
+        timeout 420 python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
+        rows_to /tmp/x/gpu "$out/gpu_rows.parquet"
+        ;;
+    options)
+        timeout 240 python3 -m harness +sweep=options device=cuda hydra.sweep.dir=/tmp/x/options 2>&1 |
+            tee "$out/sweep_options.log"
+        rows_to /tmp/x/options "$out/options_rows.parquet"
+        ;;
+    kernel)
+        timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_triton_fused.py \
+            tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py 2>&1 | tee "$out/pytest_kernel.txt"
+        ;;
+    *)
+        echo "unknown stage $stage: use check, sweep, options or kernel" >&2
+        exit 2
+        ;;
+    esac
+    echo "stage $stage: $(( $(date +%s) - t0 )) s" | tee -a "$out/stages.txt"
+done

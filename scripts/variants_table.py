@@ -19,7 +19,7 @@ from harness.registry import Variant
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- variants-table -->", "<!-- /variants-table -->"
-HEADER = ["| variant | targets | devices | what it is |", "|---|---|---|---|"]
+HEADER = ["| variant | targets | devices | loss options | what it is |", "|---|---|---|---|---|"]
 
 
 def row(v: Variant) -> str:
@@ -30,7 +30,8 @@ def row(v: Variant) -> str:
         note = f"**breaks at large logit scales** ({', '.join(v.breaks_by)}). {note}"
     if v.overwrites_input:
         note += " (overwrites its input by design)"
-    return f"| `{v.name}` | {', '.join(sorted(v.targets))} | {', '.join(sorted(v.devices))} | {note} |"
+    options = ", ".join(sorted(v.options)) or "-"
+    return f"| `{v.name}` | {', '.join(sorted(v.targets))} | {', '.join(sorted(v.devices))} | {options} | {note} |"
 
 
 def table(variants: Iterable[Variant] | None = None) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -58,3 +62,43 @@ def test_the_fastest_copy_sets_the_ceiling(monkeypatch):
     finally:
         ceiling._copy_bandwidth_gbps.cache_clear()
     assert gbps == pytest.approx(2 * (1 << 20) / 0.01 / 1e9)
+
+
+def test_read_bandwidth_counts_bytes_read_and_is_never_below_the_copy(monkeypatch):
+    # Reads: n bytes in the fastest sample. A read slower than the copy is not a ceiling.
+    monkeypatch.setitem(ceiling.COPY_BYTES, "cpu", 1 << 20)
+    for read_s, expected in ((0.001, (1 << 20) / 0.001 / 1e9), (1.0, 2 * (1 << 20) / 0.01 / 1e9)):
+        times = iter([TimingStats.of([0.01, 0.02]), TimingStats.of([read_s, 2 * read_s])])
+        monkeypatch.setattr(ceiling, "time_call", lambda fn, device, **kw: next(times))
+        ceiling._copy_bandwidth_gbps.cache_clear()
+        ceiling._read_bandwidth_gbps.cache_clear()
+        try:
+            copy = ceiling.copy_bandwidth_gbps("cpu")  # measured first
+            read = ceiling.read_bandwidth_gbps("cpu")
+        finally:
+            ceiling._copy_bandwidth_gbps.cache_clear()
+            ceiling._read_bandwidth_gbps.cache_clear()
+        assert read == pytest.approx(expected) and read >= copy
+
+
+def test_a_forward_is_floored_at_the_read_rate_and_a_backward_at_the_copy(monkeypatch):
+    monkeypatch.setattr(ceiling, "copy_bandwidth_gbps", lambda device: 100.0)
+    monkeypatch.setattr(ceiling, "read_bandwidth_gbps", lambda device: 150.0)
+    assert ceiling.bandwidth_gbps("cpu", reads_only=True) == 150.0
+    assert ceiling.bandwidth_gbps("cpu", reads_only=False) == 100.0
+
+
+def test_the_read_kernel_reads_every_element():
+    # Compiled on a CUDA machine, else under Triton's interpreter on CPU tensors: a subprocess,
+    # since the interpreter must be chosen before triton is imported.
+    pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    code = (
+        "import torch; from harness.measure.read_kernel import BLOCK, reader; "
+        f"x = (torch.arange(3 * BLOCK + 5, device='{device}') % 7).float(); p = reader(x)(); "  # sums exact in fp32
+        "assert p.shape == (4,), p.shape; "
+        "assert float(p.double().sum()) == float(x.double().sum()), (p.sum(), x.sum()); print('ok')"
+    )
+    env = {**os.environ, **({"TRITON_INTERPRET": "1"} if device == "cpu" else {})}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-1500:]

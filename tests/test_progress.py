@@ -46,3 +46,30 @@ def test_job_weight_grows_with_bytes_and_keeps_a_fixed_cost():
     big = Point(64, 100_000, "fp32", 1.0, "cpu", "hard", 0)
     assert job_weight([tiny]) > 0 and job_weight([tiny, tiny]) == 2 * job_weight([tiny])
     assert job_weight([big]) > 3 * job_weight([tiny])
+
+
+# `+sweep=gpu` on an H200 (results/reference/h200/sweep_gpu.log): each job's (C, dtype, targets)
+# in launch order and the seconds it took.
+H200_GPU_SWEEP = [
+    (32000, "bf16", "hard", 16.1),
+    (32000, "bf16", "soft", 12.9),
+    (32000, "fp32", "hard", 10.9),
+    (32000, "fp32", "soft", 12.2),
+    (128256, "bf16", "hard", 12.5),
+    (128256, "bf16", "soft", 14.0),
+    (128256, "fp32", "hard", 16.2),
+    (128256, "fp32", "soft", 15.0),
+    (262144, "bf16", "hard", 21.7),
+    (262144, "bf16", "soft", 22.9),
+    (262144, "fp32", "hard", 27.1),
+    (262144, "fp32", "soft", 25.3),
+]
+
+
+def test_the_eta_replayed_on_a_measured_gpu_sweep_is_within_30_percent(sweep):
+    weights = [job_weight([Point(8192, c, d, 1.0, "cuda", t, 0)]) for c, d, t, _ in H200_GPU_SWEEP]
+    seconds = [s for *_, s in H200_GPU_SWEEP]
+    for done in range(2, len(seconds)):  # "after the first few points": from the second on
+        sweep(weights, seconds_ago=sum(seconds[:done]))
+        predicted, actual = _eta(app._progress(done, len(seconds))), sum(seconds[done:])
+        assert abs(predicted / actual - 1) < 0.3, (done, predicted, actual)

@@ -1,15 +1,22 @@
 """Device ceilings: the fastest any implementation could possibly go on this device.
 
-The copy bandwidth is measured with one large device-to-device copy (bytes read plus bytes
-written, the same accounting as the byte model) and cached for the process, so it is measured
-once per run and device. Its *fastest* copy counts: other work on the machine only ever slows
-a copy, and a ceiling measured low would put rows above it. A family may add a compute floor
-(harness/family.py); cross-entropy does not: timing one exp pass on a CPU as its floor read
-2.2 ms where F.cross_entropy took 0.28 ms (B=16, C=32768, fp32, 2 shared cores), because
-torch.exp and the fused kernels do not run the same code, so 28 of 1,056 rows of `make run`
-sat "above the floor".
+Two rates, each measured once per run and device and cached for the process, each the
+*fastest* sample (other work on the machine only ever slows a kernel, and a ceiling measured
+low would put rows above it):
+  - the copy bandwidth: one large device-to-device copy, bytes read plus bytes written, the
+    same accounting as the byte model. The floor of a mode that writes as much as it reads
+    (fwd_bwd writes the gradient).
+  - the read bandwidth: one large buffer read once (a streaming Triton read on CUDA, a sum on
+    the CPU), or the copy bandwidth if that is faster. The floor of a mode that only reads
+    (fwd writes B losses). A read-only stream outruns a copy: on an H200 triton_fused's
+    forward moved 4.7 TB/s against a copy's 4.23, so with the copy rate as its floor 8 of its
+    rows sat at 1.03-1.11x "the floor" (+sweep=gpu at 08dce5c).
+A family may add a compute floor (harness/family.py); cross-entropy does not: timing one exp
+pass on a CPU as its floor read 2.2 ms where F.cross_entropy took 0.28 ms (B=16, C=32768,
+fp32, 2 shared cores), because torch.exp and the fused kernels do not run the same code, so
+28 of 1,056 rows of `make run` sat "above the floor".
 
-floor_time_s = max(bytes_moved / copy bandwidth, compute floor if any)
+floor_time_s = max(bytes_moved / bandwidth of the mode, compute floor if any)
 pct_of_floor = floor_time_s / time_median_s      (a fraction: 1.0 = at the floor)
 """
 
@@ -50,13 +57,41 @@ def _copy_bandwidth_gbps(device: str) -> float:
     return copy_gbps(nbytes, stats.minimum)
 
 
+def read_bandwidth_gbps(device: str) -> float:
+    """GB/s of the fastest read of a large buffer (bytes read), never below the copy bandwidth:
+    the floor of a mode that only reads. Measured on the first call per device, then cached."""
+    return max(_read_bandwidth_gbps(device_key(device)), copy_bandwidth_gbps(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _read_bandwidth_gbps(device: str) -> float:
+    dev = torch.device(device)
+    nbytes = COPY_BYTES[dev.type]
+    x = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).fill_(1.0)
+    call = lambda: x.sum()  # noqa: E731
+    if dev.type == "cuda":
+        try:
+            from harness.measure.read_kernel import reader
+
+            call = reader(x)
+        except ImportError:  # no Triton: PyTorch's reduction, a slower (looser) read
+            pass
+    stats = time_call(call, dev, warmup=2, min_reps=5, min_time_s=0.05, max_reps=50)
+    return nbytes / stats.minimum / 1e9
+
+
+def bandwidth_gbps(device: str, reads_only: bool) -> float:
+    """The floor's rate for a mode: the read bandwidth if it only reads, else the copy's."""
+    return read_bandwidth_gbps(device) if reads_only else copy_bandwidth_gbps(device)
+
+
 def copy_gbps(nbytes: int, seconds: float) -> float:
     """GB/s of a copy of `nbytes`: each byte is read once and written once (2 x nbytes)."""
     return 2 * nbytes / seconds / 1e9
 
 
-def floor_time_s(bytes_moved: int, copy_gbps: float, compute_s: float | None) -> float:
-    """Seconds: bytes_moved at the copy bandwidth (GB/s), or a compute floor when that is longer.
+def floor_time_s(bytes_moved: int, gbps: float, compute_s: float | None) -> float:
+    """Seconds: bytes_moved at the mode's bandwidth (GB/s), or a compute floor when that is longer.
     E.g. H200, B=8192, C=128256 bf16, fwd_bwd: 2L = 4.2e9 B at ~4300 GB/s = ~0.98 ms."""
-    t = bytes_moved / (copy_gbps * 1e9)
+    t = bytes_moved / (gbps * 1e9)
     return max(t, compute_s) if compute_s is not None else t

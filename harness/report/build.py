@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.report import data, figures, tables
+from harness.report.options import option_tables
 from harness.report.page import Block, Section, render
 from harness.results import load
 
@@ -192,6 +193,23 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
             "How quickly does applying softmax again and again reach uniform?",
             [fig["flattening"]],
         ),
+        *_options_section(rows, order),
+    ]
+
+
+def _options_section(rows: pd.DataFrame, order: list[str]) -> list[Section]:
+    """The loss options (+sweep=options): one table per option setting, when the run has any."""
+    tabs = option_tables(rows, order)
+    if not tabs:
+        return []
+    return [
+        Section(
+            "options",
+            "Loss options",
+            "With each option real training calls use, which implementations are right, and what "
+            "does the option cost in time?",
+            [_table(title, table, caption) for title, table, caption in tabs],
+        )
     ]
 
 

@@ -245,3 +245,25 @@ def flattening(run_dir: Path, studies: tuple[Path, ...] = ()) -> tuple[pd.DataFr
     if not need <= set(out.columns):
         return None, f"{STUDY_FILE} lacks columns {sorted(need - set(out.columns))}"
     return out, ""
+
+
+def option_label(rows: pd.DataFrame) -> pd.Series:
+    """Per row: "plain", or the loss options that are on, e.g. "label_smoothing=0.1 z_loss=0.0001"
+    (the logits' distribution is a column of its own, not an option). Rows written before the
+    options existed load with the defaults (harness/results.py), so they read "plain"."""
+    from harness.vocabulary import OPTION_DEFAULTS
+
+    names = [n for n in OPTION_DEFAULTS if n not in ("logits", "ignore_index") and n in rows.columns]
+
+    def label(r) -> str:
+        parts = []
+        for n in names:
+            v = r[n]
+            if pd.isna(v) or v == OPTION_DEFAULTS[n]:
+                continue
+            parts.append(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}")
+        return " ".join(parts) or "plain"
+
+    if rows.empty:
+        return pd.Series([], dtype=str, index=rows.index)
+    return rows.apply(label, axis=1)

@@ -66,7 +66,9 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     A variant that fails or is inaccurate anywhere in the group is not a recommendation."""
     if not data.has(rows, "time_median_s"):
         return "timing was off (accuracy-only run)"
-    keys = ["dtype", "num_classes", "batch_size", "targets", "mode"]
+    # Loss options and the logits' distribution change the problem: never pool across them.
+    rows = rows.assign(_options=data.option_label(rows), _logits=rows.get("logits", "normal"))
+    keys = ["dtype", "num_classes", "batch_size", "targets", "_logits", "_options", "mode"]
     good = rows.groupby(keys + ["variant"])["status"].agg(lambda s: bool((s == "ok").all())).rename("all_ok")
     med = rows.groupby(keys + ["variant"])["time_median_s"].median().rename("t")
     iqr = rows.groupby(keys + ["variant"])["time_iqr_s"].median().rename("iqr")
@@ -80,7 +82,7 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         g = g.sort_values(["t", "variant"], key=lambda s: s.map(rank) if s.name == "variant" else s)
         best = g.iloc[0]
         runner = g.iloc[1] if len(g) > 1 else None
-        dt, c, b, targets, mode = key
+        dt, c, b, targets, logits, options, mode = key
         if runner is None:
             gap = "-"
         elif runner["t"] - best["t"] < max(_nan0(best["iqr"]), _nan0(runner["iqr"])):
@@ -93,6 +95,8 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
                 "C": f"{int(c):,}",
                 "B": str(int(b)),
                 "targets": targets,
+                "logits": logits,
+                "options": options,
                 "mode": mode,
                 "fastest ok variant": best["variant"],
                 "median time (ms)": f"{best['t'] * 1e3:.3g}",
@@ -105,9 +109,11 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     dorder = {d: i for i, d in enumerate(data.dtype_order(df["dtype"].unique()))}
     df["_d"] = df["dtype"].map(dorder)
     df["_c"] = df["C"].str.replace(",", "").astype(int)
-    return (
-        df.sort_values(["_d", "_c", "B", "targets", "mode"]).drop(columns=["_d", "_c"]).reset_index(drop=True)
-    )
+    df = df.sort_values(["_d", "_c", "B", "targets", "logits", "options", "mode"]).drop(columns=["_d", "_c"])
+    for col in ("logits", "options"):  # a column that never varies says nothing
+        if df[col].nunique() == 1:
+            df = df.drop(columns=col)
+    return df.reset_index(drop=True)
 
 
 def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":

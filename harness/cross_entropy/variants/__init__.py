@@ -65,7 +65,7 @@ resolve = REGISTRY.resolve
 # Registration order is the order of tables and the colour of each variant in figures: the
 # native op first, the notebook's formulas next, and `external` last (it registers only the
 # libraries that import). Modules not listed here (a new file) come before `external`.
-_ORDER = ("native", "notebook", "compiled", "chunked", "online", "shifted", "triton_fused")
+_ORDER = ("native", "notebook", "compiled", "composed", "chunked", "online", "shifted", "triton_fused")
 _LAST = "external"
 
 _found = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))

@@ -1,0 +1,91 @@
+"""The loss-options section: per option, each implementation's error with the option off and
+on, and what the option costs in time.
+
+"Off" is the plain loss at the same dtype, logits, B, C and target kind (the `plain` point of
+`+sweep=options`); "on" is every point whose options are exactly that option's setting. Errors
+are medians over the point's rows (fwd and fwd_bwd for the loss, fwd_bwd for the gradient);
+the cost is the median fwd_bwd time on over off, measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.report import data
+
+_SAME_POINT = ["dtype", "logits", "batch_size", "num_classes", "targets"]
+
+
+def _sci(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1e}"
+
+
+def _errors(g: pd.DataFrame) -> tuple[float, float]:
+    judged = g[g["status"].isin(("ok", "inaccurate"))]
+    return judged["loss_rel_err"].median(), judged.loc[judged["mode"] == "fwd_bwd", "grad_rel_err"].median()
+
+
+def _time(g: pd.DataFrame) -> float:
+    t = g.loc[(g["mode"] == "fwd_bwd") & g["status"].isin(("ok", "inaccurate")), "time_median_s"]
+    return float(t.median()) if len(t) else math.nan
+
+
+def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.DataFrame | str", str]]:
+    """(title, table or why not, caption) per option setting present besides "plain"."""
+    if rows.empty or not data.has(rows, "reduction"):
+        return []
+    rows = rows.assign(_option=data.option_label(rows), logits=rows["logits"].fillna("normal"))
+    labels = [x for x in dict.fromkeys(rows["_option"]) if x != "plain"]
+    if not labels:
+        return []
+    plain = rows[rows["_option"] == "plain"]
+    rank = {v: i for i, v in enumerate(order)}
+    out = []
+    for label in labels:
+        on = rows[rows["_option"] == label]
+        unsupported = sorted(
+            set(on.loc[on["status"] == "unsupported", "variant"]), key=lambda v: rank.get(v, 99)
+        )
+        table = []
+        for key, g_on in on[on["status"] != "unsupported"].groupby(_SAME_POINT + ["variant"], sort=False):
+            point, variant = key[:-1], key[-1]
+            g_off = plain[(plain[_SAME_POINT] == pd.Series(point, index=_SAME_POINT)).all(axis=1)]
+            g_off = g_off[g_off["variant"] == variant]
+            loss_on, grad_on = _errors(g_on)
+            loss_off, grad_off = _errors(g_off) if len(g_off) else (math.nan, math.nan)
+            t_on, t_off = _time(g_on), _time(g_off) if len(g_off) else math.nan
+            statuses = sorted(set(g_on["status"]))
+            table.append(
+                {
+                    "dtype": point[0],
+                    "logits": point[1],
+                    "variant": variant,
+                    "status with it": ", ".join(statuses),
+                    "loss error off → on": f"{_sci(loss_off)} → {_sci(loss_on)}",
+                    "gradient error off → on": f"{_sci(grad_off)} → {_sci(grad_on)}",
+                    "fwd_bwd time on ÷ off": "-" if math.isnan(t_on / t_off) else f"{t_on / t_off:.2f}×",
+                    "_rank": rank.get(variant, 99),
+                    "_bad": statuses != ["ok"],
+                }
+            )
+        caption = (
+            "Errors against float64 on the same rounded inputs (medians); the time ratio is the median "
+            "fwd_bwd time with the option over the plain loss's, same run, same point. "
+            + (
+                f"Unsupported (the option is not among what they honour): {', '.join(unsupported)}."
+                if unsupported
+                else ""
+            )
+        )
+        if not table:
+            out.append((label, "no variant honours this option at these points", caption))
+            continue
+        df = pd.DataFrame(table)
+        dorder = {d: i for i, d in enumerate(data.dtype_order(df["dtype"].unique()))}
+        df = df.assign(_d=df["dtype"].map(dorder)).sort_values(
+            ["_bad", "_d", "logits", "_rank"], ascending=[False, True, True, True]
+        )
+        out.append((label, df.drop(columns=["_d", "_rank", "_bad"]).reset_index(drop=True), caption))
+    return out
