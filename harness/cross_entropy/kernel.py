@@ -62,12 +62,32 @@ C = 32000 1.15x by onepass; for bf16 hard targets stream stays fastest (1.46-1.5
 2.1x, split 2.3x and over), since one program's loads are not overlapped with its own exp and
 reductions, and the table keeps stream there.
 
+Loss options (harness/cross_entropy/options.py; `Options`, `rows(options=...)`): ignore_index,
+label smoothing eps, z-loss, softcap and the reduction, on every path, through the shared helpers
+(constexpr flags IGNORE, SMOOTH, ZLOSS, CAP, COUNT: with all of them off the plain kernel is
+compiled, and its results are bit for bit those without options). With z' = cap tanh(z / cap)
+(formed from e = exp(-2|z / cap|), sech^2 = 4e / (1 + e)^2 for the gradient), per kept row
+
+    loss_b = (Q m - sum_c q_c z'_c) + Q log s + z_loss lse^2
+    grad_bc = ((Q + 2 z_loss lse) p_c - q_c) dz'/dz
+    hard: Q = 1, sum q z' = (1 - eps) z'_y + (eps / C) sum_c z'_c;  soft: q = (1 - eps) t + eps / C
+
+so pass 1 (and each split partial, in the unused 4th slot for hard targets) also sums z'. An
+ignored row (hard targets equal to ignore_index; never read as a column) gets loss 0 and
+gradient exactly 0. Reduction: the gradient is written divided by B (mean) or 1 (sum, none);
+under mean with an ignore_index the kernel adds the kept rows to an int32 counter (one atomic
+per row) and the loss is mean * (B / kept), the backward's scale grad_output * B / kept (exactly
+1 when no row is ignored, so no host sync and no change of bits; 0 gradient, NaN loss when every
+row is ignored, as F.cross_entropy). "none" returns the [B] losses and scales row by row.
+LAUNCH_TABLE was measured without options; the same settings are used with them (UNMEASURED).
+
 Offsets: the row offset is row * stride in int64, so B*C > 2^31 elements address correctly
 (PyTorch issues #111484, #84144); column offsets within a row stay int32 (C < 2^31).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple
 
@@ -93,31 +113,82 @@ _NPART = 4
 
 
 # ----------------------------------------------------------------------------------------
-# Shared arithmetic: the same helpers in the onepass, cooperative and two_launch kernels.
+# Shared arithmetic: the same helpers in the stream, onepass, cooperative and two_launch
+# kernels. Loss options enter through constexpr flags (IGNORE, SMOOTH, ZLOSS, CAP, COUNT): with
+# every flag off each helper is the plain loss's arithmetic, operation for operation.
 
 
 @triton.jit
-def _load_chunk(z_row, t_row, offs, mask, HARD: tl.constexpr, ACC: tl.constexpr):
-    """The chunk's logits (-inf on masked lanes: they add exp(-inf) = 0 to every sum) and, for
-    soft targets, its probabilities (0 on masked lanes); for hard targets t is unused."""
+def _acc_scalar(x, ACC: tl.constexpr):
+    """A float argument in ACC. The option scalars are annotated fp64 (a plain float argument
+    arrives as fp32: label smoothing 0.1 would be off by 1e-9, outside fp64's tolerance); the
+    interpreter hands them over as Python floats. Both become ACC here."""
+    return (tl.full((), 1.0, ACC) * x).to(ACC)
+
+
+@triton.jit
+def _capped(z, cap, CAP: tl.constexpr):
+    """(z', dz'/dz) under a softcap: cap * tanh(z / cap) and sech^2(z / cap), both from
+    e = exp(-2 |z / cap|) <= 1: tanh|x| = (1 - e) / (1 + e), sech^2 x = 4e / (1 + e)^2 (no
+    1 - tanh^2, which cancels for large |x|). z = -inf (masked lanes) gives -cap: the callers
+    mask it again. Without CAP: z itself (and z again as an unused placeholder)."""
+    if CAP:
+        x = z / cap
+        e = tl.exp(-2.0 * tl.abs(x))
+        d = 1.0 + e
+        th = (1.0 - e) / d
+        zc = cap * tl.where(x < 0.0, -th, th)
+        dz = 4.0 * e / (d * d)
+    else:
+        zc = z
+        dz = z  # placeholder, never read
+    return zc, dz
+
+
+@triton.jit
+def _load_chunk(
+    z_row,
+    t_row,
+    offs,
+    mask,
+    keep_t,
+    eps_c,
+    cap,
+    HARD: tl.constexpr,
+    ACC: tl.constexpr,
+    SMOOTH: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+):
+    """The chunk's (capped) logits z' (-inf on masked lanes: they add exp(-inf) = 0 to every
+    sum), for soft targets its effective targets q = (1 - eps) t + eps / C (0 on masked lanes;
+    t itself without smoothing), and under a cap dz'/dz; unused outputs are placeholders."""
     z = tl.load(z_row + offs, mask=mask, other=float("-inf")).to(ACC)
+    z, dz = _capped(z, cap, CAP)
+    if CAP:
+        z = tl.where(mask, z, float("-inf"))
     if HARD:
         t = z  # placeholder, never read (dead code after compilation)
     else:
         t = tl.load(t_row + offs, mask=mask, other=0.0).to(ACC)
-    return z, t
+        if SMOOTH:
+            t = tl.where(mask, keep_t * t + eps_c, 0.0)
+    return z, t, dz
 
 
 @triton.jit
-def _chunk_partial(z, t, offs, mask, y, HARD: tl.constexpr):
+def _chunk_partial(z, t, offs, mask, y, HARD: tl.constexpr, SMOOTH: tl.constexpr = False):
     """(m, s, zy, tsum): max, sum exp(z - m), sum t*z and sum t over one chunk. Hard targets:
-    zy is the target logit if it lies in this chunk, else 0 (exactly one chunk holds it), and
-    tsum is unused (T = 1)."""
+    zy is the target logit if it lies in this chunk, else 0 (exactly one chunk holds it, none
+    on an ignored row: y = -1 there), and tsum is unused (T = 1), or with label smoothing the
+    sum of the chunk's logits."""
     m = tl.max(z, axis=0)
     s = tl.sum(tl.exp(z - m), axis=0)
     if HARD:
         zy = tl.sum(tl.where(offs == y, z, 0.0), axis=0)
-        tsum = zy * 0.0
+        if SMOOTH:
+            tsum = tl.sum(tl.where(mask, z, 0.0), axis=0)
+        else:
+            tsum = zy * 0.0
     else:
         # A masked lane has t = 0 and z = -inf; 0 * -inf would be NaN, so zero z first.
         zy = tl.sum(t * tl.where(mask, z, 0.0), axis=0)
@@ -135,14 +206,119 @@ def _row_loss(m, s, zy, total):
 
 
 @triton.jit
-def _write_grad(g_row, offs, mask, z, t, y, lse, total, inv_b, HARD: tl.constexpr):
-    """g = (T p - t) / B for one chunk held in registers; p = exp(z - lse) (0 on masked lanes)."""
+def _finish_row(
+    m,
+    s,
+    zy,
+    tsum,
+    keep_t,
+    eps_c,
+    z_coef,
+    HARD: tl.constexpr,
+    ACC: tl.constexpr,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+):
+    """(loss, lse, coef) of a row from its statistics (_chunk_partial's meaning): loss = Q lse -
+    sum q z' (+ z_loss lse^2), coef = Q (+ 2 z_loss lse), the factor of p in the gradient.
+    Hard targets: Q = 1 and sum q z' = (1 - eps) z'_y + (eps / C) sum z' (tsum); soft: Q = tsum
+    and sum q z' = zy, q already smoothed on load."""
+    if HARD:
+        total = tl.full((), 1.0, ACC)
+        if SMOOTH:
+            zy = keep_t * zy + eps_c * tsum
+    else:
+        total = tsum
+    loss, lse = _row_loss(m, s, zy, total)
+    coef = total
+    if ZLOSS:
+        loss = loss + z_coef * lse * lse
+        coef = total + 2.0 * z_coef * lse
+    return loss, lse, coef
+
+
+@triton.jit
+def _write_grad(
+    g_row,
+    offs,
+    mask,
+    z,
+    t,
+    y,
+    lse,
+    total,
+    inv_b,
+    HARD: tl.constexpr,
+    dz=None,
+    keep=None,
+    keep_t=None,
+    eps_c=None,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+    IGNORE: tl.constexpr = False,
+):
+    """g = (T p - t) / B for one chunk held in registers; p = exp(z - lse) (0 on masked lanes).
+    Options: T is coef (Q + 2 z_loss lse), t is q (hard: (1 - eps) [c = y] + eps / C), times
+    dz'/dz under a cap, and 0 on an ignored row (keep false)."""
     p = tl.exp(z - lse)
     if HARD:
-        g = tl.where(offs == y, p - 1.0, p)
+        if SMOOTH:
+            g = total * p - tl.where(offs == y, keep_t + eps_c, eps_c)
+        elif ZLOSS:
+            g = tl.where(offs == y, total * p - 1.0, total * p)
+        else:
+            g = tl.where(offs == y, p - 1.0, p)
     else:
         g = total * p - t
-    tl.store(g_row + offs, (g * inv_b).to(g_row.dtype.element_ty), mask=mask)
+    if CAP:
+        g = g * dz
+    g = g * inv_b
+    if IGNORE:
+        g = tl.where(keep, g, 0.0)
+    tl.store(g_row + offs, g.to(g_row.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _target(t_ptr, row, ignore_index, HARD: tl.constexpr, IGNORE: tl.constexpr):
+    """(y, keep): the row's class index and whether it counts. An ignored row gets y = -1,
+    which matches no column whatever ignore_index is; soft targets: y = 0, keep = True."""
+    if HARD:
+        y = tl.load(t_ptr + row)
+        if IGNORE:
+            keep = y != ignore_index
+            y = tl.where(keep, y, -1)
+        else:
+            keep = y == y
+    else:
+        y = 0
+        keep = True
+    return y, keep
+
+
+@triton.jit
+def _option_scalars(eps, z_loss, cap, n_cols, ACC: tl.constexpr):
+    """(1 - eps, eps / C, z_loss, cap) in ACC."""
+    eps_a = _acc_scalar(eps, ACC)
+    return 1.0 - eps_a, eps_a / n_cols, _acc_scalar(z_loss, ACC), _acc_scalar(cap, ACC)
+
+
+@triton.jit
+def _finish_loss(
+    loss_ptr, row, loss, keep, kept_ptr, k, IGNORE: tl.constexpr, COUNT: tl.constexpr, SPLIT: tl.constexpr
+):
+    """Store the row's loss (0 on an ignored row) and add the row to the kept count; SPLIT: only
+    the row's chunk k = 0 does."""
+    if IGNORE:
+        loss = tl.where(keep, loss, 0.0)
+    if SPLIT:
+        tl.store(loss_ptr + row, loss, mask=k == 0)
+        if COUNT:
+            tl.atomic_add(kept_ptr, keep.to(tl.int32), mask=k == 0, sem="relaxed")
+    else:
+        tl.store(loss_ptr + row, loss)
+        if COUNT:
+            tl.atomic_add(kept_ptr, keep.to(tl.int32), sem="relaxed")
 
 
 @triton.jit
@@ -156,10 +332,18 @@ def _store_partial(ws_ptr, row, k, m, s, zy, tsum, KP: tl.constexpr):
 
 @triton.jit
 def _merge_partials(
-    ws_ptr, row, n_chunks, HARD: tl.constexpr, KP: tl.constexpr, ACC: tl.constexpr, VOLATILE: tl.constexpr
+    ws_ptr,
+    row,
+    n_chunks,
+    HARD: tl.constexpr,
+    KP: tl.constexpr,
+    ACC: tl.constexpr,
+    VOLATILE: tl.constexpr,
+    SMOOTH: tl.constexpr = False,
 ):
-    """(m, s, zy, total) of the whole row from its K partials: M = max m_k, S = sum s_k
-    exp(m_k - M); padding lanes (k >= K) carry m = -inf, s = 0 and add 0 * 0 = 0."""
+    """(m, s, zy, tsum) of the whole row from its K partials: M = max m_k, S = sum s_k
+    exp(m_k - M); padding lanes (k >= K) carry m = -inf, s = 0 and add 0 * 0 = 0. Hard targets
+    without smoothing: tsum = T = 1."""
     ks = tl.arange(0, KP)
     kmask = ks < n_chunks
     base = ws_ptr + row * (4 * KP) + ks
@@ -169,7 +353,7 @@ def _merge_partials(
     m = tl.max(m_k, axis=0)
     s = tl.sum(s_k * tl.exp(m_k - m), axis=0)
     zy = tl.sum(zy_k, axis=0)
-    if HARD:
+    if HARD and not SMOOTH:
         total = tl.full((), 1.0, ACC)
     else:
         total = tl.sum(tl.load(base + 3 * KP, mask=kmask, other=0.0, volatile=VOLATILE).to(ACC), axis=0)
@@ -190,43 +374,65 @@ def _ce_rows_kernel(
     g_ptr,
     g_stride,  # [B, C] gradient out in the logits' dtype (WRITE_GRAD only)
     n_cols,
-    n_rows,  # C; B (the mean's 1/B is folded into the gradient)
+    n_rows,  # C; the divisor folded into the gradient (B for a mean, 1 for sum/none)
+    kept_ptr,  # int32 [1]: += the rows not ignored (COUNT only)
+    ignore_index,  # hard targets equal to it are ignored (IGNORE only)
+    eps: tl.float64,  # label smoothing (SMOOTH only)
+    z_loss: tl.float64,  # z-loss coefficient (ZLOSS only)
+    cap: tl.float64,  # softcap (CAP only)
     HARD: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
+    IGNORE: tl.constexpr = False,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+    COUNT: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64 before any multiply by a stride
     z_row = z_ptr + row * z_stride
     cols = tl.arange(0, BLOCK)
+    keep_t, eps_c, z_coef, cap_a = _option_scalars(eps, z_loss, cap, n_cols, ACC)
 
     m = tl.full((), float("-inf"), ACC)  # running max
     s = tl.zeros((), ACC)  # running sum of exp(z - m)
+    y, keep = _target(t_ptr, row, ignore_index, HARD, IGNORE)
+    t_row = t_ptr + row * t_stride
     if HARD:
-        y = tl.load(t_ptr + row)
-        zy = tl.load(z_row + y).to(ACC)  # the target logit: one scalar read
-        total = tl.full((), 1.0, ACC)
+        if IGNORE:
+            zy = tl.load(z_row + tl.where(keep, y, 0)).to(ACC)  # never ignore_index as a column
+        else:
+            zy = tl.load(z_row + y).to(ACC)  # the target logit: one scalar read
+        zy = _capped(zy, cap_a, CAP)[0]
+        tsum = tl.zeros((), ACC)  # sum_c z'_bc (SMOOTH only)
     else:
-        t_row = t_ptr + row * t_stride
         zy = tl.zeros((), ACC)  # sum_c t_bc z_bc
-        total = tl.zeros((), ACC)  # T_b
+        tsum = tl.zeros((), ACC)  # T_b
 
     for start in range(0, n_cols, BLOCK):
         offs = start + cols
         mask = offs < n_cols
         z = tl.load(z_row + offs, mask=mask, other=float("-inf")).to(ACC)
+        if CAP:
+            z = tl.where(mask, _capped(z, cap_a, CAP)[0], float("-inf"))
         m_new = tl.maximum(m, tl.max(z, axis=0))
         # exp(-inf - finite) = 0: the first block, and masked lanes, contribute nothing.
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
         m = m_new
-        if not HARD:
+        if HARD:
+            if SMOOTH:
+                tsum += tl.sum(tl.where(mask, z, 0.0), axis=0)
+        else:
             t = tl.load(t_row + offs, mask=mask, other=0.0).to(ACC)
-            total += tl.sum(t, axis=0)
+            if SMOOTH:
+                t = tl.where(mask, keep_t * t + eps_c, 0.0)
+            tsum += tl.sum(t, axis=0)
             # A masked lane has t = 0 and z = -inf; 0 * -inf would be NaN, so zero z first.
             zy += tl.sum(t * tl.where(mask, z, 0.0), axis=0)
 
-    loss, lse = _row_loss(m, s, zy, total)
-    tl.store(loss_ptr + row, loss)
+    loss, lse, coef = _finish_row(m, s, zy, tsum, keep_t, eps_c, z_coef, HARD, ACC, SMOOTH, ZLOSS)
+    _finish_loss(loss_ptr, row, loss, keep, kept_ptr, 0, IGNORE, COUNT, False)
 
     if WRITE_GRAD:
         # 1/B in the accumulation precision (a float argument would arrive as fp32, which
@@ -236,14 +442,11 @@ def _ce_rows_kernel(
         for start in range(0, n_cols, BLOCK):
             offs = start + cols
             mask = offs < n_cols
-            z = tl.load(z_row + offs, mask=mask, other=0.0).to(ACC)
-            p = tl.exp(z - lse)
-            if HARD:
-                g = tl.where(offs == y, p - 1.0, p)
-            else:
-                t = tl.load(t_row + offs, mask=mask, other=0.0).to(ACC)
-                g = total * p - t
-            tl.store(g_row + offs, (g * inv_b).to(g_ptr.dtype.element_ty), mask=mask)
+            z, t, dz = _load_chunk(z_row, t_row, offs, mask, keep_t, eps_c, cap_a, HARD, ACC, SMOOTH, CAP)
+            _write_grad(
+                g_row, offs, mask, z, t, y, lse, coef, inv_b, HARD,
+                dz, keep, keep_t, eps_c, SMOOTH, ZLOSS, CAP, IGNORE,
+            )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------
@@ -261,29 +464,48 @@ def _ce_onepass_kernel(
     g_stride,
     n_cols,
     n_rows,
+    kept_ptr,
+    ignore_index,
+    eps: tl.float64,
+    z_loss: tl.float64,
+    cap: tl.float64,
     HARD: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,  # >= C: one block is the row
     ACC: tl.constexpr,
+    IGNORE: tl.constexpr = False,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+    COUNT: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < n_cols
-    if HARD:
-        y = tl.load(t_ptr + row)
-    else:
-        y = 0
-    z, t = _load_chunk(z_ptr + row * z_stride, t_ptr + row * t_stride, offs, mask, HARD, ACC)
-    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD)
-    if HARD:
-        total = tl.full((), 1.0, ACC)
-    else:
-        total = tsum
-    loss, lse = _row_loss(m, s, zy, total)
-    tl.store(loss_ptr + row, loss)
+    keep_t, eps_c, z_coef, cap_a = _option_scalars(eps, z_loss, cap, n_cols, ACC)
+    y, keep = _target(t_ptr, row, ignore_index, HARD, IGNORE)
+    z, t, dz = _load_chunk(
+        z_ptr + row * z_stride,
+        t_ptr + row * t_stride,
+        offs,
+        mask,
+        keep_t,
+        eps_c,
+        cap_a,
+        HARD,
+        ACC,
+        SMOOTH,
+        CAP,
+    )
+    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD, SMOOTH)
+    loss, lse, coef = _finish_row(m, s, zy, tsum, keep_t, eps_c, z_coef, HARD, ACC, SMOOTH, ZLOSS)
+    _finish_loss(loss_ptr, row, loss, keep, kept_ptr, 0, IGNORE, COUNT, False)
     if WRITE_GRAD:
         inv_b = tl.full((), 1.0, ACC) / n_rows  # in ACC: see _ce_rows_kernel
-        _write_grad(g_ptr + row * g_stride, offs, mask, z, t, y, lse, total, inv_b, HARD)
+        _write_grad(
+            g_ptr + row * g_stride, offs, mask, z, t, y, lse, coef, inv_b, HARD,
+            dz, keep, keep_t, eps_c, SMOOTH, ZLOSS, CAP, IGNORE,
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------
@@ -304,11 +526,21 @@ def _ce_split_coop_kernel(
     n_cols,
     n_rows,
     n_chunks,  # K = cdiv(C, CHUNK)
+    kept_ptr,
+    ignore_index,
+    eps: tl.float64,
+    z_loss: tl.float64,
+    cap: tl.float64,
     HARD: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     CHUNK: tl.constexpr,
     KP: tl.constexpr,  # next_power_of_2(K), >= 2
     ACC: tl.constexpr,
+    IGNORE: tl.constexpr = False,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+    COUNT: tl.constexpr = False,
 ):
     # Logical work id from the ticket, not program_id: see the module docstring.
     work = tl.atomic_add(sync_ptr, 1, sem="relaxed").to(tl.int64)
@@ -316,12 +548,22 @@ def _ce_split_coop_kernel(
     k = (work % n_chunks).to(tl.int32)
     offs = k * CHUNK + tl.arange(0, CHUNK)
     mask = offs < n_cols
-    if HARD:
-        y = tl.load(t_ptr + row)
-    else:
-        y = 0
-    z, t = _load_chunk(z_ptr + row * z_stride, t_ptr + row * t_stride, offs, mask, HARD, ACC)
-    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD)
+    keep_t, eps_c, z_coef, cap_a = _option_scalars(eps, z_loss, cap, n_cols, ACC)
+    y, keep = _target(t_ptr, row, ignore_index, HARD, IGNORE)
+    z, t, dz = _load_chunk(
+        z_ptr + row * z_stride,
+        t_ptr + row * t_stride,
+        offs,
+        mask,
+        keep_t,
+        eps_c,
+        cap_a,
+        HARD,
+        ACC,
+        SMOOTH,
+        CAP,
+    )
+    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD, SMOOTH)
     _store_partial(ws_ptr, row, k, m, s, zy, tsum, KP)
     tl.debug_barrier()  # every thread's partial stores precede the release below
     counter = sync_ptr + 1 + row
@@ -329,12 +571,15 @@ def _ce_split_coop_kernel(
     while arrived < n_chunks:  # K = 1: the own arrival completes the row, no wait
         arrived = tl.atomic_add(counter, 0, sem="acquire")
     tl.debug_barrier()  # the acquire (one thread) precedes every thread's loads below
-    m, s, zy, total = _merge_partials(ws_ptr, row, n_chunks, HARD, KP, ACC, True)
-    loss, lse = _row_loss(m, s, zy, total)
-    tl.store(loss_ptr + row, loss, mask=k == 0)
+    m, s, zy, tsum = _merge_partials(ws_ptr, row, n_chunks, HARD, KP, ACC, True, SMOOTH)
+    loss, lse, coef = _finish_row(m, s, zy, tsum, keep_t, eps_c, z_coef, HARD, ACC, SMOOTH, ZLOSS)
+    _finish_loss(loss_ptr, row, loss, keep, kept_ptr, k, IGNORE, COUNT, True)
     if WRITE_GRAD:
         inv_b = tl.full((), 1.0, ACC) / n_rows
-        _write_grad(g_ptr + row * g_stride, offs, mask, z, t, y, lse, total, inv_b, HARD)
+        _write_grad(
+            g_ptr + row * g_stride, offs, mask, z, t, y, lse, coef, inv_b, HARD,
+            dz, keep, keep_t, eps_c, SMOOTH, ZLOSS, CAP, IGNORE,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -346,10 +591,16 @@ def _ce_split_partials_kernel(
     ws_ptr,
     n_cols,
     n_chunks,
+    ignore_index,
+    eps: tl.float64,
+    cap: tl.float64,
     HARD: tl.constexpr,
     CHUNK: tl.constexpr,
     KP: tl.constexpr,
     ACC: tl.constexpr,
+    IGNORE: tl.constexpr = False,
+    SMOOTH: tl.constexpr = False,
+    CAP: tl.constexpr = False,
 ):
     """two_launch, launch 1: each (row, chunk) program writes its partial."""
     work = tl.program_id(0).to(tl.int64)
@@ -357,12 +608,22 @@ def _ce_split_partials_kernel(
     k = (work % n_chunks).to(tl.int32)
     offs = k * CHUNK + tl.arange(0, CHUNK)
     mask = offs < n_cols
-    if HARD:
-        y = tl.load(t_ptr + row)
-    else:
-        y = 0
-    z, t = _load_chunk(z_ptr + row * z_stride, t_ptr + row * t_stride, offs, mask, HARD, ACC)
-    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD)
+    keep_t, eps_c, _, cap_a = _option_scalars(eps, 0.0, cap, n_cols, ACC)
+    y, keep = _target(t_ptr, row, ignore_index, HARD, IGNORE)
+    z, t, dz = _load_chunk(
+        z_ptr + row * z_stride,
+        t_ptr + row * t_stride,
+        offs,
+        mask,
+        keep_t,
+        eps_c,
+        cap_a,
+        HARD,
+        ACC,
+        SMOOTH,
+        CAP,
+    )
+    m, s, zy, tsum = _chunk_partial(z, t, offs, mask, y, HARD, SMOOTH)
     _store_partial(ws_ptr, row, k, m, s, zy, tsum, KP)
 
 
@@ -379,36 +640,66 @@ def _ce_split_finish_kernel(
     n_cols,
     n_rows,
     n_chunks,
+    kept_ptr,
+    ignore_index,
+    eps: tl.float64,
+    z_loss: tl.float64,
+    cap: tl.float64,
     HARD: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     CHUNK: tl.constexpr,
     KP: tl.constexpr,
     ACC: tl.constexpr,
+    IGNORE: tl.constexpr = False,
+    SMOOTH: tl.constexpr = False,
+    ZLOSS: tl.constexpr = False,
+    CAP: tl.constexpr = False,
+    COUNT: tl.constexpr = False,
 ):
     """two_launch, launch 2: merge the row's partials; chunk 0 writes the loss, every chunk
     re-reads its logits and writes its gradient."""
     work = tl.program_id(0).to(tl.int64)
     row = work // n_chunks
     k = (work % n_chunks).to(tl.int32)
-    m, s, zy, total = _merge_partials(ws_ptr, row, n_chunks, HARD, KP, ACC, False)
-    loss, lse = _row_loss(m, s, zy, total)
-    tl.store(loss_ptr + row, loss, mask=k == 0)
+    keep_t, eps_c, z_coef, cap_a = _option_scalars(eps, z_loss, cap, n_cols, ACC)
+    m, s, zy, tsum = _merge_partials(ws_ptr, row, n_chunks, HARD, KP, ACC, False, SMOOTH)
+    loss, lse, coef = _finish_row(m, s, zy, tsum, keep_t, eps_c, z_coef, HARD, ACC, SMOOTH, ZLOSS)
+    y, keep = _target(t_ptr, row, ignore_index, HARD, IGNORE)
+    _finish_loss(loss_ptr, row, loss, keep, kept_ptr, k, IGNORE, COUNT, True)
     if WRITE_GRAD:
         offs = k * CHUNK + tl.arange(0, CHUNK)
         mask = offs < n_cols
-        if HARD:
-            y = tl.load(t_ptr + row)
-        else:
-            y = 0
-        z, t = _load_chunk(z_ptr + row * z_stride, t_ptr + row * t_stride, offs, mask, HARD, ACC)
+        z, t, dz = _load_chunk(
+            z_ptr + row * z_stride,
+            t_ptr + row * t_stride,
+            offs,
+            mask,
+            keep_t,
+            eps_c,
+            cap_a,
+            HARD,
+            ACC,
+            SMOOTH,
+            CAP,
+        )
         inv_b = tl.full((), 1.0, ACC) / n_rows
-        _write_grad(g_ptr + row * g_stride, offs, mask, z, t, y, lse, total, inv_b, HARD)
+        _write_grad(
+            g_ptr + row * g_stride, offs, mask, z, t, y, lse, coef, inv_b, HARD,
+            dz, keep, keep_t, eps_c, SMOOTH, ZLOSS, CAP, IGNORE,
+        )  # fmt: skip
 
 
 @triton.jit
-def _scale_kernel(g_ptr, go_ptr, n, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """g[:] *= grad_output, in place, unless grad_output == 1 (then nothing is read)."""
+def _scale_kernel(
+    g_ptr, go_ptr, n, kept_ptr, n_rows, BLOCK: tl.constexpr, ACC: tl.constexpr, COUNT: tl.constexpr = False
+):
+    """g[:] *= grad_output, in place, unless grad_output == 1 (then nothing is read). COUNT: a
+    mean over the kept rows whose gradient was written as one over all B rows; the factor is
+    B / kept (exactly 1 when no row was ignored), 0 when every row was ignored."""
     go = tl.load(go_ptr).to(ACC)
+    if COUNT:
+        kept = tl.load(kept_ptr).to(ACC)
+        go = tl.where(kept > 0, go * (n_rows / tl.maximum(kept, 1.0)), 0.0)
     if go != 1.0:
         pid = tl.program_id(0).to(tl.int64)
         step = tl.num_programs(0).to(tl.int64) * BLOCK
@@ -417,6 +708,20 @@ def _scale_kernel(g_ptr, go_ptr, n, BLOCK: tl.constexpr, ACC: tl.constexpr):
             mask = offs < n
             g = tl.load(g_ptr + offs, mask=mask).to(ACC)
             tl.store(g_ptr + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scale_rows_kernel(g_ptr, go_ptr, n_cols, g_stride, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """reduction "none": row b of g *= grad_output[b], in place, unless that is 1."""
+    row = tl.program_id(0).to(tl.int64)
+    go = tl.load(go_ptr + row).to(ACC)
+    if go != 1.0:
+        g_row = g_ptr + row * g_stride
+        for start in range(0, n_cols, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < n_cols
+            g = tl.load(g_row + offs, mask=mask).to(ACC)
+            tl.store(g_row + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
 
 
 def _acc(dtype: torch.dtype):
@@ -598,6 +903,53 @@ def check_inputs(logits: Tensor, targets: Tensor) -> None:
         )
 
 
+class Options(NamedTuple):
+    """The loss options the kernel fuses (harness/cross_entropy/options.py); every field at its
+    default is the plain loss, compiled to the plain kernel. ignore_index None: no row is
+    ignored and no comparison made (the variant passes -100, F.cross_entropy's default; it
+    applies to hard targets only). reduction decides the divisor folded into the gradient: B
+    for "mean" (made the kept rows' count by the backward's scale, see `rows`' kept), 1 for
+    "sum" and "none"."""
+
+    ignore_index: int | None = None
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    softcap: float | None = None
+    reduction: str = "mean"
+
+
+PLAIN = Options()
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _option_args(opts: Options, hard: bool, kept: Tensor | None, dummy: Tensor) -> tuple[tuple, dict]:
+    """(runtime arguments, constexpr flags) of the options for the kernels. Off options pass
+    neutral values that the kernel never reads."""
+    ignore = hard and opts.ignore_index is not None
+    flags = dict(
+        IGNORE=ignore,
+        SMOOTH=opts.label_smoothing != 0.0,
+        ZLOSS=opts.z_loss != 0.0,
+        CAP=opts.softcap is not None,
+        COUNT=ignore and kept is not None,
+    )
+    args = (
+        kept if flags["COUNT"] else dummy,
+        int(opts.ignore_index) if ignore else 0,
+        float(opts.label_smoothing),
+        float(opts.z_loss),
+        float(opts.softcap) if opts.softcap is not None else 1.0,
+    )
+    return args, flags
+
+
+def check_options(opts: Options) -> None:
+    if opts.reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={opts.reduction!r}: use one of {', '.join(REDUCTIONS)}")
+    if opts.softcap is not None and not (math.isfinite(opts.softcap) and opts.softcap > 0):
+        raise ValueError(f"softcap={opts.softcap!r}: use a finite number > 0, or None")
+
+
 def rows(
     logits: Tensor,
     targets: Tensor,
@@ -605,12 +957,20 @@ def rows(
     block: int | None = None,
     num_warps: int | None = None,
     path: str | None = None,
+    *,
+    options: Options = PLAIN,
+    kept: Tensor | None = None,
 ) -> Tensor:
-    """Per-row losses [B] (fp32; fp64 for fp64 logits) and, when `grad` ([B, C], the logits'
-    dtype, contiguous rows) is given, the gradient of the mean loss written into it.
+    """Per-row losses [B] (fp32; fp64 for fp64 logits; 0 on ignored rows) and, when `grad`
+    ([B, C], the logits' dtype, contiguous rows) is given, the gradient of the mean loss (the
+    sum's under reduction "sum"/"none") written into it; ignored rows get exactly 0.
     logits/targets as in `check_inputs`; block/num_warps/path as in `plan` (path "split" picks
-    the cooperative form on CUDA and two_launch where programs are interpreted)."""
+    the cooperative form on CUDA and two_launch where programs are interpreted). `options`: the
+    loss options (every path fuses them). `kept`: an int32 [1] tensor to which the number of
+    rows not ignored is added (hard targets with an ignore_index; under "mean" the gradient is
+    written as divided by B, and B / kept is the factor that makes it the kept rows' mean)."""
     check_inputs(logits, targets)
+    check_options(options)
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
     hard = targets.dtype == torch.int64
     if not hard and targets.stride(1) != 1:
@@ -619,6 +979,7 @@ def rows(
     acc_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     loss = torch.empty(b, dtype=acc_dtype, device=logits.device)
     p = plan(c, logits.dtype, hard, grad is not None, block, num_warps, path)
+    divisor = b if options.reduction == "mean" else 1
     args = (
         logits,
         logits.stride(0),
@@ -628,12 +989,15 @@ def rows(
         grad if grad is not None else logits,
         grad.stride(0) if grad is not None else 0,
     )
+    opt_args, flags = _option_args(options, hard, kept, loss)
     meta = dict(HARD=hard, WRITE_GRAD=grad is not None, ACC=_acc(logits.dtype), num_warps=p.num_warps)
+    # The plain call passes no flag at all: the kernels' defaults, the plain specialization.
+    opt_meta = {k: v for k, v in flags.items() if v}
     if p.path == "stream":
-        _ce_rows_kernel[(b,)](*args, c, b, BLOCK=p.block, **meta)
+        _ce_rows_kernel[(b,)](*args, c, divisor, *opt_args, BLOCK=p.block, **meta, **opt_meta)
         return loss
     if p.path == "onepass":
-        _ce_onepass_kernel[(b,)](*args, c, b, BLOCK=p.block, **meta)
+        _ce_onepass_kernel[(b,)](*args, c, divisor, *opt_args, BLOCK=p.block, **meta, **opt_meta)
         return loss
 
     n_chunks = triton.cdiv(c, p.block)
@@ -657,8 +1021,11 @@ def rows(
     grid = (b * n_chunks,)
     if form == "cooperative":
         sync = torch.zeros(b + 1, dtype=torch.int32, device=logits.device)
-        _ce_split_coop_kernel[grid](*args, ws, sync, c, b, n_chunks, CHUNK=p.block, KP=kp, **meta)
+        _ce_split_coop_kernel[grid](
+            *args, ws, sync, c, divisor, n_chunks, *opt_args, CHUNK=p.block, KP=kp, **meta, **opt_meta
+        )
     else:
+        part_meta = {k: v for k, v in opt_meta.items() if k in ("IGNORE", "SMOOTH", "CAP")}
         _ce_split_partials_kernel[grid](
             logits,
             logits.stride(0),
@@ -667,27 +1034,78 @@ def rows(
             ws,
             c,
             n_chunks,
+            opt_args[1],
+            opt_args[2],
+            opt_args[4],
             HARD=hard,
             CHUNK=p.block,
             KP=kp,
             ACC=meta["ACC"],
             num_warps=p.num_warps,
+            **part_meta,
         )
-        _ce_split_finish_kernel[grid](*args, ws, c, b, n_chunks, CHUNK=p.block, KP=kp, **meta)
+        _ce_split_finish_kernel[grid](
+            *args, ws, c, divisor, n_chunks, *opt_args, CHUNK=p.block, KP=kp, **meta, **opt_meta
+        )
     return loss
 
 
-def scale_(grad: Tensor, grad_output: Tensor) -> Tensor:
+def scale_(grad: Tensor, grad_output: Tensor, kept: Tensor | None = None) -> Tensor:
     """grad (contiguous, any float dtype) *= grad_output (a 0-dim tensor on the same device),
-    in place, without a host sync: the kernel itself skips the pass when grad_output == 1."""
+    in place, without a host sync: the kernel itself skips the pass when grad_output == 1.
+    `kept` (int32 [1], from `rows`): a gradient written as a mean over all B = grad.shape[0]
+    rows becomes one over the kept rows (times B / kept; 0 when none was kept)."""
     n = grad.numel()
     programs = max(1, min(_SCALE_PROGRAMS, triton.cdiv(n, _SCALE_BLOCK)))
-    _scale_kernel[(programs,)](grad, grad_output.reshape(1), n, BLOCK=_SCALE_BLOCK, ACC=_acc(grad.dtype))
+    count = kept is not None
+    _scale_kernel[(programs,)](
+        grad,
+        grad_output.reshape(1),
+        n,
+        kept if count else grad_output,
+        grad.shape[0] if count else 1,
+        BLOCK=_SCALE_BLOCK,
+        ACC=_acc(grad.dtype),
+        **({"COUNT": True} if count else {}),
+    )
     return grad
 
 
+def scale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
+    """grad [B, C] (unit column stride) row b *= grad_output[b] ([B]), in place, no host sync;
+    rows whose grad_output is 1 are not read."""
+    b, c = grad.shape
+    block = min(_SCALE_BLOCK, triton.next_power_of_2(c))
+    go = grad_output.reshape(b)
+    go = go if go.is_contiguous() else go.contiguous()
+    _scale_rows_kernel[(b,)](grad, go, c, grad.stride(0), BLOCK=block, ACC=_acc(grad.dtype), num_warps=4)
+    return grad
+
+
+def _reduce(loss: Tensor, opts: Options, kept: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """The reduced loss in `dtype` from the per-row losses. Mean with ignored rows: the mean over
+    all B rows times B / kept (exactly 1 when none is ignored, so the plain loss keeps its bits;
+    NaN when every row is ignored, as F.cross_entropy)."""
+    if opts.reduction == "none":
+        return loss.to(dtype)
+    if opts.reduction == "sum":
+        return loss.sum().to(dtype)
+    if kept is None:
+        return loss.mean().to(dtype)
+    return (loss.mean() * (loss.shape[0] / kept.to(loss.dtype))).reshape(()).to(dtype)
+
+
+def _kept_buffer(targets: Tensor, opts: Options) -> Tensor | None:
+    """An int32 [1] zero for the kept-row count where a mean needs it (hard targets, an
+    ignore_index), else None."""
+    if opts.reduction == "mean" and opts.ignore_index is not None and targets.dtype == torch.int64:
+        return torch.zeros(1, dtype=torch.int32, device=targets.device)
+    return None
+
+
 class FusedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy whose forward also writes the gradient; backward scales it.
+    """Cross-entropy (reduced as the options say) whose forward also writes the gradient;
+    backward scales it.
 
     The saved gradient is scaled in place and handed to autograd, so the extra memory of a
     forward+backward is one gradient-sized buffer (plus B accumulators, and for split rows a
@@ -695,26 +1113,44 @@ class FusedCrossEntropy(torch.autograd.Function):
     refused rather than scaled twice."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, block: int | None) -> Tensor:  # noqa: ANN001
+    def forward(ctx, logits: Tensor, targets: Tensor, block: int | None, options: Options = PLAIN) -> Tensor:  # noqa: ANN001
         grad = torch.empty((logits.shape[0], logits.shape[1]), dtype=logits.dtype, device=logits.device)
-        loss = rows(logits, targets, grad, block)
-        ctx.grad = grad
-        return loss.mean().to(logits.dtype)
+        kept = _kept_buffer(targets, options)
+        loss = rows(logits, targets, grad, block, options=options, kept=kept)
+        ctx.grad, ctx.kept, ctx.per_row = grad, kept, options.reduction == "none"
+        return _reduce(loss, options, kept, logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # noqa: ANN001, ANN205
         grad, ctx.grad = ctx.grad, None
         if grad is None:
             raise RuntimeError("triton_fused: the stored gradient was already used by an earlier backward")
-        return scale_(grad, grad_output.detach()), None, None
+        if ctx.per_row:
+            return scale_rows_(grad, grad_output.detach()), None, None, None
+        return scale_(grad, grad_output.detach(), ctx.kept), None, None, None
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, block: int | None = None) -> Tensor:
-    """Mean cross-entropy, 0-dim in the logits' dtype (logits [B, C] fp16/bf16/fp32/fp64;
-    targets [B] int64 or [B, C] probabilities). When no gradient can be asked for (grad mode
-    off, or logits that do not require grad) only the loss is computed: a forward reads L bytes
-    and writes no gradient, so its time is a forward's, not a hidden forward+backward's. `block`
-    given: the stream kernel with that BLOCK (see plan)."""
+def cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    block: int | None = None,
+    *,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Cross-entropy in the logits' dtype (logits [B, C] fp16/bf16/fp32/fp64; targets [B] int64
+    or [B, C] probabilities): 0-dim for reduction "mean"/"sum", [B] per-row losses for "none".
+    Options as `Options` (ignore_index None: no row ignored; pass -100 for F.cross_entropy's
+    default). When no gradient can be asked for (grad mode off, or logits that do not require
+    grad) only the loss is computed: a forward reads L bytes and writes no gradient, so its time
+    is a forward's, not a hidden forward+backward's. `block` given: the stream kernel with that
+    BLOCK (see plan)."""
+    opts = Options(ignore_index, label_smoothing, z_loss, softcap, reduction)
+    check_options(opts)
     if torch.is_grad_enabled() and logits.requires_grad:
-        return FusedCrossEntropy.apply(logits, targets, block)
-    return rows(logits, targets, None, block).mean().to(logits.dtype)
+        return FusedCrossEntropy.apply(logits, targets, block, opts)
+    kept = _kept_buffer(targets, opts)
+    return _reduce(rows(logits, targets, None, block, options=opts, kept=kept), opts, kept, logits.dtype)

@@ -1,8 +1,13 @@
 """A fused Triton cross-entropy at the 2L-byte floor (README, Numerics §7).
 
-  triton_fused   one launch per forward: each row's loss, and the gradient of the mean loss
+  triton_fused   one launch per forward: each row's loss, and the gradient of the reduced loss
                  written into a buffer (online max/sum, then a second pass over the row while
                  it is still in L2); backward scales that buffer by grad_output in place.
+
+Loss options (harness/cross_entropy/options.py): ignore_index, label_smoothing, z_loss, softcap
+and reduction, fused in the kernel's arithmetic on every path (constexpr flags: with each at its
+default the plain kernel runs). Class weights are not declared (points with weights are
+`unsupported` rows).
 
 The kernel lives in harness/cross_entropy/kernel.py and is imported on the first call, so
 `import harness` never imports triton. In `fwd` mode (no_grad) only the first pass runs: the
@@ -14,16 +19,37 @@ from torch import Tensor
 
 from harness.cross_entropy.variants import register
 
+OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "reduction"}
+
 
 @register(
     "triton_fused",
     targets={"soft", "hard"},
     devices={"cuda"},
+    options=OPTIONS,
     description="Triton, one launch: per-row loss + gradient buffer, backward scales it",
 )
-def triton_fused(logits: Tensor, targets: Tensor) -> Tensor:
+def triton_fused(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities in the
-    logits' dtype. Returns the mean loss, 0-dim, in the logits' dtype."""
+    logits' dtype. Returns the loss in the logits' dtype: 0-dim (mean, sum) or [B] (none);
+    options as F.cross_entropy's, plus z_loss and softcap (harness/cross_entropy/options.py)."""
     from harness.cross_entropy.kernel import cross_entropy
 
-    return cross_entropy(logits, targets)
+    return cross_entropy(
+        logits,
+        targets,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )
