@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from scipy.stats import mannwhitneyu
 
 from harness.results import SCHEMA, load, parquet_files
-from harness.vocabulary import KEY_COLUMNS
+from harness.vocabulary import KEY_COLUMNS, OPTION_DEFAULTS
 
 KINDS = ("accuracy", "time", "memory")
 
@@ -118,6 +118,7 @@ def best_of_repeats(df: pd.DataFrame) -> pd.DataFrame:
     repeat, while a real slowdown is in all of them), with the worst status and largest
     errors any repeat had (accuracy is deterministic: a repeat that differs must not hide)."""
     keys = list(KEY_COLUMNS)
+    df = with_option_defaults(df)
     rank = df["status"].map(STATUS_RANK).fillna(3)
     fastest = df.assign(_t=df["time_median_s"].fillna(math.inf)).sort_values("_t").drop_duplicates(keys)
     worst = df.assign(_r=rank).sort_values("_r", ascending=False).drop_duplicates(keys)
@@ -367,6 +368,13 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
     return pd.DataFrame(out, columns=cols)
 
 
+def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows made before the loss options existed (or built by hand) hold the plain loss: give
+    them the option columns at their defaults, so they join rows that have them."""
+    missing = {k: v for k, v in OPTION_DEFAULTS.items() if k not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def compare(
     base: pd.DataFrame,
     new: pd.DataFrame,
@@ -380,8 +388,8 @@ def compare(
     as information."""
     env = environment(base, new)
     demoted = demoted_kinds(env)
-    b = base[[*KEY_COLUMNS, *_MEASURED]]
-    n = new[[*KEY_COLUMNS, *_MEASURED]]
+    b = with_option_defaults(base)[[*KEY_COLUMNS, *_MEASURED]]
+    n = with_option_defaults(new)[[*KEY_COLUMNS, *_MEASURED]]
     joined = b.merge(n, on=list(KEY_COLUMNS), how="outer", suffixes=("_base", "_new"), indicator=True)
     only_base = joined.loc[joined["_merge"] == "left_only", list(KEY_COLUMNS)].reset_index(drop=True)
     only_new = joined.loc[joined["_merge"] == "right_only", list(KEY_COLUMNS)].reset_index(drop=True)
