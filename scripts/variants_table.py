@@ -31,7 +31,8 @@ def row(v: Variant) -> str:
     if v.overwrites_input:
         note += " (overwrites its input by design)"
     options = ", ".join(sorted(v.options)) or "-"
-    return f"| `{v.name}` | {', '.join(sorted(v.targets))} | {', '.join(sorted(v.devices))} | {options} | {note} |"
+    kinds, devices = ", ".join(sorted(v.targets)), ", ".join(sorted(v.devices))
+    return f"| `{v.name}` | {kinds} | {devices} | {options} | {note} |"
 
 
 def table(variants: Iterable[Variant] | None = None) -> str:

@@ -69,7 +69,7 @@ def test_read_bandwidth_counts_bytes_read_and_is_never_below_the_copy(monkeypatc
     monkeypatch.setitem(ceiling.COPY_BYTES, "cpu", 1 << 20)
     for read_s, expected in ((0.001, (1 << 20) / 0.001 / 1e9), (1.0, 2 * (1 << 20) / 0.01 / 1e9)):
         times = iter([TimingStats.of([0.01, 0.02]), TimingStats.of([read_s, 2 * read_s])])
-        monkeypatch.setattr(ceiling, "time_call", lambda fn, device, **kw: next(times))
+        monkeypatch.setattr(ceiling, "time_call", lambda fn, device, _t=times, **kw: next(_t))
         ceiling._copy_bandwidth_gbps.cache_clear()
         ceiling._read_bandwidth_gbps.cache_clear()
         try:
@@ -95,7 +95,8 @@ def test_the_read_kernel_reads_every_element():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     code = (
         "import torch; from harness.measure.read_kernel import BLOCK, reader; "
-        f"x = (torch.arange(3 * BLOCK + 5, device='{device}') % 7).float(); p = reader(x)(); "  # sums exact in fp32
+        # values 0..6: every partial sum is exact in fp32
+        f"x = (torch.arange(3 * BLOCK + 5, device='{device}') % 7).float(); p = reader(x)(); "
         "assert p.shape == (4,), p.shape; "
         "assert float(p.double().sum()) == float(x.double().sum()), (p.sum(), x.sum()); print('ok')"
     )
