@@ -1,11 +1,12 @@
 """The markdown table of a run's variants against the device's floor: time, x floor, peak
 memory, error, and the timer's agreement with do_bench.
 
-    python scripts/floor_table.py results/reference/h200/headline
+    python scripts/floor_table.py results/reference/h200/gpu --classes 128256 --dtype bf16 --targets hard
     python scripts/floor_table.py RUN --variants triton_fused torch_compile --mode fwd
 
 One line per (point, variant, mode), fastest first within a point. `x floor` is
-time_median_s / floor_time_s (1.0 is at the copy-bandwidth floor of the byte model).
+time_median_s / floor_time_s (1.0 is at the floor of the byte model: the read bandwidth for fwd,
+the copy bandwidth for fwd_bwd).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ def _num(x: float, fmt: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def table(run: Path, variants: list[str], modes: list[str]) -> str:
+def table(run: Path, variants: list[str], modes: list[str], where: dict[str, list] | None = None) -> str:
     rows = load(run)
     rows = rows[rows.variant.isin(variants) & rows["mode"].isin(modes) & rows.time_median_s.notna()]
+    for column, values in (where or {}).items():  # --classes, --dtype, --targets
+        if values:
+            rows = rows[rows[column].isin(values)]
     if rows.empty:
         raise SystemExit(f"floor_table: no timed rows of {', '.join(variants)} under {run}")
     lines = [
@@ -52,11 +56,15 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="run or sweep directory")
     parser.add_argument("--variants", nargs="+", default=DEFAULT)
     parser.add_argument("--mode", nargs="+", default=["fwd", "fwd_bwd"], choices=["fwd", "fwd_bwd"])
+    parser.add_argument("--classes", nargs="+", type=int, help="only these class counts")
+    parser.add_argument("--dtype", nargs="+", help="only these dtypes")
+    parser.add_argument("--targets", nargs="+", choices=["hard", "soft"], help="only these target kinds")
     args = parser.parse_args()
     if not args.run.exists():
         print(f"floor_table: {args.run}: no such directory", file=sys.stderr)
         sys.exit(2)
-    print(table(args.run, args.variants, args.mode))
+    where = {"num_classes": args.classes, "dtype": args.dtype, "targets": args.targets}
+    print(table(args.run, args.variants, args.mode, where))
 
 
 if __name__ == "__main__":

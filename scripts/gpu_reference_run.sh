@@ -12,7 +12,9 @@
 #             (about 4 minutes)
 #   options   `+sweep=options device=cuda`: the loss options on the GPU variants (Liger,
 #             triton_fused): options_rows.parquet, sweep_options.log
-#   kernel    the CUDA tests of the kernel, the ceilings and the variants only: pytest_kernel.txt
+#   floor     triton_fused, F.cross_entropy and Liger at fp32, C = 32000 and 262144: floor_rows.parquet
+#             (whether any row beats the floor of its mode)
+#   kernel    the CUDA tests of the kernel, its options, the ceilings and the timer: pytest_kernel.txt
 set -u
 out=${1:?usage: gpu_reference_run.sh OUTDIR [STAGE ...]}
 shift
@@ -52,17 +54,24 @@ for stage in $stages; do
         timeout 420 python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
         rows_to /tmp/x/gpu "$out/gpu_rows.parquet"
         ;;
-    options)
-        timeout 240 python3 -m harness +sweep=options device=cuda hydra.sweep.dir=/tmp/x/options 2>&1 |
+    options)  # OPTIONS_ARGS: extra overrides, e.g. a shorter variant list
+        timeout 240 python3 -m harness +sweep=options device=cuda ${OPTIONS_ARGS:-} hydra.sweep.dir=/tmp/x/options 2>&1 |
             tee "$out/sweep_options.log"
         rows_to /tmp/x/options "$out/options_rows.parquet"
         ;;
-    kernel)
-        timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider tests/test_triton_fused.py \
-            tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py 2>&1 | tee "$out/pytest_kernel.txt"
+    floor)
+        timeout 120 python3 -m harness +sweep=gpu num_classes=32000,262144 dtype=fp32 targets=hard \
+            'variants=[triton_fused,torch_cross_entropy,liger_cross_entropy]' hydra.sweep.dir=/tmp/x/floor 2>&1 |
+            tee "$out/sweep_floor.log"
+        rows_to /tmp/x/floor "$out/floor_rows.parquet"
+        ;;
+    kernel)  # KERNEL_TESTS: a -k expression to run part of them
+        timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
+            tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py 2>&1 |
+            tee "$out/pytest_kernel.txt"
         ;;
     *)
-        echo "unknown stage $stage: use check, sweep, options or kernel" >&2
+        echo "unknown stage $stage: use check, sweep, options, floor or kernel" >&2
         exit 2
         ;;
     esac

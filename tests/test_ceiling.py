@@ -94,11 +94,13 @@ def test_the_read_kernel_reads_every_element():
     pytest.importorskip("triton")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     code = (
-        "import torch; from harness.measure.read_kernel import BLOCK, reader; "
+        "import torch; from harness.measure.read_kernel import BLOCK, reader, row_reader; "
         # values 0..6: every partial sum is exact in fp32
         f"x = (torch.arange(3 * BLOCK + 5, device='{device}') % 7).float(); p = reader(x)(); "
         "assert p.shape == (4,), p.shape; "
-        "assert float(p.double().sum()) == float(x.double().sum()), (p.sum(), x.sum()); print('ok')"
+        "assert float(p.double().sum()) == float(x.double().sum()), (p.sum(), x.sum()); "
+        f"y = (torch.arange(3 * 40000, device='{device}') % 5).float(); r = row_reader(y, rows=3)(); "
+        "assert r.shape == (3,) and float(r.double().sum()) == float(y.double().sum()), r; print('ok')"
     )
     env = {**os.environ, **({"TRITON_INTERPRET": "1"} if device == "cpu" else {})}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)

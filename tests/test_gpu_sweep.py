@@ -73,7 +73,17 @@ def test_the_h200_reference_rows_give_the_floor_table():
 
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "scripts/floor_table.py", "results/reference/h200/headline"],
+        [
+            sys.executable,
+            "scripts/floor_table.py",
+            "results/reference/h200/gpu",
+            "--classes",
+            "128256",
+            "--dtype",
+            "bf16",
+            "--targets",
+            "hard",
+        ],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -85,3 +95,27 @@ def test_the_h200_reference_rows_give_the_floor_table():
     readme = (repo / "README.md").read_text()
     for line in lines:
         assert line in readme, f"README's H200 table differs from the rows: {line}"
+
+
+def test_the_readme_triton_fused_table_is_the_h200_rows():
+    # README, The GPU path: triton_fused's fwd_bwd over the floor per (C, dtype, targets), from
+    # results/reference/h200/gpu (time_median_s / floor_time_s, two decimals).
+    import re
+
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parent.parent
+    rows = pd.read_parquet(repo / "results/reference/h200/gpu/rows.parquet")
+    t = rows[(rows.variant == "triton_fused") & (rows["mode"] == "fwd_bwd")]
+    readme = (repo / "README.md").read_text()
+    table = readme[readme.index("| C | bf16 hard | bf16 soft | fp32 hard | fp32 soft |") :].split("\n\n")[0]
+    cells = 0
+    for line in table.splitlines()[2:]:
+        c, *xs = [x.strip() for x in line.strip("|").split("|")]
+        for (dtype, targets), x in zip(
+            [("bf16", "hard"), ("bf16", "soft"), ("fp32", "hard"), ("fp32", "soft")], xs
+        ):
+            r = t[(t.num_classes == int(c)) & (t.dtype == dtype) & (t.targets == targets)].iloc[0]
+            assert f"{r.time_median_s / r.floor_time_s:.2f}x" == x, (c, dtype, targets, x)
+            cells += 1
+    assert cells == 12 and re.search(r"12 points in\s+\*\*208 s on one H200\*\*", readme)

@@ -6,11 +6,12 @@ low would put rows above it):
   - the copy bandwidth: one large device-to-device copy, bytes read plus bytes written, the
     same accounting as the byte model. The floor of a mode that writes as much as it reads
     (fwd_bwd writes the gradient).
-  - the read bandwidth: one large buffer read once (a streaming Triton read on CUDA, a sum on
-    the CPU), or the copy bandwidth if that is faster. The floor of a mode that only reads
-    (fwd writes B losses). A read-only stream outruns a copy: on an H200 triton_fused's
-    forward moved 4.7 TB/s against a copy's 4.23, so with the copy rate as its floor 8 of its
-    rows sat at 1.03-1.11x "the floor" (+sweep=gpu at 08dce5c).
+  - the read bandwidth: one large buffer read once (the faster of two streaming Triton reads
+    on CUDA, harness/measure/read_kernel.py; a sum on the CPU), or the copy bandwidth if that
+    is faster. The floor of a mode that only reads (fwd writes B losses). A read-only stream
+    outruns a copy: on an H200 triton_fused's forward moved 4.7 TB/s against a copy's 4.23,
+    so with the copy rate as its floor 8 of its rows sat at 1.03-1.11x "the floor" (+sweep=gpu
+    at 08dce5c).
 A family may add a compute floor (harness/family.py); cross-entropy does not: timing one exp
 pass on a CPU as its floor read 2.2 ms where F.cross_entropy took 0.28 ms (B=16, C=32768,
 fp32, 2 shared cores), because torch.exp and the fused kernels do not run the same code, so
@@ -68,16 +69,18 @@ def _read_bandwidth_gbps(device: str) -> float:
     dev = torch.device(device)
     nbytes = COPY_BYTES[dev.type]
     x = torch.empty(nbytes // 4, dtype=torch.float32, device=dev).fill_(1.0)
-    call = lambda: x.sum()  # noqa: E731
+    calls = [lambda: x.sum()]
     if dev.type == "cuda":
         try:
-            from harness.measure.read_kernel import reader
+            from harness.measure.read_kernel import readers
 
-            call = reader(x)
+            calls = readers(x)
         except ImportError:  # no Triton: PyTorch's reduction, a slower (looser) read
             pass
-    stats = time_call(call, dev, warmup=2, min_reps=5, min_time_s=0.05, max_reps=50)
-    return nbytes / stats.minimum / 1e9
+    fastest = min(
+        time_call(call, dev, warmup=2, min_reps=5, min_time_s=0.05, max_reps=50).minimum for call in calls
+    )
+    return nbytes / fastest / 1e9
 
 
 def bandwidth_gbps(device: str, reads_only: bool) -> float:

@@ -37,7 +37,8 @@ def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.D
     if rows.empty or not data.has(rows, "reduction"):
         return []
     rows = rows.assign(_option=data.option_label(rows), logits=rows["logits"].fillna("normal"))
-    labels = [x for x in dict.fromkeys(rows["_option"]) if x != "plain"]
+    # one option at a time first, in the order of the settings; combinations after them
+    labels = sorted((x for x in set(rows["_option"]) if x != "plain"), key=lambda x: (x.count(" "), x))
     if not labels:
         return []
     plain = rows[rows["_option"] == "plain"]
