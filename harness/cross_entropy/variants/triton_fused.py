@@ -1,8 +1,13 @@
 """A fused Triton cross-entropy at the 2L-byte floor (README, Numerics §7).
 
-  triton_fused   one launch per forward: each row's loss, and the gradient of the reduced loss
-                 written into a buffer (online max/sum, then a second pass over the row while
-                 it is still in L2); backward scales that buffer by grad_output in place.
+  triton_fused   one launch per forward (two for the CPU form of the split path): each row's
+                 loss, and the gradient of the reduced loss written into a buffer by the path
+                 the launch table picks (stream, onepass or split: kernel.py); backward scales
+                 that buffer by grad_output in place.
+
+With hard targets the variant always receives ignore_index (-100 by default, as F.cross_entropy
+does), so its kernel counts the kept rows (one atomic per row, a few small launches for the
+mean's divisor) even where no row is ignored; that cost was not part of the H200 launch scan.
 
 Loss options (harness/cross_entropy/options.py): ignore_index, label_smoothing, z_loss, softcap
 and reduction, fused in the kernel's arithmetic on every path (constexpr flags: with each at its
