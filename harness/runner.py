@@ -154,7 +154,11 @@ def _native_errors(
     """(loss, gradient) relative error of the native op at this point: from its fwd_bwd row
     when it was measured, else from one untimed call."""
     for row in rows:
-        if row["variant"] == family.native and row["mode"] == "fwd_bwd" and row.get("grad_rel_err") is not None:
+        if (
+            row["variant"] == family.native
+            and row["mode"] == "fwd_bwd"
+            and row.get("grad_rel_err") is not None
+        ):
             return row["loss_rel_err"], row["grad_rel_err"]
     if family.native not in family.registry:
         return math.nan, math.nan

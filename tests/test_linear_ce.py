@@ -67,7 +67,9 @@ def _run(**settings) -> pd.DataFrame:
 
 def test_the_chunked_reference_is_float64_autograd(monkeypatch):
     monkeypatch.setattr(reference_module, "BLOCK_ELEMENTS", 6 * 8)  # chunks of 8 classes: 5 of them
-    pt = point(_cfg(batch_size=6, hidden_size=5, num_classes=37, dtype="fp64", ignore_fraction=0.34, logit_scale=3.0))
+    pt = point(
+        _cfg(batch_size=6, hidden_size=5, num_classes=37, dtype="fp64", ignore_fraction=0.34, logit_scale=3.0)
+    )
     inp = make_inputs(pt)
     assert (inp.targets == -100).sum() == 2
     ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, -100)
@@ -112,8 +114,14 @@ def test_chunked_linear_holds_one_chunk_of_logits():
     inp = make_inputs(point(_cfg(batch_size=n, hidden_size=d, num_classes=v, ignore_fraction=0.0)))
     chunk_bytes = n * CHUNK * 4  # one [N, CHUNK] fp32 block
     outputs = 4 * (n * d + v * d)  # dH and dW
-    chunked = peak_bytes(make_call(REGISTRY["chunked_linear"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"), torch.device("cpu"))
-    full = peak_bytes(make_call(REGISTRY["materialized"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"), torch.device("cpu"))
+    chunked = peak_bytes(
+        make_call(REGISTRY["chunked_linear"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"),
+        torch.device("cpu"),
+    )
+    full = peak_bytes(
+        make_call(REGISTRY["materialized"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"),
+        torch.device("cpu"),
+    )
     assert outputs <= chunked <= outputs + chunk_bytes + 4 * n * d + 64 * n, chunked - outputs
     assert full >= n * v * 4 > 3 * chunk_bytes  # the whole logits (and their gradient) at once
     assert chunked < full / 2
@@ -186,7 +194,13 @@ def test_bad_settings_stop_with_one_line():
 def test_a_cross_entropy_row_keeps_its_columns():
     from harness.cross_entropy import FAMILY as CE
 
-    rows = _run(family="cross_entropy", hidden_size=999, num_classes=50, ignore_fraction=0.0, variants=["torch_cross_entropy"])
+    rows = _run(
+        family="cross_entropy",
+        hidden_size=999,
+        num_classes=50,
+        ignore_fraction=0.0,
+        variants=["torch_cross_entropy"],
+    )
     assert (rows.hidden_size == 0).all()  # another family's setting: not this family's column
     assert "grad_hidden_rel_err" not in rows or rows.grad_hidden_rel_err.isna().all()
     assert CE.native == "torch_cross_entropy" and FAMILY.native == "materialized"

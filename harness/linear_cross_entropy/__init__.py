@@ -104,7 +104,9 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     if point.dtype == "fp64":
         total = ref
     else:
-        total = reference(inputs.hidden_unrounded, inputs.weight_unrounded, inputs.targets, point.ignore_index)
+        total = reference(
+            inputs.hidden_unrounded, inputs.weight_unrounded, inputs.targets, point.ignore_index
+        )
     inputs.hidden_unrounded = inputs.weight_unrounded = None
     return ref, total
 
@@ -157,7 +159,10 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
         e_h = _norm_err(dh, ref.grad_hidden, ref.grad_hidden_norm)
         e_w = _norm_err(dw, ref.grad_weight, ref.grad_weight_norm)
         cols.update(
-            grad_hidden_rel_err=e_h, grad_weight_rel_err=e_w, grad_rel_err=max(e_h, e_w), grad_tolerance=tol.grad
+            grad_hidden_rel_err=e_h,
+            grad_weight_rel_err=e_w,
+            grad_rel_err=max(e_h, e_w),
+            grad_tolerance=tol.grad,
         )
         if total.finite:
             cols["grad_rel_err_total"] = max(

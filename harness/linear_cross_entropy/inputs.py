@@ -53,8 +53,12 @@ def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
 def make_inputs(point: Point) -> Inputs:
     device = torch.device(point.device)
     n, d, v = point.batch_size, point.hidden_size, point.num_classes
-    h64 = torch.randn((n, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _HIDDEN_STREAM))
-    w64 = torch.randn((v, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _WEIGHT_STREAM))
+    h64 = torch.randn(
+        (n, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _HIDDEN_STREAM)
+    )
+    w64 = torch.randn(
+        (v, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _WEIGHT_STREAM)
+    )
     w64.mul_(point.logit_scale / math.sqrt(d))
     g = _generator(device, point.seed, _TARGETS_STREAM)
     targets = _ignore_rows(torch.randint(v, (n,), device=device, generator=g), point)

@@ -107,7 +107,11 @@ def reference(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int
 
     loss = float(losses.sum().item()) / kept if kept else math.nan
     finite = kept > 0 and math.isfinite(loss) and bool(torch.isfinite(dh).all() and torch.isfinite(dw).all())
-    missing = "" if finite else ("every row is ignored: the mean loss is 0/0" if kept == 0 else "non-finite float64 result")
+    missing = (
+        ""
+        if finite
+        else ("every row is ignored: the mean loss is 0/0" if kept == 0 else "non-finite float64 result")
+    )
     return Reference(
         loss=loss,
         losses=losses,

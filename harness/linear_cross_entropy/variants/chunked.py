@@ -37,7 +37,9 @@ def _target_logits(z: Tensor, targets: Tensor, lo: int, out: Tensor) -> None:
 
 class ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, chunk: int) -> Tensor:
+    def forward(
+        ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, chunk: int
+    ) -> Tensor:
         n, v = hidden.shape[0], weight.shape[0]
         acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         m = torch.full((n,), -torch.inf, dtype=acc, device=hidden.device)
@@ -56,7 +58,9 @@ class ChunkedLinearCE(torch.autograd.Function):
         losses = torch.where(kept, lse - z_target, torch.zeros_like(lse))
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.ignore_index, ctx.chunk, ctx.n_kept = ignore_index, chunk, n_kept
-        return (losses.sum() / n_kept).to(hidden.dtype)  # 0/0 = NaN when every row is ignored, as F.cross_entropy
+        return (losses.sum() / n_kept).to(
+            hidden.dtype
+        )  # 0/0 = NaN when every row is ignored, as F.cross_entropy
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:

@@ -61,7 +61,9 @@ if _installed("cut_cross_entropy"):
         options={"ignore_index"},
         description="Apple Cut Cross-Entropy (logits in SRAM only; backward filters entries below eps/32)",
     )
-    def cut_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
+    def cut_cross_entropy(
+        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+    ) -> Tensor:
         """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]."""
         fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
         return fn(hidden, weight, targets, ignore_index=ignore_index, reduction="mean")

@@ -24,7 +24,12 @@ from harness.linear_cross_entropy.variants import register
 IGNORE = {"ignore_index"}
 
 
-@register("materialized", targets={"hard"}, options=IGNORE, description="F.linear then F.cross_entropy in the input dtype")
+@register(
+    "materialized",
+    targets={"hard"},
+    options=IGNORE,
+    description="F.linear then F.cross_entropy in the input dtype",
+)
 def materialized(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
     return F.cross_entropy(F.linear(hidden, weight), targets, ignore_index=ignore_index)
 
@@ -38,7 +43,9 @@ def materialized(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_inde
 def materialized_fp32(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
     logits = F.linear(hidden, weight)
     # .float() on fp16/bf16/fp32; fp64 stays fp64 (an "upcast" must never round it down)
-    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index
+    )
 
 
 if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyOptions"):
