@@ -90,8 +90,9 @@ class HarnessCallback(Callback):
             + f"), {len(rows)} rows ({by_status or 'none'}), {elapsed:.1f} s",
             flush=True,
         )
-        if len(rows):  # the predicted failing scales, for reports to draw beside the measured ones
+        ce_rows = rows[rows["hidden_size"].fillna(0) == 0] if len(rows) else rows
+        if len(ce_rows):  # the predicted failing scales (cross-entropy's theory), for reports
             from harness.cross_entropy.theory import write_theory
 
-            write_theory(sweep_dir, rows)
+            write_theory(sweep_dir, ce_rows)
         print(f"harness: results in {sweep_dir}", flush=True)

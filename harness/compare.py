@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from scipy.stats import mannwhitneyu
 
 from harness.results import SCHEMA, load, parquet_files
-from harness.vocabulary import KEY_COLUMNS, OPTION_DEFAULTS
+from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS
 
 KINDS = ("accuracy", "time", "memory")
 
@@ -370,8 +370,8 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
 
 def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Rows made before the loss options existed (or built by hand) hold the plain loss: give
-    them the option columns at their defaults, so they join rows that have them."""
-    missing = {k: v for k, v in OPTION_DEFAULTS.items() if k not in df.columns}
+    them the option columns (and hidden_size) at their defaults, so they join rows that have them."""
+    missing = {k: v for k, v in COLUMN_DEFAULTS.items() if k not in df.columns}
     return df.assign(**missing) if missing else df
 
 

@@ -4,7 +4,7 @@ The schema (registered in Hydra's ConfigStore as `harness_schema`) makes Hydra r
 misspelled key or a wrongly typed value before anything runs. `validate` then checks what
 types cannot express (ranges, names, device availability) and raises `SettingError` with
 one line naming the key and what is allowed. The point settings are the family's
-(harness/cross_entropy/point.py).
+(harness/cross_entropy/point.py, harness/linear_cross_entropy/point.py).
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ class ScanConfig:
 
 @dataclass
 class HarnessConfig:
-    batch_size: int = 64
-    num_classes: int = 1000
+    # The problem family (harness/job.py): cross_entropy (logits given) | linear_cross_entropy
+    # (hidden states and a classifier weight given: the logits are the family's to form).
+    family: str = "cross_entropy"
+    batch_size: int = 64  # rows B of the logits; linear_cross_entropy: tokens N
+    num_classes: int = 1000  # classes C; linear_cross_entropy: vocabulary V
+    hidden_size: int = 256  # D of linear_cross_entropy's hidden [N, D] and weight [V, D] (only there)
     dtype: str = "fp32"  # fp16 | bf16 | fp32 | fp64
     logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
     device: str = "cpu"  # cpu | cuda | cuda:N

@@ -1,9 +1,10 @@
 """A problem family: what one kind of loss brings to the shared runner, rows, reports and compare.
 
-Today there is one, cross-entropy on materialised logits (harness/cross_entropy/). A second one
-(a fused linear + cross-entropy, say) is a package beside it that builds a `Family`: its own
-points, inputs, float64 reference, variant signature and byte model, measured by the same
-runner (harness/runner.py) into the same rows (harness/results.py).
+There are two, chosen by the `family` setting (harness/job.py): cross-entropy on materialised
+logits (harness/cross_entropy/) and fused linear + cross-entropy (harness/linear_cross_entropy/).
+Each is a package that builds a `Family`: its own points, inputs, float64 reference, variant
+signature and byte model, measured by the same runner (harness/runner.py) into the same rows
+(harness/results.py).
 
 The runner's order for each (variant, mode) is generic: feed the inputs, call, assess against
 the reference, check the inputs bit for bit, measure memory, time. Everything that depends on
@@ -19,8 +20,11 @@ from torch import Tensor
 
 from harness.measure.isolation import Feed
 from harness.registry import Registry, Variant
+from harness.vocabulary import NATIVE
 
-Outputs = tuple[Tensor, Tensor | None]  # (scalar loss, gradient or None in fwd mode)
+# (scalar loss, the family's gradient or None in fwd mode): cross-entropy's is the [B, C]
+# gradient of the logits, linear_cross_entropy's the pair (dH, dW). Only `assess` reads it.
+Outputs = tuple[Tensor, Any]
 
 
 @dataclass(frozen=True)
@@ -45,5 +49,7 @@ class Family:
     assess: Callable[[Outputs, tuple[Any, Any], Any], dict[str, Any]]
     # (point, mode) -> the fewest bytes the mode must move (the byte model)
     bytes_moved: Callable[[Any, str], int]
-    # (point, inputs) -> a compute floor in seconds where the device has one worth timing, or None
-    compute_floor_s: Callable[[Any, Any], float | None]
+    # (point, inputs, mode) -> a compute floor in seconds where the device has one worth timing, or None
+    compute_floor_s: Callable[[Any, Any, str], float | None]
+    # the variant every other one's error is divided by (err_vs_native): the family's plain op
+    native: str = NATIVE

@@ -8,21 +8,39 @@ The command line (harness/app.py) is a thin layer over these, and so are the tes
 `logit_scale=3` from the command line to its parquet column is `points` (one validation, in
 the family's point module), then `run` (one `run_point` per point), then `results.write_rows`.
 Before a sweep launches, `check` runs the same validation on every job's config.
+
+The `family` setting picks the problem family (harness/family.py) whose points, variants and
+reference a job uses; its package is imported only when a job asks for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import Any, Callable, Iterator
 
 import torch
 
-from harness.config import validate_threads, validate_timing
-
-# The one family so far; a second one would be chosen by a setting here.
-from harness.cross_entropy import FAMILY
+from harness.config import SettingError, validate_threads, validate_timing
+from harness.family import Family
 from harness.registry import Variant
 from harness.runner import run_point
+
+# family setting -> the package whose FAMILY it is (imported at first use: a cross-entropy job
+# never imports the linear family's modules, nor the other way round).
+FAMILIES = {
+    "cross_entropy": "harness.cross_entropy",
+    "linear_cross_entropy": "harness.linear_cross_entropy",
+}
+
+
+def family(cfg: Any) -> Family:
+    """The config's problem family; cross_entropy when the config has no `family` key (a config
+    written before the setting existed)."""
+    name = cfg.get("family", "cross_entropy")
+    if name not in FAMILIES:
+        raise SettingError(f"family={name!r} is not allowed: use {' or '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name]).FAMILY
 
 
 def points(cfg: Any) -> list[Any]:
@@ -31,13 +49,13 @@ def points(cfg: Any) -> list[Any]:
     runs."""
     validate_timing(cfg.timing)
     validate_threads(cfg.get("num_threads"))
-    return FAMILY.points(cfg)
+    return family(cfg).points(cfg)
 
 
 def variants(cfg: Any, pts: list[Any]) -> list[Variant]:
-    """The variants that run at the job's points (which share their targets and device)."""
+    """The variants that run at the job's points (which share their family, targets and device)."""
     first = pts[0]
-    return FAMILY.registry.resolve(
+    return first.family.registry.resolve(
         list(cfg.variants), first.targets, first.device, list(cfg.exclude_variants)
     )
 

@@ -79,8 +79,10 @@ class Registry(Mapping[str, Variant]):
         signature: str,
         mechanisms: Mapping[str, str],
         options: Mapping[str, str] | None = None,
+        arity: int = 2,
     ) -> None:
         self.family = family
+        self.arity = arity  # positional arguments a variant takes (a user variant is checked for it)
         self.signature = signature  # one line, for errors about user variants
         self.mechanisms = dict(mechanisms)  # name -> how it breaks (the family's theory)
         self.options = dict(options or {})  # keyword argument -> what it means (the family's)
@@ -190,7 +192,7 @@ class Registry(Mapping[str, Variant]):
         if not callable(fn):
             raise SettingError(f"variants: {spec!r}: module {module_name!r} has no function {attr!r}")
         try:
-            inspect.signature(fn).bind(None, None)
+            inspect.signature(fn).bind(*[None] * self.arity)
         except TypeError:
             raise SettingError(f"variants: {spec!r} must take {self.signature}") from None
         except ValueError:

@@ -6,18 +6,22 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 
 Columns (one row per point x variant x mode):
 
-  configuration  variant targets batch_size num_classes dtype logit_scale device mode seed
+  configuration  variant targets batch_size num_classes hidden_size dtype logit_scale device mode seed
+                 (hidden_size: D of linear_cross_entropy; 0 on a cross-entropy row)
   loss options   logits ignore_fraction ignore_index label_smoothing z_loss softcap (0: no cap)
                  class_weights reduction (vocabulary.OPTION_DEFAULTS; older files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
-                 grad_tolerance (the thresholds the errors were judged against)
+                 grad_tolerance (the thresholds the errors were judged against);
+                 grad_hidden_rel_err grad_weight_rel_err (linear_cross_entropy: dH's and dW's
+                 errors, grad_rel_err the larger; null on a cross-entropy row)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
   memory         peak_mem_bytes (above what existed before the call)
-  throughput     bytes_moved (byte model, harness/cross_entropy/traffic.py) gbps (at the median)
+  throughput     bytes_moved (the family's byte model, e.g. harness/cross_entropy/traffic.py) gbps
   stability      loss_rel_err_total grad_rel_err_total (against float64 on the *unrounded*
                  logits: storage plus algorithm), err_vs_native grad_err_vs_native (this
-                 variant's error over torch_cross_entropy's at the point, floored at u)
+                 variant's error over the family's native op's at the point, floored
+                 at u: torch_cross_entropy, or materialized for linear_cross_entropy)
   cost           compile_time_s (one-time setup such as torch.compile, kept out of the timings)
   ceiling        device_copy_gbps, device_read_gbps (measured copy and read bandwidths),
                  floor_time_s (bytes_moved at the read bandwidth for fwd, which only reads, and
@@ -41,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.vocabulary import KEY_COLUMNS, OPTION_DEFAULTS, ROWS_FILE, STUDY_PREFIX
+from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
 
 SCHEMA = pa.schema(
     [
@@ -49,6 +53,7 @@ SCHEMA = pa.schema(
         ("targets", pa.string()),
         ("batch_size", pa.int64()),
         ("num_classes", pa.int64()),
+        ("hidden_size", pa.int64()),
         ("dtype", pa.string()),
         ("logit_scale", pa.float64()),
         ("device", pa.string()),
@@ -68,6 +73,8 @@ SCHEMA = pa.schema(
         ("loss_ref", pa.float64()),
         ("loss_rel_err", pa.float64()),
         ("grad_rel_err", pa.float64()),
+        ("grad_hidden_rel_err", pa.float64()),
+        ("grad_weight_rel_err", pa.float64()),
         ("loss_tolerance", pa.float64()),
         ("grad_tolerance", pa.float64()),
         ("nan_count", pa.int64()),
@@ -168,7 +175,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         except (OSError, pa.ArrowException) as exc:
             _warn(f"skipping unreadable results file {file}: {str(exc).splitlines()[0]}")
             continue
-        for name, value in OPTION_DEFAULTS.items():  # written before the loss options existed
+        for name, value in COLUMN_DEFAULTS.items():  # written before the options (or hidden_size) existed
             if name not in table.column_names:
                 table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
         missing = [c for c in (*KEY_COLUMNS, "status") if c not in table.column_names]

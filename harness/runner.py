@@ -27,7 +27,7 @@ from harness.measure.isolation import Guard
 from harness.measure.memory import call_with_peak, peak_bytes
 from harness.measure.timing import TimingStats, do_bench_ratio, time_call
 from harness.registry import Variant
-from harness.vocabulary import MODES, NATIVE
+from harness.vocabulary import MODES
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -139,7 +139,7 @@ def _ceiling(family: Family, point: Any, inputs: Any, mode: str, nbytes: int, me
     forward only reads (its outputs are B losses), so its floor is at the read bandwidth; a
     forward+backward writes a gradient as large as its input, so its floor is at the copy's."""
     gbps = ceiling.bandwidth_gbps(point.device, reads_only=mode == "fwd")
-    floor = ceiling.floor_time_s(nbytes, gbps, family.compute_floor_s(point, inputs))
+    floor = ceiling.floor_time_s(nbytes, gbps, family.compute_floor_s(point, inputs, mode))
     return {
         "device_copy_gbps": ceiling.copy_bandwidth_gbps(point.device),
         "device_read_gbps": ceiling.read_bandwidth_gbps(point.device),
@@ -154,9 +154,15 @@ def _native_errors(
     """(loss, gradient) relative error of the native op at this point: from its fwd_bwd row
     when it was measured, else from one untimed call."""
     for row in rows:
-        if row["variant"] == NATIVE and row["mode"] == "fwd_bwd" and row.get("grad_rel_err") is not None:
+        if (
+            row["variant"] == family.native
+            and row["mode"] == "fwd_bwd"
+            and row.get("grad_rel_err") is not None
+        ):
             return row["loss_rel_err"], row["grad_rel_err"]
-    native = family.registry[NATIVE]
+    if family.native not in family.registry:
+        return math.nan, math.nan
+    native = family.registry[family.native]
     try:
         cols = family.assess(
             family.call(native.fn, family.feed(inputs, native, point), "fwd_bwd")(), refs, point
@@ -173,7 +179,8 @@ def _add_err_vs_native(
 ) -> None:
     """err_vs_native = max(err, u) / max(native err, u): flash-attention's relative rule
     (an implementation may be at most ~2x the plain op's error against the same reference);
-    the floor at u keeps two essentially exact results from giving 0/0 or a huge ratio."""
+    the floor at u keeps two essentially exact results from giving 0/0 or a huge ratio. The
+    native op is the family's (Family.native)."""
     if not any(r.get("loss_rel_err") is not None for r in rows):
         return
     u = unit_roundoff(DTYPES[point.dtype])

@@ -43,11 +43,20 @@ OPTION_DEFAULTS = {
 }
 OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
 
+# Shape settings only some families have, with the value the others' rows hold: the hidden
+# size D of linear_cross_entropy (harness/linear_cross_entropy/) is 0 on a cross-entropy row
+# (its logits are given, there is no hidden layer). 0, not null: a null key would drop out of
+# pandas' groupby and merges, and rows written before the column existed load with 0.
+SHAPE_DEFAULTS = {"hidden_size": 0}
+# Every column a row may lack (an older file, a row built by hand), with the value it reads as.
+COLUMN_DEFAULTS = {**OPTION_DEFAULTS, **SHAPE_DEFAULTS}
+
 # What determines a point's inputs, in the order the rows hold them ...
 POINT_COLUMNS = (
     "targets",
     "batch_size",
     "num_classes",
+    "hidden_size",
     "dtype",
     "logit_scale",
     "device",

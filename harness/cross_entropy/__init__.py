@@ -30,6 +30,7 @@ from harness.family import Family, Outputs
 from harness.measure.accuracy import assess, grad_rel_err, rel_err, rows_rel_err
 from harness.measure.isolation import Feed
 from harness.registry import Variant
+from harness.vocabulary import NATIVE
 
 
 class BadResult(Exception):
@@ -160,7 +161,7 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
     return cols
 
 
-def _compute_floor_s(point: Point, inputs: Inputs) -> float | None:
+def _compute_floor_s(point: Point, inputs: Inputs, mode: str) -> float | None:
     """None: the copy bandwidth is the floor. (A timed torch.exp pass is not a lower bound on a
     CPU: the fused kernels evaluate exp with other code, up to 8x faster; harness/measure/ceiling.py.)"""
     return None
@@ -179,4 +180,5 @@ FAMILY = Family(
     assess=_assess,
     bytes_moved=bytes_moved,
     compute_floor_s=_compute_floor_s,
+    native=NATIVE,
 )

@@ -16,7 +16,7 @@ import torch
 
 from harness.config import INT_LIMIT, SettingError, get_setting, is_int, validate_device
 from harness.dtypes import DTYPES
-from harness.vocabulary import POINT_COLUMNS
+from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
 
 TARGET_KINDS = ("soft", "hard")
 LOGITS = ("normal", "zipf")
@@ -72,9 +72,10 @@ class Point:
         return frozenset(name for name, used in on.items() if used)
 
     def columns(self) -> dict[str, Any]:
-        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS); weights given
-        as a list are recorded as "given" (the list itself is in the sweep's _multirun.yaml)."""
-        cols = {name: getattr(self, name) for name in POINT_COLUMNS}
+        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS; hidden_size,
+        another family's, at its default 0); weights given as a list are recorded as "given"
+        (the list itself is in the sweep's _multirun.yaml)."""
+        cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
         if isinstance(self.class_weights, tuple):
             cols["class_weights"] = "given"
         return cols

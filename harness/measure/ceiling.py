@@ -98,3 +98,28 @@ def floor_time_s(bytes_moved: int, gbps: float, compute_s: float | None) -> floa
     E.g. H200, B=8192, C=128256 bf16, fwd_bwd: 2L = 4.2e9 B at ~4300 GB/s = ~0.98 ms."""
     t = bytes_moved / (gbps * 1e9)
     return max(t, compute_s) if compute_s is not None else t
+
+
+# A square product this size keeps an H100/H200's tensor cores at their sustained rate
+# (2 * 8192^3 = 1.1e12 FLOP: ~1.5 ms in bf16, ~20 ms in fp32 without TF32).
+MATMUL_SIZE = 8192
+
+
+def matmul_flops(device: str, dtype: torch.dtype) -> float:
+    """FLOP/s of the fastest of a few [n, n] @ [n, n] products in `dtype` (2 n^3 FLOP each), on
+    CUDA only (a CPU's matmul rate depends on its threads and blocking too much to be a floor);
+    measured on the first call per device and dtype, then cached. The compute floor of a family
+    whose work is matmuls (linear_cross_entropy: 6 N D V FLOP for the loss and both gradients)."""
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"matmul_flops is measured on CUDA only, not {device}")
+    return _matmul_flops(device_key(device), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_flops(device: str, dtype: torch.dtype) -> float:
+    dev = torch.device(device)
+    n = MATMUL_SIZE
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    stats = time_call(lambda: a @ b, dev, warmup=2, min_reps=5, min_time_s=0.05, max_reps=20)
+    return 2 * n**3 / stats.minimum

@@ -1,0 +1,71 @@
+"""The inputs of one point: hidden states, a classifier weight and targets, drawn in float64 and
+rounded once.
+
+  hidden  [N, D] ~ N(0, 1): a normalised final hidden state (what an RMSNorm hands the head).
+  weight  [V, D] ~ N(0, logit_scale^2 / D): each logit z_nv = h_n . w_v is then a sum of D
+          products of variance logit_scale^2 / D, so z ~ N(0, logit_scale^2) as the first
+          family's logits are (std = logit_scale), whatever D is.
+  targets [N] uniform class indices, with round(ignore_fraction * N) rows, chosen at random,
+          set to ignore_index.
+
+Every variant and the float64 reference receive the same rounded tensors (the reference
+measures the algorithm's error alone); the unrounded draw is kept for the total error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from harness.linear_cross_entropy.point import Point
+
+# Independent streams per seed, as in the first family: the hidden states do not change with V,
+# the weight's standard-normal draw is reused across logit scales (a scale is one fixed draw
+# stretched), and which rows are ignored comes from a stream of its own.
+_HIDDEN_STREAM, _WEIGHT_STREAM, _TARGETS_STREAM, _IGNORE_STREAM = 0, 1, 2, 3
+
+
+def _generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed((4 * seed + stream) % (1 << 63))
+
+
+@dataclass
+class Inputs:
+    hidden: Tensor  # [N, D] point dtype, on the point's device
+    weight: Tensor  # [V, D] point dtype
+    targets: Tensor  # [N] int64, ignore_index on ignored rows
+    hidden_unrounded: Tensor  # [N, D] float64 before rounding (for the total error)
+    weight_unrounded: Tensor  # [V, D] float64 before rounding
+
+
+def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
+    n = round(point.ignore_fraction * point.batch_size)
+    if n == 0:
+        return targets
+    g = _generator(targets.device, point.seed, _IGNORE_STREAM)
+    rows = torch.randperm(point.batch_size, device=targets.device, generator=g)[:n]
+    return targets.index_fill_(0, rows, point.ignore_index)
+
+
+def make_inputs(point: Point) -> Inputs:
+    device = torch.device(point.device)
+    n, d, v = point.batch_size, point.hidden_size, point.num_classes
+    h64 = torch.randn(
+        (n, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _HIDDEN_STREAM)
+    )
+    w64 = torch.randn(
+        (v, d), dtype=torch.float64, device=device, generator=_generator(device, point.seed, _WEIGHT_STREAM)
+    )
+    w64.mul_(point.logit_scale / math.sqrt(d))
+    g = _generator(device, point.seed, _TARGETS_STREAM)
+    targets = _ignore_rows(torch.randint(v, (n,), device=device, generator=g), point)
+    return Inputs(
+        hidden=h64.to(point.torch_dtype),
+        weight=w64.to(point.torch_dtype),
+        targets=targets,
+        hidden_unrounded=h64,
+        weight_unrounded=w64,
+    )

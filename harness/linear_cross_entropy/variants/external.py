@@ -1,0 +1,69 @@
+"""Fused linear + cross-entropy kernels from other projects, registered only when installed.
+
+  liger_fused_linear_cross_entropy  Liger-Kernel (liger_kernel.transformers.functional): chunks
+                                    of rows, [chunk, V] logits in the input dtype, the CE kernel
+                                    in fp32, dH and dW computed in the forward and only scaled in
+                                    the backward; dW is accumulated in the weight's dtype unless
+                                    accum_dtype is given (left at its default here, as callers do)
+  cut_cross_entropy                 Apple's Cut Cross-Entropy (cut_cross_entropy.
+                                    linear_cross_entropy, impl "cce"): the logits live only in
+                                    SRAM; its backward skips softmax entries below
+                                    filter_eps="high" (eps(dtype)/32), its default
+
+Both are Triton kernels, CUDA only. An absent package registers nothing; an installed one is
+imported at its first call (Triton and the compiler stack cost seconds, which `import harness`
+must not pay), and a failed import is an `error` row with its message, as the first family's
+external.py does. Not exercised on the CPU machine the harness is developed on: written against
+liger_kernel 0.8.5 and cut_cross_entropy 25.1.1 (their signatures, read from the wheels).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from torch import Tensor
+
+from harness.linear_cross_entropy.variants import register
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+if _installed("liger_kernel"):
+
+    @register(
+        "liger_fused_linear_cross_entropy",
+        targets={"hard"},
+        devices={"cuda"},
+        options={"ignore_index"},
+        description="Liger-Kernel fused linear cross-entropy (row chunks; dH, dW computed in the forward)",
+    )
+    def liger_fused_linear_cross_entropy(
+        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+    ) -> Tensor:
+        """hidden [N, D], weight [V, D] on CUDA; targets [N] int64. Liger's own signature:
+        (input, weight, target, bias=None, ce_weight=None, ignore_index=-100, ...)."""
+        fn = importlib.import_module("liger_kernel.transformers.functional").liger_fused_linear_cross_entropy
+        return fn(hidden, weight, targets, ignore_index=ignore_index, reduction="mean")
+
+
+if _installed("cut_cross_entropy"):
+
+    @register(
+        "cut_cross_entropy",
+        targets={"hard"},
+        devices={"cuda"},
+        options={"ignore_index"},
+        description="Apple Cut Cross-Entropy (logits in SRAM only; backward filters entries below eps/32)",
+    )
+    def cut_cross_entropy(
+        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+    ) -> Tensor:
+        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]."""
+        fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
+        return fn(hidden, weight, targets, ignore_index=ignore_index, reduction="mean")

@@ -1,0 +1,237 @@
+"""The fused linear + cross-entropy family (harness/linear_cross_entropy/), end to end at tiny
+sizes: the chunked float64 reference against float64 autograd, every CPU variant against it,
+the memory each form holds, a plausible bug flagged, the CLI's rows, and bad settings."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import textwrap
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from harness import job
+from harness.config import SettingError
+from harness.linear_cross_entropy import FAMILY, make_call
+from harness.linear_cross_entropy.inputs import make_inputs
+from harness.linear_cross_entropy.point import point
+from harness.linear_cross_entropy.variants import REGISTRY
+from harness.linear_cross_entropy.variants.chunked import CHUNK
+from harness.measure.memory import peak_bytes
+
+from .conftest import run_cli
+
+# the module (the package exports its function of the same name)
+reference_module = importlib.import_module("harness.linear_cross_entropy.reference")
+
+
+def _cfg(**settings) -> object:
+    base = {
+        "family": "linear_cross_entropy",
+        "batch_size": 24,
+        "hidden_size": 16,
+        "num_classes": CHUNK + 300,  # two chunks of chunked_linear, the second a partial one
+        "dtype": "fp32",
+        "logit_scale": 1.0,
+        "device": "cpu",
+        "targets": "soft",  # cross-entropy's setting: not read by this family
+        "ignore_fraction": 0.25,
+        "ignore_index": -100,
+        "variants": [],
+        "exclude_variants": [],
+        "seed": 0,
+        "scan": {"logit_scale": [], "seed": []},
+        "num_threads": None,
+        "timing": {
+            "enabled": False,
+            "warmup": 0,
+            "min_reps": 1,
+            "min_time_s": 0.0,
+            "max_reps": 1,
+            "allow_parallel": False,
+        },
+        "memory": {"enabled": False},
+    }
+    return OmegaConf.create({**base, **settings})
+
+
+def _run(**settings) -> pd.DataFrame:
+    cfg = _cfg(**settings)
+    return pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+
+
+def test_the_chunked_reference_is_float64_autograd(monkeypatch):
+    monkeypatch.setattr(reference_module, "BLOCK_ELEMENTS", 6 * 8)  # chunks of 8 classes: 5 of them
+    pt = point(
+        _cfg(batch_size=6, hidden_size=5, num_classes=37, dtype="fp64", ignore_fraction=0.34, logit_scale=3.0)
+    )
+    inp = make_inputs(pt)
+    assert (inp.targets == -100).sum() == 2
+    ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, -100)
+    h = inp.hidden.clone().requires_grad_()
+    w = inp.weight.clone().requires_grad_()
+    loss = F.cross_entropy(F.linear(h, w), inp.targets, ignore_index=-100)
+    dh, dw = torch.autograd.grad(loss, (h, w))
+    assert math.isclose(ref.loss, loss.item(), rel_tol=1e-13)
+    torch.testing.assert_close(ref.grad_hidden, dh, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(ref.grad_weight, dw, rtol=1e-12, atol=1e-15)
+    assert ref.kept == 4 and ref.finite
+
+
+def test_the_logits_have_the_scale_asked_for():
+    pt = point(_cfg(batch_size=64, hidden_size=256, num_classes=2000, logit_scale=3.0, dtype="fp64"))
+    inp = make_inputs(pt)
+    assert abs((inp.hidden @ inp.weight.T).std().item() - 3.0) < 0.1
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_every_cpu_variant_matches_float64(dtype):
+    names = [n for n, v in REGISTRY.items() if "cpu" in v.devices and n != "linear_compile"]
+    rows = _run(dtype=dtype, variants=names)
+    assert set(rows.variant) == set(names)
+    assert (rows.status == "ok").all(), rows[rows.status != "ok"][["variant", "mode", "status", "message"]]
+    bwd = rows[rows["mode"] == "fwd_bwd"]
+    assert bwd.grad_hidden_rel_err.notna().all() and bwd.grad_weight_rel_err.notna().all()
+    assert (bwd.grad_rel_err == bwd[["grad_hidden_rel_err", "grad_weight_rel_err"]].max(axis=1)).all()
+    worst = 1e-12 if dtype == "fp64" else 1e-5
+    assert (rows.loss_rel_err < worst).all() and (bwd.grad_rel_err < worst).all()
+    assert (rows.hidden_size == 16).all() and (rows.targets == "hard").all()
+
+
+def test_the_compiled_form_matches_float64():
+    rows = _run(variants=["linear_compile"], num_classes=300)
+    assert (rows.status == "ok").all(), rows[["mode", "status", "message"]]
+    assert rows.compile_time_s.notna().all()
+
+
+def test_chunked_linear_holds_one_chunk_of_logits():
+    n, d, v = 64, 16, 3 * CHUNK + 100
+    inp = make_inputs(point(_cfg(batch_size=n, hidden_size=d, num_classes=v, ignore_fraction=0.0)))
+    chunk_bytes = n * CHUNK * 4  # one [N, CHUNK] fp32 block
+    outputs = 4 * (n * d + v * d)  # dH and dW
+    chunked = peak_bytes(
+        make_call(REGISTRY["chunked_linear"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"),
+        torch.device("cpu"),
+    )
+    full = peak_bytes(
+        make_call(REGISTRY["materialized"].fn, inp.hidden, inp.weight, inp.targets, "fwd_bwd"),
+        torch.device("cpu"),
+    )
+    assert outputs <= chunked <= outputs + chunk_bytes + 4 * n * d + 64 * n, chunked - outputs
+    assert full >= n * v * 4 > 3 * chunk_bytes  # the whole logits (and their gradient) at once
+    assert chunked < full / 2
+
+
+BUGGY = """
+import torch
+import torch.nn.functional as F
+
+
+class _LastChunkMissing(torch.autograd.Function):
+    # A hand-chunked backward whose loop stops one chunk early: dW of the last vocabulary
+    # chunk stays zero (range(0, V - CHUNK, CHUNK) where range(0, V, CHUNK) was meant).
+    @staticmethod
+    def forward(ctx, h, w, t, ignore_index):
+        ctx.save_for_backward(h, w, t)
+        ctx.ignore_index = ignore_index
+        return F.cross_entropy(F.linear(h, w), t, ignore_index=ignore_index)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w, t = ctx.saved_tensors
+        kept = t != ctx.ignore_index
+        dz = torch.softmax(F.linear(h, w).float(), dim=1)
+        dz[kept.nonzero()[:, 0], t[kept]] -= 1
+        dz = (dz * kept[:, None] * g / kept.sum()).to(h.dtype)
+        dw = torch.zeros_like(w)
+        chunk = 1024
+        for lo in range(0, w.shape[0] - chunk, chunk):
+            dw[lo : lo + chunk] = dz[:, lo : lo + chunk].T @ h
+        return dz @ w, dw, None, None
+
+
+def last_chunk_missing(hidden, weight, targets, *, ignore_index=-100):
+    return _LastChunkMissing.apply(hidden, weight, targets, ignore_index)
+
+
+last_chunk_missing.harness_targets = {"hard"}
+last_chunk_missing.harness_options = {"ignore_index"}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_a_dw_that_misses_the_last_chunk_is_inaccurate(tmp_path, monkeypatch, dtype):
+    (tmp_path / "lce_bugs.py").write_text(textwrap.dedent(BUGGY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = _run(dtype=dtype, num_classes=5000, variants=["buggy@lce_bugs:last_chunk_missing", "materialized"])
+    got = rows.set_index(["variant", "mode"])
+    assert got.loc[("buggy", "fwd"), "status"] == "ok"  # its loss is right
+    bug = got.loc[("buggy", "fwd_bwd")]
+    assert bug.status == "inaccurate" and bug.grad_weight_rel_err > 0.3, bug.to_dict()
+    assert bug.grad_hidden_rel_err < bug.grad_tolerance  # dH is right: dW alone is flagged
+    assert (got.loc["materialized", "status"] == "ok").all()
+
+
+def test_bad_settings_stop_with_one_line():
+    for settings, words in [
+        ({"hidden_size": 0}, "hidden_size=0 is not allowed"),
+        ({"num_classes": 1}, "num_classes=1 is not allowed"),
+        ({"family": "linear"}, "family='linear' is not allowed: use cross_entropy or linear_cross_entropy"),
+        ({"label_smoothing": 0.1}, "label_smoothing=0.1 is not available with family=linear_cross_entropy"),
+        ({"ignore_index": 3}, "ignore_index=3 is not allowed"),
+        ({"variants": ["torch_cross_entropy"]}, "unknown variant 'torch_cross_entropy'"),
+    ]:
+        with pytest.raises(SettingError, match=words) as err:
+            job.check(_cfg(**settings))
+        assert "\n" not in str(err.value)
+
+
+def test_a_cross_entropy_row_keeps_its_columns():
+    from harness.cross_entropy import FAMILY as CE
+
+    rows = _run(
+        family="cross_entropy",
+        hidden_size=999,
+        num_classes=50,
+        ignore_fraction=0.0,
+        variants=["torch_cross_entropy"],
+    )
+    assert (rows.hidden_size == 0).all()  # another family's setting: not this family's column
+    assert "grad_hidden_rel_err" not in rows or rows.grad_hidden_rel_err.isna().all()
+    assert CE.native == "torch_cross_entropy" and FAMILY.native == "materialized"
+
+
+def test_the_cli_writes_the_gradient_error_columns(tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_cli(
+        "+sweep=linear_cpu",
+        "batch_size=16",
+        "hidden_size=8",
+        "num_classes=300,500",
+        "dtype=fp32",
+        "timing.enabled=false",
+        "variants=[materialized,chunked_linear]",
+        f"hydra.sweep.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted(out.rglob("rows.parquet"))
+    assert len(files) == 2
+    rows = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    assert set(rows.num_classes) == {300, 500} and (rows.hidden_size == 8).all()
+    assert (rows.status == "ok").all(), rows[["variant", "mode", "status", "message"]]
+    bwd = rows[rows["mode"] == "fwd_bwd"]
+    assert bwd[["grad_hidden_rel_err", "grad_weight_rel_err", "grad_rel_err"]].notna().all().all()
+    assert rows.peak_mem_bytes.notna().all()
+    assert not (out / "_theory.json").exists()  # cross-entropy's theory is not written for these rows
+
+
+def test_the_cli_refuses_a_bad_hidden_size(tmp_path):
+    proc = run_cli("family=linear_cross_entropy", "hidden_size=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("harness: hidden_size=0 is not allowed")
+    assert not (tmp_path / "run").exists()
