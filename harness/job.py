@@ -55,9 +55,14 @@ def points(cfg: Any) -> list[Any]:
 def variants(cfg: Any, pts: list[Any]) -> list[Variant]:
     """The variants that run at the job's points (which share their family, targets and device)."""
     first = pts[0]
-    return first.family.registry.resolve(
+    chosen = first.family.registry.resolve(
         list(cfg.variants), first.targets, first.device, list(cfg.exclude_variants)
     )
+    if cfg.variants or getattr(first, "required_options", None):
+        return chosen
+    # The plain loss: a variant that only composes options around another one would measure
+    # that one twice (torch_composed is F.cross_entropy here), so the default set leaves it out.
+    return [v for v in chosen if not v.plain_equivalent] or chosen
 
 
 def check(cfg: Any) -> tuple[list[Any], list[Variant]]:

@@ -48,6 +48,8 @@ class Variant:
     #                                            before every call, outside the timed interval
     options: frozenset[str] = frozenset()  # loss options it honours (the family's catalogue),
     #                                            received as keyword arguments
+    plain_equivalent: str = ""  # the variant it is, call for call, when no loss option is on:
+    #                                            left out of the default set at such points
     user: bool = False  # named by import path on the command line
 
     @property
@@ -143,6 +145,7 @@ class Registry(Mapping[str, Variant]):
         setup: Callable[[Fn], Fn] | None = None,
         overwrites_input: bool = False,
         options: set[str] | frozenset[str] = frozenset(),
+        plain_equivalent: str = "",
     ) -> Callable[[Fn], Fn]:
         """Decorator: add `fn` under `name` and return it unchanged."""
 
@@ -160,6 +163,7 @@ class Registry(Mapping[str, Variant]):
                     setup=setup,
                     overwrites_input=overwrites_input,
                     options=frozenset(options),
+                    plain_equivalent=plain_equivalent,
                 )
             )
             return fn

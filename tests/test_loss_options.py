@@ -174,3 +174,27 @@ def test_an_all_ignored_batch_gives_what_pytorch_gives():
     assert rows.loss.isna().all()  # what F.cross_entropy returned: NaN
     sums = _rows(variants=["torch_cross_entropy"], batch_size=2, ignore_fraction=0.75, reduction="sum")
     assert set(sums.status) == {"ok"} and (sums.loss == 0).all()
+
+
+def test_a_plain_equivalent_variant_is_left_out_of_plain_points_only():
+    # torch_composed is F.cross_entropy call for call when no option is on: measuring it there
+    # would time one op twice. With an option on, or when asked for by name, it runs.
+    plain = _cfg()
+    assert "torch_composed" not in {v.name for v in job.variants(plain, job.points(plain))}
+    smoothed = _cfg(label_smoothing=0.1)
+    assert "torch_composed" in {v.name for v in job.variants(smoothed, job.points(smoothed))}
+    named = _cfg(variants=["torch_composed"])
+    assert [v.name for v in job.variants(named, job.points(named))] == ["torch_composed"]
+
+
+def test_torch_compile_honours_the_options_it_declares():
+    # Compiled once per (dtype, mode): one point with every option torch_compile declares on,
+    # fp32 (the property tests above skip compiling variants to keep the suite fast).
+    rows = _rows(
+        variants=["torch_compile"],
+        ignore_fraction=0.25,
+        label_smoothing=0.1,
+        class_weights="seeded",
+        reduction="sum",
+    )
+    assert set(rows.status) == {"ok"}, rows[["mode", "status", "message", "loss_rel_err", "grad_rel_err"]]

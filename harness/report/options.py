@@ -32,6 +32,12 @@ def _time(g: pd.DataFrame) -> float:
     return float(t.median()) if len(t) else math.nan
 
 
+def _plain_equivalent(variant: str) -> str:
+    _, registered = data._registry()
+    v = registered.get(variant)
+    return v.plain_equivalent if v is not None else ""
+
+
 def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.DataFrame | str", str]]:
     """(title, table or why not, caption) per option setting present besides "plain"."""
     if rows.empty or not data.has(rows, "reduction"):
@@ -53,7 +59,10 @@ def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.D
         for key, g_on in on[on["status"] != "unsupported"].groupby(_SAME_POINT + ["variant"], sort=False):
             point, variant = key[:-1], key[-1]
             g_off = plain[(plain[_SAME_POINT] == pd.Series(point, index=_SAME_POINT)).all(axis=1)]
-            g_off = g_off[g_off["variant"] == variant]
+            same = g_off[g_off["variant"] == variant]
+            if same.empty:  # not run on the plain loss, where it is another variant call for call
+                same = g_off[g_off["variant"] == _plain_equivalent(variant)]
+            g_off = same
             loss_on, grad_on = _errors(g_on)
             loss_off, grad_off = _errors(g_off) if len(g_off) else (math.nan, math.nan)
             t_on, t_off = _time(g_on), _time(g_off) if len(g_off) else math.nan

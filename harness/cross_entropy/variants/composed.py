@@ -6,7 +6,8 @@
 
 F.cross_entropy has no z-loss and no soft-capping, so a training loop that wants them composes
 them around it; this variant is that composition, measured like any other. At a point with no
-option on it is F.cross_entropy itself.
+option on it is F.cross_entropy itself, so the default set of such points leaves it out
+(`plain_equivalent`); the loss-options report reads torch_cross_entropy's rows as its "off".
 """
 
 import torch
@@ -19,6 +20,7 @@ from harness.cross_entropy.variants import register
 @register(
     "torch_composed",
     options={"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"},
+    plain_equivalent="torch_cross_entropy",
     description="eager PyTorch composition: tanh softcap, F.cross_entropy(options), + z_loss * lse^2",
 )
 def torch_composed(
