@@ -30,3 +30,36 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# A job's whole config, as Hydra composes it from conf/config.yaml, for calling harness.job
+# directly: tiny, timing and memory off. Tests pass what differs.
+_JOB_BASE = {
+    "batch_size": 4,
+    "num_classes": 50,
+    "dtype": "fp32",
+    "logit_scale": 1.0,
+    "device": "cpu",
+    "targets": "hard",
+    "variants": [],
+    "exclude_variants": [],
+    "seed": 0,
+    "scan": {"logit_scale": [], "seed": []},
+    "num_threads": None,
+    "timing": {
+        "enabled": False,
+        "warmup": 0,
+        "min_reps": 1,
+        "min_time_s": 0.0,
+        "max_reps": 1,
+        "allow_parallel": False,
+    },
+    "memory": {"enabled": False},
+}
+
+
+def job_config(**settings) -> object:
+    """An OmegaConf job config: the base above with `settings` replacing its keys."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({**_JOB_BASE, **settings})

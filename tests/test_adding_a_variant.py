@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from harness import job
 from harness.cross_entropy.theory import theory_table, write_theory
@@ -25,6 +24,7 @@ from harness.cross_entropy.variants import REGISTRY
 from harness.report import figures
 from harness.results import write_rows
 
+from .conftest import job_config
 from .test_variants import assert_closed_form
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,29 +88,7 @@ def throwaway(tmp_path_factory):
 
 
 def _cfg(**settings) -> object:
-    base = {
-        "batch_size": 4,
-        "num_classes": 50,
-        "dtype": "fp32",
-        "logit_scale": 1.0,
-        "device": "cpu",
-        "targets": "hard",
-        "variants": [],
-        "exclude_variants": [],
-        "seed": 0,
-        "scan": {"logit_scale": [], "seed": []},
-        "num_threads": None,
-        "timing": {
-            "enabled": False,
-            "warmup": 0,
-            "min_reps": 1,
-            "min_time_s": 0.0,
-            "max_reps": 1,
-            "allow_parallel": False,
-        },
-        "memory": {"enabled": False},
-    }
-    return OmegaConf.create({**base, **settings})
+    return job_config(**settings)
 
 
 def test_each_kind_is_in_the_default_set_of_a_point_it_supports(throwaway):

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from harness import job
 from harness.config import SettingError
@@ -24,7 +23,7 @@ from harness.linear_cross_entropy.variants import REGISTRY
 from harness.linear_cross_entropy.variants.chunked import CHUNK
 from harness.measure.memory import peak_bytes
 
-from .conftest import run_cli
+from .conftest import job_config, run_cli
 
 # the module (the package exports its function of the same name)
 reference_module = importlib.import_module("harness.linear_cross_entropy.reference")
@@ -36,28 +35,11 @@ def _cfg(**settings) -> object:
         "batch_size": 24,
         "hidden_size": 16,
         "num_classes": CHUNK + 300,  # two chunks of chunked_linear, the second a partial one
-        "dtype": "fp32",
-        "logit_scale": 1.0,
-        "device": "cpu",
         "targets": "soft",  # cross-entropy's setting: not read by this family
         "ignore_fraction": 0.25,
         "ignore_index": -100,
-        "variants": [],
-        "exclude_variants": [],
-        "seed": 0,
-        "scan": {"logit_scale": [], "seed": []},
-        "num_threads": None,
-        "timing": {
-            "enabled": False,
-            "warmup": 0,
-            "min_reps": 1,
-            "min_time_s": 0.0,
-            "max_reps": 1,
-            "allow_parallel": False,
-        },
-        "memory": {"enabled": False},
     }
-    return OmegaConf.create({**base, **settings})
+    return job_config(**{**base, **settings})
 
 
 def _run(**settings) -> pd.DataFrame:

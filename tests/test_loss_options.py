@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from harness import job
 from harness.cross_entropy.inputs import make_inputs
@@ -14,6 +13,7 @@ from harness.cross_entropy.point import point
 from harness.cross_entropy.variants import REGISTRY
 
 from . import option_bugs
+from .conftest import job_config
 
 # One option on at a time, and all of them together (what conf/option/*.yaml sets).
 ONE_AT_A_TIME = {
@@ -28,29 +28,7 @@ ALL_OPTIONS = {k: v for settings in ONE_AT_A_TIME.values() for k, v in settings.
 
 
 def _cfg(**settings) -> object:
-    base = {
-        "batch_size": 16,
-        "num_classes": 37,
-        "dtype": "fp32",
-        "logit_scale": 2.0,
-        "device": "cpu",
-        "targets": "hard",
-        "variants": [],
-        "exclude_variants": [],
-        "seed": 0,
-        "scan": {"logit_scale": [], "seed": []},
-        "num_threads": None,
-        "timing": {
-            "enabled": False,
-            "warmup": 0,
-            "min_reps": 1,
-            "min_time_s": 0.0,
-            "max_reps": 1,
-            "allow_parallel": False,
-        },
-        "memory": {"enabled": False},
-    }
-    return OmegaConf.create({**base, **settings})
+    return job_config(**{"batch_size": 16, "num_classes": 37, "logit_scale": 2.0, **settings})
 
 
 def _rows(**settings) -> pd.DataFrame:
