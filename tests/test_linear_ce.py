@@ -217,3 +217,22 @@ def test_the_cli_refuses_a_bad_hidden_size(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("harness: hidden_size=0 is not allowed")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_has_a_linear_section_with_the_memory_floor(tmp_path):
+    from harness.report import build, data
+    from harness.report.linear import linear_table
+    from harness.results import load, write_rows
+
+    measured = _run(
+        variants=["materialized", "chunked_linear"], num_classes=CHUNK + 300, memory={"enabled": True}
+    )
+    write_rows(measured.to_dict("records"), tmp_path / "point", "key")
+    rows = load(tmp_path)  # as a report reads them: every column of the schema
+    table = linear_table(rows, data.variant_order(rows["variant"].unique()))
+    assert set(table["variant"]) == {"materialized", "chunked_linear"}
+    # memory over dH + dW: the materialised form holds the [N, V] logits on top, the chunked one a chunk
+    ratio = {r["variant"]: float(r["÷ (dH + dW)"].rstrip("×")) for _, r in table.iterrows()}
+    assert ratio["chunked_linear"] < ratio["materialized"]
+    ids = [s.anchor for s in build.sections(tmp_path, rows, tmp_path)]
+    assert "linear" in ids and "options" not in ids

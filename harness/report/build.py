@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.report import data, figures, tables
+from harness.report.linear import linear_rows, linear_table
 from harness.report.options import option_tables
 from harness.report.page import Block, Section, render
 from harness.results import load
@@ -194,6 +195,31 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
             [fig["flattening"]],
         ),
         *_options_section(rows, order),
+        *_linear_section(rows, order),
+    ]
+
+
+def _linear_section(rows: pd.DataFrame, order: list[str]) -> list[Section]:
+    """Fused linear + cross-entropy (family=linear_cross_entropy), when the run has such rows."""
+    if linear_rows(rows).empty:
+        return []
+    return [
+        Section(
+            "linear",
+            "Fused linear + cross-entropy",
+            "Which implementation is fastest at each size, what does each hold in memory against "
+            "the dH + dW it must write, and how far are its gradients from float64?",
+            [
+                _table(
+                    "Forward+backward per size",
+                    linear_table(rows, order),
+                    "fwd_bwd rows: time (÷ the fastest ok row at that size), peak memory above the "
+                    "inputs and its ratio to the bytes of dH [N, D] + dW [V, D] in the dtype (the floor "
+                    "no implementation can go under), and the norm-wise errors of dH, dW and the loss "
+                    "against float64 on the same rounded inputs.",
+                )
+            ],
+        )
     ]
 
 

@@ -42,6 +42,10 @@ def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.D
     """(title, table or why not, caption) per option setting present besides "plain"."""
     if rows.empty or not data.has(rows, "reduction"):
         return []
+    if data.has(rows, "hidden_size"):  # the cross-entropy family's rows (the linear one holds D > 0)
+        rows = rows[rows["hidden_size"].fillna(0) == 0]
+        if rows.empty:
+            return []
     rows = rows.assign(_option=data.option_label(rows), logits=rows["logits"].fillna("normal"))
     # one option at a time first, in the order of the settings; combinations after them
     labels = sorted((x for x in set(rows["_option"]) if x != "plain"), key=lambda x: (x.count(" "), x))
