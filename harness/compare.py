@@ -103,10 +103,12 @@ def _check_schema(file: Path) -> None:
     except (OSError, pa.ArrowException) as exc:
         raise UnusableInput(f"unreadable parquet {file}: {str(exc).splitlines()[0]}") from None
     names = set(schema.names)
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    # Columns newer than the file (the loss options, hidden_size) load with their defaults
+    # (harness.results.load): an older run still compares against a newer one.
+    missing = [c for c in REQUIRED_COLUMNS if c not in names and c not in COLUMN_DEFAULTS]
     if missing:
         raise UnusableInput(f"schema mismatch in {file}: missing column(s) {', '.join(missing)}")
-    for col in REQUIRED_COLUMNS:
+    for col in (c for c in REQUIRED_COLUMNS if c in names):
         want, got = SCHEMA.field(col).type, schema.field(col).type
         if not got.equals(want):
             raise UnusableInput(f"schema mismatch in {file}: column {col} is {got}, expected {want}")
@@ -372,7 +374,8 @@ def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Rows made before the loss options existed (or built by hand) hold the plain loss: give
     them the option columns (and hidden_size) at their defaults, so they join rows that have them."""
     missing = {k: v for k, v in COLUMN_DEFAULTS.items() if k not in df.columns}
-    return df.assign(**missing) if missing else df
+    df = df.assign(**missing) if missing else df
+    return df.fillna(COLUMN_DEFAULTS)  # a null option is the plain loss too (results.load)
 
 
 def compare(

@@ -189,4 +189,6 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     for name in SCHEMA.names:
         if name not in frame.columns:
             frame[name] = None
-    return frame
+    # A null option (a row written without it) is the plain loss: the key columns never hold NaN,
+    # which pandas' groupby and merges would drop or fail to match.
+    return frame.fillna({k: v for k, v in COLUMN_DEFAULTS.items() if k in frame.columns})

@@ -16,7 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.compare import Thresholds, UnusableInput, compare, load_run, min_p_value, time_verdict
+from harness.compare import (
+    Thresholds,
+    UnusableInput,
+    compare,
+    compare_dirs,
+    load_run,
+    min_p_value,
+    time_verdict,
+)
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.report.compare import console, markdown, plot
 from harness.results import SCHEMA, write_rows
@@ -433,3 +441,17 @@ def test_nothing_in_common_exits_2(tmp_path):
     b = _write(tmp_path / "b", row("b", samples=draws(1, 20, 1e-3, 0.02)))
     p = compare_cli(a, b)
     assert p.returncode == 2 and "nothing to compare" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_a_run_from_before_the_loss_options_compares_with_a_new_one(tmp_path):
+    # results/baseline was written before the option columns and hidden_size existed: it loads
+    # with their defaults and joins the new rows on every key (the CI step compares exactly this).
+    from harness.vocabulary import COLUMN_DEFAULTS
+
+    old = tmp_path / "old"
+    old.mkdir()
+    t = pa.Table.from_pylist([row("a", samples=[1e-3] * 8)], schema=SCHEMA)
+    pq.write_table(t.drop_columns(list(COLUMN_DEFAULTS)), old / "rows.parquet")
+    new = _write(tmp_path / "new", row("a", samples=[1e-3] * 8))
+    c = compare_dirs(old, new)
+    assert len(c.rows) == 1 and c.only_base.empty and c.only_new.empty
