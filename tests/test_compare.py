@@ -455,3 +455,11 @@ def test_a_run_from_before_the_loss_options_compares_with_a_new_one(tmp_path):
     new = _write(tmp_path / "new", row("a", samples=[1e-3] * 8))
     c = compare_dirs(old, new)
     assert len(c.rows) == 1 and c.only_base.empty and c.only_new.empty
+
+
+def test_shared_key_columns_are_said_once_and_default_options_as_the_plain_loss():
+    base = pd.DataFrame([row(v, samples=[1e-3] * 10) for v in ("a", "b")])
+    new = pd.DataFrame([row(v, samples=[3e-3] * 10) for v in ("a", "b")])
+    text = console(compare(base, new))
+    assert "All rows below:" in text and "the plain loss (no option on)" in text
+    assert "ignore_fraction" not in text and "label_smoothing" not in text

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.compare import KINDS, Comparison
-from harness.vocabulary import KEY_COLUMNS
+from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS
 
 # Short headers: the key is nine columns wide before anything is said about the row.
 _HEADERS = {"batch_size": "B", "num_classes": "C", "logit_scale": "scale"}
@@ -106,7 +106,10 @@ def _sections(c: Comparison, fmt: str, limit: int | None) -> list[tuple[str, str
         if limit is not None and len(t) > limit and role != "regression":
             more = f"\n... {len(t) - limit} more (all of them: --markdown FILE)"
             t = t.head(limit)
-        out.append((f"{title}: {len(findings_table(c, role))}", _table(t, fmt) + more, collapsed))
+        # Key columns every row shares (the loss options of a plain run, its device) said once.
+        t, hoisted = _hoisted(t)
+        text = (hoisted + "\n" if hoisted else "") + _table(t, fmt) + more
+        out.append((f"{title}: {len(findings_table(c, role))}", text, collapsed))
     only = one_run_only(c)
     if len(only):
         out.append(
@@ -145,7 +148,14 @@ def _hoisted(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return table, ""
     keys = [c for c in table.columns if c in {_HEADERS.get(k, k) for k in _KEY_SHOWN}]
     constant = [c for c in keys if table[c].nunique(dropna=False) == 1]
-    line = ", ".join(f"{c} {table[c].iloc[0]}" for c in constant)
+    # Loss options (and hidden_size) at their defaults are "the plain loss": one phrase, not nine.
+    plain = [c for c in constant if c in COLUMN_DEFAULTS and table[c].iloc[0] == COLUMN_DEFAULTS[c]]
+    parts = [f"{c} {table[c].iloc[0]}" for c in constant if c not in plain]
+    if plain and len(plain) == len([c for c in keys if c in COLUMN_DEFAULTS]):
+        parts.append("the plain loss (no option on)")
+    else:
+        parts += [f"{c} {table[c].iloc[0]}" for c in plain]
+    line = ", ".join(parts)
     return table.drop(columns=constant), (f"All rows below: {line}." if line else "")
 
 
