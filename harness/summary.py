@@ -38,4 +38,20 @@ def short_table(rows: list[dict]) -> str:
             "GB/s": [_fmt(x, ".2f") for x in df.get("gbps", [None] * len(df))],
         }
     )
-    return view.to_string(index=False)
+    return view.to_string(index=False) + _why_not(df)
+
+
+def _why_not(df: pd.DataFrame, limit: int = 12) -> str:
+    """One line per variant whose rows did not run or were not judged (unsupported, error, oom,
+    no_reference): its message, so a table of `unsupported` says what each variant lacks."""
+    if "message" not in df:
+        return ""
+    quiet = df[
+        df["status"].isin(("unsupported", "error", "oom", "no_reference")) & df["message"].astype(bool)
+    ]
+    pairs = quiet.drop_duplicates("variant")[["variant", "message"]].itertuples(index=False)
+    lines = [f"  {m}" if m.startswith(f"{v} ") else f"  {v}: {m}" for v, m in pairs]
+    if not lines:
+        return ""
+    more = [f"  ... {len(lines) - limit} more (the rows' message column)"] if len(lines) > limit else []
+    return "\n" + "\n".join(["why rows did not run or were not judged:", *lines[:limit], *more])

@@ -206,3 +206,12 @@ def test_finding_cpu_weighted_mean_in_bf16():
     )
     status = rows.groupby("variant")["status"].agg(set).to_dict()
     assert status == {"torch_cross_entropy": {"inaccurate"}, "chunked": {"ok"}, "online": {"ok"}}
+
+
+def test_a_single_run_says_why_rows_did_not_run():
+    from harness.summary import short_table
+
+    cfg = _cfg(variants=["torch_cross_entropy", "chunked"], z_loss=1e-4)
+    text = short_table(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    assert "why rows did not run or were not judged:" in text
+    assert "  torch_cross_entropy does not take z_loss (it honours: " in text and "chunked does not" not in text
