@@ -3,6 +3,9 @@
 #
 #   bash scripts/gpu_reference_run.sh OUTDIR [STAGE ...]      (default stages: check sweep)
 #
+# Not yet run on a GPU: the gpu_options and linear stages, and the read kernel's and the timer's
+# CUDA tests (`KERNEL_TESTS='read_kernel or short_autograd' ... kernel`).
+#
 # On a CUDA machine, from the project root, with the Hydra wheels in .whl/ (a typical CUDA image
 # has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; ../shared/gpu/README.md).
 # Stages, each under its own time limit, each leaving its files flat in OUTDIR:
@@ -14,6 +17,8 @@
 #             triton_fused): options_rows.parquet, sweep_options.log
 #   floor     triton_fused, F.cross_entropy and Liger at fp32, C = 32000 and 262144: floor_rows.parquet
 #             (whether any row beats the floor of its mode)
+#   gpu_options  `+sweep=gpu_options`: the loss options at the headline shape: gpu_options_rows.parquet
+#   linear    `+sweep=linear_gpu`: fused linear + cross-entropy at LLM sizes: linear_rows.parquet
 #   kernel    the CUDA tests of the kernel, its options, the ceilings and the timer: pytest_kernel.txt
 set -u
 out=${1:?usage: gpu_reference_run.sh OUTDIR [STAGE ...]}
@@ -65,13 +70,23 @@ for stage in $stages; do
             tee "$out/sweep_floor.log"
         rows_to /tmp/x/floor "$out/floor_rows.parquet"
         ;;
+    gpu_options)
+        timeout 420 python3 -m harness +sweep=gpu_options hydra.sweep.dir=/tmp/x/gpu_options 2>&1 |
+            tee "$out/sweep_gpu_options.log"
+        rows_to /tmp/x/gpu_options "$out/gpu_options_rows.parquet"
+        ;;
+    linear)
+        timeout 540 python3 -m harness +sweep=linear_gpu hydra.sweep.dir=/tmp/x/linear 2>&1 |
+            tee "$out/sweep_linear.log"
+        rows_to /tmp/x/linear "$out/linear_rows.parquet"
+        ;;
     kernel)  # KERNEL_TESTS: a -k expression to run part of them
         timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
             tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py 2>&1 |
             tee "$out/pytest_kernel.txt"
         ;;
     *)
-        echo "unknown stage $stage: use check, sweep, options, floor or kernel" >&2
+        echo "unknown stage $stage: use check, sweep, options, floor, gpu_options, linear or kernel" >&2
         exit 2
         ;;
     esac
