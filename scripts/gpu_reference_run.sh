@@ -7,7 +7,7 @@
 # CUDA tests (`KERNEL_TESTS='read_kernel or short_autograd' ... kernel`).
 #
 # On a CUDA machine, from the project root, with the Hydra wheels in .whl/ (a typical CUDA image
-# has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; ../shared/gpu/README.md).
+# has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; README, The GPU path).
 # Stages, each under its own time limit, each leaving its files flat in OUTDIR:
 #   check     the GPU check (scripts/gpu_check.py: the CUDA tests, the headline point, the
 #             kernel scan): gpu_check.txt, pytest_cuda.txt (about 2 minutes on an H200)
