@@ -129,6 +129,9 @@ for dtype, budget in [(torch.float32, 16), (torch.bfloat16, 64), (torch.float64,
         # the same fp32 arithmetic, summed in a different order: a few ulps of the dtype
         tol = dict(rtol=4 * eps, atol=4 * eps * b.abs().max().item())
         assert torch.allclose(a.double(), b.double(), **tol), (dtype, a, b)
+    fwd_torch = fused.fused_linear_ce(h, w, t, -100, False, use_kernel=False)[0]
+    fwd_kernel = fused.fused_linear_ce(h, w, t, -100, False, use_kernel=True)[0]
+    assert torch.allclose(fwd_torch.double(), fwd_kernel.double(), rtol=4 * eps), (dtype, fwd_kernel)
     err = ((by_kernel[2].double() - ref.grad_weight).norm() / ref.grad_weight.norm()).item()
     assert err < 100 * eps, (dtype, err)
 print("kernel path ok")

@@ -80,8 +80,14 @@ def _softmax_grad_kernel(z: Tensor, targets: Tensor, ignore_index: int) -> tuple
     return losses, z
 
 
-def _loss_rows_only(z: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
-    """Per-row losses of one block without a gradient (the forward-only call)."""
+def _loss_rows_only(z: Tensor, targets: Tensor, ignore_index: int, use_kernel: bool) -> Tensor:
+    """Per-row losses of one block without a gradient (the forward-only call): the kernel reads
+    the block once and writes nothing."""
+    if use_kernel:
+        from harness.cross_entropy import kernel
+
+        options = kernel.Options(ignore_index=ignore_index, reduction="sum")
+        return kernel.rows(z, targets, None, options=options)
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     zf = z.to(acc)
     kept = targets != ignore_index
@@ -106,7 +112,7 @@ def fused_linear_ce(
         h, t = hidden[lo : lo + step], targets[lo : lo + step]
         z = F.linear(h, weight)  # [n_c, V] in the input dtype, as F.linear's logits
         if not want_grad:
-            total += _loss_rows_only(z, t, ignore_index).sum()
+            total += _loss_rows_only(z, t, ignore_index, use_kernel).sum()
             continue
         losses, dz = (_softmax_grad_kernel if use_kernel else _softmax_grad_torch)(z, t, ignore_index)
         total += losses.sum()
