@@ -1,12 +1,19 @@
-"""The progress line's ETA: the time so far scaled by the expected work left over the work done."""
+"""The progress line's ETA: the time so far scaled by the expected work left over the work done;
+and the bar a terminal shows beside it, whose remaining time is that same ETA."""
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
+from tqdm import tqdm
 
-from harness import app
+from harness import app, progress
 from harness.callbacks import SWEEP_START_ENV, SWEEP_WEIGHTS_ENV
 from harness.cross_entropy.point import Point
 from harness.plan import job_weight
@@ -73,3 +80,123 @@ def test_the_eta_replayed_on_a_measured_gpu_sweep_is_within_30_percent(sweep):
         sweep(weights, seconds_ago=sum(seconds[:done]))
         predicted, actual = _eta(app._progress(done, len(seconds))), sum(seconds[done:])
         assert abs(predicted / actual - 1) < 0.3, (done, predicted, actual)
+
+
+# --- The progress bar (harness/progress.py): on a terminal only, the same ETA as the line ---
+
+
+def _remaining_s(bar: progress.SweepBar) -> float:
+    """tqdm's own remaining time for what the bar shows (its `{remaining}`, unrounded)."""
+    return float(tqdm.format_meter(**{**bar.bar.format_dict, "bar_format": "{remaining_s}"}))
+
+
+@contextmanager
+def _bar_on(stream, weights, clock) -> Iterator[progress.SweepBar]:
+    """The sweep's bar, drawn on stream as on a terminal; its clock reads clock[0], the seconds
+    since the sweep started. Closed at the end: a bar left open would push the next one down a
+    line (tqdm stacks the bars it has open)."""
+    with progress.sweep_bar(weights, file=stream, disable=False, start=0.0) as bar:
+        bar.bar._time = lambda: clock[0]
+        yield bar
+
+
+def test_the_bars_eta_is_the_lines_weighted_eta_on_the_replayed_gpu_sweep(sweep):
+    weights = [job_weight([Point(8192, c, d, 1.0, "cuda", t, 0)]) for c, d, t, _ in H200_GPU_SWEEP]
+    seconds = [s for *_, s in H200_GPU_SWEEP]
+    clock = [0.0]
+    with _bar_on(io.StringIO(), weights, clock) as bar:
+        for done in range(1, len(seconds) + 1):
+            clock[0] = sum(seconds[:done])
+            bar.job_done(done - 1)
+            sweep(weights, seconds_ago=clock[0])
+            assert _remaining_s(bar) == pytest.approx(_eta(app._progress(done, len(seconds))), abs=0.5)
+            assert bar.bar.format_dict["points"] == f"{done}/{len(seconds)} points"
+        assert bar.bar.n == bar.bar.total  # 100%, not 99.99% from float residue
+
+
+def test_resumed_jobs_leave_the_bars_total_instead_of_counting_as_progress(sweep):
+    weights, clock = [1.0, 2.0, 3.0, 4.0], [0.1]
+    with _bar_on(io.StringIO(), weights, clock) as bar:
+        bar.job_done(0, resumed=True)
+        bar.job_done(1, resumed=True)
+        assert (bar.bar.n, bar.bar.total) == (0, 7.0)
+        clock[0] = 6.1
+        bar.job_done(2)
+        sweep(weights, seconds_ago=clock[0])
+        for index in (1, 2):
+            app._progress(index, 4, resumed=True)
+        assert _remaining_s(bar) == pytest.approx(6.1 * 4 / 3)  # 3 units took 6.1 s; 4 are left
+        assert _remaining_s(bar) == pytest.approx(_eta(app._progress(3, 4)), abs=0.5)
+        assert bar.bar.format_dict["points"] == "3/4 points (2 resumed)"
+        bar.job_done(2)  # a job reported twice counts once
+        assert (bar.bar.n, bar.bar.total) == (3.0, 7.0)
+
+
+def _log_to(stream, handler_class) -> logging.Logger:
+    handler = handler_class(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logger = logging.Logger(f"test-{handler_class.__name__}")  # not registered: no global state
+    logger.addHandler(handler)
+    return logger
+
+
+def test_nothing_is_drawn_on_a_stream_that_is_not_a_terminal():
+    # CI logs, pipes: tqdm's disable=None leaves them alone, and the handler writes what
+    # logging.StreamHandler writes, byte for byte.
+    bar_stream, through_tqdm, plain = io.StringIO(), io.StringIO(), io.StringIO()
+    loggers = [_log_to(through_tqdm, progress.TqdmHandler), _log_to(plain, logging.StreamHandler)]
+    with progress.sweep_bar([1.0, 2.0], file=bar_stream):
+        for index in range(2):
+            for logger in loggers:
+                logger.warning("[%d/2] a point", index + 1)
+            progress.job_done(index)
+    assert bar_stream.getvalue() == ""
+    assert through_tqdm.getvalue() == plain.getvalue() != ""
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows for text: within a line, '\\r' goes back to its first column and
+    what follows overwrites what was there."""
+    screen = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        cells: list[str] = []
+        col = 0
+        for ch in line:
+            if ch == "\r":
+                col = 0
+                continue
+            cells[col : col + 1] = [ch]
+            col += 1
+        screen.append("".join(cells).rstrip())
+    return screen
+
+
+def test_on_a_terminal_log_lines_go_above_the_bar_never_into_it():
+    stream, clock = io.StringIO(), [0.0]
+    logger = _log_to(stream, progress.TqdmHandler)
+    lines = []
+    with _bar_on(stream, [1.0, 1.0, 2.0], clock):  # the same stream: a terminal's one screen
+        for index, seconds in enumerate([2.0, 2.0, 4.0]):
+            clock[0] += seconds
+            lines.append(f"[{index + 1}/3] point {index} measured")
+            logger.warning(lines[-1])
+            progress.job_done(index)
+            if index == 1:  # mid-sweep: the lines so far, then the bar on the last line
+                screen = _screen(stream.getvalue())
+                assert [s.split(" ", 1)[1] for s in screen[:-1]] == lines
+                assert re.fullmatch(r" 50%\|#+ +\| 2/3 points \[00:04<00:04\]", screen[-1]), screen[-1]
+    screen = _screen(stream.getvalue())
+    assert [s.split(" ", 1)[1] for s in screen[:-1]] == lines and screen[-1] == ""  # bar gone
+    assert "points" in stream.getvalue()  # it was drawn
+
+
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+def test_the_bar_closes_when_a_job_fails_or_on_ctrl_c(stop):
+    stream = io.StringIO()
+    with pytest.raises(stop):
+        with progress.sweep_bar([1.0, 1.0], file=stream, disable=False) as bar:
+            progress.job_done(0)
+            raise stop
+    assert progress._current is None and bar.bar.disable  # closed: job_done is a no-op again
+    progress.job_done(1)
+    assert _screen(stream.getvalue()) == [""]  # nothing left on the line where it was
