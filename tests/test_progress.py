@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import pty
 import re
+import select
+import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from harness import app, progress
-from harness.callbacks import SWEEP_START_ENV, SWEEP_WEIGHTS_ENV
+from harness.callbacks import SWEEP_START_ENV, SWEEP_WEIGHTS_ENV, HarnessCallback
 from harness.cross_entropy.point import Point
 from harness.plan import job_weight
+
+from .conftest import REPO, run_cli
 
 
 @pytest.fixture
@@ -200,3 +211,114 @@ def test_the_bar_closes_when_a_job_fails_or_on_ctrl_c(stop):
     assert progress._current is None and bar.bar.disable  # closed: job_done is a no-op again
     progress.job_done(1)
     assert _screen(stream.getvalue()) == [""]  # nothing left on the line where it was
+
+
+def test_the_callback_reports_each_job_and_whether_it_was_resumed(monkeypatch):
+    done = []
+    monkeypatch.setattr(progress, "job_done", lambda index, resumed: done.append((index, resumed)))
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "job": {"num": 3}}})
+    for status, value in [(JobStatus.COMPLETED, "resumed"), (JobStatus.COMPLETED, "measured")]:
+        HarnessCallback().on_job_end(config, JobReturn(status=status, _return_value=value))
+    HarnessCallback().on_job_end(config, JobReturn(status=JobStatus.FAILED, _return_value=ValueError()))
+    assert done == [(3, True), (3, False), (3, False)]
+    single = OmegaConf.create({"hydra": {"mode": RunMode.RUN, "job": {"num": "???"}}})  # no number
+    HarnessCallback().on_job_end(single, JobReturn(status=JobStatus.COMPLETED, _return_value="measured"))
+    assert len(done) == 3
+
+
+# --- The real CLI: the same lines off a terminal as before the bar; on one, the bar as well ---
+
+TINY = ("-m", "batch_size=4", "num_classes=10,20", "variants=[torch_cross_entropy]")
+TINY += ("timing.enabled=false", "memory.enabled=false")
+
+
+def _expected_lines(out) -> list[str]:
+    """The CLI's lines for TINY, as regexes: what CI logs and tests read."""
+    stamp, hydra, secs = r"\d\d:\d\d:\d\d", r"\[[\d\- :,]+\]\[HYDRA\]", r"\d+\.\d s"
+    point = r"B=4 C={c} fp32 scale=1 soft cpu seed=0: 2 rows \(2 ok\) in " + secs
+    job = hydra + r" \t#{i} : batch_size=4 num_classes={c} variants=\[torch_cross_entropy\] "
+    job += r"timing.enabled=False memory.enabled=False"
+    return [
+        rf"harness: sweep of 2 points into {re.escape(str(out))}",
+        hydra + " Launching 2 jobs locally",
+        job.format(i=0, c=10),
+        stamp + r" \[1/2, 1 left, ~\d+ s to go\] " + point.format(c=10),
+        job.format(i=1, c=20),
+        stamp + r" \[2/2, 0 left, ~0 s to go\] " + point.format(c=20),
+        r"harness: 2/2 points written \(0 resumed from an earlier run\), 4 rows \(4 ok\), " + secs,
+        rf"harness: results in {re.escape(str(out))}",
+    ]
+
+
+def _assert_lines(lines: list[str], patterns: list[str]) -> None:
+    assert len(lines) == len(patterns), lines
+    for line, pattern in zip(lines, patterns):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+@pytest.mark.slow
+def test_off_a_terminal_a_sweep_prints_the_per_point_lines_only(tmp_path):
+    proc = run_cli(*TINY, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""
+    _assert_lines(proc.stdout.splitlines(), _expected_lines(tmp_path))
+
+
+def _on_a_terminal(*args: str, interrupt_at: bytes = b"", timeout: float = 120) -> tuple[int, str]:
+    """`python -m harness ARGS` with stdout and stderr on one pseudo-terminal, as in a user's
+    shell (its size left 0 x 0, the odd case); SIGINT once interrupt_at was written. Returns the
+    exit code and everything written, raw."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    os.close(slave)
+    raw, deadline = b"", time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                raw += chunk
+                if interrupt_at and interrupt_at in raw:
+                    proc.send_signal(signal.SIGINT)
+                    interrupt_at = b""
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=max(1.0, deadline - time.time())), raw.decode()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_bar_is_drawn_and_the_screen_keeps_the_same_lines(tmp_path):
+    rc, raw = _on_a_terminal(*TINY, f"hydra.sweep.dir={tmp_path}")
+    assert rc == 0, raw[-2000:]
+    assert re.search(r"100%\|\S+\| 2/2 points \[", raw), raw  # the bar at its end
+    _assert_lines(_screen(raw)[:-1], _expected_lines(tmp_path))  # and then gone
+
+    rc, raw = _on_a_terminal(*TINY, f"hydra.sweep.dir={tmp_path}")  # again: both resumed
+    assert rc == 0 and "| 2/2 points (2 resumed) [" in raw, raw[-2000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_terminal_clears_the_bar_before_its_line(tmp_path):
+    grid = ("-m", "batch_size=4", "num_classes=10,20,30,40,50,60", "timing.enabled=false")
+    rc, raw = _on_a_terminal(*grid, f"hydra.sweep.dir={tmp_path}", interrupt_at=b"1/6 points")
+    screen = [line for line in _screen(raw) if line]
+    assert rc == 130, raw[-2000:]
+    assert re.fullmatch(
+        r"harness: interrupted after \d of 6 points; run the same command to resume", screen[-1]
+    )
+    assert not any("points [" in line for line in screen), screen  # no bar left on the screen
