@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import interrupts, job, studies
-from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, SWEEP_WEIGHTS_ENV, fail
+from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail, sweep_weights
 from harness.config import HarnessConfig, SettingError
 from harness.metadata import run_metadata
 from harness.results import stored_key, write_rows
@@ -76,11 +76,6 @@ def _label(point: Any, count: int) -> str:
     return text if count == 1 else text.replace(f"scale={point.logit_scale:g}", f"{count} scales/seeds")
 
 
-def _weights(total: int) -> list[float]:
-    weights = [float(w) for w in os.environ.get(SWEEP_WEIGHTS_ENV, "").split(",") if w]
-    return weights if len(weights) == total else [1.0] * total
-
-
 # Weight of the jobs this process found already written: they took no time, so the ETA leaves
 # them out of the work done.
 _resumed_weight = 0.0
@@ -92,7 +87,7 @@ def _progress(index: int, total: int, resumed: bool = False) -> str:
     plan.job_weight: a 2 GB point weighs more than a tiny one)."""
     global _resumed_weight
     text = f"[{index}/{total}, {total - index} left"
-    weights = _weights(total)
+    weights = sweep_weights(total)
     if resumed:
         _resumed_weight += weights[index - 1]
     start = os.environ.get(SWEEP_START_ENV)

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness import studies
+from harness import progress, studies
 from harness.config import SettingError
 from harness.job import check
 from harness.launchers import check_launcher, check_writable, share_cores
@@ -28,8 +30,14 @@ SWEEP_START_ENV = "HARNESS_SWEEP_START"
 SWEEP_WEIGHTS_ENV = "HARNESS_SWEEP_WEIGHTS"  # each job's expected share of the time (plan.job_weight)
 
 
+def sweep_weights(total: int) -> list[float]:
+    """Each job's weight as on_multirun_start shared it; equal weights if it did not."""
+    weights = [float(w) for w in os.environ.get(SWEEP_WEIGHTS_ENV, "").split(",") if w]
+    return weights if len(weights) == total else [1.0] * total
+
+
 def fail(message: str) -> None:
-    print(f"harness: {message}", file=sys.stderr)
+    progress.write(f"harness: {message}", file=sys.stderr)  # above the sweep's bar, if one is drawn
     sys.exit(2)
 
 
@@ -60,6 +68,14 @@ class HarnessCallback(Callback):
         os.environ[SWEEP_WEIGHTS_ENV] = ",".join(f"{w:.6g}" for w in weights)
         os.environ[SWEEP_START_ENV] = str(time.time())
         print(f"harness: sweep of {size} points into {sweep_dir}", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        # In the job's process: the sweep's bar is there only under the basic launcher. A job
+        # that failed took its time as a measured one does.
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run: no bar, and no job number either
+        resumed = job_return.status == JobStatus.COMPLETED and job_return.return_value == "resumed"
+        progress.job_done(config.hydra.job.num, resumed=resumed)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from harness.results import load  # pandas only once the sweep is done

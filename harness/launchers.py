@@ -21,6 +21,9 @@ _LOCAL_PARALLEL = {
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": "submitit_local",
 }
 
+# Hydra's default launcher: every job in this process, one after the other.
+_IN_PROCESS = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
 
 def check_writable(path: Path, key: str) -> None:
     """The directory (or the nearest ancestor that exists) must be a directory we can write.
@@ -45,6 +48,12 @@ def parallel_launcher(config: DictConfig) -> str | None:
     if name == "joblib" and launcher.get("n_jobs") == 1:
         return None
     return name
+
+
+def in_process(config: DictConfig) -> bool:
+    """True if the launcher runs the jobs one at a time in this process: only then does this
+    process see each job end (the progress bar, harness/progress.py)."""
+    return str(config.hydra.launcher.get("_target_", "")) == _IN_PROCESS
 
 
 def share_cores(config: DictConfig) -> int | None:

@@ -8,10 +8,17 @@ comma-separated values. Every job's settings were checked by the harness's callb
 (harness/callbacks.py) before the sweep folder exists, so it does not compose each job's whole
 config a second time to check it (Hydra's basic sweeper does: 0.2 s a job on 2 cores, as much
 as the launch's own composition).
+
+On a terminal, the launch runs under a progress bar (harness/progress.py) when the jobs run in
+this process (Hydra's basic launcher), which HarnessCallback.on_job_end advances as each job
+ends. The jobs are still launched in one call, so their numbering, folders and Hydra's own log
+lines are what they are without the bar; parallel launchers (joblib, submitit) get no bar, as
+their jobs end in other processes.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -37,7 +44,11 @@ class HarnessSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> Any:
-        from harness.plan import planned_jobs  # the harness only once a sweep runs
+        # the harness only once a sweep runs
+        from harness import progress
+        from harness.callbacks import SWEEP_START_ENV, sweep_weights
+        from harness.launchers import in_process
+        from harness.plan import planned_jobs
         from harness.vocabulary import SWEEP_FILE
 
         assert self.config is not None and self.launcher is not None
@@ -45,7 +56,13 @@ class HarnessSweeper(Sweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / SWEEP_FILE)  # what was asked, for the record
-        results = self.launcher.launch(jobs, initial_job_idx=0)
+        start = os.environ.get(SWEEP_START_ENV)
+        with progress.sweep_bar(
+            sweep_weights(len(jobs)),
+            disable=None if in_process(self.config) else True,  # None: on a terminal only
+            start=float(start) if start else None,
+        ):
+            results = self.launcher.launch(jobs, initial_job_idx=0)
         for r in results:
             _ = r.return_value  # re-raises a job's exception
         return [results]
