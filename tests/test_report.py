@@ -464,6 +464,22 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
     assert float(np.asarray(img[..., :3]).std()) > 0.02
 
 
+def test_flattening_has_a_panel_per_dtype_a_line_per_class_count_and_its_slope(tmp_path):
+    (tmp_path / "study").mkdir(parents=True)
+    table = _flattening_table(classes=(4, 16), dtypes=("fp16", "bf16", "fp32"))
+    table.to_parquet(tmp_path / "study" / data.STUDY_FILE)
+    fig = figures.flattening(figures.Context.of(tmp_path, pd.DataFrame()))
+    # Three dtypes wrap into two columns: a row of four would be ~1,900 px wide.
+    assert sorted(ax.get_title() for ax in fig.axes) == ["bf16", "fp16", "fp32"]
+    assert len({ax.get_subplotspec().colspan.start for ax in fig.axes}) == 2
+    assert len(fig.legends) == 1
+    assert {"C = 4", "C = 16", "measured", figures.FLATTENING_SLOPE} <= set(legend_texts(fig))
+    for ax in fig.axes:
+        marked = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        assert len(marked) == 2 and len(ax.get_lines()) == 4  # measured and slope, per C
+    assert list(fig.harness_data.columns) == ["dtype", "num_classes", "iteration", "dist_from_uniform"]
+
+
 def test_a_study_folder_outside_the_sweep_is_drawn(smoke_run, tmp_path):
     # make run writes the study beside the sweep, not in it: --studies points the report there
     run = write_frame(fp32_rows(smoke_run), tmp_path / "run")

@@ -5,7 +5,7 @@ Conventions shared by every figure: a title phrased as the question the figure a
 units on every axis, variants in the fixed registry order with fixed colours
 (`data.styles`), and variants whose formula is wrong drawn dashed and named "(wrong formula)".
 
-The line figures (speed, throughput, memory) are seaborn.objects plots drawn
+The line figures (speed, throughput, memory, repeated softmax) are seaborn.objects plots drawn
 onto a Figure made here: seaborn makes the panels and the one legend, beside the panels.
 Figures it cannot draw (a colour bar, heatmaps, error bars whose legend names kinds of mark)
 use matplotlib, with one legend below the panels. Nothing touches pyplot's global state: the
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import seaborn.objects as so
+from cycler import cycler
 from matplotlib.figure import Figure
 
 from harness.report import data
@@ -420,13 +421,13 @@ def _pooled_quartiles(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.groupby(keys)[["time_samples_s", "time_median_s"]].apply(q).reset_index()
 
 
-def _draw_on(fig: Figure, plot: so.Plot, *, xlog: bool) -> None:
+def _draw_on(fig: Figure, plot: so.Plot, *, xlog: bool, rc: dict | None = None) -> None:
     """Draw a seaborn.objects plot onto `fig` in the report's theme, y on a log axis.
 
     The legend goes at 0.98 of the figure's width, left-aligned there (seaborn's place for it
     beside a figure it did not make): the panels keep to the left of that, and the report
     saves each figure with everything drawn outside it (bbox_inches="tight")."""
-    plot.layout(extent=(0, 0, 0.97, 1)).theme(THEME).on(fig).plot()
+    plot.layout(extent=(0, 0, 0.97, 1)).theme(rc or THEME).on(fig).plot()
     # Log axes from matplotlib rather than seaborn's `.scale(y="log")`: matplotlib's label the
     # minor ticks of a panel spanning less than a decade (seaborn's label decades only, which
     # can leave such a panel one label or none), and seaborn 0.13 does not put a Band's
@@ -658,6 +659,9 @@ def memory(ctx: Context) -> "Result":
 # --- 6. repeated softmax ------------------------------------------------------------------
 
 
+FLATTENING_SLOPE = "slope 1/C per step (theory)"
+
+
 def flattening(ctx: Context) -> "Result":
     table, why = data.flattening(ctx.run_dir, ctx.studies)
     if table is None:
@@ -667,49 +671,66 @@ def flattening(ctx: Context) -> "Result":
         return "every recorded distance is 0"
     dtypes = data.dtype_order(table["dtype"].unique())
     classes = sorted(table["num_classes"].unique())
-    colors = dict(zip(classes, sns.color_palette("flare", len(classes))))
+    names = {c: f"C = {c:,}" for c in classes}
     med = table.groupby(["dtype", "num_classes", "iteration"], as_index=False)["dist_from_uniform"].median()
-    with theme():
-        fig, axes = subplots(
-            1,
-            len(dtypes),
-            squeeze=False,
-            sharey=True,
-            layout="constrained",
-            figsize=(4.2 * len(dtypes) + 0.6, 4.4),
+    slopes = []
+    for (dt, c), part in med.groupby(["dtype", "num_classes"]):
+        # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
+        part = part.sort_values("iteration")
+        its = part["iteration"].to_numpy(dtype=float)
+        ref = part["dist_from_uniform"].iloc[0] * float(c) ** -(its - its[0])
+        keep = ref >= part["dist_from_uniform"].min() / 100
+        slopes.append(
+            pd.DataFrame(
+                {"dtype": dt, "num_classes": c, "iteration": its[keep], "dist_from_uniform": ref[keep]}
+            )
         )
-        for ax, dt in zip(axes[0], dtypes):
-            for c in classes:
-                part = med[(med["dtype"] == dt) & (med["num_classes"] == c)].sort_values("iteration")
-                if part.empty:
-                    continue
-                ax.plot(
-                    part["iteration"],
-                    part["dist_from_uniform"],
-                    marker="o",
-                    markersize=3,
-                    color=colors[c],
-                    label=f"C = {c:,}: measured",
-                )
-                # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
-                i0, d0 = part["iteration"].iloc[0], part["dist_from_uniform"].iloc[0]
-                its = part["iteration"].to_numpy(dtype=float)
-                ref = d0 * float(c) ** -(its - i0)
-                keep = ref >= part["dist_from_uniform"].min() / 100
-                ax.plot(its[keep], ref[keep], color=colors[c], linestyle="--", linewidth=1)
-            ax.set_yscale("log")
-            ax.set_title(dt)
-            ax.set_xlabel("softmax applications (iteration)")
-        axes[0][0].set_ylabel("distance from uniform 1/C (log axis)")
-        handles, labels = _collect_legend(axes)
-        from matplotlib.lines import Line2D
+    # A fresh index: seaborn aligns the columns it takes on it, so it must be unique.
+    measured = med.assign(kind="measured")
+    lines = pd.concat([measured, *(p.assign(kind=FLATTENING_SLOPE) for p in slopes)], ignore_index=True)
+    lines["classes"] = lines["num_classes"].map(names)
 
-        handles.append(Line2D([], [], color="#444444", linestyle="--"))
-        labels.append("slope 1/C per step (theory)")
-        fig.suptitle(
-            "How fast does repeated softmax flatten to uniform? (median over seeds and start scales)"
+    kinds = ["measured", FLATTENING_SLOPE]
+    # Two columns at most (wrapped below): four dtypes in one row would be ~1,900 px wide.
+    ncol = min(len(dtypes), 2)
+    nrow = -(-len(dtypes) // ncol)
+    fig = Figure(figsize=(3.8 * ncol + 0.6, 3.3 * nrow + 0.9), layout="constrained")
+    plot = (
+        so.Plot(
+            lines,
+            x="iteration",
+            y="dist_from_uniform",
+            color="classes",
+            linestyle="kind",
+            marker="kind",
+            linewidth="kind",
         )
-        _legend_below(fig, handles, labels, ncol=4)
+        .facet(col="dtype", order=dtypes, wrap=ncol if len(dtypes) > ncol else None)
+        .add(so.Line(pointsize=3))
+        .scale(
+            color=so.Nominal(
+                dict(zip(names.values(), sns.color_palette("flare", len(classes)))),
+                order=list(names.values()),
+            ),
+            linestyle=so.Nominal(dict(zip(kinds, ["-", "--"])), order=kinds),
+            marker=so.Nominal(dict(zip(kinds, ["o", ""])), order=kinds),
+            linewidth=so.Nominal(dict(zip(kinds, [1.5, 1.0])), order=kinds),
+        )
+        .label(
+            x="softmax applications (iteration)",
+            y="distance from uniform 1/C (log axis)",
+            color="classes",
+            linestyle="",
+            marker="",
+            linewidth="",
+        )
+    )
+    # The legend draws the entries of `kind` (measured, the slope) in the first colour of the
+    # cycle: dark grey here, the colour of neither class count.
+    _draw_on(fig, plot, xlog=False, rc={**THEME, "axes.prop_cycle": cycler(color=["#444444"])})
+    _suptitle(
+        fig, "How fast does repeated softmax flatten to uniform?", "(median over seeds and start scales)"
+    )
     return _with_data(fig, med)
 
 
