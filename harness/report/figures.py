@@ -6,10 +6,10 @@ units on every axis, variants in the fixed registry order with fixed colours
 (`data.styles`), and variants whose formula is wrong drawn dashed and named "(wrong formula)".
 
 The line figures (speed, throughput, memory, repeated softmax) are seaborn.objects plots drawn
-onto a Figure made here: seaborn makes the panels and the one legend, beside the panels.
-Figures it cannot draw (a colour bar, heatmaps, error bars whose legend names kinds of mark)
-use matplotlib, with one legend below the panels. Nothing touches pyplot's global state: the
-report draws many figures in one process, and the tests more.
+onto a Figure made here: seaborn makes the panels and the one legend, beside the panels. The
+others use matplotlib itself (each says why), their legend below the panels where they have
+several. Nothing touches pyplot's global state: the report draws many figures in one
+process, and the tests more.
 """
 
 from __future__ import annotations
@@ -350,7 +350,9 @@ def boundary(ctx: Context) -> "Result":
 
 def accuracy(ctx: Context) -> "Result":
     """variant x dtype heatmaps: median loss and gradient error, and the loss error over
-    torch_cross_entropy's at the same point (finite rows only)."""
+    torch_cross_entropy's at the same point (finite rows only).
+
+    seaborn's heatmap on matplotlib axes: seaborn.objects has no heatmap mark."""
     df = ctx.rows[ctx.rows["status"].isin(JUDGED)] if len(ctx.rows) else ctx.rows
     if df.empty:
         return "no finite results"
@@ -749,6 +751,7 @@ STATUS_COLORS = {
 
 
 def statuses(ctx: Context) -> "Result":
+    """Rows per status, stacked per variant: one panel, nothing to facet, matplotlib's bars."""
     df = ctx.rows
     if df.empty:
         return "no rows"
