@@ -10,14 +10,18 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.colors import to_hex
+from matplotlib.patches import Polygon
 
-from harness.report import build_report, data
+from harness.report import build_report, data, figures
 from harness.report.build import FIGURES
 from harness.results import SCHEMA, load, write_rows
+from harness.vocabulary import NATIVE
 
 REPO = Path(__file__).resolve().parent.parent
 TIME_COLUMNS = [
@@ -142,6 +146,8 @@ def test_smoke_report_has_every_figure_as_real_png_and_svg(smoke_report):
         assert float(np.asarray(img[..., :3]).std()) > 0.02, f"{stem}.png is nearly blank"
         root = ET.parse(out / f"{stem}.svg").getroot()
         assert root.tag.endswith("svg")
+        numbers = pd.read_csv(out / f"{stem}.csv")  # the numbers behind it, beside it
+        assert len(numbers) and len(numbers.columns) >= 2, stem
     assert "could not be drawn" not in text
 
 
@@ -191,6 +197,131 @@ def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_ru
                 group.groupby("variant")["time_iqr_s"].median()[[r["fastest ok variant"], r["next"]]].max()
             )
             assert r["next is slower by"].startswith("tie") == (gap < spread)
+
+
+# --- the line figures (seaborn.objects) ---------------------------------------------------
+
+# The numbers each line figure hands the report for its CSV.
+LINE_FIGURES = {
+    "speed": ["variant", "dtype", "mode", "num_classes", "q25", "median", "q75"],
+    "throughput": ["variant", "dtype", "mode", "num_classes", "gbps"],
+    "memory": ["variant", "dtype", "mode", "num_classes", "peak_mem_bytes", "mib"],
+}
+DRAWN = {"speed": "median", "throughput": "gbps", "memory": "mib"}  # the column on the y axis
+
+
+@pytest.fixture(scope="module")
+def smoke_context(smoke_run) -> figures.Context:
+    return figures.Context.of(smoke_run, load(smoke_run))
+
+
+def legend_texts(fig) -> list[str]:
+    """Every text of the figure's legends: seaborn adds the entries of the reference lines to
+    its variant legend's box, so they are found by walking it, not in `Legend.texts`."""
+    return [t.get_text() for lg in fig.legends for t in lg.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+def by_colour(ctx: figures.Context, artists, colour) -> dict:
+    """The variant each artist draws, told by its colour (fixed per variant); an artist of any
+    other colour (a reference line) is left out."""
+    variant = {to_hex(st.color): v for v, st in ctx.style.items()}
+    out = {}
+    for artist in artists:
+        v = variant.get(to_hex(colour(artist), keep_alpha=False))
+        if v is not None:
+            assert v not in out, f"{v} is drawn twice in one panel"
+            out[v] = artist
+    return out
+
+
+def panel_rows(numbers: pd.DataFrame, ax, variant: str) -> pd.DataFrame:
+    dtype, mode = ax.get_title().split(" | ")
+    rows = numbers[(numbers["variant"] == variant) & (numbers["dtype"] == dtype) & (numbers["mode"] == mode)]
+    return rows.sort_values("num_classes")
+
+
+@pytest.mark.parametrize("name", LINE_FIGURES)
+def test_line_figures_have_a_panel_per_mode_and_dtype_and_one_legend_naming_every_line(smoke_context, name):
+    ctx = smoke_context
+    fig = getattr(figures, name)(ctx)
+    numbers = fig.harness_data
+    assert list(numbers.columns) == LINE_FIGURES[name]
+    expected = {f"{dt} | {m}" for dt in numbers["dtype"].unique() for m in numbers["mode"].unique()}
+    assert sorted(ax.get_title() for ax in fig.axes) == sorted(expected)  # 3 dtypes x 2 modes
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    legend = legend_texts(fig)
+    drawn = set()
+    for ax in fig.axes:
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+        lines = by_colour(ctx, ax.get_lines(), lambda line: line.get_color())
+        for v, line in lines.items():  # the same numbers as the CSV's
+            np.testing.assert_allclose(line.get_ydata(), panel_rows(numbers, ax, v)[DRAWN[name]])
+        drawn |= set(lines)
+    # The legend names every variant drawn, in its fixed colour (else it would not be told
+    # apart above), and no other.
+    assert drawn and {v for v in ctx.order if ctx.style[v].label in legend} == drawn
+    assert all(ctx.style[v].wrong == ("wrong formula" in ctx.style[v].label) for v in drawn)
+    # Readable on the page: nothing under 9 pt (~14 px at the report's dpi, ~11 px after
+    # the page fits three dtypes and the legend into its width).
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+    assert min(sizes) >= 9
+
+
+def test_speed_panels_hold_six_lines_at_most_each_with_its_own_iqr(smoke_context):
+    ctx = smoke_context
+    fig = figures.speed(ctx)
+    q = fig.harness_data
+    for ax in fig.axes:
+        lines = by_colour(ctx, ax.get_lines(), lambda line: line.get_color())
+        assert 0 < len(lines) <= figures.SPEED_LINES and NATIVE in lines, ax.get_title()
+        bands = by_colour(ctx, [p for p in ax.patches if isinstance(p, Polygon)], lambda p: p.get_facecolor())
+        assert set(bands) == set(lines)
+        for v, band in bands.items():
+            rows = panel_rows(q, ax, v)
+            n = len(rows)
+            xy = band.get_xy()[: 2 * n]  # along the low edge, back along the high one
+            np.testing.assert_allclose(xy[:n, 0], rows["num_classes"])
+            np.testing.assert_allclose(xy[:n, 1], rows["q25"])
+            np.testing.assert_allclose(xy[n:, 1][::-1], rows["q75"])
+
+
+def test_throughput_draws_the_copy_bandwidth_in_every_panel(smoke_context):
+    ctx = smoke_context
+    copy = float(ctx.rows["device_copy_gbps"].median())
+    fig = figures.throughput(ctx)
+    assert f"device copy: {copy:.1f} GB/s" in legend_texts(fig)
+    for ax in fig.axes:
+        black = [line for line in ax.get_lines() if to_hex(line.get_color()) == "#000000"]
+        assert len(black) == 1 and np.allclose(black[0].get_ydata(), copy), ax.get_title()
+        # the share of the copy bandwidth on the right of the last column only
+        assert bool(ax.child_axes) == ax.get_subplotspec().is_last_col()
+
+
+def test_memory_keeps_every_variant_visible_next_to_one_and_two_logits(smoke_context):
+    ctx = smoke_context
+    fig = figures.memory(ctx)
+    m = fig.harness_data
+    batch = int(ctx.rows["batch_size"].max())
+    legend = legend_texts(fig)
+    assert "1× logits (B·C·bytes)" in legend and "2× logits" in legend
+    for ax in fig.axes:
+        dtype, mode = ax.get_title().split(" | ")
+        lines = by_colour(ctx, ax.get_lines(), lambda line: line.get_color())
+        assert set(lines) == set(m[(m["dtype"] == dtype) & (m["mode"] == mode)]["variant"])  # no cut
+        # Variants with equal bytes stay visible: each is drawn at its own x near the measured C.
+        xs = np.array([line.get_xdata() for line in lines.values()])
+        cs = np.array([panel_rows(m, ax, v)["num_classes"] for v in lines])
+        assert all(len(set(col)) == len(lines) for col in xs.T)
+        assert np.all(np.abs(np.log(xs / cs)) <= np.log(figures.MEMORY_DODGE) * len(lines) / 2)
+        logits = sorted(
+            (line for line in ax.get_lines() if to_hex(line.get_color()) == "#000000"),
+            key=lambda line: line.get_ydata()[0],
+        )
+        assert len(logits) == 2
+        c = logits[0].get_xdata()
+        one = batch * c * data.logit_bytes(dtype) / 2**20
+        np.testing.assert_allclose(logits[0].get_ydata(), one)
+        np.testing.assert_allclose(logits[1].get_ydata(), 2 * one)
 
 
 # --- thin runs ----------------------------------------------------------------------------
@@ -331,6 +462,22 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
     assert FIGURES["flattening"].stem in drawn
     img = mpimg.imread(index.parent / f"{FIGURES['flattening'].stem}.png")
     assert float(np.asarray(img[..., :3]).std()) > 0.02
+
+
+def test_flattening_has_a_panel_per_dtype_a_line_per_class_count_and_its_slope(tmp_path):
+    (tmp_path / "study").mkdir(parents=True)
+    table = _flattening_table(classes=(4, 16), dtypes=("fp16", "bf16", "fp32"))
+    table.to_parquet(tmp_path / "study" / data.STUDY_FILE)
+    fig = figures.flattening(figures.Context.of(tmp_path, pd.DataFrame()))
+    # Three dtypes wrap into two columns: a row of four would be ~1,900 px wide.
+    assert sorted(ax.get_title() for ax in fig.axes) == ["bf16", "fp16", "fp32"]
+    assert len({ax.get_subplotspec().colspan.start for ax in fig.axes}) == 2
+    assert len(fig.legends) == 1
+    assert {"C = 4", "C = 16", "measured", figures.FLATTENING_SLOPE} <= set(legend_texts(fig))
+    for ax in fig.axes:
+        marked = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        assert len(marked) == 2 and len(ax.get_lines()) == 4  # measured and slope, per C
+    assert list(fig.harness_data.columns) == ["dtype", "num_classes", "iteration", "dist_from_uniform"]
 
 
 def test_a_study_folder_outside_the_sweep_is_drawn(smoke_run, tmp_path):

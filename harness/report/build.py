@@ -110,14 +110,19 @@ def _draw(spec: FigureSpec, ctx: figures.Context, out: Path) -> Block:
         return Block("nodata", spec.title, result)
     try:
         figures.finish(result)
-        result.savefig(out / f"{spec.stem}.png", dpi=PNG_DPI)
+        # The layout is settled once and frozen: constrained layout measures every tick label
+        # again on each draw, and both files are written from this one.
+        result.draw_without_rendering()
+        result.set_layout_engine("none")
+        # Both files span everything drawn, seaborn's legend beside the panels included (it
+        # lies past the figure's right edge); measured once, as bbox_inches="tight" would
+        # measure it again, with another draw, for each file.
+        box = result.get_tightbbox().padded(0.04)
+        result.savefig(out / f"{spec.stem}.png", dpi=PNG_DPI, bbox_inches=box)
         numbers = getattr(result, "harness_data", None)
         if numbers is not None:  # the numbers behind the image, for anyone who wants to re-plot
             numbers.to_csv(out / f"{spec.stem}.csv", index=False)
-        # The layout is settled by the first save; freezing it halves the cost of the
-        # second (constrained layout measures every tick label again on each draw).
-        result.set_layout_engine("none")
-        result.savefig(out / f"{spec.stem}.svg")
+        result.savefig(out / f"{spec.stem}.svg", bbox_inches=box)
     finally:
         plt.close(result)
     return Block("figure", spec.title, spec.stem, spec.caption)

@@ -4,12 +4,19 @@ Figure, or a string saying why there is no data for it (never raises on a thin r
 Conventions shared by every figure: a title phrased as the question the figure answers,
 units on every axis, variants in the fixed registry order with fixed colours
 (`data.styles`), and variants whose formula is wrong drawn dashed and named "(wrong formula)".
+
+The line figures (speed, throughput, memory, repeated softmax) are seaborn.objects plots drawn
+onto a Figure made here: seaborn makes the panels and the one legend, beside the panels. The
+others use matplotlib itself (each says why), their legend below the panels where they have
+several. Nothing touches pyplot's global state: the report draws many figures in one
+process, and the tests more.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +25,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import seaborn.objects as so
+from cycler import cycler
 from matplotlib.figure import Figure
 
 from harness.report import data
@@ -76,9 +85,14 @@ def _with_data(fig: Figure, data_frame: pd.DataFrame) -> Figure:
     return fig
 
 
+# Seaborn's whitegrid look at 0.9 of the notebook sizes: ~10 pt text, 15 px at the report's dpi.
+THEME = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)}
+
+
 def theme():
-    """Seaborn's whitegrid look for the figures only (no global state is changed)."""
-    return plt.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9)})
+    """THEME for the figures drawn with matplotlib itself (no global state is changed);
+    seaborn.objects figures take it through `Plot.theme`."""
+    return plt.rc_context(THEME)
 
 
 def finish(fig) -> None:
@@ -102,32 +116,11 @@ def _style_ticklabels(ctx: Context, labels) -> None:
             label.set_fontstyle("italic")
 
 
-def _line(ctx: Context, ax, name: str, x, y, **kw):
-    st = ctx.style[name]
-    return ax.plot(
-        x,
-        y,
-        color=st.color,
-        linestyle="--" if st.wrong else "-",
-        marker="o",
-        markersize=4,
-        label=st.label,
-        **kw,
-    )
-
-
 def _legend_below(fig, handles, labels, ncol: int = 4) -> None:
-    # One legend for the whole figure, under the panels, so no panel's lines are hidden.
+    # One legend for the whole figure, under the panels, so no panel's marks are hidden (the
+    # figures matplotlib draws; seaborn.objects places its own).
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False)
-
-
-def _rebuild_legend(fig) -> None:
-    """One legend below the panels again, now including lines drawn after the first one."""
-    handles, labels = _collect_legend(fig.axes)
-    for lg in fig.legends:
-        lg.remove()
-    _legend_below(fig, handles, labels, ncol=4)
 
 
 def _collect_legend(axes) -> tuple[list, list]:
@@ -136,6 +129,13 @@ def _collect_legend(axes) -> tuple[list, list]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     return list(seen.values()), list(seen.keys())
+
+
+def _suptitle(fig: Figure, question: str, details: str) -> None:
+    """The question on the first line, the details wrapped to the figure's width below it (a
+    line wider than the figure is cut off at both edges)."""
+    chars = int(fig.get_figwidth() * 12)  # ~6 pt per character at the title's 13 pt
+    fig.suptitle("\n".join([question, *textwrap.wrap(details, chars)]))
 
 
 def _largest_batch(df: pd.DataFrame) -> int:
@@ -147,7 +147,10 @@ def _largest_batch(df: pd.DataFrame) -> int:
 
 def breaks(ctx: Context) -> "Result":
     """Per dtype and class count: logit scale x variant, coloured by log10 relative error of
-    the loss (median over seeds, batch sizes, targets and modes); non-finite cells marked."""
+    the loss (median over seeds, batch sizes, targets and modes); non-finite cells marked.
+
+    matplotlib, not seaborn.objects: a colour scale read off a colour bar (seaborn.objects
+    has none), k/n notes on cells and the predicted edges as bars within a variant's row."""
     df = ctx.rows
     if df.empty or df["logit_scale"].nunique() == 0:
         return "no rows"
@@ -255,7 +258,11 @@ def breaks(ctx: Context) -> "Result":
 
 def boundary(ctx: Context) -> "Result":
     """First failing logit scale against C for the naive variants, measured (median and
-    spread over seeds, targets, batch sizes and modes) and predicted by harness.cross_entropy.theory."""
+    spread over seeds, targets, batch sizes and modes) and predicted by harness.cross_entropy.theory.
+
+    matplotlib, not seaborn.objects: its legend names kinds of mark (measured, never failed,
+    two predictions) across variants, where seaborn.objects would overlay every layer's mark
+    in one entry per variant."""
     df = ctx.rows
     variants = boundary_variants(ctx) if len(df) else []
     if not variants:
@@ -343,7 +350,9 @@ def boundary(ctx: Context) -> "Result":
 
 def accuracy(ctx: Context) -> "Result":
     """variant x dtype heatmaps: median loss and gradient error, and the loss error over
-    torch_cross_entropy's at the same point (finite rows only)."""
+    torch_cross_entropy's at the same point (finite rows only).
+
+    seaborn's heatmap on matplotlib axes: seaborn.objects has no heatmap mark."""
     df = ctx.rows[ctx.rows["status"].isin(JUDGED)] if len(ctx.rows) else ctx.rows
     if df.empty:
         return "no finite results"
@@ -414,38 +423,93 @@ def _pooled_quartiles(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.groupby(keys)[["time_samples_s", "time_median_s"]].apply(q).reset_index()
 
 
-def _facets(ctx: Context, df: pd.DataFrame, y_label: str, title: str, draw, ylog: bool = True):
-    """Grid of panels, rows = mode, columns = dtype; draw(ax, sub, variant) per variant."""
+def _draw_on(fig: Figure, plot: so.Plot, *, xlog: bool, rc: dict | None = None) -> None:
+    """Draw a seaborn.objects plot onto `fig` in the report's theme, y on a log axis.
+
+    The legend goes at 0.98 of the figure's width, left-aligned there (seaborn's place for it
+    beside a figure it did not make): the panels keep to the left of that, and the report
+    saves each figure with everything drawn outside it (bbox_inches="tight")."""
+    plot.layout(extent=(0, 0, 0.97, 1)).theme(rc or THEME).on(fig).plot()
+    # Log axes from matplotlib rather than seaborn's `.scale(y="log")`: matplotlib's label the
+    # minor ticks of a panel spanning less than a decade (seaborn's label decades only, which
+    # can leave such a panel one label or none), and seaborn 0.13 does not put a Band's
+    # ymin/ymax given beside a y through its log transform.
+    for ax in fig.axes:
+        ax.set_yscale("log")
+        if xlog:
+            ax.set_xscale("log")
+
+
+def _variant_scales(ctx: Context, variants) -> dict:
+    """`Plot.scale` arguments that give each variant its fixed colour (`data.styles`, keyed by
+    registry position, so the same in every figure) and wrong formulas a dashed line; both map
+    the `label` column, so seaborn merges them into one legend entry per variant."""
+    labels = [ctx.style[v].label for v in variants]
+    by_label = {ctx.style[v].label: ctx.style[v] for v in variants}
+    return dict(
+        color=so.Nominal({lab: st.color for lab, st in by_label.items()}, order=labels),
+        linestyle=so.Nominal({lab: "--" if st.wrong else "-" for lab, st in by_label.items()}, order=labels),
+    )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A line drawn in every panel next to the variants (the copy bandwidth, one copy of the
+    logits): rows of dtype, mode, num_classes and y, named once in the legend."""
+
+    rows: pd.DataFrame
+    label: str
+    linestyle: str
+
+
+def _lines_by_mode_and_dtype(
+    ctx: Context,
+    df: pd.DataFrame,
+    *,
+    y: str,
+    y_label: str,
+    title: tuple[str, str],
+    band: tuple[str, str] | None = None,
+    references: tuple[Reference, ...] = (),
+) -> Figure:
+    """One line per variant against C (both axes log): a panel per mode (rows) and dtype
+    (columns), drawn, faceted and given its one legend by seaborn.objects.
+
+    `title`: (question, details); `band`: the (low, high) columns of a shaded band around
+    each line. `df` needs the columns variant, dtype, mode, num_classes and `y`."""
     modes = [m for m in MODES if m in set(df["mode"])] + sorted(set(df["mode"]) - set(MODES))
     dtypes = data.dtype_order(df["dtype"].unique())
-    order = [v for v in ctx.order if v in set(df["variant"])]
-    with theme():
-        fig, axes = subplots(
-            len(modes),
-            len(dtypes),
-            squeeze=False,
-            sharex=True,
-            layout="constrained",
-            figsize=(4.2 * len(dtypes) + 0.6, 3.4 * len(modes) + 1.6),
+    variants = [v for v in ctx.order if v in set(df["variant"])]
+    lines = df.assign(label=df["variant"].map(lambda v: ctx.style[v].label))
+    # The legend (~3.5 in) sits right of the panels, and the page shows figures at most
+    # 1,232 px (11.2 in at the report's dpi) wide: panels 3.4 in wide and taller than wide
+    # keep three dtypes and the legend at ~0.77 of their size on the page (text ~12 px).
+    fig = Figure(figsize=(3.4 * len(dtypes) + 0.6, 3.5 * len(modes) + 0.9), layout="constrained")
+    plot = so.Plot(lines, x="num_classes", y=y, color="label", linestyle="label").facet(
+        col="dtype", row="mode", order={"col": dtypes, "row": modes}
+    )
+    if band is not None:
+        plot = plot.add(so.Band(alpha=0.12), ymin=band[0], ymax=band[1], legend=False)
+    plot = plot.add(so.Line(marker="o", pointsize=4))
+    for ref in references:
+        # A layer with its own data takes from it only the variables it names; any other (the
+        # panel, x) would be joined from the variants' rows by index, so every one is named.
+        plot = plot.add(
+            so.Line(color="black", linestyle=ref.linestyle, linewidth=1),
+            data=ref.rows,
+            x="num_classes",
+            y="y",
+            col="dtype",
+            row="mode",
+            color=None,
+            linestyle=None,
+            label=ref.label,
         )
-        for r, mode in enumerate(modes):
-            for k, dt in enumerate(dtypes):
-                ax = axes[r][k]
-                sub = df[(df["mode"] == mode) & (df["dtype"] == dt)]
-                for v in order:
-                    part = sub[sub["variant"] == v].sort_values("num_classes")
-                    if len(part):
-                        draw(ax, part, v)
-                ax.set_xscale("log")
-                if ylog:
-                    ax.set_yscale("log")
-                ax.set_title(f"{dt}, {mode}", fontsize=9)
-                if r == len(modes) - 1:
-                    ax.set_xlabel("number of classes C (log axis)")
-        fig.supylabel(y_label, fontsize=10)
-        fig.suptitle(title)
-        handles, labels = _collect_legend(axes)
-        _legend_below(fig, handles, labels, ncol=4)
+    # y not shared: fwd and fwd_bwd, fp16 and fp32 differ by more than a decade.
+    plot = plot.scale(**_variant_scales(ctx, variants)).share(y=False)
+    plot = plot.label(x="number of classes C (log axis)", y=y_label, color="variant", linestyle="variant")
+    _draw_on(fig, plot, xlog=True)
+    _suptitle(fig, *title)
     return fig
 
 
@@ -496,20 +560,17 @@ def speed(ctx: Context) -> "Result":
     q = _pooled_quartiles(df, ["variant", "dtype", "mode", "num_classes"])
     for col in ("q25", "median", "q75"):
         q[col] = q[col] * 1e3
-
-    def draw(ax, part, v):
-        _line(ctx, ax, v, part["num_classes"], part["median"])
-        ax.fill_between(
-            part["num_classes"], part["q25"], part["q75"], color=ctx.style[v].color, alpha=0.12, linewidth=0
-        )
-
-    fig = _facets(
+    fig = _lines_by_mode_and_dtype(
         ctx,
         _fastest_per_panel(q, SPEED_LINES),
-        "time per call (ms, log axis)",
-        f"How long does one call take as C grows? (B = {batch}, {kind} targets, logit scale {scale:g}; "
-        f"the {SPEED_LINES} fastest per panel; band: the IQR of each point's samples)",
-        draw,
+        y="median",
+        y_label="time per call (ms, log axis)",
+        title=(
+            "How long does one call take as C grows?",
+            f"(B = {batch}, {kind} targets, logit scale {scale:g}; the {SPEED_LINES} fastest per panel; "
+            "band: the IQR of each point's samples)",
+        ),
+        band=("q25", "q75"),
     )
     return _with_data(fig, q)
 
@@ -523,30 +584,32 @@ def throughput(ctx: Context) -> "Result":
     df = df[df["batch_size"] == batch]
     g = df.groupby(["variant", "dtype", "mode", "num_classes"], as_index=False)["gbps"].median()
     copy = float(df["device_copy_gbps"].median()) if data.has(df, "device_copy_gbps") else float("nan")
-
-    def draw(ax, part, v):
-        _line(ctx, ax, v, part["num_classes"], part["gbps"])
-
-    fig = _facets(
+    has_copy = math.isfinite(copy) and copy > 0
+    references = ()
+    if has_copy:
+        ends = g.groupby(["dtype", "mode"])["num_classes"].agg(["min", "max"]).stack()
+        at_copy = ends.rename("num_classes").reset_index()[["dtype", "mode", "num_classes"]].assign(y=copy)
+        references = (Reference(at_copy, f"device copy: {copy:.1f} GB/s", "-."),)
+    fig = _lines_by_mode_and_dtype(
         ctx,
         g,
-        "throughput (GB/s of the byte model, log axis)",
-        f"How close does each variant get to the device's copy bandwidth? (B = {batch}, median over points)",
-        draw,
+        y="gbps",
+        y_label="throughput (GB/s, log axis)",
+        title=(
+            "How close does each variant get to the device's copy bandwidth?",
+            f"(B = {batch}, median over points; GB/s of the byte model at the median time)",
+        ),
+        references=references,
     )
-    if math.isfinite(copy) and copy > 0:
-        for ax in np.ravel(fig.axes):
-            ax.axhline(
-                copy, color="black", linestyle="-.", linewidth=1, label=f"device copy: {copy:.1f} GB/s"
-            )
-            # Right-hand axis in % of the copy bandwidth (the share of the floor reached), on
-            # the last column only: each secondary axis costs as much to draw as a panel.
+    if has_copy:
+        # Right-hand axis in % of the copy bandwidth (the share of the floor reached), on the
+        # last column only: each secondary axis costs as much to draw as a panel.
+        for ax in fig.axes:
             if ax.get_subplotspec().is_last_col():
                 sec = ax.secondary_yaxis(
                     "right", functions=(lambda y: 100 * y / copy, lambda p: p * copy / 100)
                 )
-                sec.set_ylabel("% of device copy bandwidth", fontsize=9)
-        _rebuild_legend(fig)
+                sec.set_ylabel("% of device copy bandwidth")
     return _with_data(fig, g)
 
 
@@ -572,31 +635,33 @@ def memory(ctx: Context) -> "Result":
     # along the (log) C axis by a few percent, so every variant stays visible.
     present = [v for v in ctx.order if v in set(m["variant"])]
     shift = {v: MEMORY_DODGE ** (i - (len(present) - 1) / 2) for i, v in enumerate(present)}
+    drawn = m.assign(num_classes=m["num_classes"] * m["variant"].map(shift))
 
-    def draw(ax, part, v):
-        _line(ctx, ax, v, part["num_classes"] * shift[v], part["mib"])
-
-    fig = _facets(
+    # B*C*bytes: one copy of the logits, at the measured C of each panel.
+    panels = m[["dtype", "mode", "num_classes"]].drop_duplicates()
+    logits = panels.assign(y=batch * panels["num_classes"] * panels["dtype"].map(data.logit_bytes) / 2**20)
+    logits = logits[logits["y"] > 0]  # a dtype the harness does not know has no byte size
+    fig = _lines_by_mode_and_dtype(
         ctx,
-        m,
-        "peak extra memory (MiB, log axis; lines shifted along C so that equal ones stay visible)",
-        f"How much memory does each variant add beyond its inputs? (B = {batch}, median over points)",
-        draw,
+        drawn,
+        y="mib",
+        y_label="peak extra memory (MiB, log axis)",
+        title=(
+            "How much memory does each variant add beyond its inputs?",
+            f"(B = {batch}, median over points; lines shifted along C so that equal ones stay visible)",
+        ),
+        references=(
+            Reference(logits, "1× logits (B·C·bytes)", ":"),
+            Reference(logits.assign(y=2 * logits["y"]), "2× logits", "-."),
+        ),
     )
-    dtypes = data.dtype_order(m["dtype"].unique())
-    cs = np.array(sorted(m["num_classes"].unique()), dtype=float)
-    for ax in fig.axes:
-        dt = next((d for d in dtypes if ax.get_title().startswith(f"{d},")), None)
-        if dt is None:
-            continue
-        logits = batch * cs * data.logit_bytes(dt) / 2**20  # B*C*bytes: one copy of the logits
-        ax.plot(cs, logits, color="black", linestyle=":", linewidth=1, label="1× logits (B·C·bytes)")
-        ax.plot(cs, 2 * logits, color="black", linestyle="-.", linewidth=1, label="2× logits")
-    _rebuild_legend(fig)
     return _with_data(fig, m)
 
 
 # --- 6. repeated softmax ------------------------------------------------------------------
+
+
+FLATTENING_SLOPE = "slope 1/C per step (theory)"
 
 
 def flattening(ctx: Context) -> "Result":
@@ -608,49 +673,66 @@ def flattening(ctx: Context) -> "Result":
         return "every recorded distance is 0"
     dtypes = data.dtype_order(table["dtype"].unique())
     classes = sorted(table["num_classes"].unique())
-    colors = dict(zip(classes, sns.color_palette("flare", len(classes))))
+    names = {c: f"C = {c:,}" for c in classes}
     med = table.groupby(["dtype", "num_classes", "iteration"], as_index=False)["dist_from_uniform"].median()
-    with theme():
-        fig, axes = subplots(
-            1,
-            len(dtypes),
-            squeeze=False,
-            sharey=True,
-            layout="constrained",
-            figsize=(4.2 * len(dtypes) + 0.6, 4.4),
+    slopes = []
+    for (dt, c), part in med.groupby(["dtype", "num_classes"]):
+        # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
+        part = part.sort_values("iteration")
+        its = part["iteration"].to_numpy(dtype=float)
+        ref = part["dist_from_uniform"].iloc[0] * float(c) ** -(its - its[0])
+        keep = ref >= part["dist_from_uniform"].min() / 100
+        slopes.append(
+            pd.DataFrame(
+                {"dtype": dt, "num_classes": c, "iteration": its[keep], "dist_from_uniform": ref[keep]}
+            )
         )
-        for ax, dt in zip(axes[0], dtypes):
-            for c in classes:
-                part = med[(med["dtype"] == dt) & (med["num_classes"] == c)].sort_values("iteration")
-                if part.empty:
-                    continue
-                ax.plot(
-                    part["iteration"],
-                    part["dist_from_uniform"],
-                    marker="o",
-                    markersize=3,
-                    color=colors[c],
-                    label=f"C = {c:,}: measured",
-                )
-                # The Jacobian at uniform is (1/C)(I - 11^T/C): each step shrinks the distance by 1/C.
-                i0, d0 = part["iteration"].iloc[0], part["dist_from_uniform"].iloc[0]
-                its = part["iteration"].to_numpy(dtype=float)
-                ref = d0 * float(c) ** -(its - i0)
-                keep = ref >= part["dist_from_uniform"].min() / 100
-                ax.plot(its[keep], ref[keep], color=colors[c], linestyle="--", linewidth=1)
-            ax.set_yscale("log")
-            ax.set_title(dt)
-            ax.set_xlabel("softmax applications (iteration)")
-        axes[0][0].set_ylabel("distance from uniform 1/C (log axis)")
-        handles, labels = _collect_legend(axes)
-        from matplotlib.lines import Line2D
+    # A fresh index: seaborn aligns the columns it takes on it, so it must be unique.
+    measured = med.assign(kind="measured")
+    lines = pd.concat([measured, *(p.assign(kind=FLATTENING_SLOPE) for p in slopes)], ignore_index=True)
+    lines["classes"] = lines["num_classes"].map(names)
 
-        handles.append(Line2D([], [], color="#444444", linestyle="--"))
-        labels.append("slope 1/C per step (theory)")
-        fig.suptitle(
-            "How fast does repeated softmax flatten to uniform? (median over seeds and start scales)"
+    kinds = ["measured", FLATTENING_SLOPE]
+    # Two columns at most (wrapped below): four dtypes in one row would be ~1,900 px wide.
+    ncol = min(len(dtypes), 2)
+    nrow = -(-len(dtypes) // ncol)
+    fig = Figure(figsize=(3.8 * ncol + 0.6, 3.3 * nrow + 0.9), layout="constrained")
+    plot = (
+        so.Plot(
+            lines,
+            x="iteration",
+            y="dist_from_uniform",
+            color="classes",
+            linestyle="kind",
+            marker="kind",
+            linewidth="kind",
         )
-        _legend_below(fig, handles, labels, ncol=4)
+        .facet(col="dtype", order=dtypes, wrap=ncol if len(dtypes) > ncol else None)
+        .add(so.Line(pointsize=3))
+        .scale(
+            color=so.Nominal(
+                dict(zip(names.values(), sns.color_palette("flare", len(classes)))),
+                order=list(names.values()),
+            ),
+            linestyle=so.Nominal(dict(zip(kinds, ["-", "--"])), order=kinds),
+            marker=so.Nominal(dict(zip(kinds, ["o", ""])), order=kinds),
+            linewidth=so.Nominal(dict(zip(kinds, [1.5, 1.0])), order=kinds),
+        )
+        .label(
+            x="softmax applications (iteration)",
+            y="distance from uniform 1/C (log axis)",
+            color="classes",
+            linestyle="",
+            marker="",
+            linewidth="",
+        )
+    )
+    # The legend draws the entries of `kind` (measured, the slope) in the first colour of the
+    # cycle: dark grey here, the colour of neither class count.
+    _draw_on(fig, plot, xlog=False, rc={**THEME, "axes.prop_cycle": cycler(color=["#444444"])})
+    _suptitle(
+        fig, "How fast does repeated softmax flatten to uniform?", "(median over seeds and start scales)"
+    )
     return _with_data(fig, med)
 
 
@@ -669,6 +751,7 @@ STATUS_COLORS = {
 
 
 def statuses(ctx: Context) -> "Result":
+    """Rows per status, stacked per variant: one panel, nothing to facet, matplotlib's bars."""
     df = ctx.rows
     if df.empty:
         return "no rows"
