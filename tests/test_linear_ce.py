@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from harness import job
 from harness.config import SettingError
+from harness.cross_entropy.options import LossOptions
 from harness.linear_cross_entropy import FAMILY, make_call
 from harness.linear_cross_entropy.inputs import make_inputs
 from harness.linear_cross_entropy.point import point
@@ -54,7 +55,7 @@ def test_the_chunked_reference_is_float64_autograd(monkeypatch):
     )
     inp = make_inputs(pt)
     assert (inp.targets == -100).sum() == 2
-    ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, -100)
+    ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, LossOptions(ignore_index=-100))
     h = inp.hidden.clone().requires_grad_()
     w = inp.weight.clone().requires_grad_()
     loss = F.cross_entropy(F.linear(h, w), inp.targets, ignore_index=-100)
@@ -164,7 +165,9 @@ def test_bad_settings_stop_with_one_line():
         ({"hidden_size": 0}, "hidden_size=0 is not allowed"),
         ({"num_classes": 1}, "num_classes=1 is not allowed"),
         ({"family": "linear"}, "family='linear' is not allowed: use cross_entropy or linear_cross_entropy"),
-        ({"label_smoothing": 0.1}, "label_smoothing=0.1 is not available with family=linear_cross_entropy"),
+        ({"logits": "zipf"}, "logits=zipf is not available with family=linear_cross_entropy"),
+        ({"label_smoothing": 1.5}, "label_smoothing=1.5 is not allowed"),
+        ({"class_weights": [1.0, 2.0]}, "class_weights has 2 values for num_classes=4396"),
         ({"ignore_index": 3}, "ignore_index=3 is not allowed"),
         ({"variants": ["torch_cross_entropy"]}, "unknown variant 'torch_cross_entropy'"),
     ]:
