@@ -1,12 +1,12 @@
 """The fused linear + cross-entropy family (harness/linear_cross_entropy/), end to end at tiny
 sizes: the chunked float64 reference against float64 autograd, every CPU variant against it,
-the memory each form holds, a plausible bug flagged, the CLI's rows, and bad settings."""
+the memory each form holds, the CLI's rows, and bad settings. The bug catalogue is
+tests/test_linear_bugs.py; the loss options and the bias, tests/test_linear_ce_options.py."""
 
 from __future__ import annotations
 
 import importlib
 import math
-import textwrap
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -108,56 +108,6 @@ def test_chunked_linear_holds_one_chunk_of_logits():
     assert outputs <= chunked <= outputs + chunk_bytes + 4 * n * d + 64 * n, chunked - outputs
     assert full >= n * v * 4 > 3 * chunk_bytes  # the whole logits (and their gradient) at once
     assert chunked < full / 2
-
-
-BUGGY = """
-import torch
-import torch.nn.functional as F
-
-
-class _LastChunkMissing(torch.autograd.Function):
-    # A hand-chunked backward whose loop stops one chunk early: dW of the last vocabulary
-    # chunk stays zero (range(0, V - CHUNK, CHUNK) where range(0, V, CHUNK) was meant).
-    @staticmethod
-    def forward(ctx, h, w, t, ignore_index):
-        ctx.save_for_backward(h, w, t)
-        ctx.ignore_index = ignore_index
-        return F.cross_entropy(F.linear(h, w), t, ignore_index=ignore_index)
-
-    @staticmethod
-    def backward(ctx, g):
-        h, w, t = ctx.saved_tensors
-        kept = t != ctx.ignore_index
-        dz = torch.softmax(F.linear(h, w).float(), dim=1)
-        dz[kept.nonzero()[:, 0], t[kept]] -= 1
-        dz = (dz * kept[:, None] * g / kept.sum()).to(h.dtype)
-        dw = torch.zeros_like(w)
-        chunk = 1024
-        for lo in range(0, w.shape[0] - chunk, chunk):
-            dw[lo : lo + chunk] = dz[:, lo : lo + chunk].T @ h
-        return dz @ w, dw, None, None
-
-
-def last_chunk_missing(hidden, weight, targets, *, ignore_index=-100):
-    return _LastChunkMissing.apply(hidden, weight, targets, ignore_index)
-
-
-last_chunk_missing.harness_targets = {"hard"}
-last_chunk_missing.harness_options = {"ignore_index"}
-"""
-
-
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_a_dw_that_misses_the_last_chunk_is_inaccurate(tmp_path, monkeypatch, dtype):
-    (tmp_path / "lce_bugs.py").write_text(textwrap.dedent(BUGGY))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    rows = _run(dtype=dtype, num_classes=5000, variants=["buggy@lce_bugs:last_chunk_missing", "materialized"])
-    got = rows.set_index(["variant", "mode"])
-    assert got.loc[("buggy", "fwd"), "status"] == "ok"  # its loss is right
-    bug = got.loc[("buggy", "fwd_bwd")]
-    assert bug.status == "inaccurate" and bug.grad_weight_rel_err > 0.3, bug.to_dict()
-    assert bug.grad_hidden_rel_err < bug.grad_tolerance  # dH is right: dW alone is flagged
-    assert (got.loc["materialized", "status"] == "ok").all()
 
 
 def test_bad_settings_stop_with_one_line():
