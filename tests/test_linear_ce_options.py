@@ -342,3 +342,38 @@ def test_the_cli_refuses_a_bias_for_cross_entropy(tmp_path):
         .startswith("harness: bias=true needs family=linear_cross_entropy")
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_never_ranks_rows_of_different_options_together(tmp_path):
+    from harness.report import build, data
+    from harness.report.linear import linear_table, unsupported
+    from harness.results import load, write_rows
+
+    timing = {
+        "enabled": True,
+        "warmup": 0,
+        "min_reps": 1,
+        "min_time_s": 0.0,
+        "max_reps": 1,
+        "allow_parallel": False,
+    }
+    names = ["materialized", "chunked_linear"]
+    for i, settings in enumerate([{}, {"bias": True}, {"z_loss": 1e-4}]):
+        cfg = _cfg(variants=names, num_classes=300, timing=timing, memory={"enabled": True}, **settings)
+        write_rows(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}), tmp_path / f"point{i}", f"key{i}")
+    rows = load(tmp_path)
+    table = linear_table(rows, data.variant_order(rows["variant"].unique()))
+    assert list(table["options"].unique()) == ["plain", "bias", "z_loss=0.0001"]  # plain first
+    for _, group in table.groupby("options"):
+        assert (group["÷ fastest"] == "1.00×").sum() >= 1  # each group has its own fastest
+    assert (table.loc[table["options"] == "bias", "db error"] != "-").all()
+    assert (table.loc[table["options"] != "bias", "db error"] == "-").all()
+    assert "materialized" not in set(table.loc[table["options"] == "z_loss=0.0001", "variant"])
+    assert unsupported(rows) == {"z_loss=0.0001": ["materialized"]}
+    [linear] = [s for s in build.sections(tmp_path, rows, tmp_path) if s.anchor == "linear"]
+    titles = [b.title for b in linear.blocks]
+    assert titles == ["Forward+backward per size", "With bias", "With z_loss=0.0001"]
+    assert (
+        "Not run (they do not honour the options): z_loss=0.0001: materialized." in linear.blocks[0].caption
+    )
+    assert "options" not in [s.anchor for s in build.sections(tmp_path, rows, tmp_path)]
