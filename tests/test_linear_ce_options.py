@@ -377,3 +377,28 @@ def test_the_report_never_ranks_rows_of_different_options_together(tmp_path):
         "Not run (they do not honour the options): z_loss=0.0001: materialized." in linear.blocks[0].caption
     )
     assert "options" not in [s.anchor for s in build.sections(tmp_path, rows, tmp_path)]
+
+
+def test_the_options_sweep_writes_each_setting_s_rows(tmp_path):
+    # +sweep=linear_options cut to three of its settings and a tiny head (its own sizes: README)
+    out = tmp_path / "sweep"
+    proc = run_cli(
+        "+sweep=linear_options",
+        "+option=plain,bias,all_bias",
+        "dtype=fp32",
+        "batch_size=16",
+        "hidden_size=8",
+        "num_classes=300",
+        "timing.enabled=false",
+        f"hydra.sweep.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from harness.results import load
+
+    rows = load(out)
+    assert set(rows.bias) == {False, True} and len(set(rows.seed)) == 1
+    by_point = rows.groupby(["bias", "z_loss"])["status"].agg(set)
+    assert by_point[(False, 0.0)] == {"ok"} and by_point[(True, 0.0)] == {"ok"}
+    assert by_point[(True, 1e-4)] == {"ok", "unsupported"}  # materialized has no z-loss
+    bwd = rows[(rows["mode"] == "fwd_bwd") & (rows.status == "ok")]
+    assert bwd.grad_bias_rel_err.notna().eq(bwd.bias).all()
