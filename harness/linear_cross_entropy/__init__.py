@@ -1,14 +1,23 @@
-"""Fused linear + cross-entropy: loss = CE(hidden [N, D] @ weight [V, D]^T, targets [N]), the
-harness's second problem family (README, "Fused linear + cross-entropy").
+"""Fused linear + cross-entropy: loss = CE(hidden [N, D] @ weight [V, D]^T (+ bias [V]), targets [N]),
+the harness's second problem family (README, "Fused linear + cross-entropy").
 
 At LLM vocabularies the loss layer is dominated by the logits it materialises (N = 8192 tokens
 x V = 256k classes in fp32 is 8.4 GB); the variants differ in whether and how they avoid them.
-The runner measures them as it measures the first family: time, peak memory, and the loss, dH
-and dW against float64.
+The runner measures them as it measures the first family: time, peak memory, and the loss, dH,
+dW (and db with a bias) against float64.
 
-  point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes), validated
-  inputs.py      hidden ~ N(0, 1), weight ~ N(0, logit_scale^2 / D) in float64, rounded once; targets
-  reference.py   the float64 loss, dH and dW in vocabulary chunks (never [N, V] in float64)
+The loss takes the first family's options (harness/cross_entropy/options.py: ignored rows, label
+smoothing, z-loss, softcap, class weights, reduction mean | sum | none) with the same formulas,
+and the layer an optional bias (`bias=true`). A variant receives the options it declares by
+keyword (the class weights as `class_weight`, the bias as `bias`; variants/__init__.py); under
+reduction none it returns the [N] per-row losses, and the runner differentiates their sum, as
+the first family's does.
+
+  point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes, the
+                 loss options, bias), validated
+  inputs.py      hidden ~ N(0, 1), weight (and bias) sharing the logits' variance logit_scale^2,
+                 in float64, rounded once; targets; class weights
+  reference.py   the float64 loss, dH, dW and db in vocabulary chunks (never [N, V] in float64)
   tolerance.py   the bound that turns the errors into a verdict
   traffic.py     the byte model and the matmul FLOPs each mode cannot avoid
   variants/      the implementations, each registered where it is defined
