@@ -103,7 +103,7 @@ def _check_schema(file: Path) -> None:
     except (OSError, pa.ArrowException) as exc:
         raise UnusableInput(f"unreadable parquet {file}: {str(exc).splitlines()[0]}") from None
     names = set(schema.names)
-    # Columns newer than the file (the loss options, hidden_size) load with their defaults
+    # Columns newer than the file (the loss options, hidden_size, bias) load with their defaults
     # (harness.results.load): an older run still compares against a newer one.
     missing = [c for c in REQUIRED_COLUMNS if c not in names and c not in COLUMN_DEFAULTS]
     if missing:
@@ -372,7 +372,7 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
 
 def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Rows made before the loss options existed (or built by hand) hold the plain loss: give
-    them the option columns (and hidden_size) at their defaults, so they join rows that have them."""
+    them the option columns (and hidden_size, bias) at their defaults, so they join rows that have them."""
     missing = {k: v for k, v in COLUMN_DEFAULTS.items() if k not in df.columns}
     df = df.assign(**missing) if missing else df
     return df.fillna(COLUMN_DEFAULTS)  # a null option is the plain loss too (results.load)

@@ -52,6 +52,7 @@ class HarnessConfig:
     batch_size: int = 64  # rows B of the logits; linear_cross_entropy: tokens N
     num_classes: int = 1000  # classes C; linear_cross_entropy: vocabulary V
     hidden_size: int = 256  # D of linear_cross_entropy's hidden [N, D] and weight [V, D] (only there)
+    bias: bool = False  # linear_cross_entropy only: the layer adds a bias [V] to the logits
     dtype: str = "fp32"  # fp16 | bf16 | fp32 | fp64
     logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
     device: str = "cpu"  # cpu | cuda | cuda:N

@@ -6,15 +6,17 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 
 Columns (one row per point x variant x mode):
 
-  configuration  variant targets batch_size num_classes hidden_size dtype logit_scale device mode seed
-                 (hidden_size: D of linear_cross_entropy; 0 on a cross-entropy row)
+  configuration  variant targets batch_size num_classes hidden_size bias dtype logit_scale device mode
+                 seed (hidden_size: D of linear_cross_entropy, bias: whether its layer has a bias
+                 [V]; 0 and false on a cross-entropy row, and in files written before them)
   loss options   logits ignore_fraction ignore_index label_smoothing z_loss softcap (0: no cap)
                  class_weights reduction (vocabulary.OPTION_DEFAULTS; older files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against);
-                 grad_hidden_rel_err grad_weight_rel_err (linear_cross_entropy: dH's and dW's
-                 errors, grad_rel_err the larger; null on a cross-entropy row)
+                 grad_hidden_rel_err grad_weight_rel_err grad_bias_rel_err (linear_cross_entropy:
+                 dH's, dW's and, with a bias, dbias's errors, grad_rel_err the largest; null on a
+                 cross-entropy row, and grad_bias_rel_err without a bias)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
   memory         peak_mem_bytes (above what existed before the call)
   throughput     bytes_moved (the family's byte model, e.g. harness/cross_entropy/traffic.py) gbps
@@ -54,6 +56,7 @@ SCHEMA = pa.schema(
         ("batch_size", pa.int64()),
         ("num_classes", pa.int64()),
         ("hidden_size", pa.int64()),
+        ("bias", pa.bool_()),
         ("dtype", pa.string()),
         ("logit_scale", pa.float64()),
         ("device", pa.string()),
@@ -75,6 +78,7 @@ SCHEMA = pa.schema(
         ("grad_rel_err", pa.float64()),
         ("grad_hidden_rel_err", pa.float64()),
         ("grad_weight_rel_err", pa.float64()),
+        ("grad_bias_rel_err", pa.float64()),
         ("loss_tolerance", pa.float64()),
         ("grad_tolerance", pa.float64()),
         ("nan_count", pa.int64()),
@@ -175,7 +179,10 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         except (OSError, pa.ArrowException) as exc:
             _warn(f"skipping unreadable results file {file}: {str(exc).splitlines()[0]}")
             continue
-        for name, value in COLUMN_DEFAULTS.items():  # written before the options (or hidden_size) existed
+        for (
+            name,
+            value,
+        ) in COLUMN_DEFAULTS.items():  # written before the options (or hidden_size, bias) existed
             if name not in table.column_names:
                 table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
         missing = [c for c in (*KEY_COLUMNS, "status") if c not in table.column_names]

@@ -43,11 +43,11 @@ OPTION_DEFAULTS = {
 }
 OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
 
-# Shape settings only some families have, with the value the others' rows hold: the hidden
-# size D of linear_cross_entropy (harness/linear_cross_entropy/) is 0 on a cross-entropy row
-# (its logits are given, there is no hidden layer). 0, not null: a null key would drop out of
-# pandas' groupby and merges, and rows written before the column existed load with 0.
-SHAPE_DEFAULTS = {"hidden_size": 0}
+# Settings of the layer only linear_cross_entropy (harness/linear_cross_entropy/) has, with the
+# value the other family's rows hold: the hidden size D is 0 and `bias` False on a cross-entropy
+# row (its logits are given, there is no layer). 0 and False, not null: a null key would drop
+# out of pandas' groupby and merges, and rows written before a column existed load with these.
+SHAPE_DEFAULTS = {"hidden_size": 0, "bias": False}
 # Every column a row may lack (an older file, a row built by hand), with the value it reads as.
 COLUMN_DEFAULTS = {**OPTION_DEFAULTS, **SHAPE_DEFAULTS}
 
@@ -57,6 +57,7 @@ POINT_COLUMNS = (
     "batch_size",
     "num_classes",
     "hidden_size",
+    "bias",
     "dtype",
     "logit_scale",
     "device",

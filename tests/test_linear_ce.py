@@ -1,12 +1,12 @@
 """The fused linear + cross-entropy family (harness/linear_cross_entropy/), end to end at tiny
 sizes: the chunked float64 reference against float64 autograd, every CPU variant against it,
-the memory each form holds, a plausible bug flagged, the CLI's rows, and bad settings."""
+the memory each form holds, the CLI's rows, and bad settings. The bug catalogue is
+tests/test_linear_bugs.py; the loss options and the bias, tests/test_linear_ce_options.py."""
 
 from __future__ import annotations
 
 import importlib
 import math
-import textwrap
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from harness import job
 from harness.config import SettingError
+from harness.cross_entropy.options import LossOptions
 from harness.linear_cross_entropy import FAMILY, make_call
 from harness.linear_cross_entropy.inputs import make_inputs
 from harness.linear_cross_entropy.point import point
@@ -54,7 +55,7 @@ def test_the_chunked_reference_is_float64_autograd(monkeypatch):
     )
     inp = make_inputs(pt)
     assert (inp.targets == -100).sum() == 2
-    ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, -100)
+    ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, LossOptions(ignore_index=-100))
     h = inp.hidden.clone().requires_grad_()
     w = inp.weight.clone().requires_grad_()
     loss = F.cross_entropy(F.linear(h, w), inp.targets, ignore_index=-100)
@@ -109,62 +110,14 @@ def test_chunked_linear_holds_one_chunk_of_logits():
     assert chunked < full / 2
 
 
-BUGGY = """
-import torch
-import torch.nn.functional as F
-
-
-class _LastChunkMissing(torch.autograd.Function):
-    # A hand-chunked backward whose loop stops one chunk early: dW of the last vocabulary
-    # chunk stays zero (range(0, V - CHUNK, CHUNK) where range(0, V, CHUNK) was meant).
-    @staticmethod
-    def forward(ctx, h, w, t, ignore_index):
-        ctx.save_for_backward(h, w, t)
-        ctx.ignore_index = ignore_index
-        return F.cross_entropy(F.linear(h, w), t, ignore_index=ignore_index)
-
-    @staticmethod
-    def backward(ctx, g):
-        h, w, t = ctx.saved_tensors
-        kept = t != ctx.ignore_index
-        dz = torch.softmax(F.linear(h, w).float(), dim=1)
-        dz[kept.nonzero()[:, 0], t[kept]] -= 1
-        dz = (dz * kept[:, None] * g / kept.sum()).to(h.dtype)
-        dw = torch.zeros_like(w)
-        chunk = 1024
-        for lo in range(0, w.shape[0] - chunk, chunk):
-            dw[lo : lo + chunk] = dz[:, lo : lo + chunk].T @ h
-        return dz @ w, dw, None, None
-
-
-def last_chunk_missing(hidden, weight, targets, *, ignore_index=-100):
-    return _LastChunkMissing.apply(hidden, weight, targets, ignore_index)
-
-
-last_chunk_missing.harness_targets = {"hard"}
-last_chunk_missing.harness_options = {"ignore_index"}
-"""
-
-
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_a_dw_that_misses_the_last_chunk_is_inaccurate(tmp_path, monkeypatch, dtype):
-    (tmp_path / "lce_bugs.py").write_text(textwrap.dedent(BUGGY))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    rows = _run(dtype=dtype, num_classes=5000, variants=["buggy@lce_bugs:last_chunk_missing", "materialized"])
-    got = rows.set_index(["variant", "mode"])
-    assert got.loc[("buggy", "fwd"), "status"] == "ok"  # its loss is right
-    bug = got.loc[("buggy", "fwd_bwd")]
-    assert bug.status == "inaccurate" and bug.grad_weight_rel_err > 0.3, bug.to_dict()
-    assert bug.grad_hidden_rel_err < bug.grad_tolerance  # dH is right: dW alone is flagged
-    assert (got.loc["materialized", "status"] == "ok").all()
-
-
 def test_bad_settings_stop_with_one_line():
     for settings, words in [
         ({"hidden_size": 0}, "hidden_size=0 is not allowed"),
         ({"num_classes": 1}, "num_classes=1 is not allowed"),
         ({"family": "linear"}, "family='linear' is not allowed: use cross_entropy or linear_cross_entropy"),
-        ({"label_smoothing": 0.1}, "label_smoothing=0.1 is not available with family=linear_cross_entropy"),
+        ({"logits": "zipf"}, "logits=zipf is not available with family=linear_cross_entropy"),
+        ({"label_smoothing": 1.5}, "label_smoothing=1.5 is not allowed"),
+        ({"class_weights": [1.0, 2.0]}, "class_weights has 2 values for num_classes=4396"),
         ({"ignore_index": 3}, "ignore_index=3 is not allowed"),
         ({"variants": ["torch_cross_entropy"]}, "unknown variant 'torch_cross_entropy'"),
     ]:

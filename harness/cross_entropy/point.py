@@ -110,6 +110,13 @@ def point(cfg: Any) -> Point:
         raise SettingError(f"targets={targets!r} is not allowed: use soft or hard")
     seed = _seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
+    if _optional(cfg, "bias", False):
+        # Refused rather than ignored: a run that asks for a bias would otherwise measure a
+        # loss without one (hidden_size, which only sizes the other family's layer, is ignored).
+        raise SettingError(
+            "bias=true needs family=linear_cross_entropy: cross-entropy's logits are given, "
+            "there is no layer to add a bias to"
+        )
     return Point(
         batch_size=b,
         num_classes=c,

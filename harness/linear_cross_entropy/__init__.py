@@ -1,14 +1,23 @@
-"""Fused linear + cross-entropy: loss = CE(hidden [N, D] @ weight [V, D]^T, targets [N]), the
-harness's second problem family (README, "Fused linear + cross-entropy").
+"""Fused linear + cross-entropy: loss = CE(hidden [N, D] @ weight [V, D]^T (+ bias [V]), targets [N]),
+the harness's second problem family (README, "Fused linear + cross-entropy").
 
 At LLM vocabularies the loss layer is dominated by the logits it materialises (N = 8192 tokens
 x V = 256k classes in fp32 is 8.4 GB); the variants differ in whether and how they avoid them.
-The runner measures them as it measures the first family: time, peak memory, and the loss, dH
-and dW against float64.
+The runner measures them as it measures the first family: time, peak memory, and the loss, dH,
+dW (and db with a bias) against float64.
 
-  point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes), validated
-  inputs.py      hidden ~ N(0, 1), weight ~ N(0, logit_scale^2 / D) in float64, rounded once; targets
-  reference.py   the float64 loss, dH and dW in vocabulary chunks (never [N, V] in float64)
+The loss takes the first family's options (harness/cross_entropy/options.py: ignored rows, label
+smoothing, z-loss, softcap, class weights, reduction mean | sum | none) with the same formulas,
+and the layer an optional bias (`bias=true`). A variant receives the options it declares by
+keyword (the class weights as `class_weight`, the bias as `bias`; variants/__init__.py); under
+reduction none it returns the [N] per-row losses, and the runner differentiates their sum, as
+the first family's does.
+
+  point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes, the
+                 loss options, bias), validated
+  inputs.py      hidden ~ N(0, 1), weight (and bias) sharing the logits' variance logit_scale^2,
+                 in float64, rounded once; targets; class weights
+  reference.py   the float64 loss, dH, dW and db in vocabulary chunks (never [N, V] in float64)
   tolerance.py   the bound that turns the errors into a verdict
   traffic.py     the byte model and the matmul FLOPs each mode cannot avoid
   variants/      the implementations, each registered where it is defined
@@ -23,6 +32,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from harness.cross_entropy.options import LossOptions
 from harness.family import Family, Outputs
 from harness.linear_cross_entropy.inputs import Inputs, make_inputs
 from harness.linear_cross_entropy.point import Point, scan_points
@@ -31,103 +41,192 @@ from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.measure import ceiling
-from harness.measure.accuracy import rel_err
+from harness.measure.accuracy import rel_err, rows_rel_err
 from harness.registry import Variant
 
 NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divides by
 
 
 class BadResult(Exception):
-    """The variant returned something that is not a scalar loss."""
+    """The variant returned something that is not the loss the reduction asks for."""
 
 
 class Feed:
     """What one (variant, mode) is called with: the point's tensors and the keyword options.
-    `fresh`: the variant overwrites its inputs, so each `refresh` gives it new copies (as
-    harness/measure/isolation.py's Feed does for the first family's logits and targets)."""
+    `bias`: the bias [V], passed as `bias=` when the variant declares it (`takes_bias`; None at
+    a point without one). `fresh`: the variant overwrites its inputs, so each `refresh` gives it
+    new copies (as harness/measure/isolation.py's Feed does for the first family's logits)."""
 
-    def __init__(self, hidden: Tensor, weight: Tensor, targets: Tensor, fresh: bool, kwargs: dict) -> None:
-        self._sources = (hidden, weight, targets)
+    def __init__(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        fresh: bool,
+        kwargs: dict,
+        bias: Tensor | None = None,
+        takes_bias: bool = False,
+    ) -> None:
+        self._sources = (hidden, weight, targets, bias)
         self.fresh = fresh
-        self.hidden, self.weight, self.targets = hidden, weight, targets
+        self.hidden, self.weight, self.targets, self.bias = hidden, weight, targets, bias
         self.kwargs = kwargs
+        self.takes_bias = takes_bias
 
     def refresh(self) -> None:
         if self.fresh:
-            self.hidden, self.weight, self.targets = (t.clone() for t in self._sources)
+            self.hidden, self.weight, self.targets, self.bias = (
+                None if t is None else t.clone() for t in self._sources
+            )
 
 
-def _check_loss(out: Any) -> Tensor:
+def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
+    """The loss as returned: a scalar (mean, sum) or the [N] per-row losses (reduction none)."""
     if not isinstance(out, Tensor):
-        raise BadResult(f"returned {type(out).__name__}, expected a tensor (the mean loss)")
+        raise BadResult(f"returned {type(out).__name__}, expected a tensor (the {reduction} loss)")
+    if reduction == "none":
+        if out.shape != (rows,):
+            raise BadResult(f"returned shape {list(out.shape)} with reduction=none, expected [{rows}]")
+        return out
     if out.numel() != 1:
-        raise BadResult(f"returned a tensor of shape {list(out.shape)}, expected a scalar (the mean loss)")
+        raise BadResult(
+            f"returned a tensor of shape {list(out.shape)}, expected a scalar (the {reduction} loss)"
+        )
     return out.reshape(())
 
 
 def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
-    """One repetition's work: fwd under no_grad, or fwd + autograd.grad with respect to hidden
-    and weight (the gradient is the pair (dH, dW))."""
+    """One repetition's work: fwd under no_grad, or fwd + autograd.grad with respect to hidden,
+    weight and (when there is one) the bias: the gradient is the tuple (dH, dW) or (dH, dW, db),
+    of the sum of the per-row losses under reduction none, as the first family's runner does."""
+    reduction = feed.kwargs.get("reduction", "mean")
+    rows = feed.hidden.shape[0]
+
+    def bias_kwarg(bias: Tensor | None) -> dict:
+        return {"bias": bias} if feed.takes_bias else {}
 
     if mode == "fwd":
 
         def fwd() -> Outputs:
             with torch.no_grad():
-                return _check_loss(fn(feed.hidden, feed.weight, feed.targets, **feed.kwargs)), None
+                out = fn(feed.hidden, feed.weight, feed.targets, **feed.kwargs, **bias_kwarg(feed.bias))
+                return _check_loss(out, reduction, rows), None
 
         return fwd
 
     def fwd_bwd() -> Outputs:
         h = feed.hidden.detach().requires_grad_()
         w = feed.weight.detach().requires_grad_()
-        loss = _check_loss(fn(h, w, feed.targets, **feed.kwargs))
+        b = None if feed.bias is None else feed.bias.detach().requires_grad_()
+        loss = _check_loss(fn(h, w, feed.targets, **feed.kwargs, **bias_kwarg(b)), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on hidden and weight (no gradient)")
-        dh, dw = torch.autograd.grad(loss, (h, w), allow_unused=True)
-        if dh is None or dw is None:
-            raise BadResult(f"returned a loss that does not depend on {'hidden' if dh is None else 'weight'}")
-        return loss, (dh, dw)
+        wrt = (h, w) if b is None else (h, w, b)
+        ones = torch.ones_like(loss) if reduction == "none" else None  # a scalar needs none
+        grads = torch.autograd.grad(loss, wrt, grad_outputs=ones, allow_unused=True)
+        for g, name in zip(grads, ("hidden", "weight", "bias")):
+            if g is None:
+                raise BadResult(f"returned a loss that does not depend on {name}")
+        return loss, grads
 
     return fwd_bwd
 
 
 def make_call(fn: Callable, hidden: Tensor, weight: Tensor, targets: Tensor, mode: str, **options: Any):
-    """`fed_call` on fixed tensors (and options by keyword): what tests call."""
-    return fed_call(fn, Feed(hidden, weight, targets, fresh=False, kwargs=options), mode)
+    """`fed_call` on fixed tensors (and options by keyword, `bias=` among them): what tests call."""
+    takes_bias = "bias" in options
+    bias = options.pop("bias", None)
+    feed = Feed(hidden, weight, targets, fresh=False, kwargs=options, bias=bias, takes_bias=takes_bias)
+    return fed_call(fn, feed, mode)
+
+
+def loss_options(point: Point, inputs: Inputs) -> LossOptions:
+    """The point's loss options, with the class weights as drawn (rounded to the dtype) in float64."""
+    return LossOptions(
+        ignore_index=point.ignore_index,
+        label_smoothing=point.label_smoothing,
+        z_loss=point.z_loss,
+        softcap=point.softcap or None,
+        weight=None if inputs.class_weight is None else inputs.class_weight.to(torch.float64),
+        reduction=point.reduction,
+    )
 
 
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     """float64 on the rounded inputs (the verdict's) and on the unrounded draw (the total
     error); the unrounded float64 tensors are dropped once used (8.6 GB for W at V = 262144,
-    D = 4096)."""
-    ref = reference(inputs.hidden, inputs.weight, inputs.targets, point.ignore_index)
+    D = 4096). The class weights are part of the problem, not of its storage: both references
+    take them as the variants receive them (rounded to the dtype)."""
+    options = loss_options(point, inputs)
+    ref = reference(inputs.hidden, inputs.weight, inputs.targets, options, inputs.bias)
     if point.dtype == "fp64":
         total = ref
     else:
         total = reference(
-            inputs.hidden_unrounded, inputs.weight_unrounded, inputs.targets, point.ignore_index
+            inputs.hidden_unrounded, inputs.weight_unrounded, inputs.targets, options, inputs.bias_unrounded
         )
-    inputs.hidden_unrounded = inputs.weight_unrounded = None
+    inputs.hidden_unrounded = inputs.weight_unrounded = inputs.bias_unrounded = None
     return ref, total
 
 
 def _unsupported(variant: Variant, point: Point) -> str:
+    """Why `variant` cannot be measured at `point` ("" when it can): its devices, then the
+    options (the bias among them) it does not honour (never silently ignored)."""
     if not variant.runs_on(point.targets, point.device):
         return f"{variant.name} runs on devices {sorted(variant.devices)}"
     missing = variant.missing_options(point.required_options)
     if missing:
-        return f"{variant.name} does not take {', '.join(missing)} (ignored rows need it)"
+        honours = ", ".join(sorted(variant.options)) or "none"
+        return f"{variant.name} does not take {', '.join(missing)} (it honours: {honours})"
     return ""
 
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
-    kwargs = {"ignore_index": point.ignore_index} if "ignore_index" in variant.options else {}
-    return Feed(inputs.hidden, inputs.weight, inputs.targets, fresh=variant.overwrites_input, kwargs=kwargs)
+    """Every option the variant declares, by keyword, with the point's value (defaults too)."""
+    values = {
+        "ignore_index": point.ignore_index,
+        "label_smoothing": point.label_smoothing,
+        "z_loss": point.z_loss,
+        "softcap": point.softcap or None,
+        "class_weight": inputs.class_weight,
+        "reduction": point.reduction,
+    }
+    kwargs = {name: values[name] for name in sorted(variant.options) if name != "bias"}
+    return Feed(
+        inputs.hidden,
+        inputs.weight,
+        inputs.targets,
+        fresh=variant.overwrites_input,
+        kwargs=kwargs,
+        bias=inputs.bias,
+        takes_bias="bias" in variant.options,
+    )
+
+
+def _guarded(inputs: Inputs) -> dict[str, Tensor]:
+    """What no variant may write into: the bias and class weights too, when the point has them."""
+    tensors = {"hidden": inputs.hidden, "weight": inputs.weight, "targets": inputs.targets}
+    if inputs.bias is not None:
+        tensors["bias"] = inputs.bias
+    if inputs.class_weight is not None:
+        tensors["class_weight"] = inputs.class_weight
+    return tensors
 
 
 def _norm_err(g: Tensor, ref: Tensor, ref_norm: float) -> float:
     diff = torch.linalg.vector_norm(g.detach().to(torch.float64) - ref).item()
     return diff / ref_norm if ref_norm != 0 else diff
+
+
+def _grad_errors(grads: tuple[Tensor, ...], ref: Reference) -> dict[str, float]:
+    """Norm-wise errors of dH, dW and (with a bias) db against one reference."""
+    errs = {
+        "grad_hidden_rel_err": _norm_err(grads[0], ref.grad_hidden, ref.grad_hidden_norm),
+        "grad_weight_rel_err": _norm_err(grads[1], ref.grad_weight, ref.grad_weight_norm),
+    }
+    if ref.grad_bias is not None:
+        errs["grad_bias_rel_err"] = _norm_err(grads[2], ref.grad_bias, ref.grad_bias_norm)
+    return errs
 
 
 def _nonfinite(t: Tensor) -> tuple[int, int]:
@@ -137,38 +236,34 @@ def _nonfinite(t: Tensor) -> tuple[int, int]:
 
 
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
-    """The accuracy columns: the loss's relative error; dH's and dW's norm-wise relative errors
-    (grad_hidden_rel_err, grad_weight_rel_err) and grad_rel_err = the larger of the two, each
-    judged against the same bound (tolerance.py)."""
+    """The accuracy columns: the loss's relative error (norm-wise over the rows under reduction
+    none); dH's, dW's and, with a bias, db's norm-wise relative errors (grad_hidden_rel_err,
+    grad_weight_rel_err, grad_bias_rel_err) and grad_rel_err = the largest of them, each judged
+    against the same bound (tolerance.py)."""
     loss, grads = outputs
     ref, total = refs
-    value = float(loss.detach().to(torch.float64).item())
-    nan, inf = _nonfinite(loss.detach().reshape(1))
+    losses = loss.detach().to(torch.float64)
+    value = float(losses.mean().item())
+    nan, inf = _nonfinite(losses.reshape(-1))
     for g in grads or ():
         more_nan, more_inf = _nonfinite(g)
         nan, inf = nan + more_nan, inf + more_inf
     cols: dict[str, Any] = {"loss": value, "loss_ref": ref.loss, "nan_count": nan, "inf_count": inf}
     if not ref.finite:
         return {**cols, "status": "no_reference", "message": ref.missing}
+
+    def loss_err(r: Reference) -> float:
+        return rel_err(value, r.loss) if losses.dim() == 0 else rows_rel_err(losses, r.losses)
+
     tol = tolerance(ref, point)
-    cols.update(loss_rel_err=rel_err(value, ref.loss), loss_tolerance=tol.loss)
+    cols.update(loss_rel_err=loss_err(ref), loss_tolerance=tol.loss)
     if total.finite:
-        cols["loss_rel_err_total"] = rel_err(value, total.loss)
+        cols["loss_rel_err_total"] = loss_err(total)
     if grads is not None:
-        dh, dw = grads
-        e_h = _norm_err(dh, ref.grad_hidden, ref.grad_hidden_norm)
-        e_w = _norm_err(dw, ref.grad_weight, ref.grad_weight_norm)
-        cols.update(
-            grad_hidden_rel_err=e_h,
-            grad_weight_rel_err=e_w,
-            grad_rel_err=max(e_h, e_w),
-            grad_tolerance=tol.grad,
-        )
+        errs = _grad_errors(grads, ref)
+        cols.update(errs, grad_rel_err=max(errs.values()), grad_tolerance=tol.grad)
         if total.finite:
-            cols["grad_rel_err_total"] = max(
-                _norm_err(dh, total.grad_hidden, total.grad_hidden_norm),
-                _norm_err(dw, total.grad_weight, total.grad_weight_norm),
-            )
+            cols["grad_rel_err_total"] = max(_grad_errors(grads, total).values())
     if nan or inf:
         status = "nonfinite"
     elif cols["loss_rel_err"] > tol.loss or cols.get("grad_rel_err", 0.0) > tol.grad:
@@ -194,7 +289,7 @@ FAMILY = Family(
     points=scan_points,
     make_inputs=make_inputs,
     references=_references,
-    guarded=lambda inputs: {"hidden": inputs.hidden, "weight": inputs.weight, "targets": inputs.targets},
+    guarded=_guarded,
     unsupported=_unsupported,
     feed=_feed,
     call=fed_call,

@@ -1,14 +1,20 @@
 """A linear + cross-entropy point: the settings that determine one set of inputs, validated.
 
-The problem is loss = CE(hidden [N, D] @ weight [V, D]^T, targets [N]) with class-index targets,
-some rows ignored. Its settings reuse the first family's where they mean the same thing:
+The problem is loss = CE(hidden [N, D] @ weight [V, D]^T (+ bias [V]), targets [N]) with
+class-index targets. Its settings reuse the first family's where they mean the same thing:
 `batch_size` is the tokens N, `num_classes` the vocabulary V, `logit_scale` the logits' standard
-deviation (harness/linear_cross_entropy/inputs.py), `ignore_fraction` / `ignore_index` the
-ignored rows; `hidden_size` is D. The targets are always class indices (the `targets` setting
-is cross-entropy's and is not read here; rows hold `hard`). The other loss options (label
-smoothing, z-loss, softcap, class weights, reductions other than mean, zipf logits) are not
-built for this family yet: a run that turns one on stops with one line rather than measuring
-a different loss than it says.
+deviation (harness/linear_cross_entropy/inputs.py), and the loss options (`ignore_fraction`,
+`ignore_index`, `label_smoothing`, `z_loss`, `softcap`, `class_weights`, `reduction`) are the
+first family's, checked by the same code (harness/cross_entropy/point.py) and with the same
+formulas (harness/cross_entropy/options.py); `hidden_size` is D and `bias` adds a bias [V] to
+the layer. The targets are always class indices (the `targets` setting is cross-entropy's and
+is not read here; rows hold `hard`). `logits=zipf` is refused with one line: it is a
+construction on given logits (ranks shuffled per row), and these logits are H W^T, a product
+of rank D that the harness does not choose entry by entry.
+
+A variant receives the options it declares as keyword arguments; their names here are the
+first family's but for the class weights, `class_weight` (a variant's second positional
+argument is already called `weight`), and the bias, `bias`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from typing import Any
 import torch
 
 from harness.config import INT_LIMIT, SettingError, get_setting, is_int, validate_device
-from harness.cross_entropy.point import _number, _optional, _scale, _seed
+from harness.cross_entropy.point import _optional, _options, _scale, _seed
 from harness.dtypes import DTYPES
-from harness.vocabulary import OPTION_DEFAULTS, POINT_COLUMNS
+from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,17 @@ class Point:
     hidden_size: int  # D
     num_classes: int  # V
     dtype: str
-    logit_scale: float  # std of the logits (weight ~ N(0, logit_scale^2 / D))
+    logit_scale: float  # std of the logits (inputs.py: how the weight and bias share it)
     device: str
     seed: int
     ignore_fraction: float = 0.0
     ignore_index: int = -100
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    softcap: float = 0.0  # 0: no cap (the config's null)
+    class_weights: str | tuple[float, ...] = "none"  # none | seeded | the given [V] weights
+    reduction: str = "mean"
+    bias: bool = False  # the layer adds a bias [V] to the logits
     targets: str = "hard"  # always class indices: the column the first family's rows share
 
     @property
@@ -53,13 +65,26 @@ class Point:
 
     @property
     def required_options(self) -> frozenset[str]:
-        """The keyword arguments a variant must honour here: ignore_index when rows are ignored."""
-        return frozenset({"ignore_index"} if self.ignore_fraction > 0 else ())
+        """The keyword arguments a variant must honour here (variants/__init__.py names them);
+        the plain loss without a bias needs none."""
+        on = {
+            "ignore_index": self.ignore_fraction > 0,
+            "label_smoothing": self.label_smoothing > 0,
+            "z_loss": self.z_loss > 0,
+            "softcap": self.softcap > 0,
+            "class_weight": self.class_weights != "none",
+            "reduction": self.reduction != "mean",
+            "bias": self.bias,
+        }
+        return frozenset(name for name, used in on.items() if used)
 
     def columns(self) -> dict[str, Any]:
-        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS): the loss
-        options this family does not have at their defaults (the plain loss)."""
-        return {name: getattr(self, name, OPTION_DEFAULTS.get(name)) for name in POINT_COLUMNS}
+        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS): `logits` at its
+        default; weights given as a list recorded as "given" (the list is in _multirun.yaml)."""
+        cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
+        if isinstance(self.class_weights, tuple):
+            cols["class_weights"] = "given"
+        return cols
 
 
 def _positive(cfg: Any, key: str, low: int) -> int:
@@ -67,22 +92,6 @@ def _positive(cfg: Any, key: str, low: int) -> int:
     if not is_int(v) or not low <= v < INT_LIMIT:
         raise SettingError(f"{key}={v!r} is not allowed: use an integer >= {low} (below 2^62)")
     return v
-
-
-def _not_built(cfg: Any) -> None:
-    """Loss options and logit distributions the family does not implement: one line, not a
-    silently plainer loss."""
-    for key, default in OPTION_DEFAULTS.items():
-        if key in ("ignore_fraction", "ignore_index"):
-            continue
-        value = _optional(cfg, key, default)
-        if key == "softcap" and value is None:
-            continue
-        if value != default:
-            raise SettingError(
-                f"{key}={value!r} is not available with family=linear_cross_entropy yet: "
-                f"leave it at {default!r} (README, Fused linear + cross-entropy)"
-            )
 
 
 def point(cfg: Any) -> Point:
@@ -96,14 +105,15 @@ def point(cfg: Any) -> Point:
     s = _scale(get_setting(cfg, "logit_scale"), "logit_scale")
     seed = _seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
-    _not_built(cfg)
-    ignore_fraction = _number(cfg, "ignore_fraction", 0, 1, True, 0.0)
-    ignore_index = _optional(cfg, "ignore_index", -100)
-    if not is_int(ignore_index) or 0 <= ignore_index < v or abs(ignore_index) >= INT_LIMIT:
+    options = _options(cfg, v, "hard")  # the targets are class indices whatever `targets` says
+    if options.pop("logits") != "normal":
         raise SettingError(
-            f"ignore_index={ignore_index!r} is not allowed: use an integer outside the classes "
-            f"0..{v - 1} (PyTorch's default is -100)"
+            "logits=zipf is not available with family=linear_cross_entropy: its logits are "
+            "hidden @ weight^T, not drawn row by row; leave logits=normal"
         )
+    bias = _optional(cfg, "bias", False)
+    if not isinstance(bias, bool):
+        raise SettingError(f"bias={bias!r} is not allowed: use true or false")
     return Point(
         batch_size=n,
         hidden_size=d,
@@ -112,8 +122,8 @@ def point(cfg: Any) -> Point:
         logit_scale=s,
         device=device,
         seed=seed,
-        ignore_fraction=ignore_fraction,
-        ignore_index=ignore_index,
+        bias=bias,
+        **options,
     )
 
 

@@ -1,32 +1,47 @@
-"""The float64 reference of linear + cross-entropy: loss, dH and dW, in vocabulary chunks.
+"""The float64 reference of linear + cross-entropy: loss, dH, dW (and dbias), in vocabulary chunks.
 
-With z = H W^T (N x V), K the kept rows (target != ignore_index) and n = |K| (mean reduction):
+With z = H W^T (+ b) (N x V), the loss options of harness/cross_entropy/options.py (`LossOptions`)
+and the first family's formulas (harness/cross_entropy/reference.py has them with their
+sources): z' = softcap tanh(z / softcap) under a softcap (else z' = z), lse'_b = log sum_v
+exp(z'_bv), class weights w (else 1), eps the label smoothing, and per kept row b (target y_b
+not ignore_index; every other row is 0):
 
-    loss  = (1/n) sum_{b in K} (lse_b - z_{b,y_b})             lse_b = log sum_v exp(z_bv)
-    dZ    = (softmax(z) - onehot(y)) / n on kept rows, 0 on ignored ones
-    dH    = dZ W        [N, D]          dW = dZ^T H        [V, D]
+    loss_b = sum_v q_bv (lse'_b - z'_bv) + z_loss lse'_b^2
+    q_bv   = (1 - eps) w_y [v = y_b] + (eps / V) w_v               Q_b = sum_v q_bv
+    dloss_b/dz_bv = ((Q_b p'_bv - q_bv) + 2 z_loss lse'_b p'_bv) sech^2(z_bv / softcap)
+
+reduced by `reduction`: mean = (sum_b CE_b) / D_ce + (sum_b z-loss_b) / n, with n the kept rows
+and D_ce the kept targets' summed weights (n without weights); sum; none = the [N] losses, whose
+sum is differentiated (`loss` is then their mean over all N rows, a scalar summary, as the first
+family's). Then dZ = dloss/dz, and
+
+    dH = dZ W        [N, D]          dW = dZ^T H        [V, D]          db = sum_b dZ_b   [V]
 
 computed in float64 on the rounded inputs without ever holding [N, V]: a [N, V] float64 tensor
 is 17 GB at N = 8192, V = 262144. Two passes over chunks of the vocabulary:
 
-  1. z_chunk = H W_chunk^T; an online max and rescaled sum per row give lse_b (the first
-     family's `online` recurrence, in float64);
-  2. z_chunk again; dZ_chunk = exp(z_chunk - lse) minus the one-hot, scaled by 1/n;
-     dH += dZ_chunk W_chunk and dW_chunk = dZ_chunk^T H (each chunk of dW written once).
+  1. z_chunk = H W_chunk^T (+ b_chunk), capped; an online max and rescaled sum per row give
+     lse'_b (the first family's `online` recurrence, in float64);
+  2. z_chunk again; p' = exp(z'_chunk - lse') gives dZ_chunk by the formula above, and
+     dH += dZ_chunk W_chunk, dW_chunk = dZ_chunk^T H, db_chunk = the column sums of dZ_chunk
+     (each chunk of dW and db written once); label smoothing's share of the loss,
+     sum_v (eps / V) w_v (lse' - z'_v), is summed in this pass too, a sum of non-negative terms.
 
-The target logits z_{b,y_b} are dot products of H's rows with the gathered W rows. Everything is
-float64 arithmetic on float64 copies of the inputs: each product of two fp32 (or narrower)
-numbers is exact in float64, and a dot product of D terms is accurate to ~D * 2^-53 of the sum
-of |terms|, far below any dtype's unit roundoff. No cancellation-free rewriting as the first
-family's reference does (harness/cross_entropy/reference.py): with Gaussian logits and uniform
-targets the loss lse - z_y is ~ln V, never a small difference of large numbers, and the
-gradient's entries are as the data makes them. tests/test_linear_ce.py checks it against float64
-autograd on the materialised logits.
+The target logits z_{b,y_b} are dot products of H's rows with the gathered W rows (plus the
+gathered bias). Everything is float64 arithmetic on float64 copies of the inputs: each product
+of two fp32 (or narrower) numbers is exact in float64, and a dot product of D terms is accurate
+to ~D * 2^-53 of the sum of |terms|, far below any dtype's unit roundoff. No cancellation-free
+rewriting as the first family's reference does: with Gaussian logits and uniform targets the
+loss lse - z_y is ~ln V, never a small difference of large numbers, and sech^2 is formed as
+4 e^-2|x| / (1 + e^-2|x|)^2, never as 1 - tanh^2. tests/test_linear_ce_options.py checks it
+against float64 autograd of the materialised formula with every option, and against the first
+family's mpmath-checked reference on the float64 logits.
 
 Alongside the values it records the conditioning the tolerance needs (tolerance.py): the mean
-over kept rows of max_v |z_bv| (the size of the logits next to the loss), and ||P|| / ||P - Y||
-(how much of dZ is the softmax, which carries the logits' rounding, rather than the exact
-one-hot: ~0.05 for spread-out rows, ~1 for confident ones).
+over kept rows of max_v |z_bv| (the size of the logits next to the loss); ||softmax part|| /
+||dZ|| (how much of dZ is the term in p', which carries the logits' rounding, rather than the
+exact q: ~0.05 for spread-out rows, ~1 for confident ones); and how much one unit of error in
+every row's lse' moves the reduced loss, relative to it (1 / loss for the plain mean).
 """
 
 from __future__ import annotations
@@ -37,6 +52,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from harness.cross_entropy.options import LossOptions
+
 # Classes per chunk: a [N, chunk] float64 block of at most 2^24 elements (128 MiB), so the
 # reference's temporaries stay small next to the [V, D] float64 dW it returns.
 BLOCK_ELEMENTS = 1 << 24
@@ -44,16 +61,20 @@ BLOCK_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class Reference:
-    loss: float  # mean over kept rows (NaN when every row is ignored)
+    loss: float  # the reduced loss (reduction none: the mean of `losses`); NaN when every row is
+    #              ignored under mean
     losses: Tensor  # [N] float64 per-row losses, 0 on ignored rows
     grad_hidden: Tensor  # [N, D] float64
     grad_weight: Tensor  # [V, D] float64
+    grad_bias: Tensor | None  # [V] float64, None without a bias
     grad_hidden_norm: float  # ||dH||_2 (Frobenius)
     grad_weight_norm: float
+    grad_bias_norm: float  # 0.0 without a bias
     logit_max: float  # mean over kept rows of max_v |z_bv|: how large the logits are
-    p_share: float  # ||P|| / ||P - Y|| over kept rows: the softmax's share of the gradient
+    p_share: float  # ||softmax part of dZ|| / ||dZ|| over kept rows
+    loss_per_lse: float  # relative change of the reduced loss per unit of error in every lse'
     kept: int  # rows whose target is not ignored
-    finite: bool  # a finite loss exists (some row kept, every value finite)
+    finite: bool  # a finite loss exists (some row kept under mean, every value finite)
     missing: str = ""  # why not, when not finite
 
 
@@ -61,66 +82,141 @@ def chunk_size(rows: int, classes: int) -> int:
     return max(1, min(classes, BLOCK_ELEMENTS // max(rows, 1)))
 
 
-def reference(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int) -> Reference:
-    """hidden [N, D], weight [V, D] in any float dtype (upcast here), targets [N] int64."""
-    h = hidden.to(torch.float64)
-    w = weight.to(torch.float64)
+def _capped(z: Tensor, cap: float | None) -> tuple[Tensor, Tensor | None]:
+    """(z', dz'/dz): softcap tanh(z / softcap) and sech^2(z / softcap), or (z, None)."""
+    if cap is None:
+        return z, None
+    x = z / cap
+    e = torch.exp(x.abs().mul_(-2.0))  # e^-2|x|: sech^2 = 4e / (1 + e)^2, no 1 - tanh^2
+    return cap * torch.tanh(x), e.mul(4.0).div_(e.add(1.0).square_())
+
+
+def reference(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    options: LossOptions | None = None,
+    bias: Tensor | None = None,
+) -> Reference:
+    """hidden [N, D], weight [V, D], bias [V] or None in any float dtype (upcast here), targets
+    [N] int64. options: the loss's (None: the plain mean); its class weights [V] in any float
+    dtype."""
+    opts = options if options is not None else LossOptions()
+    f64 = torch.float64
+    h = hidden.to(f64)
+    w = weight.to(f64)
+    b = None if bias is None else bias.to(f64)
+    cw = None if opts.weight is None else opts.weight.to(dtype=f64, device=h.device)
+    eps, zl, cap = float(opts.label_smoothing), float(opts.z_loss), opts.softcap
     n_rows, v = h.shape[0], w.shape[0]
-    kept_mask = targets != ignore_index
+    kept_mask = targets != opts.ignore_index
     kept = int(kept_mask.sum().item())
     safe_t = torch.where(kept_mask, targets, torch.zeros_like(targets))
+    w_y = cw[safe_t] if cw is not None else torch.ones(n_rows, dtype=f64, device=h.device)
+    w_sum = float(cw.sum().item()) if cw is not None else float(v)
     step = chunk_size(n_rows, v)
 
-    # Pass 1: lse per row, online over the chunks; max |z| per row for the tolerance.
-    m = torch.full((n_rows,), -math.inf, dtype=torch.float64, device=h.device)
-    s = torch.zeros(n_rows, dtype=torch.float64, device=h.device)
-    zmax = torch.zeros(n_rows, dtype=torch.float64, device=h.device)
+    def logits(lo: int, hi: int) -> Tensor:
+        z = h @ w[lo:hi].T
+        return z if b is None else z.add_(b[lo:hi])
+
+    # Pass 1: lse' per row, online over the chunks; max |z| per row for the tolerance.
+    m = torch.full((n_rows,), -math.inf, dtype=f64, device=h.device)
+    s = torch.zeros(n_rows, dtype=f64, device=h.device)
+    zmax = torch.zeros(n_rows, dtype=f64, device=h.device)
     for lo in range(0, v, step):
-        z = h @ w[lo : lo + step].T
-        new_m = torch.maximum(m, z.max(dim=1).values)
-        s = s * torch.exp(m - new_m) + torch.exp(z - new_m[:, None]).sum(dim=1)
-        m = new_m
+        z = logits(lo, min(lo + step, v))
         zmax = torch.maximum(zmax, z.abs().max(dim=1).values)
-        del z
+        zc, _ = _capped(z, cap)
+        new_m = torch.maximum(m, zc.max(dim=1).values)
+        s = s * torch.exp(m - new_m) + torch.exp(zc - new_m[:, None]).sum(dim=1)
+        m = new_m
+        del z, zc
     lse = m + torch.log(s)
     z_target = (h * w[safe_t]).sum(dim=1)
-    losses = torch.where(kept_mask, lse - z_target, torch.zeros_like(lse))
+    if b is not None:
+        z_target += b[safe_t]
+    z_target, _ = _capped(z_target, cap)
 
-    # Pass 2: the gradients, one chunk of dZ at a time.
-    scale = 1.0 / kept if kept else 0.0
-    row_scale = kept_mask.to(torch.float64) * scale
+    # What the reduction divides by: the CE part by the kept targets' summed weights (the kept
+    # rows without weights), z-loss by the kept rows; 1 for sum and none.
+    if opts.reduction == "mean":
+        d_ce = float(w_y[kept_mask].sum().item()) if cw is not None else float(kept)
+        d_z = float(kept)
+    else:
+        d_ce = d_z = 1.0
+    zero = torch.zeros_like(lse)
+    ce_scale = torch.where(kept_mask, 1.0 / d_ce if d_ce else 0.0, zero)  # [N]
+    z_scale = torch.where(kept_mask, 1.0 / d_z if d_z else 0.0, zero)
+    q_total = (1.0 - eps) * w_y + eps / v * w_sum  # Q_b
+    coef = q_total * ce_scale + 2.0 * zl * lse * z_scale  # the coefficient of p' in dZ
+    target_q = (1.0 - eps) * w_y * ce_scale  # subtracted at the target's entry
+
+    # Pass 2: the gradients, one chunk of dZ at a time, and label smoothing's share of the loss.
+    smooth = torch.zeros_like(lse)
     dh = torch.zeros_like(h)
     dw = torch.empty_like(w)
-    p_sq = dz_sq = 0.0  # ||P||^2 and ||P - Y||^2 over the kept rows, for p_share
+    db = None if b is None else torch.empty_like(b)
+    p_sq = dz_sq = 0.0  # ||softmax part||^2 and ||dZ||^2, for p_share
     for lo in range(0, v, step):
         hi = min(lo + step, v)
-        dz = torch.exp(h @ w[lo:hi].T - lse[:, None])
-        p_sq += float((dz.square().sum(dim=1) * kept_mask).sum().item())
-        inside = kept_mask & (safe_t >= lo) & (safe_t < hi)
-        rows = inside.nonzero()[:, 0]
-        dz[rows, safe_t[rows] - lo] -= 1.0
-        dz_sq += float((dz.square().sum(dim=1) * kept_mask).sum().item())
-        dz.mul_(row_scale[:, None])
+        zc, chain = _capped(logits(lo, hi), cap)
+        gaps = lse[:, None] - zc  # >= 0
+        soft = torch.exp(-gaps).mul_(coef[:, None])
+        dz = soft.clone()
+        if eps:
+            q_smooth = eps / v * (cw[lo:hi] if cw is not None else 1.0)  # [chunk] or a number
+            smooth += (gaps * q_smooth).sum(dim=1)
+            dz.sub_(ce_scale[:, None] * q_smooth)
+        del gaps
+        rows = (kept_mask & (safe_t >= lo) & (safe_t < hi)).nonzero()[:, 0]
+        dz[rows, safe_t[rows] - lo] -= target_q[rows]
+        if chain is not None:
+            soft.mul_(chain)
+            dz.mul_(chain)
+        p_sq += float(soft.square().sum().item())
+        dz_sq += float(dz.square().sum().item())
         dh.addmm_(dz, w[lo:hi])
         dw[lo:hi] = dz.T @ h
-        del dz
+        if db is not None:
+            db[lo:hi] = dz.sum(dim=0)
+        del soft, dz, zc, chain
 
-    loss = float(losses.sum().item()) / kept if kept else math.nan
-    finite = kept > 0 and math.isfinite(loss) and bool(torch.isfinite(dh).all() and torch.isfinite(dw).all())
-    missing = (
-        ""
-        if finite
-        else ("every row is ignored: the mean loss is 0/0" if kept == 0 else "non-finite float64 result")
-    )
+    ce_rows = torch.where(kept_mask, (1.0 - eps) * w_y * (lse - z_target) + smooth, zero)
+    z_rows = torch.where(kept_mask, zl * lse.square(), zero) if zl else zero
+    losses = ce_rows + z_rows
+    lse_rows = torch.where(kept_mask, q_total + 2.0 * zl * lse.abs(), zero)  # d loss_b / d lse'_b
+    if opts.reduction == "none":
+        loss = float(losses.mean().item())
+        shift = float(torch.linalg.vector_norm(lse_rows).item())
+        size = float(torch.linalg.vector_norm(losses).item())
+    else:
+        ce_sum, z_sum = float(ce_rows.sum().item()), float(z_rows.sum().item())
+        if opts.reduction == "sum":
+            loss = ce_sum + z_sum
+        else:  # mean: 0/0 when every row is ignored, as F.cross_entropy's NaN
+            loss = ce_sum / d_ce + z_sum / d_z if kept else math.nan
+        shift = float((q_total * ce_scale + 2.0 * zl * lse.abs() * z_scale)[kept_mask].sum().item())
+        size = abs(loss)
+    finite = math.isfinite(loss) and all(bool(torch.isfinite(g).all()) for g in (dh, dw, db) if g is not None)
+    if finite:
+        missing = ""
+    elif kept == 0 and opts.reduction == "mean":
+        missing = "every row is ignored: the mean loss is 0/0"
+    else:
+        missing = "non-finite float64 result"
     return Reference(
         loss=loss,
         losses=losses,
         grad_hidden=dh,
         grad_weight=dw,
+        grad_bias=db,
         grad_hidden_norm=float(torch.linalg.vector_norm(dh).item()),
         grad_weight_norm=float(torch.linalg.vector_norm(dw).item()),
+        grad_bias_norm=0.0 if db is None else float(torch.linalg.vector_norm(db).item()),
         logit_max=float(zmax[kept_mask].mean().item()) if kept else 0.0,
         p_share=math.sqrt(p_sq / dz_sq) if dz_sq > 0 else 0.0,
+        loss_per_lse=shift / size if size > 0 else shift,
         kept=kept,
         finite=finite,
         missing=missing,

@@ -1,9 +1,10 @@
 """The byte and FLOP model: the fewest bytes each mode must move, and the matmul work it must do.
 
-fwd reads H [N, D] and W [V, D] in the dtype and the N int64 targets; fwd_bwd also writes dH
-[N, D] and dW [V, D]. The loss (one scalar) is negligible. The logits are *not* counted: never
-materialising them is the point of a fused kernel, so a materialised variant's extra traffic
-(2 N V elements and more) shows as a low pct_of_floor, not in the model.
+fwd reads H [N, D] and W [V, D] in the dtype and the N int64 targets (and the bias [V] and the
+class weights [V] when the point has them); fwd_bwd also writes dH [N, D] and dW [V, D] (and db
+[V]). The loss (a scalar, or N values under reduction none) is negligible. The logits are *not*
+counted: never materialising them is the point of a fused kernel, so a materialised variant's
+extra traffic (2 N V elements and more) shows as a low pct_of_floor, not in the model.
 
 FLOPs: the logits are 2 N D V; the backward's dH = dZ W and dW = dZ^T H are 2 N D V each, so
 fwd_bwd is at least 6 N D V (a fused kernel that recomputes the logits in the backward does 8).
@@ -20,8 +21,10 @@ from harness.linear_cross_entropy.point import Point
 def bytes_moved(point: Point, mode: str) -> int:
     elem = point.torch_dtype.itemsize
     n, d, v = point.batch_size, point.hidden_size, point.num_classes
-    reads = (n * d + v * d) * elem + 8 * n
-    writes = (n * d + v * d) * elem if mode == "fwd_bwd" else 0
+    bias = v if point.bias else 0
+    weights = v if point.class_weights != "none" else 0
+    reads = (n * d + v * d + bias + weights) * elem + 8 * n
+    writes = (n * d + v * d + bias) * elem if mode == "fwd_bwd" else 0
     return reads + writes
 
 

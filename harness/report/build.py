@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.report import data, figures, tables
-from harness.report.linear import linear_rows, linear_table
+from harness.report.linear import linear_rows, linear_table, unsupported
 from harness.report.options import option_tables
 from harness.report.page import Block, Section, render
 from harness.results import load
@@ -205,25 +205,36 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
 
 
 def _linear_section(rows: pd.DataFrame, order: list[str]) -> list[Section]:
-    """Fused linear + cross-entropy (family=linear_cross_entropy), when the run has such rows."""
+    """Fused linear + cross-entropy (family=linear_cross_entropy), when the run has such rows:
+    the per-size table (one group per loss options), then one table per option setting."""
     if linear_rows(rows).empty:
         return []
+    skipped = unsupported(rows)
+    caption = (
+        "fwd_bwd rows: time (÷ the fastest ok row of the same size, dtype and options), peak memory "
+        "above the inputs and its ratio to the bytes of dH [N, D] + dW [V, D] in the dtype (the "
+        "floor no implementation can go under), and the norm-wise errors of dH, dW (db with a bias) "
+        "and the loss against float64 on the same rounded inputs. Rows with different options "
+        "measure different losses and are never ranked together."
+    )
+    if skipped:
+        caption += " Not run (they do not honour the options): " + "; ".join(
+            f"{label}: {', '.join(names)}" for label, names in sorted(skipped.items())
+        )
+        caption += "."
+    blocks = [_table("Forward+backward per size", linear_table(rows, order), caption)]
+    blocks += [
+        _table(f"With {title}", table, text)
+        for title, table, text in option_tables(rows, order, family="linear_cross_entropy")
+    ]
     return [
         Section(
             "linear",
             "Fused linear + cross-entropy",
             "Which implementation is fastest at each size, what does each hold in memory against "
-            "the dH + dW it must write, and how far are its gradients from float64?",
-            [
-                _table(
-                    "Forward+backward per size",
-                    linear_table(rows, order),
-                    "fwd_bwd rows: time (÷ the fastest ok row at that size), peak memory above the "
-                    "inputs and its ratio to the bytes of dH [N, D] + dW [V, D] in the dtype (the floor "
-                    "no implementation can go under), and the norm-wise errors of dH, dW and the loss "
-                    "against float64 on the same rounded inputs.",
-                )
-            ],
+            "the dH + dW it must write, how far are its gradients from float64, and which "
+            "implementations honour each loss option?",
+            blocks,
         )
     ]
 

@@ -148,7 +148,7 @@ def _hoisted(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return table, ""
     keys = [c for c in table.columns if c in {_HEADERS.get(k, k) for k in _KEY_SHOWN}]
     constant = [c for c in keys if table[c].nunique(dropna=False) == 1]
-    # Loss options (and hidden_size) at their defaults are "the plain loss": one phrase, not nine.
+    # Loss options (and hidden_size, bias) at their defaults are "the plain loss": one phrase, not ten.
     plain = [c for c in constant if c in COLUMN_DEFAULTS and table[c].iloc[0] == COLUMN_DEFAULTS[c]]
     parts = [f"{c} {table[c].iloc[0]}" for c in constant if c not in plain]
     if plain and len(plain) == len([c for c in keys if c in COLUMN_DEFAULTS]):

@@ -248,12 +248,14 @@ def flattening(run_dir: Path, studies: tuple[Path, ...] = ()) -> tuple[pd.DataFr
 
 
 def option_label(rows: pd.DataFrame) -> pd.Series:
-    """Per row: "plain", or the loss options that are on, e.g. "label_smoothing=0.1 z_loss=0.0001"
-    (the logits' distribution is a column of its own, not an option). Rows written before the
-    options existed load with the defaults (harness/results.py), so they read "plain"."""
+    """Per row: "plain", or the loss options that are on, e.g. "label_smoothing=0.1 z_loss=0.0001",
+    and "bias" when the linear family's layer has one (the logits' distribution is a column of
+    its own, not an option). Rows written before the options existed load with the defaults
+    (harness/results.py), so they read "plain"."""
     from harness.vocabulary import OPTION_DEFAULTS
 
     names = [n for n in OPTION_DEFAULTS if n not in ("logits", "ignore_index") and n in rows.columns]
+    has_bias = "bias" in rows.columns
 
     def label(r) -> str:
         parts = []
@@ -262,6 +264,8 @@ def option_label(rows: pd.DataFrame) -> pd.Series:
             if pd.isna(v) or v == OPTION_DEFAULTS[n]:
                 continue
             parts.append(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}")
+        if has_bias and not pd.isna(r["bias"]) and bool(r["bias"]):
+            parts.append("bias")
         return " ".join(parts) or "plain"
 
     if rows.empty:

@@ -5,6 +5,10 @@ on, and what the option costs in time.
 `+sweep=options`); "on" is every point whose options are exactly that option's setting. Errors
 are medians over the point's rows (fwd and fwd_bwd for the loss, fwd_bwd for the gradient);
 the cost is the median fwd_bwd time on over off, measured side by side in the same run.
+
+Each family's rows get their own tables (`family`): the fused linear + cross-entropy rows
+(`+sweep=linear_options`) are also matched on D, their bias counts as an option ("bias"), and
+their gradient error is the largest of dH's, dW's and db's.
 """
 
 from __future__ import annotations
@@ -32,20 +36,32 @@ def _time(g: pd.DataFrame) -> float:
     return float(t.median()) if len(t) else math.nan
 
 
-def _plain_equivalent(variant: str) -> str:
-    _, registered = data._registry()
+def _plain_equivalent(variant: str, family: str) -> str:
+    if family == "linear_cross_entropy":
+        from harness.linear_cross_entropy.variants import REGISTRY
+
+        registered = dict(REGISTRY)
+    else:
+        _, registered = data._registry()
     v = registered.get(variant)
     return v.plain_equivalent if v is not None else ""
 
 
-def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.DataFrame | str", str]]:
-    """(title, table or why not, caption) per option setting present besides "plain"."""
+def option_tables(
+    rows: pd.DataFrame, order: list[str], family: str = "cross_entropy"
+) -> list[tuple[str, "pd.DataFrame | str", str]]:
+    """(title, table or why not, caption) per option setting present besides "plain", for the
+    rows of one family (cross_entropy, or linear_cross_entropy: the rows with D > 0)."""
     if rows.empty or not data.has(rows, "reduction"):
         return []
-    if data.has(rows, "hidden_size"):  # the cross-entropy family's rows (the linear one holds D > 0)
-        rows = rows[rows["hidden_size"].fillna(0) == 0]
-        if rows.empty:
-            return []
+    linear = family == "linear_cross_entropy"
+    if data.has(rows, "hidden_size"):
+        rows = rows[(rows["hidden_size"].fillna(0) > 0) == linear]
+    elif linear:
+        return []
+    if rows.empty:
+        return []
+    same_point = _SAME_POINT + (["hidden_size"] if linear else [])
     rows = rows.assign(_option=data.option_label(rows), logits=rows["logits"].fillna("normal"))
     # one option at a time first, in the order of the settings; combinations after them
     labels = sorted((x for x in set(rows["_option"]) if x != "plain"), key=lambda x: (x.count(" "), x))
@@ -60,12 +76,12 @@ def option_tables(rows: pd.DataFrame, order: list[str]) -> list[tuple[str, "pd.D
             set(on.loc[on["status"] == "unsupported", "variant"]), key=lambda v: rank.get(v, 99)
         )
         table = []
-        for key, g_on in on[on["status"] != "unsupported"].groupby(_SAME_POINT + ["variant"], sort=False):
+        for key, g_on in on[on["status"] != "unsupported"].groupby(same_point + ["variant"], sort=False):
             point, variant = key[:-1], key[-1]
-            g_off = plain[(plain[_SAME_POINT] == pd.Series(point, index=_SAME_POINT)).all(axis=1)]
+            g_off = plain[(plain[same_point] == pd.Series(point, index=same_point)).all(axis=1)]
             same = g_off[g_off["variant"] == variant]
             if same.empty:  # not run on the plain loss, where it is another variant call for call
-                same = g_off[g_off["variant"] == _plain_equivalent(variant)]
+                same = g_off[g_off["variant"] == _plain_equivalent(variant, family)]
             g_off = same
             loss_on, grad_on = _errors(g_on)
             loss_off, grad_off = _errors(g_off) if len(g_off) else (math.nan, math.nan)

@@ -1,19 +1,26 @@
-"""The linear + cross-entropy variants: every way of computing CE(hidden @ weight^T, targets).
+"""The linear + cross-entropy variants: every way of computing CE(hidden @ weight^T + bias, targets).
 
-A variant is `fn(hidden, weight, targets, *, ignore_index=-100) -> scalar mean loss`, with
+A variant is `fn(hidden, weight, targets, *, <the options it declares>) -> the loss`, with
 hidden [N, D] and weight [V, D] in the point's dtype and targets [N] int64 class indices,
 registered where it is defined (harness/registry.py says what each field means):
 
     from harness.linear_cross_entropy.variants import register
 
-    @register("my_lce", options={"ignore_index"}, description="why it is interesting")
-    def my_lce(hidden, weight, targets, *, ignore_index=-100): ...
+    @register("my_lce", options={"ignore_index", "bias"}, description="why it is interesting")
+    def my_lce(hidden, weight, targets, *, ignore_index=-100, bias=None): ...
 
-The runner differentiates the loss with respect to hidden and weight (autograd.grad), so a
-variant with a custom backward returns both gradients from it. Every module of this package is
-imported below: a new file here is the only edit a new variant needs. `ignore_index` is the one
-loss option of this family; a variant that does not declare it gives `unsupported` rows at a
-point with ignored rows (never a silently different loss).
+It returns the mean loss, or as `reduction` says when it declares it (a scalar for sum, the [N]
+per-row losses for none). The runner differentiates the loss (the sum of the rows under none)
+with respect to hidden, weight and the bias when there is one (autograd.grad), so a variant with
+a custom backward returns each of those gradients from it. Every module of this package is
+imported below: a new file here is the only edit a new variant needs.
+
+The options (`OPTIONS` below) are the first family's loss options (harness/cross_entropy/
+options.py, the same semantics) under the same keyword names, but for the class weights,
+`class_weight` (`weight` is the layer's), and with the layer's `bias` [V] (None at a point
+without one). A variant receives every option it declares at every point, defaults included; a
+point that turns on an option the variant does not declare gives an `unsupported` row (never a
+silently different loss).
 """
 
 from __future__ import annotations
@@ -25,16 +32,25 @@ from harness.registry import Registry
 
 REGISTRY = Registry(
     "linear_cross_entropy",
-    signature="three arguments (hidden [N, D], weight [V, D], targets [N]) and return the mean loss",
+    signature="three arguments (hidden [N, D], weight [V, D], targets [N]) and return the loss",
     mechanisms={},  # no failure mechanisms catalogued yet (the first family's theory is about given logits)
-    options={"ignore_index": "rows whose target is this index are left out of the loss and the mean"},
+    options={
+        "ignore_index": "rows whose target is this index are left out of the loss and the mean",
+        "label_smoothing": "epsilon: the target gets 1 - epsilon, and epsilon is spread over all V classes",
+        "z_loss": "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
+        "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
+        "class_weight": "[V] class weights (F.cross_entropy's `weight`); a weighted mean divides by "
+        "the summed weights of the rows' targets",
+        "reduction": "mean | sum | none (none: the [N] per-row losses; their sum is differentiated)",
+        "bias": "the layer's bias [V], added to the logits (None without one); differentiated too",
+    },
     arity=3,
 )
 register = REGISTRY.register
 
 # Registration order is the order of tables: the materialised forms first (the native op is
 # `materialized`), then the fused ones, `external` last (only the libraries that are installed).
-_ORDER = ("native", "compiled", "chunked")
+_ORDER = ("native", "composed", "compiled", "chunked")
 _LAST = "external"
 
 _found = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))

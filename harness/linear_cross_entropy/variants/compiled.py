@@ -1,6 +1,7 @@
 """torch.compile of the materialised head: what Inductor makes of F.linear + F.cross_entropy.
 
-  linear_compile   torch.compile(materialized), dynamic=False, compiled once per point
+  linear_compile   torch.compile(materialized), dynamic=False, compiled once per point, with
+                   materialized's options (F.cross_entropy's and the bias)
 
 Compilation happens in the variant's `setup` (timed into `compile_time_s`, kept out of the
 timings), from an empty Dynamo cache at every point, as the first family's torch_compile
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.linear_cross_entropy.variants.native import CROSS_ENTROPY
 
 
 def _compile(fn: Callable) -> Callable:
@@ -29,8 +31,25 @@ def _compile(fn: Callable) -> Callable:
     "linear_compile",
     targets={"hard"},
     setup=_compile,
-    options={"ignore_index"},
+    options=CROSS_ENTROPY,
     description="torch.compile(F.linear + F.cross_entropy), dynamic=False",
 )
-def linear_compile(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
-    return F.cross_entropy(F.linear(hidden, weight), targets, ignore_index=ignore_index)
+def linear_compile(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    reduction: str = "mean",
+    bias: Tensor | None = None,
+) -> Tensor:
+    return F.cross_entropy(
+        F.linear(hidden, weight, bias),
+        targets,
+        weight=class_weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )

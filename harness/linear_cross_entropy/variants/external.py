@@ -10,11 +10,18 @@
                                     SRAM; its backward skips softmax entries below
                                     filter_eps="high" (eps(dtype)/32), its default
 
+Options: Liger takes every option of the family (bias, ce_weight for the class weights,
+lse_square_scale for z-loss, label_smoothing, softcap, reduction); CCE takes ignore_index,
+softcap, reduction and bias (linear_cross_entropy(e, c, targets, bias=..., ...)), and no label
+smoothing, z-loss or class weights: each declares exactly those.
+
 Both are Triton kernels, CUDA only. An absent package registers nothing; an installed one is
 imported at its first call (Triton and the compiler stack cost seconds, which `import harness`
 must not pay), and a failed import is an `error` row with its message, as the first family's
 external.py does. Not exercised on the CPU machine the harness is developed on: written against
-liger_kernel 0.8.5 and cut_cross_entropy 25.1.1 (their signatures, read from the wheels).
+liger_kernel 0.8.5 and cut_cross_entropy 25.1.1 (their signatures, read from the wheels); the
+options against their current sources (Liger's functional.py and ops/fused_linear_cross_entropy.py,
+CCE's linear_cross_entropy.py and cce.py), not run.
 """
 
 from __future__ import annotations
@@ -40,16 +47,39 @@ if _installed("liger_kernel"):
         "liger_fused_linear_cross_entropy",
         targets={"hard"},
         devices={"cuda"},
-        options={"ignore_index"},
+        options={"ignore_index", "label_smoothing", "z_loss", "softcap", "class_weight", "reduction", "bias"},
         description="Liger-Kernel fused linear cross-entropy (row chunks; dH, dW computed in the forward)",
     )
     def liger_fused_linear_cross_entropy(
-        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        *,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        class_weight: Tensor | None = None,
+        reduction: str = "mean",
+        bias: Tensor | None = None,
     ) -> Tensor:
         """hidden [N, D], weight [V, D] on CUDA; targets [N] int64. Liger's own signature:
-        (input, weight, target, bias=None, ce_weight=None, ignore_index=-100, ...)."""
+        (input, weight, target, bias=None, ce_weight=None, ignore_index=-100,
+        lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None, ...); its
+        z-loss is lse_square_scale, which the harness's z_loss follows."""
         fn = importlib.import_module("liger_kernel.transformers.functional").liger_fused_linear_cross_entropy
-        return fn(hidden, weight, targets, ignore_index=ignore_index, reduction="mean")
+        return fn(
+            hidden,
+            weight,
+            targets,
+            bias=bias,
+            ce_weight=class_weight,
+            ignore_index=ignore_index,
+            lse_square_scale=z_loss,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+            softcap=softcap,
+        )
 
 
 if _installed("cut_cross_entropy"):
@@ -58,12 +88,24 @@ if _installed("cut_cross_entropy"):
         "cut_cross_entropy",
         targets={"hard"},
         devices={"cuda"},
-        options={"ignore_index"},
+        options={"ignore_index", "softcap", "reduction", "bias"},
         description="Apple Cut Cross-Entropy (logits in SRAM only; backward filters entries below eps/32)",
     )
     def cut_cross_entropy(
-        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        *,
+        ignore_index: int = -100,
+        softcap: float | None = None,
+        reduction: str = "mean",
+        bias: Tensor | None = None,
     ) -> Tensor:
-        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]."""
+        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
+        smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
+        plain point still runs on a version from before CCE took it."""
         fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
-        return fn(hidden, weight, targets, ignore_index=ignore_index, reduction="mean")
+        extra = {} if bias is None else {"bias": bias}
+        return fn(
+            hidden, weight, targets, ignore_index=ignore_index, softcap=softcap, reduction=reduction, **extra
+        )

@@ -11,6 +11,13 @@ F.linear_cross_entropy where torch has it.
                               chunked path (chunks of rows, gradients computed in the forward);
                               options=None would be the materialised reference path again.
                               Registered only where torch has it (2.13 does, 2.11 does not).
+
+Options: what F.cross_entropy takes (ignore_index, label_smoothing, the class weights as
+`weight`, reduction) and F.linear's bias. z-loss and the softcap are not PyTorch's: composed
+around these pieces they are another variant (composed.py). torch_linear_cross_entropy does not
+declare label_smoothing: with it, torch 2.13 warns and falls back to the reference path
+(F.linear + F.cross_entropy, functional.py), so its rows would measure `materialized` under
+another name.
 """
 
 from __future__ import annotations
@@ -21,31 +28,72 @@ from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
 
-IGNORE = {"ignore_index"}
+CROSS_ENTROPY = {"ignore_index", "label_smoothing", "class_weight", "reduction", "bias"}
+
+
+def _cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    class_weight: Tensor | None,
+    reduction: str,
+) -> Tensor:
+    """F.cross_entropy with the class weights in the logits' dtype (it refuses two dtypes; the
+    cast of a rounded weight to a wider dtype is exact)."""
+    return F.cross_entropy(
+        logits,
+        targets,
+        weight=None if class_weight is None else class_weight.to(logits.dtype),
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
 
 
 @register(
     "materialized",
     targets={"hard"},
-    options=IGNORE,
+    options=CROSS_ENTROPY,
     description="F.linear then F.cross_entropy in the input dtype",
 )
-def materialized(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
-    return F.cross_entropy(F.linear(hidden, weight), targets, ignore_index=ignore_index)
+def materialized(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    reduction: str = "mean",
+    bias: Tensor | None = None,
+) -> Tensor:
+    return _cross_entropy(
+        F.linear(hidden, weight, bias), targets, ignore_index, label_smoothing, class_weight, reduction
+    )
 
 
 @register(
     "materialized_fp32",
     targets={"hard"},
-    options=IGNORE,
+    options=CROSS_ENTROPY,
     description="F.linear, logits upcast with .float(), F.cross_entropy in fp32",
 )
-def materialized_fp32(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100) -> Tensor:
-    logits = F.linear(hidden, weight)
+def materialized_fp32(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    reduction: str = "mean",
+    bias: Tensor | None = None,
+) -> Tensor:
+    logits = F.linear(hidden, weight, bias)
     # .float() on fp16/bf16/fp32; fp64 stays fp64 (an "upcast" must never round it down)
-    return F.cross_entropy(
-        logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index
-    )
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return _cross_entropy(logits, targets, ignore_index, label_smoothing, class_weight, reduction)
 
 
 if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyOptions"):
@@ -53,12 +101,26 @@ if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyO
     @register(
         "torch_linear_cross_entropy",
         targets={"hard"},
-        options=IGNORE,
+        options=CROSS_ENTROPY - {"label_smoothing"},  # it falls back to the reference path with it
         description="F.linear_cross_entropy, chunked path (LinearCrossEntropyOptions(), torch >= 2.13)",
     )
     def torch_linear_cross_entropy(
-        hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        *,
+        ignore_index: int = -100,
+        class_weight: Tensor | None = None,
+        reduction: str = "mean",
+        bias: Tensor | None = None,
     ) -> Tensor:
         return F.linear_cross_entropy(
-            hidden, weight, targets, ignore_index=ignore_index, options=torch.nn.LinearCrossEntropyOptions()
+            hidden,
+            weight,
+            targets,
+            linear_bias=bias,
+            weight=class_weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            options=torch.nn.LinearCrossEntropyOptions(),
         )
