@@ -14,6 +14,7 @@ import textwrap
 import pytest
 import torch
 
+from harness.cross_entropy.options import LossOptions
 from harness.linear_cross_entropy import make_call
 from harness.linear_cross_entropy.reference import reference
 from harness.linear_cross_entropy.variants import REGISTRY, fused
@@ -37,7 +38,7 @@ def _inputs(n: int, d: int, v: int, dtype: torch.dtype, ignored_every: int = 5, 
 def _errors(name: str, h, w, t) -> tuple[float, float, float]:
     """(loss, dH, dW) relative errors of a variant against float64 on the same rounded inputs."""
     loss, (dh, dw) = make_call(REGISTRY[name].fn, h, w, t, "fwd_bwd", ignore_index=-100)()
-    ref = reference(h, w, t, -100)
+    ref = reference(h, w, t)
 
     def err(g, r):
         return ((g.double() - r).norm() / r.norm()).item()
@@ -57,6 +58,33 @@ def test_matches_float64_at_every_chunking(monkeypatch, budget_rows, dtype):
     assert loss_err < 20 * eps and dh_err < 50 * eps and dw_err < 50 * eps, (loss_err, dh_err, dw_err)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(label_smoothing=0.1),
+        dict(z_loss=1e-3),
+        dict(softcap=5.0),
+        dict(label_smoothing=0.2, z_loss=1e-2, softcap=3.0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_options_and_the_bias_match_float64_across_chunks(monkeypatch, options, dtype):
+    n, d, v = 150, 24, 700
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 7 * v * dtype.itemsize)  # 22 chunks, the last of 3 rows
+    h, w, t = _inputs(n, d, v, dtype)
+    bias = (torch.randn(v, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) / 2).to(dtype)
+    loss, (dh, dw, db) = make_call(REGISTRY["fused_linear"].fn, h, w, t, "fwd_bwd", bias=bias, **options)()
+    ref = reference(h, w, t, LossOptions(**options), bias)
+    eps = torch.finfo(dtype).eps
+
+    def err(g, r):
+        return ((g.double() - r).norm() / r.norm()).item()
+
+    errs = [abs(loss.item() - ref.loss) / abs(ref.loss)]
+    errs += [err(dh, ref.grad_hidden), err(dw, ref.grad_weight), err(db, ref.grad_bias)]
+    assert max(errs) < 50 * eps, errs
+
+
 def test_every_row_ignored_gives_nan_and_zero_gradients():
     h, w, t = _inputs(16, 8, 50, torch.float32)
     t[:] = -100
@@ -74,7 +102,7 @@ def test_forward_only_matches_and_the_backward_scales_by_grad_output():
     loss = fn(hg, wg, t)
     assert loss.item() == pytest.approx(plain.item(), rel=1e-15)
     (3.5 * loss).backward()
-    ref = reference(h, w, t, -100)
+    ref = reference(h, w, t)
     assert torch.allclose(hg.grad, 3.5 * ref.grad_hidden, rtol=1e-12, atol=1e-15)
     assert torch.allclose(wg.grad, 3.5 * ref.grad_weight, rtol=1e-12, atol=1e-15)
     with pytest.raises(RuntimeError, match="already used"):
@@ -114,26 +142,35 @@ def test_holds_dh_dw_and_one_chunk_of_logits(monkeypatch):
 
 KERNEL_CHECK = """
 import torch
+from harness.cross_entropy.options import LossOptions
 from harness.linear_cross_entropy.reference import reference
 from harness.linear_cross_entropy.variants import fused
 from tests.test_linear_fused import _inputs
 
-for dtype, budget in [(torch.float32, 16), (torch.bfloat16, 64), (torch.float64, 3)]:
+OPTIONS = fused._Options(label_smoothing=0.1, z_loss=1e-3, softcap=5.0)
+for dtype, budget, opts in [
+    (torch.float32, 16, OPTIONS),
+    (torch.float32, 16, fused._Options()),
+    (torch.bfloat16, 64, fused._Options()),
+    (torch.float64, 3, OPTIONS),
+]:
     h, w, t = _inputs(48, 16, 300, dtype, ignored_every=4)
+    bias = (torch.randn(300, dtype=torch.float64) / 4).to(dtype)
     fused.CHUNK_BYTES = budget * 300 * dtype.itemsize
-    by_torch = fused.fused_linear_ce(h, w, t, -100, True, use_kernel=False)
-    by_kernel = fused.fused_linear_ce(h, w, t, -100, True, use_kernel=True)
-    ref = reference(h, w, t, -100)
     eps = torch.finfo(dtype).eps
-    for a, b in zip(by_torch, by_kernel):
-        # the same fp32 arithmetic, summed in a different order: a few ulps of the dtype
-        tol = dict(rtol=4 * eps, atol=4 * eps * b.abs().max().item())
-        assert torch.allclose(a.double(), b.double(), **tol), (dtype, a, b)
-    fwd_torch = fused.fused_linear_ce(h, w, t, -100, False, use_kernel=False)[0]
-    fwd_kernel = fused.fused_linear_ce(h, w, t, -100, False, use_kernel=True)[0]
-    assert torch.allclose(fwd_torch.double(), fwd_kernel.double(), rtol=4 * eps), (dtype, fwd_kernel)
-    err = ((by_kernel[2].double() - ref.grad_weight).norm() / ref.grad_weight.norm()).item()
-    assert err < 100 * eps, (dtype, err)
+    for want_grad in (True, False):
+        by_torch = fused.fused_linear_ce(h, w, bias, t, opts, want_grad, use_kernel=False)
+        by_kernel = fused.fused_linear_ce(h, w, bias, t, opts, want_grad, use_kernel=True)
+        pairs = [(by_torch[0], by_kernel[0])] + list(zip(by_torch[1] or (), by_kernel[1] or ()))
+        for a, b in pairs:
+            # the same fp32 arithmetic, summed in another order: a few ulps of the dtype
+            tol = dict(rtol=4 * eps, atol=4 * eps * b.abs().max().item())
+            assert torch.allclose(a.double(), b.double(), **tol), (dtype, opts, a, b)
+    as_loss = LossOptions(label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap)
+    ref = reference(h, w, t, as_loss, bias)
+    dw = fused.fused_linear_ce(h, w, bias, t, opts, True, use_kernel=True)[1][1]
+    err = ((dw.double() - ref.grad_weight).norm() / ref.grad_weight.norm()).item()
+    assert err < 100 * eps, (dtype, opts, err)
 print("kernel path ok")
 """
 
