@@ -189,3 +189,38 @@ def test_the_report_has_a_linear_section_with_the_memory_floor(tmp_path):
     assert ratio["chunked_linear"] < ratio["materialized"]
     ids = [s.anchor for s in build.sections(tmp_path, rows, tmp_path)]
     assert "linear" in ids and "options" not in ids
+
+
+def test_the_first_familys_sections_read_only_its_own_rows(tmp_path):
+    """A linear row's C is a vocabulary behind a matmul: it must never be ranked in the first
+    family's tables. A linear-only run has only the summary and its own section; a mixed run's
+    first-family tables name no linear variant, while the statuses count every row."""
+    from harness.report import build, tables
+    from harness.results import load, write_rows
+
+    timed = {
+        "enabled": True,
+        "warmup": 0,
+        "min_reps": 3,
+        "min_time_s": 0.0,
+        "max_reps": 3,
+        "allow_parallel": False,
+    }
+    linear = _run(variants=["materialized", "fused_linear"], num_classes=300, timing=timed)
+    write_rows(linear.to_dict("records"), tmp_path / "linear" / "point", "key")
+    only = build.sections(tmp_path / "linear", load(tmp_path / "linear"), tmp_path / "linear")
+    assert [s.anchor for s in only] == ["summary", "linear"]
+
+    ce_cfg = job_config(variants=["torch_cross_entropy"], num_classes=300, timing=timed)
+    ce = job.run(*job.check(ce_cfg), ce_cfg.timing, ce_cfg.memory, {})
+    write_rows(ce, tmp_path / "mixed" / "ce", "key")
+    write_rows(linear.to_dict("records"), tmp_path / "mixed" / "linear", "key")
+    rows = load(tmp_path / "mixed")
+    sections = {s.anchor: s for s in build.sections(tmp_path / "mixed", rows, tmp_path / "mixed")}
+    assert {"summary", "accuracy", "speed", "linear"} <= set(sections)
+    fastest = sections["summary"].blocks[0].body
+    assert set(fastest["fastest ok variant"]) == {"torch_cross_entropy"}
+    accuracy = [b for b in sections["accuracy"].blocks if b.kind == "table"][0].body
+    assert "fused_linear" not in accuracy.to_string()
+    counts = tables.status_counts(rows, sorted(rows["variant"].unique()))
+    assert "fused_linear" in counts.to_string()  # the statuses count both families

@@ -134,30 +134,48 @@ def _table(title: str, result, caption: str = "", collapsed: bool = False) -> Bl
     return Block("table", title, result, caption, collapsed)
 
 
+# Sections of the first family alone: their axes are C, B and the logit scale of given logits.
+_CROSS_ENTROPY_ONLY = ("breaks", "boundary", "accuracy", "speed", "throughput", "memory")
+
+
 def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, ...] = ()) -> list[Section]:
-    ctx = figures.Context.of(run_dir, rows, studies)
-    fig = {k: _draw(spec, ctx, out) for k, spec in FIGURES.items()}
-    theory, why = ctx.theory
-    order = ctx.order
-    return [
-        Section(
-            "summary",
-            "Summary",
-            "Which variant should I use for my dtype and size, and what went wrong?",
-            [
-                _table(
-                    "Fastest variant that is ok at every point",
-                    tables.fastest(rows, order),
-                    "Per dtype, class count C, batch size B, target kind and mode: the variant with the "
-                    "smallest median time among those whose status is ok at every scale and seed of that "
-                    "group, the spread of its samples (IQR), and the next one: a tie when the two medians "
-                    "differ by less than the larger IQR.",
-                ),
-                fig["statuses"],
-                _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
-                _table("Rows that did not run", tables.failures(rows, order)),
-            ],
-        ),
+    # The first family's figures and tables read its rows only: a linear + cross-entropy row's C
+    # is a vocabulary behind a matmul of width D, and pooled with them it would be ranked against
+    # another problem (its own section, last, groups by N, D, V). The statuses count every row.
+    ce = rows.drop(linear_rows(rows).index)
+    ce_ctx = figures.Context.of(run_dir, ce, studies)
+    every = figures.Context.of(run_dir, rows, studies)
+    # A run of the linear family alone has no section of the first family's (an empty run keeps
+    # them, each saying why it has no data).
+    first_family = not ce.empty or rows.empty
+    fig = {
+        k: _draw(spec, every if k == "statuses" else ce_ctx, out)
+        if first_family or k not in _CROSS_ENTROPY_ONLY
+        else None  # not drawn: its section is left out
+        for k, spec in FIGURES.items()
+    }
+    theory, why = ce_ctx.theory
+    order = every.order
+    fastest = _table(
+        "Fastest variant that is ok at every point",
+        tables.fastest(ce, ce_ctx.order),
+        "Per dtype, class count C, batch size B, target kind and mode: the variant with the "
+        "smallest median time among those whose status is ok at every scale and seed of that "
+        "group, the spread of its samples (IQR), and the next one: a tie when the two medians "
+        "differ by less than the larger IQR.",
+    )
+    summary = Section(
+        "summary",
+        "Summary",
+        "Which variant should I use for my dtype and size, and what went wrong?",
+        [
+            *([fastest] if first_family else []),  # the linear family's ranking is its own section's
+            fig["statuses"],
+            _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
+            _table("Rows that did not run", tables.failures(rows, order)),
+        ],
+    )
+    cross_entropy = [
         Section(
             "breaks",
             "Where the naive formula breaks",
@@ -165,7 +183,7 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
             "and does theory predict it?",
             [
                 fig["breaks"],
-                _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(rows)),
+                _table("Where exp() leaves each dtype's range (from torch.finfo)", tables.dtype_edges(ce)),
                 _table("Predicted failing scales", tables.predictions(theory, why), collapsed=True),
             ],
         ),
@@ -181,7 +199,7 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
             "How accurate is each variant, alone and relative to the native op?",
             [
                 fig["accuracy"],
-                _table("Median errors", tables.accuracy(rows, order), collapsed=True),
+                _table("Median errors", tables.accuracy(ce, ce_ctx.order), collapsed=True),
             ],
         ),
         Section(
@@ -193,13 +211,18 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
         Section(
             "memory", "Memory", "How much memory does each variant need beyond the logits?", [fig["memory"]]
         ),
-        Section(
-            "flattening",
-            "Repeated softmax",
-            "How quickly does applying softmax again and again reach uniform?",
-            [fig["flattening"]],
-        ),
-        *_options_section(rows, order),
+    ]
+    flattening = Section(
+        "flattening",
+        "Repeated softmax",
+        "How quickly does applying softmax again and again reach uniform?",
+        [fig["flattening"]],
+    )
+    return [
+        summary,
+        *(cross_entropy if first_family else []),
+        *([flattening] if first_family or studies else []),
+        *_options_section(ce, ce_ctx.order),
         *_linear_section(rows, order),
     ]
 
