@@ -5,7 +5,8 @@ printed as one report, in under 5 minutes on one H200 or H100.
     python scripts/gpu_check.py --full-scan   # the scan at bf16 and fp32, hard and soft targets
     python scripts/gpu_check.py --pytest-log FILE   # also keep pytest's whole output
 
-1. pytest of the modules with CUDA paths (kernel, timer, ceilings, memory, variants, sweeps);
+1. pytest of the modules with CUDA paths (kernel, timer, ceilings, memory, variants, sweeps,
+   fused_linear's kernel path);
 2. `+sweep=gpu` at its headline point (B=8192, C=128256, bf16, hard targets) with triton_fused,
    torch_compile, Liger-Kernel (when it imports) and F.cross_entropy: the floor table
    (scripts/floor_table.py);
@@ -35,6 +36,7 @@ CUDA_TESTS = [
     "tests/test_memory.py",
     "tests/test_variants.py",
     "tests/test_gpu_sweep.py",
+    "tests/test_linear_fused.py",
 ]
 HEADLINE = [
     "num_classes=128256",

@@ -3,8 +3,8 @@
 #
 #   bash scripts/gpu_reference_run.sh OUTDIR [STAGE ...]      (default stages: check sweep)
 #
-# Not yet run on a GPU: the gpu_options and linear stages, and the read kernel's and the timer's
-# CUDA tests (`KERNEL_TESTS='read_kernel or short_autograd' ... kernel`).
+# Not yet run on a GPU: the gpu_options and linear stages, and the read kernel's, the timer's and
+# fused_linear's CUDA tests (`KERNEL_TESTS='read_kernel or short_autograd or on_cuda' ... kernel`).
 #
 # On a CUDA machine, from the project root, with the Hydra wheels in .whl/ (a typical CUDA image
 # has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; README, The GPU path).
@@ -82,7 +82,8 @@ for stage in $stages; do
         ;;
     kernel)  # KERNEL_TESTS: a -k expression to run part of them
         timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
-            tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py 2>&1 |
+            tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py \
+            tests/test_linear_fused.py 2>&1 |
             tee "$out/pytest_kernel.txt"
         ;;
     *)
