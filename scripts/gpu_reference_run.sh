@@ -75,7 +75,7 @@ for stage in $stages; do
             tee "$out/sweep_gpu_options.log"
         rows_to /tmp/x/gpu_options "$out/gpu_options_rows.parquet"
         ;;
-    linear)
+    linear)  # estimated 8-12 min (conf/sweep/linear_gpu.yaml): if cut off, run the stage again, it resumes
         timeout 540 python3 -m harness +sweep=linear_gpu hydra.sweep.dir=/tmp/x/linear 2>&1 |
             tee "$out/sweep_linear.log"
         rows_to /tmp/x/linear "$out/linear_rows.parquet"
