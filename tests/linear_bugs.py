@@ -198,3 +198,36 @@ for _fn in (
 ):
     _fn.harness_targets = HARD
 last_chunk_missing.harness_options = dw_accumulated_in_bf16.harness_options = {"ignore_index"}
+
+
+class _DwScaledAfterTheSum(torch.autograd.Function):
+    # Per-row losses (reduction none) with the gradients formed in the forward, as fused kernels
+    # do: dH per row, dW already summed over the rows. The backward scales dH's rows by their
+    # incoming gradients, right, and dW by their mean, which is right only when they are all
+    # equal (Liger-Kernel's fused linear cross-entropy once did the like for reduction="none").
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index):
+        z = _up(F.linear(hidden, weight))
+        kept = targets != ignore_index
+        losses = F.cross_entropy(z, targets, ignore_index=ignore_index, reduction="none")
+        dz = torch.softmax(z, dim=1)
+        rows = kept.nonzero()[:, 0]
+        dz[rows, targets[rows]] -= 1.0
+        dz = _masked(dz, kept).to(hidden.dtype)
+        ctx.grads = (dz @ weight, dz.T @ hidden)
+        return losses.to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        dh, dw = ctx.grads
+        return dh * g[:, None].to(dh.dtype), dw * g.mean().to(dw.dtype), None, None
+
+
+def dw_scaled_after_the_sum(hidden, weight, targets, *, ignore_index=-100, reduction="mean"):
+    """reduction none only: per-row losses, dW scaled by the mean incoming gradient."""
+    assert reduction == "none"
+    return _DwScaledAfterTheSum.apply(hidden, weight, targets, ignore_index)
+
+
+dw_scaled_after_the_sum.harness_targets = HARD
+dw_scaled_after_the_sum.harness_options = {"ignore_index", "reduction"}

@@ -63,3 +63,30 @@ def records_options(logits, targets, **options):
 records_options.seen = []
 records_options.harness_targets = {"hard", "soft"}
 records_options.harness_options = {"ignore_index", "label_smoothing", "weight", "reduction"}
+
+
+class _FirstIncomingGradient(torch.autograd.Function):
+    # reduction none with a backward that treats the incoming [B] gradient as a scalar: its first
+    # entry scales every row (right only when every row's incoming gradient is the same)
+    @staticmethod
+    def forward(ctx, logits, targets):
+        z = logits.detach().to(torch.promote_types(logits.dtype, torch.float32))
+        grad = torch.softmax(z, dim=1)
+        grad[torch.arange(len(targets)), targets] -= 1.0
+        ctx.save_for_backward(grad.to(logits.dtype))
+        return F.cross_entropy(logits, targets, reduction="none")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out[0], None
+
+
+def per_row_gradient_as_scalar(logits, targets, *, reduction="mean"):
+    """Per-row losses whose backward scales by the first incoming gradient only."""
+    assert reduction == "none"
+    return _FirstIncomingGradient.apply(logits, targets)
+
+
+per_row_gradient_as_scalar.harness_targets = {"hard"}
+per_row_gradient_as_scalar.harness_options = {"reduction"}

@@ -29,6 +29,7 @@ from harness.linear_cross_entropy.inputs import make_inputs
 from harness.linear_cross_entropy.point import point
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.linear_cross_entropy.variants.chunked import CHUNK
+from harness.measure.accuracy import upstream
 from harness.registry import Registry
 
 from .conftest import job_config, run_cli
@@ -136,12 +137,14 @@ def test_the_chunked_reference_is_float64_autograd_with_every_option(monkeypatch
         )
         inp = make_inputs(pt)
         o = _options(pt, inp)
-        ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, o, inp.bias)
+        # under none, the gradients of the rows weighted by the runner's incoming gradient
+        incoming = upstream(6, inp.hidden) if reduction == "none" else None
+        ref = reference_module.reference(inp.hidden, inp.weight, inp.targets, o, inp.bias, incoming)
         leaves = [t.clone().requires_grad_() for t in (inp.hidden, inp.weight)]
         if inp.bias is not None:
             leaves.append(inp.bias.clone().requires_grad_())
         loss = _materialised(*leaves[:2], leaves[2] if len(leaves) > 2 else None, inp.targets, o)
-        grads = torch.autograd.grad(loss.sum(), leaves)
+        grads = torch.autograd.grad(loss, leaves, grad_outputs=incoming)
         assert math.isclose(ref.loss, loss.mean().item(), rel_tol=1e-13), settings
         if reduction == "none":
             torch.testing.assert_close(ref.losses, loss.detach(), rtol=1e-13, atol=1e-15)

@@ -114,6 +114,19 @@ def test_historical_option_bugs_are_flagged(bug, settings, dtype):
     assert status[bug] == {"inaccurate"}, rows[["variant", "mode", "status", "loss_rel_err", "grad_rel_err"]]
 
 
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "bf16"])
+def test_a_per_row_incoming_gradient_applied_as_a_scalar_is_flagged(dtype):
+    """Under reduction none the runner differentiates with 1, 1.25, 1.5, 1.75, ... per row
+    (harness/measure/accuracy.py `upstream`): with all ones this bug would be exact."""
+    bug = "per_row_gradient_as_scalar"
+    rows = _rows(
+        variants=[f"{bug}@tests.option_bugs:{bug}", "torch_cross_entropy"], dtype=dtype, reduction="none"
+    )
+    got = rows.set_index(["variant", "mode"])["status"]
+    assert got[(bug, "fwd")] == "ok" and got[(bug, "fwd_bwd")] == "inaccurate", got
+    assert set(got["torch_cross_entropy"]) == {"ok"}
+
+
 def test_a_reduction_none_variant_must_return_one_loss_per_row():
     rows = _rows(variants=["bad@tests.fault_variants:correct"], reduction="none")
     assert set(rows.status) == {"unsupported"}  # it does not declare reduction

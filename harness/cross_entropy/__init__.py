@@ -27,7 +27,7 @@ from harness.cross_entropy.reference import Reference, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.measure.accuracy import assess, grad_rel_err, rel_err, rows_rel_err
+from harness.measure.accuracy import assess, grad_rel_err, rel_err, rows_rel_err, upstream, upstream_scaled
 from harness.measure.isolation import Feed
 from harness.registry import Variant
 from harness.vocabulary import NATIVE
@@ -55,7 +55,7 @@ def _check_loss(out: Any, reduction: str, rows: int) -> torch.Tensor:
 def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
     """The work one repetition does, reading its inputs from `feed` at each call (a fresh
     copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits
-    (of the sum of the per-row losses when reduction is none)."""
+    (of the per-row losses weighted by accuracy.upstream when reduction is none)."""
     kwargs = feed.kwargs
     reduction = kwargs.get("reduction", "mean")
     rows = feed.logits.shape[0]
@@ -73,8 +73,9 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
         loss = _check_loss(fn(x, feed.targets, **kwargs), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
-        ones = torch.ones_like(loss) if reduction == "none" else None  # a scalar needs none
-        (grad,) = torch.autograd.grad(loss, x, grad_outputs=ones)
+        # per-row losses: differentiated with a non-uniform incoming gradient (accuracy.upstream)
+        incoming = upstream(rows, loss) if reduction == "none" else None
+        (grad,) = torch.autograd.grad(loss, x, grad_outputs=incoming)
         return loss, grad
 
     return fwd_bwd
@@ -157,7 +158,7 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
             rel_err(acc.loss, ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
         )
         if grad is not None:
-            cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total)
+            cols["grad_rel_err_total"] = grad_rel_err(grad, upstream_scaled(ref_total, loss.dim()))
     return cols
 
 

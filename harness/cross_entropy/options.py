@@ -132,5 +132,6 @@ OPTIONS = {
     "z_loss": "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
     "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
     "weight": "[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
-    "reduction": "mean | sum | none (none: the [B] per-row losses; their sum is differentiated)",
+    "reduction": "mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, "
+    "1.75, ... per row)",
 }

@@ -94,7 +94,8 @@ class Reference:
     grad_subnormal: float  # ||rounding of g below the output dtype's smallest normal|| / ||g||
     # With options (harness/cross_entropy/options.py) `loss` is the reduced loss (mean or sum;
     # reduction "none": the mean of `losses` over all B rows, as a scalar summary) and `grad` the
-    # gradient of it ("none": of the sum of the per-row losses).
+    # gradient of it ("none": of the sum of the per-row losses; harness/measure/accuracy.py scales
+    # its rows by the incoming gradient the runner used).
     losses: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))  # [B]
     #                        float64 per-row losses after the options, before the reduction; 0 on ignored rows
     denominator: float = math.nan  # what the reduction divides the summed CE part by: B plain;

@@ -10,8 +10,9 @@ The loss takes the first family's options (harness/cross_entropy/options.py: ign
 smoothing, z-loss, softcap, class weights, reduction mean | sum | none) with the same formulas,
 and the layer an optional bias (`bias=true`). A variant receives the options it declares by
 keyword (the class weights as `class_weight`, the bias as `bias`; variants/__init__.py); under
-reduction none it returns the [N] per-row losses, and the runner differentiates their sum, as
-the first family's does.
+reduction none it returns the [N] per-row losses, and the runner differentiates them with a
+non-uniform incoming gradient (harness/measure/accuracy.py `upstream`), as the first family's
+does.
 
   point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes, the
                  loss options, bias), validated
@@ -41,7 +42,7 @@ from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.measure import ceiling
-from harness.measure.accuracy import rel_err, rows_rel_err
+from harness.measure.accuracy import rel_err, rows_rel_err, upstream
 from harness.registry import Variant
 
 NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divides by
@@ -98,7 +99,8 @@ def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
 def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
     """One repetition's work: fwd under no_grad, or fwd + autograd.grad with respect to hidden,
     weight and (when there is one) the bias: the gradient is the tuple (dH, dW) or (dH, dW, db),
-    of the sum of the per-row losses under reduction none, as the first family's runner does."""
+    of the per-row losses weighted by accuracy.upstream under reduction none, as the first
+    family's runner does."""
     reduction = feed.kwargs.get("reduction", "mean")
     rows = feed.hidden.shape[0]
 
@@ -122,8 +124,9 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on hidden and weight (no gradient)")
         wrt = (h, w) if b is None else (h, w, b)
-        ones = torch.ones_like(loss) if reduction == "none" else None  # a scalar needs none
-        grads = torch.autograd.grad(loss, wrt, grad_outputs=ones, allow_unused=True)
+        # per-row losses: differentiated with a non-uniform incoming gradient (accuracy.upstream)
+        incoming = upstream(loss.shape[0], loss) if reduction == "none" else None
+        grads = torch.autograd.grad(loss, wrt, grad_outputs=incoming, allow_unused=True)
         for g, name in zip(grads, ("hidden", "weight", "bias")):
             if g is None:
                 raise BadResult(f"returned a loss that does not depend on {name}")
@@ -158,12 +161,19 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     D = 4096). The class weights are part of the problem, not of its storage: both references
     take them as the variants receive them (rounded to the dtype)."""
     options = loss_options(point, inputs)
-    ref = reference(inputs.hidden, inputs.weight, inputs.targets, options, inputs.bias)
+    # under reduction none the runner differentiates with upstream(N): the gradients are of that
+    incoming = upstream(point.batch_size, inputs.hidden) if point.reduction == "none" else None
+    ref = reference(inputs.hidden, inputs.weight, inputs.targets, options, inputs.bias, incoming)
     if point.dtype == "fp64":
         total = ref
     else:
         total = reference(
-            inputs.hidden_unrounded, inputs.weight_unrounded, inputs.targets, options, inputs.bias_unrounded
+            inputs.hidden_unrounded,
+            inputs.weight_unrounded,
+            inputs.targets,
+            options,
+            inputs.bias_unrounded,
+            incoming,
         )
     inputs.hidden_unrounded = inputs.weight_unrounded = inputs.bias_unrounded = None
     return ref, total

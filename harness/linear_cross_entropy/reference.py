@@ -97,10 +97,12 @@ def reference(
     targets: Tensor,
     options: LossOptions | None = None,
     bias: Tensor | None = None,
+    upstream: Tensor | None = None,
 ) -> Reference:
     """hidden [N, D], weight [V, D], bias [V] or None in any float dtype (upcast here), targets
     [N] int64. options: the loss's (None: the plain mean); its class weights [V] in any float
-    dtype."""
+    dtype. upstream: under reduction "none", the [N] incoming gradient the gradients are of
+    (harness/measure/accuracy.py `upstream`; None: all ones, the gradient of the rows' sum)."""
     opts = options if options is not None else LossOptions()
     f64 = torch.float64
     h = hidden.to(f64)
@@ -148,6 +150,9 @@ def reference(
     zero = torch.zeros_like(lse)
     ce_scale = torch.where(kept_mask, 1.0 / d_ce if d_ce else 0.0, zero)  # [N]
     z_scale = torch.where(kept_mask, 1.0 / d_z if d_z else 0.0, zero)
+    if upstream is not None and opts.reduction == "none":  # each row's loss times its incoming gradient
+        ce_scale = ce_scale * upstream.to(dtype=f64, device=h.device)
+        z_scale = z_scale * upstream.to(dtype=f64, device=h.device)
     q_total = (1.0 - eps) * w_y + eps / v * w_sum  # Q_b
     coef = q_total * ce_scale + 2.0 * zl * lse * z_scale  # the coefficient of p' in dZ
     target_q = (1.0 - eps) * w_y * ce_scale  # subtracted at the target's entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,15 @@ class Accuracy:
     message: str = ""
 
 
+def upstream(rows: int, like: Tensor) -> Tensor:
+    """The incoming gradient a reduction="none" loss is differentiated with: 1, 1.25, 1.5, 1.75
+    repeating over the rows, in `like`'s dtype and device. Not all ones: with ones, an
+    implementation that sums its rows before applying the per-row gradient (a dW scaled after
+    the sum, a broadcast of the first entry) gives the right answer and passes. Each value is
+    exact in fp16 and bf16, so the reference uses the very numbers the variant received."""
+    return (1.0 + 0.25 * (torch.arange(rows, device=like.device) % 4)).to(like.dtype)
+
+
 def rel_err(value: float, ref: float) -> float:
     return abs(value - ref) / abs(ref) if ref != 0 else abs(value - ref)
 
@@ -35,6 +45,15 @@ def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
     diff = torch.linalg.vector_norm(losses.detach().to(torch.float64) - ref).item()
     norm = torch.linalg.vector_norm(ref).item()
     return diff / norm if norm != 0 else diff
+
+
+def upstream_scaled(ref: Reference, loss_dims: int) -> Reference:
+    """The reference whose gradient a variant's is compared with: as it is for a scalar loss; for
+    per-row losses (reduction none) each row of the gradient of their sum times `upstream`'s
+    entry, the gradient the runner asks for (a row's loss depends on its own logits alone)."""
+    if loss_dims == 0 or ref.grad.dim() != 2:
+        return ref
+    return dataclasses.replace(ref, grad=ref.grad * upstream(ref.grad.shape[0], ref.grad)[:, None])
 
 
 def grad_rel_err(grad: Tensor, ref: Reference) -> float:
@@ -55,7 +74,7 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
     if not ref.finite:
         return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
     l_err = rel_err(value, ref.loss) if losses.dim() == 0 else rows_rel_err(losses, ref.losses)
-    g_err = grad_rel_err(grad, ref) if grad is not None else None
+    g_err = grad_rel_err(grad, upstream_scaled(ref, losses.dim())) if grad is not None else None
     tol = tolerance(ref, dtype_name)
     if nan or inf:
         status = "nonfinite"

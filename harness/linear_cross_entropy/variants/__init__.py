@@ -41,7 +41,8 @@ REGISTRY = Registry(
         "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
         "class_weight": "[V] class weights (F.cross_entropy's `weight`); a weighted mean divides by "
         "the summed weights of the rows' targets",
-        "reduction": "mean | sum | none (none: the [N] per-row losses; their sum is differentiated)",
+        "reduction": "mean | sum | none (none: the [N] per-row losses, differentiated with 1, 1.25, "
+        "1.5, 1.75, ... per row)",
         "bias": "the layer's bias [V], added to the logits (None without one); differentiated too",
     },
     arity=3,
