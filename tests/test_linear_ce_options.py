@@ -282,8 +282,18 @@ def test_the_external_libraries_get_each_option_under_their_own_name(monkeypatch
         o = LossOptions(ignore_index, label_smoothing, lse_square_scale, softcap, ce_weight, reduction)
         return _materialised(input, weight, bias, target, o)
 
-    def cce(e, c, targets, bias=None, ignore_index=-100, softcap=None, reduction="mean", shift=0):
-        calls["cce"] = dict(bias=bias, softcap=softcap)
+    def cce(
+        e,
+        c,
+        targets,
+        bias=None,
+        ignore_index=-100,
+        softcap=None,
+        reduction="mean",
+        shift=0,
+        filter_eps="auto",
+    ):
+        calls["cce"] = dict(bias=bias, softcap=softcap, filter_eps=filter_eps)
         return _materialised(
             e, c, bias, targets, LossOptions(ignore_index, softcap=softcap, reduction=reduction)
         )
@@ -303,8 +313,13 @@ def test_the_external_libraries_get_each_option_under_their_own_name(monkeypatch
         "external_under_test", Path(variants.__file__).parent / "external.py"
     )
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    assert set(scratch) == {"liger_fused_linear_cross_entropy", "cut_cross_entropy"}
-    assert scratch["cut_cross_entropy"].options == {"ignore_index", "softcap", "reduction", "bias"}
+    assert set(scratch) == {
+        "liger_fused_linear_cross_entropy",
+        "cut_cross_entropy",
+        "cut_cross_entropy_unfiltered",
+    }
+    for name in ("cut_cross_entropy", "cut_cross_entropy_unfiltered"):
+        assert scratch[name].options == {"ignore_index", "softcap", "reduction", "bias"}
     assert scratch["liger_fused_linear_cross_entropy"].options == set(REGISTRY.options)
 
     pt = point(_cfg(batch_size=6, hidden_size=5, num_classes=11, dtype="fp64", **ALL))
@@ -318,7 +333,12 @@ def test_the_external_libraries_get_each_option_under_their_own_name(monkeypatch
     assert loss.item() == pytest.approx(ref.loss, rel=1e-12)
     assert calls["liger"]["lse_square_scale"] == 1e-2 and calls["liger"]["ce_weight"] is inp.class_weight
     scratch["cut_cross_entropy"].fn(inp.hidden, inp.weight, inp.targets, softcap=3.0)
-    assert calls["cce"] == {"bias": None, "softcap": 3.0}  # no bias: not passed (older CCE lacks it)
+    # no bias: not passed (older CCE lacks it); the filter left at CCE's own default
+    assert calls["cce"] == {"bias": None, "softcap": 3.0, "filter_eps": "auto"}
+    loss = scratch["cut_cross_entropy_unfiltered"].fn(inp.hidden, inp.weight, inp.targets, bias=inp.bias)
+    assert calls["cce"]["bias"] is inp.bias and calls["cce"]["filter_eps"] is None
+    plain = reference_module.reference(inp.hidden, inp.weight, inp.targets, LossOptions(), inp.bias)
+    assert loss.item() == pytest.approx(plain.loss, rel=1e-12)
 
 
 def test_bad_settings_stop_with_one_line():

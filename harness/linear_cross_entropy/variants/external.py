@@ -7,8 +7,11 @@
                                     accum_dtype is given (left at its default here, as callers do)
   cut_cross_entropy                 Apple's Cut Cross-Entropy (cut_cross_entropy.
                                     linear_cross_entropy, impl "cce"): the logits live only in
-                                    SRAM; its backward skips softmax entries below
-                                    filter_eps="high" (eps(dtype)/32), its default
+                                    SRAM; its backward skips softmax entries below filter_eps,
+                                    left at its default ("high", eps(dtype)/32, in 25.1.1;
+                                    "auto" in later versions)
+  cut_cross_entropy_unfiltered      the same with filter_eps=None: no entry skipped, so what is
+                                    left of its gradient error is not the filter's
 
 Options: Liger takes every option of the family (bias, ce_weight for the class weights,
 lse_square_scale for z-loss, label_smoothing, softcap, reduction); CCE takes ignore_index,
@@ -83,13 +86,22 @@ if _installed("liger_kernel"):
 
 
 if _installed("cut_cross_entropy"):
+    CCE_OPTIONS = {"ignore_index", "softcap", "reduction", "bias"}
+
+    def _cce(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None, **kwargs) -> Tensor:
+        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
+        smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
+        plain point still runs on a version from before CCE took it."""
+        fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
+        extra = {} if bias is None else {"bias": bias}
+        return fn(hidden, weight, targets, **kwargs, **extra)
 
     @register(
         "cut_cross_entropy",
         targets={"hard"},
         devices={"cuda"},
-        options={"ignore_index", "softcap", "reduction", "bias"},
-        description="Apple Cut Cross-Entropy (logits in SRAM only; backward filters entries below eps/32)",
+        options=CCE_OPTIONS,
+        description="Apple Cut Cross-Entropy (logits in SRAM; its backward filters small entries)",
     )
     def cut_cross_entropy(
         hidden: Tensor,
@@ -101,11 +113,34 @@ if _installed("cut_cross_entropy"):
         reduction: str = "mean",
         bias: Tensor | None = None,
     ) -> Tensor:
-        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
-        smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
-        plain point still runs on a version from before CCE took it."""
-        fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
-        extra = {} if bias is None else {"bias": bias}
-        return fn(
-            hidden, weight, targets, ignore_index=ignore_index, softcap=softcap, reduction=reduction, **extra
+        return _cce(
+            hidden, weight, targets, bias, ignore_index=ignore_index, softcap=softcap, reduction=reduction
+        )
+
+    @register(
+        "cut_cross_entropy_unfiltered",
+        targets={"hard"},
+        devices={"cuda"},
+        options=CCE_OPTIONS,
+        description="Apple Cut Cross-Entropy with filter_eps=None (no gradient entry skipped)",
+    )
+    def cut_cross_entropy_unfiltered(
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        *,
+        ignore_index: int = -100,
+        softcap: float | None = None,
+        reduction: str = "mean",
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        return _cce(
+            hidden,
+            weight,
+            targets,
+            bias,
+            ignore_index=ignore_index,
+            softcap=softcap,
+            reduction=reduction,
+            filter_eps=None,
         )
