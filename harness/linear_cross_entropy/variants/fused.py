@@ -53,10 +53,10 @@ from harness.linear_cross_entropy.variants import register
 CHUNK_BYTES = 2**28
 
 
-def chunk_rows(n: int, v: int, itemsize: int, budget: int | None = None) -> int:
-    """Token rows per chunk: as many as fit the budget of logits (CHUNK_BYTES by default),
-    a multiple of 64 (whole matmul tiles) where the budget allows, at least 1, at most N."""
-    rows = (CHUNK_BYTES if budget is None else budget) // max(1, v * itemsize)
+def chunk_rows(n: int, v: int, itemsize: int) -> int:
+    """Token rows per chunk: as many as fit CHUNK_BYTES of logits (read at each call: the tests
+    shrink it), a multiple of 64 (whole matmul tiles) where it allows, at least 1, at most N."""
+    rows = CHUNK_BYTES // max(1, v * itemsize)
     if rows >= 64:
         rows -= rows % 64
     return max(1, min(n, rows))
