@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import IO, Iterator, Sequence
 
@@ -153,13 +154,25 @@ _current: SweepBar | None = None
 @contextmanager
 def sweep_bar(weights: Sequence[float], **kwargs) -> Iterator[SweepBar]:
     """A SweepBar (kwargs: its own) that job_done advances; closed however the block ends
-    (finished, a job's error, Ctrl-C), before the sweep's summary or the error is printed."""
+    (finished, a job's error, Ctrl-C), before the sweep's summary or the error is printed.
+    While it is open, Python's warnings are written above it too (their text unchanged)."""
     global _current
     bar = SweepBar(weights, **kwargs)
     _current = bar
+    shown = warnings.showwarning
+
+    def show_above(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if not showing():
+            shown(message, category, filename, lineno, file, line)
+            return
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        tqdm.write(text.rstrip("\n"), file=file if file is not None else sys.stderr)
+
+    warnings.showwarning = show_above
     try:
         yield bar
     finally:
+        warnings.showwarning = shown
         _current = None
         bar.close()
 

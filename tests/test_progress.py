@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -199,6 +200,23 @@ def test_on_a_terminal_log_lines_go_above_the_bar_never_into_it():
     screen = _screen(stream.getvalue())
     assert [s.split(" ", 1)[1] for s in screen[:-1]] == lines and screen[-1] == ""  # bar gone
     assert "points" in stream.getvalue()  # it was drawn
+
+
+def test_on_a_terminal_a_python_warning_goes_above_the_bar_too(monkeypatch):
+    stream, clock = io.StringIO(), [0.0]
+    monkeypatch.setattr(sys, "stderr", stream)  # warnings go to stderr, where the bar is drawn
+    with _bar_on(stream, [1.0, 1.0], clock):
+        clock[0] = 1.0
+        progress.job_done(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            # catch_warnings restores showwarning on exit: the bar's is the one it found
+            warnings.showwarning = progress.warnings.showwarning
+            warnings.warn_explicit("a warning mid-sweep", UserWarning, "job.py", 7)
+        screen = _screen(stream.getvalue())
+        assert screen[-2] == "job.py:7: UserWarning: a warning mid-sweep", screen
+        assert re.fullmatch(r" 50%\|#+ +\| 1/2 points \[00:01<00:01\]", screen[-1]), screen[-1]
+    assert warnings.showwarning is not None and "show_above" not in warnings.showwarning.__name__
 
 
 @pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
