@@ -74,7 +74,8 @@ def linear_table(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         for _, r in g.sort_values("variant", key=lambda s: s.map(rank)).iterrows():
             t, mem = r["time_median_s"], r["peak_mem_bytes"]
             row = {
-                "N × D × V": f"{int(n)} × {int(d)} × {int(v):,}",
+                # no-break spaces: the size stays on one line of its cell
+                "N × D × V": f"{int(n)}\u00a0×\u00a0{int(d)}\u00a0×\u00a0{int(v):,}",
                 "dtype": dtype,
                 **({"options": label} if show_options else {}),
                 "variant": r["variant"],
