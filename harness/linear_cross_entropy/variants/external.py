@@ -86,61 +86,40 @@ if _installed("liger_kernel"):
 
 
 if _installed("cut_cross_entropy"):
-    CCE_OPTIONS = {"ignore_index", "softcap", "reduction", "bias"}
 
-    def _cce(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None, **kwargs) -> Tensor:
-        """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
-        smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
-        plain point still runs on a version from before CCE took it."""
-        fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
-        extra = {} if bias is None else {"bias": bias}
-        return fn(hidden, weight, targets, **kwargs, **extra)
+    def _cce_variant(name: str, description: str, **fixed) -> None:
+        """Register CCE's linear_cross_entropy under `name`, with `fixed` keywords (its filter)."""
 
-    @register(
-        "cut_cross_entropy",
-        targets={"hard"},
-        devices={"cuda"},
-        options=CCE_OPTIONS,
-        description="Apple Cut Cross-Entropy (logits in SRAM; its backward filters small entries)",
-    )
-    def cut_cross_entropy(
-        hidden: Tensor,
-        weight: Tensor,
-        targets: Tensor,
-        *,
-        ignore_index: int = -100,
-        softcap: float | None = None,
-        reduction: str = "mean",
-        bias: Tensor | None = None,
-    ) -> Tensor:
-        return _cce(
-            hidden, weight, targets, bias, ignore_index=ignore_index, softcap=softcap, reduction=reduction
+        @register(
+            name,
+            targets={"hard"},
+            devices={"cuda"},
+            options={"ignore_index", "softcap", "reduction", "bias"},
+            description=description,
         )
+        def cce(
+            hidden: Tensor,
+            weight: Tensor,
+            targets: Tensor,
+            *,
+            ignore_index: int = -100,
+            softcap: float | None = None,
+            reduction: str = "mean",
+            bias: Tensor | None = None,
+        ) -> Tensor:
+            """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
+            smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
+            plain point still runs on a version from before CCE took it."""
+            fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
+            extra = {} if bias is None else {"bias": bias}
+            kwargs = dict(ignore_index=ignore_index, softcap=softcap, reduction=reduction)
+            return fn(hidden, weight, targets, **kwargs, **fixed, **extra)
 
-    @register(
+    _cce_variant(
+        "cut_cross_entropy", "Apple Cut Cross-Entropy (logits in SRAM; its backward filters small entries)"
+    )
+    _cce_variant(
         "cut_cross_entropy_unfiltered",
-        targets={"hard"},
-        devices={"cuda"},
-        options=CCE_OPTIONS,
-        description="Apple Cut Cross-Entropy with filter_eps=None (no gradient entry skipped)",
+        "Apple Cut Cross-Entropy with filter_eps=None (no gradient entry skipped)",
+        filter_eps=None,
     )
-    def cut_cross_entropy_unfiltered(
-        hidden: Tensor,
-        weight: Tensor,
-        targets: Tensor,
-        *,
-        ignore_index: int = -100,
-        softcap: float | None = None,
-        reduction: str = "mean",
-        bias: Tensor | None = None,
-    ) -> Tensor:
-        return _cce(
-            hidden,
-            weight,
-            targets,
-            bias,
-            ignore_index=ignore_index,
-            softcap=softcap,
-            reduction=reduction,
-            filter_eps=None,
-        )
