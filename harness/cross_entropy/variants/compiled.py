@@ -10,11 +10,9 @@ different variants, not as the same numbers at different speeds.
 """
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from harness.cross_entropy.variants import LossFn, register
-from harness.cross_entropy.variants.native import TORCH_OPTIONS
+from harness.cross_entropy.variants.native import TORCH_OPTIONS, torch_cross_entropy
 
 
 def _compile(fn: LossFn) -> LossFn:
@@ -26,28 +24,11 @@ def _compile(fn: LossFn) -> LossFn:
     return torch.compile(fn, dynamic=False)
 
 
-@register(
+# The function compiled is `torch_cross_entropy` itself, so the two can never drift apart.
+register(
     "torch_compile",
     setup=_compile,
     options=TORCH_OPTIONS,
     description="torch.compile(F.cross_entropy), dynamic=False; Inductor keeps fp32 intermediates, "
     "so fp16/bf16 results are usually closer to fp64 than eager (README, Numerics §4)",
-)
-def torch_compile(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
-    """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities."""
-    return F.cross_entropy(
-        logits,
-        targets,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-    )
+)(torch_cross_entropy)
