@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import interrupts, job, studies
 from harness.callbacks import SWEEP_SIZE_ENV, SWEEP_START_ENV, fail, sweep_weights
 from harness.config import HarnessConfig, SettingError
+from harness.measure import contention
 from harness.metadata import run_metadata
 from harness.results import stored_key, write_rows
 from harness.summary import short_table
@@ -134,6 +135,9 @@ def run_points_job(cfg: DictConfig) -> str:
         counts,
         time.perf_counter() - t0,
     )
+    contended = contention.summary_line(rows)
+    if contended:
+        log.warning("harness: %s", contended)
     if not multirun:
         print(short_table(rows), flush=True)
         print(f"harness: results in {out_dir}", flush=True)

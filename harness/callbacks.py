@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 
 from harness import progress, studies
 from harness.config import SettingError
-from harness.job import check
+from harness.job import announce_threads, check
 from harness.launchers import check_launcher, check_writable, share_cores
 from harness.plan import check_sweep, task_config
-from harness.vocabulary import FAILED, POINT_COLUMNS, ROWS_FILE, STATUSES
+from harness.vocabulary import CALL_FAILED, POINT_COLUMNS, ROWS_FILE, STATUSES
 
 # Shared with the jobs (which may run in other processes, so through the environment).
 SWEEP_SIZE_ENV = "HARNESS_SWEEP_SIZE"
@@ -39,6 +39,16 @@ def sweep_weights(total: int) -> list[float]:
 def fail(message: str) -> None:
     progress.write(f"harness: {message}", file=sys.stderr)  # above the sweep's bar, if one is drawn
     sys.exit(2)
+
+
+def timing_noise_line(rows: Any) -> str | None:
+    """The sweep's contention, in one line with the remedy, when any timed row was marked."""
+    from harness.measure.contention import summary_line
+
+    if not len(rows) or "contended" not in rows:
+        return None
+    timed = rows[rows["time_median_s"].notna()]
+    return summary_line(timed.to_dict("records"))
 
 
 class HarnessCallback(Callback):
@@ -62,12 +72,17 @@ class HarnessCallback(Callback):
         except SettingError as exc:
             fail(str(exc))
         share_cores(config)
+        threads_line = (
+            announce_threads() if config.get("num_threads") is None and config.timing.enabled else ""
+        )
         sweep_dir = Path(str(config.hydra.sweep.dir))
         self._existing = set(sweep_dir.rglob(ROWS_FILE)) if sweep_dir.exists() else set()
         os.environ[SWEEP_SIZE_ENV] = str(size)
         os.environ[SWEEP_WEIGHTS_ENV] = ",".join(f"{w:.6g}" for w in weights)
         os.environ[SWEEP_START_ENV] = str(time.time())
         print(f"harness: sweep of {size} points into {sweep_dir}", flush=True)
+        if threads_line:
+            print(f"harness: {threads_line}", flush=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         # In the job's process: the sweep's bar is there only under the basic launcher. A job
@@ -97,7 +112,7 @@ class HarnessCallback(Callback):
         failed = 0
         if len(rows):
             failed = int(
-                rows.groupby(list(POINT_COLUMNS))["status"].agg(lambda s: s.isin(FAILED[:2]).all()).sum()
+                rows.groupby(list(POINT_COLUMNS))["status"].agg(lambda s: s.isin(CALL_FAILED).all()).sum()
             )
         print(
             f"harness: {len(files)}/{size} points written ({resumed} resumed from an earlier run"
@@ -106,6 +121,9 @@ class HarnessCallback(Callback):
             + f"), {len(rows)} rows ({by_status or 'none'}), {elapsed:.1f} s",
             flush=True,
         )
+        noisy = timing_noise_line(rows)
+        if noisy:
+            print(f"harness: {noisy}", flush=True)
         ce_rows = rows[rows["hidden_size"].fillna(0) == 0] if len(rows) else rows
         if len(ce_rows):  # the predicted failing scales (cross-entropy's theory), for reports
             from harness.cross_entropy.theory import write_theory

@@ -3,19 +3,20 @@
 The two runs are joined on `KEY_COLUMNS` (variant, targets, batch size, class count, dtype,
 logit scale, device, mode, seed). Each joined row gets three verdicts:
 
-  time      ratio of medians (new / base). asv's rule: flagged only when the ratio is beyond
-            `time_factor` *and* a two-sided Mann-Whitney U test on the raw samples
-            (`time_samples_s`) rejects "same distribution" at `alpha`. A rank test needs no
-            normality and one slow outlier cannot carry it. With n samples per side the
-            smallest p-value the exact test can reach is 2 / C(2n, n): at alpha = 0.002 that
-            needs n >= 7 (n = 6 gives 0.0022) on each side, so rows with fewer samples in either
-            run are reported as "few samples", never flagged. Two guards against a busy
-            machine, where other work only ever adds time: the ratio of the fastest samples
-            (the least disturbed of each run) must be beyond the factor as well, and a row
-            whose median is more than `unstable_spread` times its own fastest sample in either
-            run was measured while something else ran: it is "unstable", reported and not
-            judged. The default factor, 1.3, is for shared machines (scripts/compare_noise.py
-            measures it); a quiet, dedicated machine can ask for 1.1.
+  time      judged from the samples (`time_samples_s`), nvbench-compare's way, with an honest
+            "don't know" (time_verdict has the rule): slower or faster only when the two runs'
+            sample intervals (interquartile ranges; min to max below 5 samples) separate by more
+            than `time_factor` and every other evidence bears it out: the separation after
+            dividing by each run's calibration (a fixed op timed at each point), without the
+            time the calling thread waited for a core (one intra-op thread), and against the
+            native op timed interleaved at the same point. Same when the median ratio is within
+            the factor and nothing separates; ambiguous otherwise, with the reason (too few
+            samples, a spread too wide to tell, contention, a machine that changed speed).
+            A gross change is never hidden by few samples: from 3 samples a side, a new minimum
+            above factor x the base maximum separates. `time_basis=relative` judges the
+            samples over the native op's instead (`time_rel_samples`), which cancels a speed
+            difference between two machines. The default factor, 1.3, is for shared machines
+            (scripts/compare_noise.py measures it); a quiet, dedicated machine can ask for 1.1.
   memory    ratio of peak bytes, flagged past `memory_factor`. The CPU figure counts the
             tensors a variant materialises, so it is exact and any change is real.
   accuracy  a status change to a worse status (STATUS_RANK: ok < inaccurate < nonfinite,
@@ -44,8 +45,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.stats import mannwhitneyu
 
+from harness.measure.contention import only_waits
 from harness.results import SCHEMA, load, parquet_files
 from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS
 
@@ -74,6 +75,7 @@ STATUS_RANK = {
     "wrote_input": 3,
     "error": 3,
     "oom": 3,
+    "timeout": 3,
     "unsupported": 3,
 }
 
@@ -85,30 +87,43 @@ class UnusableInput(Exception):
     """A run directory that cannot be compared; the message is one line (exit code 2)."""
 
 
+# What a time verdict is judged on: each row's own samples, or its samples over the native
+# op's taken in the same round at the same point (time_rel_samples), which cancels a
+# difference in speed between the two machines that ran base and new.
+TIME_BASES = ("absolute", "relative")
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    time_factor: float = 1.30  # median (and fastest-sample) ratio beyond which a significant change counts
-    alpha: float = 0.002  # Mann-Whitney U significance level (asv's default)
-    unstable_spread: float = 1.5  # median / fastest sample beyond which a row's timings are disturbed
+    time_factor: float = 1.30  # separation of the samples' intervals beyond which time counts as changed
     memory_factor: float = 1.10  # peak-bytes ratio beyond which memory counts as changed
     error_factor: float = 2.0  # relative-error growth beyond which accuracy regressed
+    time_basis: str = "absolute"  # TIME_BASES
+    strict: bool = False  # an ambiguous row of a gated kind fails the comparison too
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def _check_schema(file: Path) -> None:
+    """Refuse a harness rows file whose needed columns are missing or of another type.
+
+    An unreadable file and a foreign one (without the key columns) pass unchecked: they are
+    not rows files, so `harness.results.load` names them on stderr and skips them, and the
+    rest of the run still compares (load_run refuses only when no rows remain)."""
     try:
         schema = pq.read_schema(file)
-    except (OSError, pa.ArrowException) as exc:
-        raise UnusableInput(f"unreadable parquet {file}: {str(exc).splitlines()[0]}") from None
-    names = set(schema.names)
+    except (OSError, pa.ArrowException):
+        return
+    names = set(schema.names) | set(COLUMN_DEFAULTS)
+    if not names.issuperset(KEY_COLUMNS):
+        return
     # Columns newer than the file (the loss options, hidden_size, bias) load with their defaults
     # (harness.results.load): an older run still compares against a newer one.
-    missing = [c for c in REQUIRED_COLUMNS if c not in names and c not in COLUMN_DEFAULTS]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise UnusableInput(f"schema mismatch in {file}: missing column(s) {', '.join(missing)}")
-    for col in (c for c in REQUIRED_COLUMNS if c in names):
+    for col in (c for c in REQUIRED_COLUMNS if c in schema.names):
         want, got = SCHEMA.field(col).type, schema.field(col).type
         if not got.equals(want):
             raise UnusableInput(f"schema mismatch in {file}: column {col} is {got}, expected {want}")
@@ -136,10 +151,12 @@ def best_of_repeats(df: pd.DataFrame) -> pd.DataFrame:
 def load_run(path: str | os.PathLike, repeats: bool = False) -> pd.DataFrame:
     """Every row under a run directory, checked for what a comparison needs.
 
-    Raises UnusableInput (one line) for a missing directory, no parquet files, a file whose
-    schema lacks a needed column or has it with another type, no rows, or two rows with the
-    same configuration key (two runs in one directory) unless `repeats`: then the directory
-    holds repeated runs of one sweep, combined by `best_of_repeats`."""
+    An unreadable parquet file, or a foreign one without the key columns, is named on stderr
+    and skipped (harness.results.load), as the README promises: one bad file does not void a
+    run. Raises UnusableInput (one line) for a missing directory, no parquet files, a rows file
+    whose schema lacks a needed column or has it with another type, no usable rows, or two rows
+    with the same configuration key (two runs in one directory) unless `repeats`: then the
+    directory holds repeated runs of one sweep, combined by `best_of_repeats`."""
     path = Path(path)
     if not path.exists():
         raise UnusableInput(f"{path}: no such directory")
@@ -150,7 +167,10 @@ def load_run(path: str | os.PathLike, repeats: bool = False) -> pd.DataFrame:
         _check_schema(file)
     df = load(path)
     if df.empty:
-        raise UnusableInput(f"{path}: the parquet files hold no rows")
+        raise UnusableInput(
+            f"{path}: no usable rows ({len(files)} parquet file(s), each unreadable, not a harness "
+            "rows file, or empty); give a run or sweep directory written by python -m harness"
+        )
     dup = df.duplicated(list(KEY_COLUMNS))
     if repeats:
         return best_of_repeats(df)
@@ -180,11 +200,13 @@ def environment(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def demoted_kinds(env: pd.DataFrame) -> dict[str, str]:
-    """Kinds whose verdicts become information, each with the reason (one line)."""
+def demoted_kinds(env: pd.DataFrame, time_basis: str = "absolute") -> dict[str, str]:
+    """Kinds whose verdicts become information, each with the reason (one line). Relative time
+    (each row over the native op timed beside it) compares across machines; across torch
+    versions the native op itself may have changed, so it does not."""
     differs = set(env.loc[~env["same"], "field"])
     out: dict[str, str] = {}
-    machine = [f for f in MACHINE_FIELDS if f in differs]
+    machine = [f for f in MACHINE_FIELDS if f in differs] if time_basis == "absolute" else []
     reasons = machine + (["torch_version"] if "torch_version" in differs else [])
     if reasons:
         out["time"] = f"{' and '.join(reasons)} differ: timings compare two machines"
@@ -196,14 +218,30 @@ def demoted_kinds(env: pd.DataFrame) -> dict[str, str]:
 # --------------------------------------------------------------------------- verdicts
 
 
-def min_p_value(n_base: int, n_new: int) -> float:
-    """The smallest two-sided p-value the U test can give for these sample counts (perfectly
-    separated samples): below alpha or the test cannot flag anything."""
-    if n_base == 0 or n_new == 0:
-        return 1.0
-    a = np.arange(n_base, dtype=float)
-    b = np.arange(n_base, n_base + n_new, dtype=float)
-    return float(mannwhitneyu(b, a, alternative="two-sided").pvalue)
+# Fewer samples a side than this and a row's time cannot be judged at all; from 3 to
+# QUARTILE_SAMPLES - 1 each side's interval is its whole range (min to max), from
+# QUARTILE_SAMPLES on its interquartile range. The timer's default min_reps (7) gives quartiles.
+MIN_SAMPLES = 3
+QUARTILE_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One run's timing of one row, as compare reads it.
+
+    samples     wall seconds (or, on the relative basis, ratios to the native op)
+    own         wall less the calling thread's run-queue wait, per sample: the time the call
+                took of its own, other work's share removed; only where the row ran with one
+                intra-op thread on a CPU, where that thread does all the work (None elsewhere)
+    calib       the point's calibration (harness/measure/calibration.py), seconds, or None
+    contention  why the row was marked as timed under contention ('' when it was not)
+    rel         its samples over the native op's, round by round, where it is not the native op"""
+
+    samples: np.ndarray
+    own: np.ndarray | None = None
+    calib: float | None = None
+    contention: str = ""
+    rel: np.ndarray | None = None  # samples over the native op's of the same round (not the native's own)
 
 
 def _has_samples(x: object) -> bool:
@@ -211,35 +249,124 @@ def _has_samples(x: object) -> bool:
     return isinstance(x, (list, tuple, np.ndarray)) and len(x) > 0
 
 
-def time_verdict(
-    base: list[float] | np.ndarray | None, new: list[float] | np.ndarray | None, th: Thresholds
-) -> tuple[str, float, float]:
-    """(verdict, median ratio new/base, p-value) for two sets of timing samples [s].
+def interval(samples: np.ndarray) -> tuple[float, float]:
+    """The range a run's typical sample lies in: the interquartile range from QUARTILE_SAMPLES
+    samples on (robust to a few disturbed ones), the whole range below that."""
+    if len(samples) >= QUARTILE_SAMPLES:
+        lo, hi = np.percentile(samples, [25, 75])
+        return float(lo), float(hi)
+    return float(samples.min()), float(samples.max())
 
-    verdict: slower | faster (beyond the factor in medians and in fastest samples, and
-    significant), same (within the factor or not significant), unstable (disturbed samples in
-    either run), few samples (the test cannot reach alpha), n/a (no samples)."""
-    if not _has_samples(base) or not _has_samples(new):
-        return "n/a", math.nan, math.nan
-    b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+
+def separation(base: np.ndarray, new: np.ndarray) -> float:
+    """How far apart two runs' intervals lie, as a factor: > 1 when new's lies wholly above
+    base's (new's low end over base's high end), < 1 when wholly below (base's low end over new's
+    high end, inverted), 1 when they overlap."""
+    (blo, bhi), (nlo, nhi) = interval(base), interval(new)
+    if nlo > bhi:
+        return nlo / bhi if bhi > 0 else math.inf
+    if blo > nhi:
+        return nhi / blo if blo > 0 else 0.0
+    return 1.0
+
+
+def _beyond(sep: float, factor: float, slower: bool) -> bool:
+    return sep > factor if slower else sep < 1 / factor
+
+
+def time_verdict(
+    base: Timed | None, new: Timed | None, th: Thresholds, point_change: float | None = None
+) -> tuple[str, float, str]:
+    """(verdict, median ratio new/base, reason) for one row's two timings, nvbench-compare's way:
+    judged from the samples' intervals, with an honest "don't know".
+
+      slower    the intervals separate by more than the factor (new's low end above factor x
+                base's high end; with 3 samples a side that is new's minimum above factor x
+                base's maximum), and the separation holds on every other evidence there is:
+                after dividing each run's samples by its calibration (a slower machine slows
+                the calibration too), in wall time less the run-queue wait where one thread does
+                all the work (other work that took the core adds wait, not work), against the
+                native op timed interleaved at the same point (the row's relative samples: a
+                machine that slowed slowed both), and for the native op itself `point_change`,
+                the other variants' change against it at its point. A row timed under contention
+                other than waits for a core, or without the wait figures, is not judged.
+      faster    the same, the other way.
+      same      the median ratio is within the factor and no separation beyond it.
+      ambiguous anything else, with the reason: too few samples, a separation the other
+                evidence does not bear out, or a median ratio beyond the factor whose samples
+                overlap (too noisy to tell).
+      n/a       no samples on either side (timing off, or the call failed)."""
+    if base is None or new is None or not len(base.samples) or not len(new.samples):
+        return "n/a", math.nan, ""
+    b, n = base.samples, new.samples
     mb, mn = float(np.median(b)), float(np.median(n))
     ratio = mn / mb if mb > 0 else math.inf
-    p = float(mannwhitneyu(n, b, alternative="two-sided").pvalue)
-    # Both sides need the samples: a run whose row stalled takes few, and a lopsided pair (3
-    # against 100) reaches a small p-value on the three stalled samples alone.
     fewest = min(len(b), len(n))
-    if min_p_value(fewest, fewest) >= th.alpha:
-        return "few samples", ratio, p
-    if b.min() <= 0 or n.min() <= 0:
-        return "n/a", ratio, p
-    if max(mb / b.min(), mn / n.min()) > th.unstable_spread:
-        return "unstable", ratio, p
-    fastest = float(n.min() / b.min())
-    if p < th.alpha and ratio > th.time_factor and fastest > th.time_factor:
-        return "slower", ratio, p
-    if p < th.alpha and ratio < 1 / th.time_factor and fastest < 1 / th.time_factor:
-        return "faster", ratio, p
-    return "same", ratio, p
+    if fewest < MIN_SAMPLES:
+        return "ambiguous", ratio, f"few samples: {len(b)} and {len(n)}, {MIN_SAMPLES} a side needed"
+    sep = separation(b, n)
+    f = th.time_factor
+    if not (_beyond(sep, f, True) or _beyond(sep, f, False)):
+        if 1 / f <= ratio <= f:
+            return "same", ratio, ""
+        return (
+            "ambiguous",
+            ratio,
+            (
+                f"spread: medians x{ratio:.3g} apart but the samples overlap within x{f:g} "
+                f"(interquartile spread x{_spread(b):.2f} base, x{_spread(n):.2f} new)"
+            ),
+        )
+    slower = sep > 1
+    word = "slower" if slower else "faster"
+    if base.calib and new.calib:
+        cal = separation(b / base.calib, n / new.calib)
+        if not _beyond(cal, f, slower):
+            return (
+                "ambiguous",
+                ratio,
+                (
+                    f"calibration: x{sep:.3g} apart, x{cal:.3g} after dividing by each run's "
+                    f"calibration ({base.calib * 1e6:.3g} and {new.calib * 1e6:.3g} us): the machine's speed"
+                ),
+            )
+    waits = only_waits(base.contention) and only_waits(new.contention)
+    if base.own is not None and new.own is not None and waits:
+        own = separation(base.own, new.own)
+        if not _beyond(own, f, slower):
+            return (
+                "ambiguous",
+                ratio,
+                (f"contention: x{sep:.3g} apart, x{own:.3g} without the time spent waiting for a core"),
+            )
+    elif base.contention or new.contention:
+        return "ambiguous", ratio, f"contention: {new.contention or base.contention}"
+    if base.rel is not None and new.rel is not None and len(base.rel) and len(new.rel):
+        rel = separation(base.rel, new.rel)
+        if not _beyond(rel, f, slower):
+            return (
+                "ambiguous",
+                ratio,
+                (
+                    f"relative: x{sep:.3g} apart alone, x{rel:.3g} against the native op timed beside it: "
+                    "the whole point moved"
+                ),
+            )
+    if point_change is not None and not _beyond(point_change, f, slower):
+        return (
+            "ambiguous",
+            ratio,
+            (
+                f"relative: x{ratio:.3g} alone, but the other variants at its point moved "
+                f"x{1 / point_change:.3g} against it: the whole point moved"
+            ),
+        )
+    return word, ratio, ""
+
+
+def _spread(samples: np.ndarray) -> float:
+    lo, hi = interval(samples)
+    return hi / lo if lo > 0 else math.inf
 
 
 def memory_verdict(base: float | None, new: float | None, th: Thresholds) -> tuple[str, float]:
@@ -323,12 +450,39 @@ class Comparison:
         return self.findings[self.findings["role"] == "regression"]
 
     @property
+    def ambiguous(self) -> pd.DataFrame:
+        """Rows whose time could not be judged, with the reason (time_note)."""
+        return self.rows[self.rows["time"] == "ambiguous"] if len(self.rows) else self.rows
+
+    @property
     def exit_code(self) -> int:
-        """0: nothing regressed; 1: at least one gated regression."""
-        return 1 if len(self.regressions) else 0
+        """0: nothing regressed; 1: at least one gated regression, or (strict) an ambiguous time
+        row while time is gated and comparable."""
+        strict_fail = (
+            self.thresholds.strict
+            and "time" in self.gates
+            and "time" not in self.demoted
+            and len(self.ambiguous)
+        )
+        return 1 if len(self.regressions) or strict_fail else 0
 
 
-_MEASURED = ["status", "loss_rel_err", "grad_rel_err", "time_median_s", "time_samples_s", "peak_mem_bytes"]
+_MEASURED = [
+    "status",
+    "loss_rel_err",
+    "grad_rel_err",
+    "time_median_s",
+    "time_samples_s",
+    "peak_mem_bytes",
+    # read when present: rows written before them judge time on their samples alone
+    "time_wait_samples_s",
+    "time_rel_samples",
+    "calib_before_s",
+    "calib_after_s",
+    "contended",
+    "contention",
+    "num_threads",
+]
 
 
 def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str]) -> pd.DataFrame:
@@ -343,7 +497,7 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
             else:
                 continue
             if kind == "time":
-                change = f"x{r['time_ratio']:.3g} (p={r['time_p']:.2g})"
+                change = f"x{r['time_ratio']:.3g} ({r['time_basis']})"
                 before, after = r["time_median_s_base"], r["time_median_s_new"]
                 size = r["time_ratio"]
             elif kind == "memory":
@@ -370,6 +524,85 @@ def _findings(rows: pd.DataFrame, gates: tuple[str, ...], demoted: dict[str, str
     return pd.DataFrame(out, columns=cols)
 
 
+def _samples(x: object) -> np.ndarray | None:
+    return np.asarray(x, dtype=float) if _has_samples(x) else None
+
+
+def _calib(before: object, after: object) -> float | None:
+    """The point's calibration: the geometric mean of its readings before and after."""
+    vals = [float(v) for v in (before, after) if v is not None and not pd.isna(v) and float(v) > 0]
+    return math.prod(vals) ** (1 / len(vals)) if vals else None
+
+
+def _timed(r: pd.Series, side: str, basis: str) -> Timed | None:
+    """One side of a joined row as time_verdict reads it."""
+    if basis == "relative":
+        rel = _samples(r.get(f"time_rel_samples_{side}"))
+        return None if rel is None else Timed(rel, contention=_text(r.get(f"contention_{side}")))
+    wall = _samples(r.get(f"time_samples_s_{side}"))
+    if wall is None:
+        return None
+    waits = _samples(r.get(f"time_wait_samples_s_{side}"))
+    rel = _samples(r.get(f"time_rel_samples_{side}"))
+    one_thread = r.get(f"num_threads_{side}") == 1 and not str(r["device"]).startswith("cuda")
+    return Timed(
+        wall,
+        own=wall - waits if one_thread and waits is not None and len(waits) == len(wall) else None,
+        calib=_calib(r.get(f"calib_before_s_{side}"), r.get(f"calib_after_s_{side}")),
+        contention=_text(r.get(f"contention_{side}")),
+        rel=None if rel is None or np.all(rel == 1.0) else rel,
+    )
+
+
+def _text(x: object) -> str:
+    return x if isinstance(x, str) else ""
+
+
+def _is_native(r: pd.Series) -> bool:
+    """The row of the op every other row's relative time divides by (its family's native op):
+    each of its relative samples is its own sample over itself, exactly 1."""
+    rel = _samples(r.get("time_rel_samples_base"))
+    return rel is not None and bool(np.all(rel == 1.0))
+
+
+def _rel_change(r: pd.Series) -> float:
+    """new over base of the row's median time relative to the native op (NaN where unknown)."""
+    b, n = _samples(r.get("time_rel_samples_base")), _samples(r.get("time_rel_samples_new"))
+    if b is None or n is None:
+        return math.nan
+    mb = float(np.median(b))
+    return float(np.median(n)) / mb if mb > 0 else math.nan
+
+
+def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, str]]:
+    """time_verdict for every joined row. On the absolute basis a variant's relative samples
+    (Timed.rel) are evidence of their own; the native op's row gets `point_change` instead: the
+    inverse of the median change of the other variants' relative times at its point and mode
+    (if it alone got slower, they all got faster against it)."""
+    if rows.empty:
+        return []
+    change = rows.apply(_rel_change, axis=1)
+    point = [c for c in KEY_COLUMNS if c != "variant"]
+    natives = rows.apply(_is_native, axis=1).astype(bool)
+    others = change[~natives].groupby([rows.loc[~natives, c] for c in point], dropna=False).median()
+    out = []
+    for i, r in rows.iterrows():
+        pc = math.nan
+        if natives[i] and th.time_basis == "absolute":  # relative samples: relative already
+            key = tuple(r[c] for c in point)
+            med = others.get(key, math.nan) if len(others) else math.nan
+            pc = 1 / med if med and not pd.isna(med) else math.nan
+        out.append(
+            time_verdict(
+                _timed(r, "base", th.time_basis),
+                _timed(r, "new", th.time_basis),
+                th,
+                None if pd.isna(pc) else float(pc),
+            )
+        )
+    return out
+
+
 def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Rows made before the loss options existed (or built by hand) hold the plain loss: give
     them the option columns (and hidden_size, bias) at their defaults, so they join rows that have them."""
@@ -390,19 +623,17 @@ def compare(
     verdicts. `gates`: the kinds whose regressions fail the comparison; the others are shown
     as information."""
     env = environment(base, new)
-    demoted = demoted_kinds(env)
-    b = with_option_defaults(base)[[*KEY_COLUMNS, *_MEASURED]]
-    n = with_option_defaults(new)[[*KEY_COLUMNS, *_MEASURED]]
+    demoted = demoted_kinds(env, thresholds.time_basis)
+    # reindex: the evidence columns a run written before them lacks read as null
+    b = with_option_defaults(base).reindex(columns=[*KEY_COLUMNS, *_MEASURED])
+    n = with_option_defaults(new).reindex(columns=[*KEY_COLUMNS, *_MEASURED])
     joined = b.merge(n, on=list(KEY_COLUMNS), how="outer", suffixes=("_base", "_new"), indicator=True)
     only_base = joined.loc[joined["_merge"] == "left_only", list(KEY_COLUMNS)].reset_index(drop=True)
     only_new = joined.loc[joined["_merge"] == "right_only", list(KEY_COLUMNS)].reset_index(drop=True)
     rows = joined[joined["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
 
     acc = [accuracy_verdict(r, thresholds) for _, r in rows.iterrows()]
-    tim = [
-        time_verdict(sb, sn, thresholds)
-        for sb, sn in zip(rows["time_samples_s_base"], rows["time_samples_s_new"])
-    ]
+    tim = time_verdicts(rows, thresholds)
     mem = [
         memory_verdict(mb, mn, thresholds)
         for mb, mn in zip(rows["peak_mem_bytes_base"], rows["peak_mem_bytes_new"])
@@ -412,7 +643,8 @@ def compare(
     rows["accuracy_factor"] = [a[2] for a in acc]
     rows["time"] = [t[0] for t in tim]
     rows["time_ratio"] = [t[1] for t in tim]
-    rows["time_p"] = [t[2] for t in tim]
+    rows["time_note"] = [t[2] for t in tim]
+    rows["time_basis"] = thresholds.time_basis
     rows["memory"] = [m[0] for m in mem]
     rows["memory_ratio"] = [m[1] for m in mem]
     return Comparison(

@@ -24,10 +24,17 @@ class SettingError(ValueError):
 class TimingConfig:
     enabled: bool = True  # false: accuracy-only run (no time columns)
     warmup: int = 2  # untimed calls before the first sample
-    min_reps: int = 5  # at least this many timed samples ...
+    # At least this many timed samples, at any call length: compare judges a row from its
+    # samples' quartiles, which need 5 a side (harness/compare.py); 7 leaves room for two
+    # disturbed samples.
+    min_reps: int = 7
     min_time_s: float = 0.05  # ... and at least this much measured time
     max_reps: int = 10_000  # cap, so a 1 us function does not run forever
     allow_parallel: bool = False  # time even when a launcher runs jobs side by side (corrupts timings)
+    # Each call of a variant stops after this many seconds with a `timeout` row (null: no limit;
+    # harness/measure/deadline.py says what can be interrupted). Generous: a torch.compile
+    # variant's first call compiles inside it.
+    call_timeout_s: Optional[float] = 300.0
 
 
 @dataclass
@@ -73,7 +80,10 @@ class HarnessConfig:
     exclude_variants: list[str] = field(default_factory=list)  # left out of the default set
     seed: int = 0
     scan: ScanConfig = field(default_factory=ScanConfig)
-    num_threads: Optional[int] = None  # torch's intra-op threads for the job (None: torch's default)
+    # torch's intra-op threads for the job; None: auto, the cores not busy with other work when
+    # the sweep starts (harness/measure/environment.py), so that no op waits at the thread
+    # pool's barrier for a core another process holds
+    num_threads: Optional[int] = None
     timing: TimingConfig = field(default_factory=TimingConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     study: Any = None  # set by +study=NAME (conf/study/NAME.yaml): a study instead of points
@@ -113,6 +123,11 @@ def validate_device(device: Any) -> str:
     raise SettingError(f"device={device!r} is not allowed: use cpu, cuda or cuda:N")
 
 
+def call_timeout(timing: Any) -> float | None:
+    """timing.call_timeout_s, None where the node predates it (a config built by hand)."""
+    return timing.get("call_timeout_s") if hasattr(timing, "get") else getattr(timing, "call_timeout_s", None)
+
+
 def validate_timing(timing: Any) -> None:
     """Check the `timing` node; SettingError with one line on the first bad value."""
     for key, minimum in (("warmup", 0), ("min_reps", 1), ("max_reps", 1)):
@@ -122,6 +137,16 @@ def validate_timing(timing: Any) -> None:
     mt = get_setting(timing, "min_time_s")
     if isinstance(mt, bool) or not isinstance(mt, (int, float)) or not math.isfinite(mt) or mt < 0:
         raise SettingError(f"timing.min_time_s={mt!r} is not allowed: use a finite number >= 0")
+    limit = call_timeout(timing)
+    if limit is not None and (
+        isinstance(limit, bool)
+        or not isinstance(limit, (int, float))
+        or not math.isfinite(limit)
+        or limit <= 0
+    ):
+        raise SettingError(
+            f"timing.call_timeout_s={limit!r} is not allowed: use a number > 0 (or null: no limit)"
+        )
     if get_setting(timing, "max_reps") < get_setting(timing, "min_reps"):
         raise SettingError("timing.max_reps is below timing.min_reps: raise max_reps or lower min_reps")
 

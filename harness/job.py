@@ -16,13 +16,16 @@ reference a job uses; its package is imported only when a job asks for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import os
 from typing import Any, Callable, Iterator
 
 import torch
 
-from harness.config import SettingError, validate_threads, validate_timing
+from harness.config import SettingError, call_timeout, validate_threads, validate_timing
 from harness.family import Family
+from harness.measure import deadline, environment
 from harness.registry import Variant
 from harness.runner import run_point
 
@@ -71,6 +74,40 @@ def check(cfg: Any) -> tuple[list[Any], list[Variant]]:
     return pts, variants(cfg, pts)
 
 
+# The thread count `auto_threads` chose at the sweep's start (harness/callbacks.py), so that
+# every job of one sweep runs with the same count whatever the load does meanwhile.
+AUTO_THREADS_ENV = "HARNESS_AUTO_THREADS"
+
+
+@functools.lru_cache(maxsize=1)
+def _free_cores_at_start() -> int:
+    return environment.auto_threads()  # 0.1 s of load readings: once per process
+
+
+def sweep_threads() -> int:
+    """The sweep's automatic thread count; else torch's where OMP_NUM_THREADS chose it (a user,
+    a side-by-side launcher's share); else (a single run, a test) the free cores now."""
+    value = os.environ.get(AUTO_THREADS_ENV, "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    return _free_cores_at_start()
+
+
+def announce_threads() -> str:
+    """Choose the sweep's automatic thread count once, share it with its jobs, and say it."""
+    threads = sweep_threads()
+    os.environ[AUTO_THREADS_ENV] = str(threads)
+    cores = environment.cores()
+    why = (
+        "set by OMP_NUM_THREADS"
+        if os.environ.get("OMP_NUM_THREADS")
+        else "the cores not busy with other work"
+    )
+    return f"timing with num_threads={threads} on {cores} cores ({why}; num_threads=N chooses)"
+
+
 @contextlib.contextmanager
 def _threads(num_threads: int | None) -> Iterator[None]:
     """torch's intra-op threads for the job, restored afterwards. On a busy 2-core machine 2
@@ -94,11 +131,13 @@ def run(
     num_threads: int | None = None,
     done: Callable[[Any, list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Every row of every point; `done(point, rows)` after each point (progress)."""
-    if num_threads is not None:
-        metadata = {**metadata, "num_threads": num_threads}
+    """Every row of every point; `done(point, rows)` after each point (progress). num_threads
+    None: the free cores (environment.auto_threads), as the sweep found them at its start."""
+    if num_threads is None:
+        num_threads = sweep_threads()
+    metadata = {**metadata, "num_threads": num_threads}
     rows: list[dict] = []
-    with _threads(num_threads):
+    with _threads(num_threads), deadline.installed(call_timeout(timing)):
         for point in pts:
             point_rows = run_point(point, vs, timing, memory, metadata)
             rows.extend(point_rows)

@@ -17,7 +17,11 @@ Columns (one row per point x variant x mode):
                  grad_hidden_rel_err grad_weight_rel_err grad_bias_rel_err (linear_cross_entropy:
                  dH's, dW's and, with a bias, dbias's errors, grad_rel_err the largest; null on a
                  cross-entropy row, and grad_bias_rel_err without a bias)
-  time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples)
+  time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples, wall),
+                 time_wait_samples_s (the calling thread's run-queue wait in each sample: other
+                 work's share of it; CPU only),
+                 time_rel_native time_rel_samples (each sample over the native op's of the same
+                 round: the variants of a point are timed interleaved, harness/measure/timing.py)
   memory         peak_mem_bytes (above what existed before the call)
   throughput     bytes_moved (the family's byte model, e.g. harness/cross_entropy/traffic.py) gbps
   stability      loss_rel_err_total grad_rel_err_total (against float64 on the *unrounded*
@@ -28,6 +32,11 @@ Columns (one row per point x variant x mode):
   ceiling        device_copy_gbps, device_read_gbps (measured copy and read bandwidths),
                  floor_time_s (bytes_moved at the read bandwidth for fwd, which only reads, and
                  at the copy bandwidth for fwd_bwd), pct_of_floor (floor_time_s / time_median_s)
+  environment    calib_before_s calib_after_s (a fixed logsumexp timed before and after the
+                 point: the machine's speed), runnable_others (other runnable tasks, mean over
+                 the row's rounds) cpu_cores wait_share (run-queue wait over wall time of
+                 the samples) cpu_steal_frac gpu_sm_clock_mhz gpu_throttle_reasons (NVML), contended
+                 contention (timed under contention, and why: harness/measure/contention.py)
   timing check   do_bench_ratio (CUDA with Triton: time_median_s over triton.testing.do_bench's
                  median for the same call; 1.0 = the two timers agree)
   run            run_id sweep timestamp git_commit git_dirty torch_version python_version
@@ -88,6 +97,9 @@ SCHEMA = pa.schema(
         ("time_min_s", pa.float64()),
         ("reps", pa.int64()),
         ("time_samples_s", pa.list_(pa.float64())),
+        ("time_wait_samples_s", pa.list_(pa.float64())),
+        ("time_rel_native", pa.float64()),
+        ("time_rel_samples", pa.list_(pa.float64())),
         ("peak_mem_bytes", pa.int64()),
         ("bytes_moved", pa.int64()),
         ("gbps", pa.float64()),
@@ -101,6 +113,16 @@ SCHEMA = pa.schema(
         ("floor_time_s", pa.float64()),
         ("pct_of_floor", pa.float64()),
         ("do_bench_ratio", pa.float64()),
+        ("calib_before_s", pa.float64()),
+        ("calib_after_s", pa.float64()),
+        ("runnable_others", pa.float64()),
+        ("cpu_cores", pa.int64()),
+        ("wait_share", pa.float64()),
+        ("cpu_steal_frac", pa.float64()),
+        ("gpu_sm_clock_mhz", pa.float64()),
+        ("gpu_throttle_reasons", pa.int64()),
+        ("contended", pa.bool_()),
+        ("contention", pa.string()),
         ("run_id", pa.string()),
         ("sweep", pa.string()),
         ("timestamp", pa.timestamp("us", tz="UTC")),

@@ -17,15 +17,17 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness import interrupts
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.family import Family
-from harness.measure import ceiling
+from harness.measure import calibration, ceiling, deadline, environment
+from harness.measure.contention import contention
 from harness.measure.isolation import Guard
 from harness.measure.memory import call_with_peak, peak_bytes
-from harness.measure.timing import TimingStats, do_bench_ratio, time_call
+from harness.measure.timing import Slot, TimingStats, do_bench_ratio, paired_ratios, time_interleaved
 from harness.registry import Variant
 from harness.vocabulary import MODES
 
@@ -56,8 +58,10 @@ def measure_variant(
     refs: tuple[Any, Any],
     timing: Any,
     memory: Any,
-) -> dict:
-    """One row's measured fields for (variant, mode) at this point.
+) -> tuple[dict, Slot | None]:
+    """One row's accuracy and memory fields for (variant, mode) at this point, and the Slot to
+    time it in when timing is on and the row is fit to time (time_point times every slot of the
+    point together, interleaved).
 
     refs: float64 on the rounded inputs (algorithm error) and on the unrounded draw (storage in
     the dtype plus algorithm); guard: the point's inputs as they were made."""
@@ -65,65 +69,128 @@ def measure_variant(
     why = family.unsupported(variant, point)
     if why:
         row.update(status="unsupported", message=why)
-        return row
+        return row, None
     device = torch.device(point.device)
     try:
         feed = family.feed(inputs, variant, point)
         fn = variant.setup(variant.fn) if variant.setup is not None else variant.fn
         call = family.call(fn, feed, mode)
         feed.refresh()
-        if memory.enabled and variant.setup is None:
-            # One untimed call gives both the result to check and the peak bytes.
-            outputs, row["peak_mem_bytes"] = call_with_peak(call, device)
-        else:
-            t0 = time.perf_counter()
-            outputs = call()  # the first call: where a compiling variant compiles
-            if variant.setup is not None:
-                row["compile_time_s"] = time.perf_counter() - t0
+        with deadline.armed():
+            if memory.enabled and variant.setup is None:
+                # One untimed call gives both the result to check and the peak bytes.
+                outputs, row["peak_mem_bytes"] = call_with_peak(call, device)
+            else:
+                t0 = time.perf_counter()
+                outputs = call()  # the first call: where a compiling variant compiles
+                if variant.setup is not None:
+                    row["compile_time_s"] = time.perf_counter() - t0
+        feed.release()
         row.update(family.assess(outputs, refs, point))
         del outputs
         if guard.changed():  # wrote into what every later variant receives: not timed
             row.update(status="wrote_input", message=_wrote_input(variant))
-            return row
+            return row, None
         if memory.enabled and "peak_mem_bytes" not in row:  # compiled: measure a compiled call
             feed.refresh()
-            row["peak_mem_bytes"] = peak_bytes(call, device)
-        if timing.enabled:
-            stats: TimingStats = time_call(
-                call,
-                device,
-                timing.warmup,
-                timing.min_reps,
-                timing.min_time_s,
-                timing.max_reps,
-                prepare=feed.refresh,
-            )
-            row.update(
-                time_median_s=stats.median,
-                time_iqr_s=stats.iqr,
-                time_min_s=stats.minimum,
-                reps=len(stats.samples),
-                time_samples_s=stats.samples,
-                gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None,
-            )
-            row.update(_ceiling(family, point, inputs, mode, row["bytes_moved"], stats.median))
-            if device.type == "cuda" and not feed.fresh:  # do_bench cannot refresh between calls
-                row["do_bench_ratio"] = do_bench_ratio(call, device, stats.median)
+            with deadline.armed():
+                row["peak_mem_bytes"] = peak_bytes(call, device)
+            feed.release()
         if guard.changed():
             row.update(status="wrote_input", message=_wrote_input(variant))
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a variant's failure is a result
+            return row, None
+    except (Exception, SystemExit, KeyboardInterrupt, deadline.CallTimeout) as exc:  # a result
         if _stopped_by_user(exc):
             raise
-        row = {
-            "bytes_moved": row["bytes_moved"],
-            "message": _one_line(exc),
-            "status": "oom" if _is_oom(exc) else "error",
-        }
+        row = {"bytes_moved": row["bytes_moved"], **_failure(exc)}
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if guard.changed():
             row["message"] += "; " + _wrote_input(variant)
-    return row
+        return row, None
+    if not timing.enabled:
+        return row, None
+    native = variant.name == family.native
+    return row, Slot(call, feed.refresh, feed.release, group=mode, companion=native, fresh=feed.fresh)
+
+
+def _failure(exc: BaseException) -> dict:
+    """status and message of a call that raised: timeout, oom or error."""
+    if isinstance(exc, deadline.CallTimeout):
+        return {"status": "timeout", "message": str(exc)}
+    return {"status": "oom" if _is_oom(exc) else "error", "message": _one_line(exc)}
+
+
+def time_point(
+    family: Family, point: Any, inputs: Any, rows: list[dict], slots: list[Slot | None], timing: Any
+) -> None:
+    """Time every slot of the point together, interleaved (harness/measure/timing.py), between
+    two calibrations, and fill each timed row's time, relative-time, ceiling and environment
+    columns in place. A call that raises while timed turns its row into that failure (its
+    accuracy columns stay: they were measured)."""
+    timed = [(row, slot) for row, slot in zip(rows, slots) if slot is not None]
+    if not timed:
+        return
+    device = torch.device(point.device)
+    threads, n_cores = torch.get_num_threads(), environment.cores()
+    own = threads if device.type == "cpu" else 1  # the host thread only, on CUDA: cores it needs
+    calib_before = calibration.calibrate(point.device)
+    cpu_before = environment.CpuTimes.read()
+    time_interleaved(
+        [slot for _, slot in timed],
+        device,
+        timing.warmup,
+        timing.min_reps,
+        timing.min_time_s,
+        timing.max_reps,
+        probe=environment.LoadProbe(),
+        stop=_stopped_by_user,
+    )
+    steal = environment.steal_fraction(cpu_before, environment.CpuTimes.read())
+    sm_clock, reasons = environment.gpu_state(point.device)
+    calib_after = calibration.calibrate(point.device)
+    natives = {slot.group: slot for row, slot in timed if slot.companion and slot.error is None}
+    for row, slot in timed:
+        if slot.error is not None:
+            row.update(_failure(slot.error))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        stats = TimingStats.of(slot.samples)
+        waits = slot.waits if len(slot.waits) == len(slot.samples) else []
+        native = natives.get(slot.group)
+        rel = paired_ratios(slot, native) if native is not None else []
+        row.update(
+            time_median_s=stats.median,
+            time_iqr_s=stats.iqr,
+            time_min_s=stats.minimum,
+            reps=len(stats.samples),
+            time_samples_s=stats.samples,
+            time_wait_samples_s=waits or None,
+            time_rel_native=float(np.median(rel)) if rel else None,
+            time_rel_samples=rel or None,
+            gbps=row["bytes_moved"] / stats.median / 1e9 if stats.median > 0 else None,
+            calib_before_s=calib_before,
+            calib_after_s=calib_after,
+            cpu_steal_frac=steal,
+            gpu_sm_clock_mhz=sm_clock,
+            gpu_throttle_reasons=reasons,
+            **contention(
+                device=point.device,
+                threads=own,
+                cores=n_cores,
+                others=slot.others,
+                wall_s=sum(slot.samples),
+                wait_s=sum(waits) if waits else None,
+                steal=steal,
+                calib_before_s=calib_before,
+                calib_after_s=calib_after,
+                throttle_reasons=reasons,
+            ),
+        )
+        row.update(_ceiling(family, point, inputs, row["mode"], row["bytes_moved"], stats.median))
+        if device.type == "cuda" and not slot.fresh:
+            row["do_bench_ratio"] = do_bench_ratio(slot.fn, device, stats.median)
 
 
 def _wrote_input(variant: Variant) -> str:
@@ -223,12 +290,26 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
         if point.device.startswith("cuda"):
             torch.cuda.empty_cache()
         return [{**row, **metadata} for row in _failed_point(family, point, variants, exc)]
-    rows = []
+    rows, slots = [], []
     for variant in variants:
         for mode in MODES:
             interrupts.check()
             with interrupts.immediate():
-                measured = measure_variant(family, variant, mode, point, inputs, guard, refs, timing, memory)
+                measured, slot = measure_variant(
+                    family, variant, mode, point, inputs, guard, refs, timing, memory
+                )
             rows.append({"variant": variant.name, "mode": mode, **point.columns(), **measured, **metadata})
+            slots.append(slot)
+    interrupts.check()
+    with interrupts.immediate():
+        time_point(family, point, inputs, rows, slots, timing)
+    del slots  # the calls hold their feeds (and a compiled variant's graph)
+    changed = guard.changed()
+    if changed:  # a variant wrote into the inputs on a later call than its first few
+        for row in rows:
+            if row.get("time_median_s") is not None:
+                row["message"] = (row["message"] + "; " if row["message"] else "") + (
+                    f"the {', '.join(changed)} changed while the point was timed (restored)"
+                )
     _add_err_vs_native(family, rows, inputs, refs, point)
     return rows

@@ -15,10 +15,23 @@ from __future__ import annotations
 #                 nothing to judge against, so never `ok`; time and memory are still measured
 #   wrote_input   the variant wrote into the logits or targets it was given without declaring
 #                 it (harness/registry.py: overwrites_input); the inputs were restored after it
-#   error, oom    the call raised; unsupported: the variant does not run at this point
-STATUSES = ("ok", "inaccurate", "nonfinite", "no_reference", "wrote_input", "error", "oom", "unsupported")
+#   error, oom    the call raised; timeout: a call ran past timing.call_timeout_s and was
+#                 stopped (harness/measure/deadline.py); unsupported: the variant does not run
+#                 at this point
+STATUSES = (
+    "ok",
+    "inaccurate",
+    "nonfinite",
+    "no_reference",
+    "wrote_input",
+    "error",
+    "oom",
+    "timeout",
+    "unsupported",
+)
 JUDGED = ("ok", "inaccurate")  # statuses whose errors are numbers
-FAILED = ("error", "oom", "unsupported")  # statuses with no result at all
+CALL_FAILED = ("error", "oom", "timeout")  # a call of the variant did not return
+FAILED = (*CALL_FAILED, "unsupported")  # statuses with no usable result
 
 # What one repetition does: the forward pass alone, or forward and the gradient.
 MODES = ("fwd", "fwd_bwd")

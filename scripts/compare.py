@@ -1,9 +1,13 @@
-"""python scripts/compare.py BASE_DIR NEW_DIR [--time-factor 1.10] [--alpha 0.002]
-[--memory-factor 1.10] [--error-factor 2] [--gate accuracy,time,memory]
-[--markdown FILE] [--markdown-lines 40] [--plot FILE] [--limit 30] [--repeats]
+"""python scripts/compare.py BASE_DIR NEW_DIR [--time-factor F] [--time-basis absolute|relative]
+[--strict] [--memory-factor F] [--error-factor F] [--gate accuracy,time,memory]
+[--markdown FILE] [--markdown-lines N] [--plot FILE] [--limit N] [--repeats]
 
-Exit code: 0 nothing regressed, 1 a gated regression, 2 nothing could be compared (no rows
-in common, unusable input, a bad setting, an output that cannot be written; one line on
+The thresholds default to harness.compare.Thresholds; --help prints every default (a number
+written here would go stale when they change).
+
+Exit code: 0 nothing regressed (ambiguous time rows are listed, with why), 1 a gated
+regression (or, with --strict, an ambiguous time row while time is gated), 2 nothing could be
+compared (no rows in common, unusable input, a bad setting, an output that cannot be written; one line on
 stderr). The rules are in harness/compare.py.
 """
 
@@ -14,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from harness.compare import KINDS, Thresholds, UnusableInput, compare_dirs
+from harness.compare import KINDS, TIME_BASES, Thresholds, UnusableInput, compare_dirs
 
 
 def _fail(message: str) -> None:
@@ -67,13 +71,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--time-factor",
         type=_number("--time-factor", 1, math.inf, "a number > 1"),
         default=d.time_factor,
-        help=f"median ratio that counts, if significant (default {d.time_factor})",
+        help="separation of the two runs' sample intervals that counts as a change "
+        f"(default {d.time_factor})",
     )
     p.add_argument(
-        "--alpha",
-        type=_number("--alpha", 0, 1, "a number between 0 and 1"),
-        default=d.alpha,
-        help=f"Mann-Whitney U significance level (default {d.alpha})",
+        "--time-basis",
+        choices=TIME_BASES,
+        default=d.time_basis,
+        help="absolute: each row's own samples; relative: its samples over the native op's, timed "
+        "interleaved at the same point (cancels a speed difference between two CI machines) "
+        f"(default {d.time_basis})",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1) on an ambiguous time row too, when time is gated",
     )
     p.add_argument(
         "--memory-factor",
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     _writable_file("--plot", args.plot)
     thresholds = Thresholds(
         time_factor=args.time_factor,
-        alpha=args.alpha,
+        time_basis=args.time_basis,
+        strict=args.strict,
         memory_factor=args.memory_factor,
         error_factor=args.error_factor,
     )

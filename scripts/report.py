@@ -1,7 +1,8 @@
 """python scripts/report.py RUN_DIR [--out DIR] [--studies DIR ...]: write RUN_DIR's report
 (default RUN_DIR/report/), with the study tables found under RUN_DIR and the --studies folders.
 
-Prints the path of index.html and how long the report took.
+Prints the path of index.html and how long the report took. Exit code 2, with one line on
+stderr and nothing written, for a RUN_DIR that is not a directory or holds no readable rows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,29 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _rows_or_none(run_dir: Path) -> pd.DataFrame | None:
+    """RUN_DIR's rows, or None after one line on stderr when it holds none.
+
+    A page of "no data" for a mistyped folder (or one of corrupt files) reads like a run with
+    timing off; refusing says what is wrong. harness.results.load names each skipped file."""
+    from harness.results import load, parquet_files  # pandas and pyarrow, no matplotlib
+
+    rows = load(run_dir)
+    if not rows.empty:
+        return rows
+    count = len(parquet_files(run_dir))
+    print(
+        f"report: RUN_DIR {run_dir} holds no readable rows ({count} parquet file(s), each unreadable, "
+        "not a harness rows file, or empty); give a run or sweep directory written by python -m harness",
+        file=sys.stderr,
+    )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     start = time.perf_counter()
+    rows = _rows_or_none(args.run_dir)
+    if rows is None:
+        return 2
     from harness.report import build_report  # matplotlib and seaborn only once the arguments are good
 
     missing = [s for s in [*args.studies, *([args.history] if args.history else [])] if not s.is_dir()]
     if missing:
         print(f"report: {missing[0]} (--studies / --history) is not a directory", file=sys.stderr)
         return 2
-    index = build_report(args.run_dir, args.out, tuple(args.studies), args.history)
+    index = build_report(args.run_dir, args.out, tuple(args.studies), args.history, rows=rows)
     print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
     return 0
 

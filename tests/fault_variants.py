@@ -76,3 +76,22 @@ for _fn in (
 def one_argument(logits):
     """Wrong signature: a variant takes (logits, targets)."""
     return logits.sum()
+
+
+def hangs(logits, targets):
+    import time
+
+    time.sleep(3600)
+
+
+_calls = {"n": 0}
+
+
+def hangs_when_timed(logits, targets):
+    """Right on its first calls (accuracy, memory), then hangs: the timed calls must stop too."""
+    import time
+
+    _calls["n"] += 1
+    if _calls["n"] > 2:
+        time.sleep(3600)
+    return F.cross_entropy(logits, targets)

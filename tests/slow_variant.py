@@ -20,10 +20,9 @@ from torch import Tensor
 EXTRA = 0.5
 
 
-def slow_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """F.cross_entropy(logits [B, C], targets [B] int64 or [B, C]), then a spin of EXTRA x its time."""
+def _spun(loss_fn, logits: Tensor, targets: Tensor) -> Tensor:
     t0 = time.perf_counter()
-    loss = F.cross_entropy(logits, targets)
+    loss = loss_fn(logits, targets)
     t1 = time.perf_counter()
     until = t1 + EXTRA * (t1 - t0)
     while time.perf_counter() < until:
@@ -31,4 +30,39 @@ def slow_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return loss
 
 
+def slow_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """F.cross_entropy(logits [B, C], targets [B] int64 or [B, C]), then a spin of EXTRA x its time."""
+    return _spun(F.cross_entropy, logits, targets)
+
+
 slow_cross_entropy.harness_targets = {"soft", "hard"}  # receives class indices on hard points
+
+
+def slow_log1p_shifted(logits: Tensor, targets: Tensor) -> Tensor:
+    """The registered log1p_shifted (a variant that is not the native op), slowed the same way:
+    relative to the native op timed beside it, it is 1.5x slower too."""
+    from harness.cross_entropy.variants.shifted import log1p_shifted
+
+    return _spun(log1p_shifted, logits, targets)
+
+
+slow_log1p_shifted.harness_targets = {"soft", "hard"}
+
+
+def _spin_for(ms: int):
+    """A variant whose call spins for `ms` milliseconds (compare_noise.py long: 10x at each
+    length), then returns F.cross_entropy's loss so that its rows are ok."""
+
+    def spin(logits: Tensor, targets: Tensor) -> Tensor:
+        until = time.perf_counter() + ms / 1e3
+        while time.perf_counter() < until:
+            pass
+        return F.cross_entropy(logits, targets)
+
+    spin.harness_targets = {"soft", "hard"}
+    return spin
+
+
+for _ms in (20, 100, 500):
+    globals()[f"spin_{_ms}ms"] = _spin_for(_ms)
+    globals()[f"spin_{10 * _ms}ms"] = _spin_for(10 * _ms)

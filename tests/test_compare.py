@@ -6,6 +6,8 @@ the end-to-end tests run the harness and the CLI as subprocesses on one tiny poi
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +24,6 @@ from harness.compare import (
     compare,
     compare_dirs,
     load_run,
-    min_p_value,
-    time_verdict,
 )
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.report.compare import console, markdown, plot
@@ -85,7 +85,7 @@ def draws(seed: int, n: int, median: float, sigma: float) -> np.ndarray:
     return median * np.exp(np.random.default_rng(seed).normal(0.0, sigma, n))
 
 
-# ---------------------------------------------------------------- time: asv's rule
+# ---------------------------------------------------------------- time: the samples' intervals
 
 
 def test_identical_runs_report_no_regression():
@@ -121,39 +121,8 @@ def test_faster_is_listed_as_an_improvement_not_a_failure():
     assert list(c.findings["role"]) == ["improvement"] and c.rows["time"].iloc[0] == "faster"
 
 
-def test_three_percent_shift_is_not_flagged_even_when_significant():
-    # 200 tight samples per side make a 3% shift statistically significant: only the factor
-    # keeps it from being a regression (asv's rule needs both).
-    b, n = draws(0, 200, 1e-3, 0.05), draws(1, 200, 1.03e-3, 0.05)
-    verdict, ratio, p = time_verdict(b, n, Thresholds())
-    assert p < Thresholds().alpha and 1.0 < ratio < 1.1  # the premise: significant, small
-    assert verdict == "same"
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_three_percent_shift_with_overlapping_samples_is_not_flagged(seed):
-    b, n = draws(2 * seed, 30, 1e-3, 0.2), draws(2 * seed + 1, 30, 1.03e-3, 0.2)
-    c = compare(frame(row("a", samples=b)), frame(row("a", samples=n)))
-    # spread samples (median up to 1.5x the fastest) may be "unstable": never a regression
-    assert c.rows["time"].iloc[0] in ("same", "unstable") and c.exit_code == 0
-
-
-def test_large_ratio_without_significance_is_not_flagged():
-    # Widely spread samples: the medians differ by more than the factor, but the rank test
-    # cannot tell the two sets apart, so this is noise.
-    b, n = draws(3, 10, 1e-3, 0.6), draws(4, 10, 1e-3, 0.6)
-    verdict, ratio, p = time_verdict(b, n, Thresholds())
-    assert (ratio > 1.1 or ratio < 1 / 1.1) and p > Thresholds().alpha  # the premise
-    assert verdict in ("same", "unstable")
-
-
-def test_too_few_samples_are_never_flagged():
-    # 2/C(12,6) = 0.0022 > 0.002 = alpha: six samples per side can never be significant; seven can.
-    assert min_p_value(6, 6) > 0.002 > min_p_value(7, 7)
-    c = compare(
-        frame(row("a", samples=[1e-3, 1.01e-3, 0.99e-3])), frame(row("a", samples=[3e-3, 3.1e-3, 2.9e-3]))
-    )
-    assert c.rows["time"].iloc[0] == "few samples" and c.exit_code == 0
+# The rest of the time rule (spread, few samples, calibration, waits, relative samples, strict):
+# tests/test_compare_time.py.
 
 
 # ---------------------------------------------------------------- accuracy and memory
@@ -272,6 +241,37 @@ def test_unusable_input_is_one_line(tmp_path, make, reason):
     assert reason in str(err.value) and "\n" not in str(err.value)
 
 
+def _corrupt(d: Path) -> Path:
+    (d / "corrupt").mkdir(parents=True)
+    (d / "corrupt" / "rows.parquet").write_bytes(b"PAR1 not really parquet")
+    return d / "corrupt" / "rows.parquet"
+
+
+def _foreign(d: Path) -> Path:
+    (d / "foreign").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2]}), d / "foreign" / "data.parquet")
+    return d / "foreign" / "data.parquet"
+
+
+def test_corrupt_and_foreign_files_are_named_and_skipped_the_rest_compared(tmp_path, capsys):
+    # README: "Corrupt or foreign parquet files in a results directory are named on stderr and
+    # skipped": one bad file must not void a run.
+    run = _write(tmp_path / "run" / "good", row("a")).parent
+    bad = [_corrupt(run), _foreign(run)]
+    df = load_run(run)
+    assert list(df["variant"]) == ["a"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(str(f) in line for f, line in zip(bad, err))
+
+
+def test_a_run_of_only_unusable_files_is_one_line(tmp_path):
+    _corrupt(tmp_path)
+    _foreign(tmp_path)
+    with pytest.raises(UnusableInput, match=r"no usable rows \(2 parquet file\(s\)") as err:
+        load_run(tmp_path)
+    assert "\n" not in str(err.value)
+
+
 def _drop_column(d: Path, col: str) -> Path:
     t = pa.Table.from_pylist([row("a")], schema=SCHEMA)
     pq.write_table(t.drop_columns([col]), d / "rows.parquet")
@@ -302,6 +302,7 @@ def compare_cli(*args: str) -> subprocess.CompletedProcess:
             "--gate=speed is not allowed: use all, none, or a comma list of accuracy, time, memory",
         ),
         ("good", ["--time-factor", "0.9"], "--time-factor=0.9 is not allowed: use a number > 1"),
+        ("retyped", [], "column batch_size is string, expected int64"),
     ],
 )
 def test_cli_exit_2_with_one_line_reason(tmp_path, new, extra, reason):
@@ -309,10 +310,59 @@ def test_cli_exit_2_with_one_line_reason(tmp_path, new, extra, reason):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad").mkdir()
     _drop_column(tmp_path / "bad", "time_samples_s")
+    # a rows file with a needed column of another type is a schema mismatch, not a file to skip
+    (tmp_path / "retyped").mkdir()
+    _retype_column(tmp_path / "retyped", "batch_size")
     p = compare_cli(good, tmp_path / new, *extra)
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert reason in p.stderr and p.stdout == ""
+
+
+def test_cli_skips_a_corrupt_file_and_compares_the_rest(tmp_path):
+    base = _write(tmp_path / "base", row("a"))
+    new = _write(tmp_path / "new" / "good", row("a")).parent
+    corrupt = _corrupt(new)
+    p = compare_cli(base, new)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stderr.count("\n") == 1 and str(corrupt) in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_exits_2_when_only_unusable_files_remain(tmp_path):
+    base = _write(tmp_path / "base", row("a"))
+    corrupt = _corrupt(tmp_path / "new")
+    p = compare_cli(base, tmp_path / "new")
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    named, last = p.stderr.strip().splitlines()
+    assert str(corrupt) in named and last.startswith(f"compare: {tmp_path / 'new'}: no usable rows")
+
+
+def _compare_script():
+    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stated_defaults(text: str) -> dict[str, float]:
+    """Every "[--option NUMBER]" of a usage text: the number a reader takes for the default."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"\[(--[a-z-]+) ([0-9.]+)\]", text)}
+
+
+def test_the_usage_texts_state_the_defaults_the_code_has():
+    # The script's docstring once said --time-factor 1.10 while the default was 1.30.
+    script = _compare_script()
+    defaults = vars(script.parse_args(["base", "new"]))
+    readme = (REPO / "README.md").read_text()
+    usage = readme[readme.index("python scripts/compare.py BASE_DIR") :]
+    usage = usage[: usage.index("```")]
+    assert _stated_defaults(usage), "the README's usage shows the defaults"
+    for text in (script.__doc__, usage):
+        for option, value in _stated_defaults(text).items():
+            key = option[2:].replace("-", "_")
+            assert key in defaults, f"{option} is not an option of scripts/compare.py"
+            assert value == defaults[key], f"{option} {value:g}: the default is {defaults[key]}"
+    assert f"The default factor, {Thresholds().time_factor:g}," in readme
 
 
 # ---------------------------------------------------------------- end to end
@@ -373,36 +423,12 @@ def test_slowed_variant_under_the_same_name_is_flagged(runs, tmp_path):
 # ---------------------------------------------------------------- a busy machine
 
 
-def test_a_disturbed_row_is_unstable_not_a_regression():
-    # Half the new samples hit a stall: the median is 3x the fastest sample in its own run.
+def test_a_disturbed_row_is_not_a_regression():
+    # Half the new samples hit a stall: its interval spans both, so nothing separates.
     base = frame(row("a", samples=draws(0, 20, 1e-3, 0.02)))
     new = frame(row("a", samples=[*draws(1, 10, 1e-3, 0.02), *draws(2, 11, 4e-3, 0.02)]))
     c = compare(base, new)
-    assert c.rows["time"].iloc[0] == "unstable" and c.exit_code == 0
-
-
-def test_a_slower_median_with_unchanged_fastest_samples_is_not_a_regression():
-    # Load that slows most samples but not all: the fastest of each run agree.
-    b = draws(0, 20, 1e-3, 0.01)
-    n = np.concatenate([draws(1, 6, 1e-3, 0.01), draws(2, 14, 1.45e-3, 0.01)])
-    verdict, ratio, p = time_verdict(b, n, Thresholds())
-    assert ratio > 1.3 and p < Thresholds().alpha  # the premise: beyond the factor, significant
-    assert verdict == "same"
-
-
-def test_lopsided_sample_counts_are_too_few_to_judge():
-    # A stalled row takes few samples (3 against 100): three cannot carry a verdict.
-    verdict, _, _ = time_verdict(draws(0, 100, 1e-3, 0.02), draws(1, 3, 100e-3, 0.02), Thresholds())
-    assert verdict == "few samples"
-
-
-def test_a_twenty_percent_shift_is_below_the_default_factor():
-    verdict, ratio, _ = time_verdict(draws(0, 50, 1e-3, 0.01), draws(1, 50, 1.2e-3, 0.01), Thresholds())
-    assert 1.15 < ratio < 1.25 and verdict == "same"
-    verdict, _, _ = time_verdict(
-        draws(0, 50, 1e-3, 0.01), draws(1, 50, 1.2e-3, 0.01), Thresholds(time_factor=1.1)
-    )
-    assert verdict == "slower"  # a quiet, dedicated machine can ask for 1.1
+    assert c.rows["time"].iloc[0] == "ambiguous" and c.exit_code == 0
 
 
 def test_best_of_repeats_keeps_the_fastest_times_and_the_worst_accuracy():

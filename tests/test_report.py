@@ -172,10 +172,35 @@ def test_smoke_page_header_carries_run_metadata(smoke_run, smoke_report):
     assert f"<td>{len(rows)}</td>" in text
 
 
+def test_a_group_timed_under_contention_is_not_ranked_and_the_report_says_how_noisy(smoke_run):
+    from harness.report.tables import fastest, timing_conditions, timing_sentence
+
+    rows = load(smoke_run)
+    quiet = rows.assign(contended=False, contention="")
+    noisy = quiet.copy()
+    hit = (noisy["num_classes"] == 10) & noisy["time_median_s"].notna()
+    noisy.loc[hit, "contended"] = True
+    noisy.loc[hit, "contention"] = "load: 2.0 other runnable tasks beside 1 thread(s) on 2 cores"
+    order = data.variant_order(rows["variant"].unique())
+    table = fastest(noisy, order)
+    unranked = table["fastest ok variant"] == "not ranked: timed under contention"
+    assert (unranked == (table["C"] == "10")).all() and unranked.any()
+    assert (table.loc[unranked, "next"] == "-").all()
+    assert not (fastest(quiet, order)["fastest ok variant"] == "not ranked: timed under contention").any()
+    conditions = timing_conditions(noisy)
+    n_timed, n_hit = int(rows["time_median_s"].notna().sum()), int(hit.sum())
+    assert conditions["timed rows"].iloc[0] == n_timed
+    assert conditions["under contention"].iloc[0] == f"{n_hit} ({n_hit / n_timed:.0%})"
+    assert conditions["why"].iloc[0] == f"{n_hit} load"
+    assert timing_sentence(noisy).startswith(f"Timings are noisy: {n_hit} of {n_timed} timed rows")
+    assert timing_sentence(quiet).startswith("Timings: no row was timed under contention")
+
+
 def test_fastest_table_only_names_variants_ok_everywhere_in_their_group(smoke_run):
     from harness.report.tables import fastest
 
-    rows = load(smoke_run)
+    # The ranking itself; a group timed under contention is not ranked (the test below).
+    rows = load(smoke_run).assign(contended=False)
     table = fastest(rows, data.variant_order(rows["variant"].unique()))
     assert isinstance(table, pd.DataFrame) and len(table)
     for _, r in table.iterrows():
@@ -552,6 +577,35 @@ def test_cli_bad_run_dir_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "RUN_DIR" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _no_rows_run(tmp_path: Path, kind: str) -> Path:
+    """A RUN_DIR without a readable rows file: empty, corrupt files, a foreign file, studies only."""
+    run = tmp_path / "run"
+    (run / "point").mkdir(parents=True)
+    if kind == "corrupt":
+        (run / "point" / "rows.parquet").write_bytes(b"not parquet")
+    if kind == "foreign":
+        pd.DataFrame({"x": [1]}).to_parquet(run / "point" / "rows.parquet")
+    if kind == "studies":
+        pd.DataFrame({"x": [1]}).to_parquet(run / "study-flattening.parquet")
+    return run
+
+
+@pytest.mark.parametrize("kind,files", [("empty", 0), ("corrupt", 1), ("foreign", 1), ("studies", 0)])
+def test_cli_run_dir_without_rows_is_one_line_and_writes_nothing(tmp_path, kind, files):
+    # A "no data" page for such a folder read like an accuracy-only run; it must be refused.
+    run = _no_rows_run(tmp_path, kind)
+    before = sorted(run.rglob("*"))
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", str(run)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    *skipped, last = proc.stderr.strip().splitlines()
+    assert last.startswith(f"report: RUN_DIR {run} holds no readable rows ({files} parquet file(s)")
+    # each skipped file named once, by harness.results.load, and nothing else said
+    assert len(skipped) == files and all(str(run / "point" / "rows.parquet") in s for s in skipped)
+    assert sorted(run.rglob("*")) == before
 
 
 def test_cli_prints_index_path_and_time(smoke_run, tmp_path):

@@ -80,6 +80,11 @@ class Feed:
                 None if t is None else t.clone() for t in self._sources
             )
 
+    def release(self) -> None:
+        """After each call: no fresh copy is kept while the point's other variants are timed."""
+        if self.fresh:
+            self.hidden, self.weight, self.targets, self.bias = self._sources
+
 
 def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
     """The loss as returned: a scalar (mean, sum) or the [N] per-row losses (reduction none)."""

@@ -64,3 +64,9 @@ class Feed:
         """Before each call, outside any timed or tracked interval."""
         if self.fresh:
             self.logits, self.targets = (t.clone() for t in self._sources)
+
+    def release(self) -> None:
+        """After each call: a fresh copy is not kept between calls, so that the point's variants,
+        timed side by side (harness/runner.py), do not each hold one."""
+        if self.fresh:
+            self.logits, self.targets = self._sources

@@ -21,13 +21,17 @@ it hands a variant that overwrites its input a fresh copy (harness/measure/isola
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from harness.measure import deadline
+from harness.measure.environment import queue_wait_s
 
 
 @dataclass(frozen=True)
@@ -173,3 +177,164 @@ def time_call(
     if device.type == "cuda":
         return time_cuda(fn, device, warmup, min_reps, min_time_s, max_reps, prepare)
     return time_cpu(fn, warmup, min_reps, min_time_s, max_reps, prepare)
+
+
+# --------------------------------------------------------------------------- interleaved
+
+
+@dataclass
+class Slot:
+    """One (variant, mode) timed at a point, among the others (`time_interleaved`).
+
+    samples      wall seconds of each call, in the order measured
+    waits        seconds the calling thread waited, runnable, for a core during each call (the
+                 kernel's run-queue wait, environment.queue_wait_s; CPU only, and only where the
+                 kernel reports it). Wall time less this is what the call took of its own:
+                 other work's share removed, while a call that sleeps or blocks keeps its time.
+                 Not CPU time: a variant that sleeps 20 ms has ~0 CPU time and would look
+                 unchanged; and not the process's CPU time, which Linux brings up to date for
+                 another core's thread only at that core's next tick (read in lumps of 4 ms).
+    rounds       the round each sample was taken in: two slots' samples of one round were
+                 taken moments apart, so their ratio cancels the machine's drift
+    others       runnable tasks besides this process at the start of each of its rounds
+    error        what a call raised (a CallTimeout included); the slot then stops"""
+
+    fn: Callable[[], Any]
+    prepare: Callable[[], None] = _nothing
+    release: Callable[[], None] = _nothing
+    samples: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    others: list[float] = field(default_factory=list)
+    error: BaseException | None = None
+    # A companion keeps sampling while any other slot of its group (its mode) still does: the
+    # native op, so that every round of a slow variant has a native sample to divide by.
+    group: str = ""
+    companion: bool = False
+    fresh: bool = False  # each call gets fresh input copies (prepare): do_bench cannot do that
+
+
+def _guarded(slot: Slot, body: Callable[[], Any], stop: Callable[[BaseException], bool]) -> Any:
+    """prepare, body (the call, timed or not, under the per-call limit), release. Returns body's
+    result, or None with `slot.error` set if anything raised that `stop` does not claim."""
+    try:
+        slot.prepare()
+        with deadline.armed():
+            out = body()
+        slot.release()
+        return out
+    except (Exception, SystemExit, KeyboardInterrupt, deadline.CallTimeout) as exc:
+        if stop(exc):
+            raise
+        slot.error = exc
+        return None
+
+
+def _active(slots: list[Slot], min_reps: int, min_time_s: float, max_reps: int) -> list[Slot]:
+    """The slots the next round calls: those still short of samples, and each companion while a
+    slot of its group still is (up to max_reps)."""
+
+    def short(s: Slot) -> bool:
+        return not _enough(s.samples, min_reps, min_time_s, max_reps)
+
+    alive = [s for s in slots if s.error is None]
+    leading = {s.group for s in alive if not s.companion and short(s)}
+    return [
+        s for s in alive if short(s) or (s.companion and s.group in leading and len(s.samples) < max_reps)
+    ]
+
+
+def time_interleaved(
+    slots: list[Slot],
+    device: torch.device,
+    warmup: int,
+    min_reps: int,
+    min_time_s: float,
+    max_reps: int,
+    probe: Callable[[], float | None] = lambda: None,
+    stop: Callable[[BaseException], bool] = lambda exc: False,
+) -> None:
+    """Time every slot round-robin: each round calls every slot that still needs samples once,
+    in order, so a change in the machine's speed (a busy loop starting, a clock dropping) falls
+    on every variant alike instead of on whichever was being timed then; Liger's benchmarks
+    alternate providers for the same reason. Each slot stops once it has `min_reps` samples and
+    `min_time_s` of them (or `max_reps`), so a 500 ms call gets as many samples as a 5 us one.
+
+    Fills the slots' samples in place. `probe()` is read once per round (the runnable load);
+    `stop(exc)` says which exceptions end the timing (a user's Ctrl-C) rather than the slot."""
+    for slot in slots:
+        for _ in range(warmup):
+            if slot.error is None:
+                _guarded(slot, slot.fn, stop)
+    if device.type == "cuda":
+        _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop)
+    else:
+        _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop)
+
+
+def _timed_cpu(fn: Callable[[], Any]) -> tuple[float, float | None]:
+    """(wall, run-queue wait) seconds of one call. The wait is read outside the wall interval
+    (~1 us a read), so it does not add to the wall sample."""
+    w0 = queue_wait_s()
+    t0 = time.perf_counter()
+    fn()
+    t1 = time.perf_counter()
+    w1 = queue_wait_s()
+    return t1 - t0, None if w0 is None or w1 is None else w1 - w0
+
+
+def _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop) -> None:
+    rnd = 0
+    while active := _active(slots, min_reps, min_time_s, max_reps):
+        others = probe()
+        for slot in active:
+            timed = _guarded(slot, functools.partial(_timed_cpu, slot.fn), stop)
+            if timed is None:
+                continue
+            slot.samples.append(timed[0])
+            if timed[1] is not None:
+                slot.waits.append(timed[1])
+            slot.rounds.append(rnd)
+            if others is not None:
+                slot.others.append(others)
+        rnd += 1
+
+
+def _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop) -> None:
+    """As time_cuda, round-robin: rounds are queued in batches (one host wait per batch, so the
+    host stays ahead of the device), each call after an L2 flush, between two events."""
+    with torch.cuda.device(device):
+        flush = flush_buffer(device)
+        torch.cuda.synchronize(device)
+        rnd = 0
+        while active := _active(slots, min_reps, min_time_s, max_reps):
+            want = min(_batch_size(s.samples, min_reps, min_time_s, max_reps) for s in active)
+            queued = []
+            for _ in range(max(1, min(want, MAX_BATCH // len(active)))):
+                others = probe()
+                for slot in (s for s in active if s.error is None):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    if _guarded(slot, functools.partial(_queued_cuda, slot.fn, flush, start, end), stop):
+                        queued.append((slot, start, end, rnd, others))
+                rnd += 1
+            torch.cuda.synchronize(device)
+            for slot, start, end, r, others in queued:
+                slot.samples.append(start.elapsed_time(end) / 1e3)  # ms -> s
+                slot.rounds.append(r)
+                if others is not None:
+                    slot.others.append(others)
+
+
+def _queued_cuda(fn: Callable[[], Any], flush: torch.Tensor, start: Any, end: Any) -> bool:
+    flush.zero_()  # evict the inputs from L2; queued before `start`
+    start.record()
+    fn()
+    end.record()
+    return True
+
+
+def paired_ratios(slot: Slot, native: Slot) -> list[float]:
+    """slot's sample over the native's sample of the same round, for every round both have: the
+    relative time measured side by side, immune to drift slower than one round."""
+    native_at = dict(zip(native.rounds, native.samples))
+    return [t / native_at[r] for t, r in zip(slot.samples, slot.rounds) if native_at.get(r, 0) > 0]

@@ -162,13 +162,22 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
         "Per dtype, class count C, batch size B, target kind and mode: the variant with the "
         "smallest median time among those whose status is ok at every scale and seed of that "
         "group, the spread of its samples (IQR), and the next one: a tie when the two medians "
-        "differ by less than the larger IQR.",
+        "differ by less than the larger IQR. A group with a row timed under contention is not "
+        "ranked.",
+    )
+    conditions = _table(
+        "Timing conditions",
+        tables.timing_conditions(rows),
+        tables.timing_sentence(rows)
+        + " A row is under contention when other work shared its cores, the machine's speed "
+        "changed during its point, or the GPU's clocks were throttled (harness/measure/contention.py).",
     )
     summary = Section(
         "summary",
         "Summary",
         "Which variant should I use for my dtype and size, and what went wrong?",
         [
+            conditions,
             *([fastest] if first_family else []),  # the linear family's ranking is its own section's
             fig["statuses"],
             _table("Rows per status", tables.status_counts(rows, order), collapsed=True),
@@ -308,14 +317,17 @@ def build_report(
     out_dir: str | Path | None = None,
     studies: tuple[Path, ...] = (),
     history: str | Path | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> Path:
     """Write index.html and one PNG + SVG per figure for the rows under run_dir.
 
-    out_dir defaults to run_dir/report. Returns the path of index.html."""
+    out_dir defaults to run_dir/report. rows: run_dir's rows when the caller has loaded them
+    already (scripts/report.py checks there are some): read once, skipped files named once.
+    Returns the path of index.html."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = load(run_dir)
+    rows = load(run_dir) if rows is None else rows
     secs = sections(run_dir, rows, out, tuple(Path(s) for s in studies))
     if history is not None:
         secs.append(history_section(Path(history), out))

@@ -71,19 +71,49 @@ def one_run_only(c: Comparison) -> pd.DataFrame:
     return both.groupby(["variant", "only_in"], sort=False).size().reset_index(name="rows")
 
 
+def ambiguous_reasons(c: Comparison) -> pd.DataFrame:
+    """The ambiguous time rows counted by the kind of reason (the word before the colon of
+    time_note: few samples, spread, calibration, contention, relative), with one example."""
+    amb = c.ambiguous
+    if amb.empty:
+        return pd.DataFrame(columns=["reason", "rows", "example"])
+    kind = amb["time_note"].str.split(":").str[0]
+    out = amb.assign(reason=kind).groupby("reason", sort=False)
+    table = out.size().reset_index(name="rows")
+    table["example"] = [
+        f"{g['variant'].iloc[0]} {g['mode'].iloc[0]}: {g['time_note'].iloc[0]}" for _, g in out
+    ]
+    return table.sort_values("rows", ascending=False).reset_index(drop=True)
+
+
+def _ambiguous_phrase(c: Comparison) -> str:
+    reasons = ambiguous_reasons(c)
+    if reasons.empty:
+        return ""
+    why = ", ".join(f"{n} {r}" for r, n in zip(reasons["reason"], reasons["rows"]))
+    return f"; {len(c.ambiguous)} time rows ambiguous ({why})"
+
+
 def summary_line(c: Comparison) -> str:
     reg = c.regressions
     if len(reg) == 0:
-        return f"no regression ({len(c.rows)} rows compared, gates: {', '.join(c.gates) or 'none'})"
+        strict = " [strict: ambiguity fails]" if c.exit_code else ""
+        return (
+            f"no regression ({len(c.rows)} rows compared, gates: {', '.join(c.gates) or 'none'}"
+            f"{_ambiguous_phrase(c)}){strict}"
+        )
     by_kind = ", ".join(f"{k} {n}" for k, n in reg["kind"].value_counts().items())
-    return f"REGRESSION: {len(reg)} finding(s) ({by_kind}) in {len(c.rows)} rows compared"
+    return (
+        f"REGRESSION: {len(reg)} finding(s) ({by_kind}) in {len(c.rows)} rows compared{_ambiguous_phrase(c)}"
+    )
 
 
 def _settings_line(c: Comparison) -> str:
     t = c.thresholds
     return (
-        f"time factor {t.time_factor:g} at alpha {t.alpha:g} (Mann-Whitney U); memory factor "
-        f"{t.memory_factor:g}; error factor {t.error_factor:g}; gates: {', '.join(c.gates) or 'none'}"
+        f"time factor {t.time_factor:g} on {t.time_basis} time (sample intervals, calibration, CPU "
+        f"time); memory factor {t.memory_factor:g}; error factor {t.error_factor:g}; gates: "
+        f"{', '.join(c.gates) or 'none'}" + ("; strict" if t.strict else "")
     )
 
 
@@ -110,6 +140,11 @@ def _sections(c: Comparison, fmt: str, limit: int | None) -> list[tuple[str, str
         t, hoisted = _hoisted(t)
         text = (hoisted + "\n" if hoisted else "") + _table(t, fmt) + more
         out.append((f"{title}: {len(findings_table(c, role))}", text, collapsed))
+    reasons = ambiguous_reasons(c)
+    if len(reasons):
+        out.append(
+            (f"Ambiguous time rows: {len(c.ambiguous)} (not judged; the reasons)", _table(reasons, fmt), True)
+        )
     only = one_run_only(c)
     if len(only):
         out.append(
@@ -197,6 +232,7 @@ def markdown(c: Comparison, max_lines: int = MARKDOWN_LINES) -> str:
             lines.append(f"{len(reg) - len(shown)} more: see the console report")
     sections = [
         ("Verdicts per kind", verdict_counts(c)),
+        (f"Ambiguous time rows: {len(c.ambiguous)}", ambiguous_reasons(c)),
         ("Environment", c.env),
         (f"Improvements: {len(findings_table(c, 'improvement'))}", findings_table(c, "improvement")),
         (f"Information: {len(findings_table(c, 'information'))}", findings_table(c, "information")),
@@ -216,8 +252,7 @@ _PALETTE = {
     "faster": "tab:green",
     "smaller": "tab:green",
     "same": "tab:gray",
-    "few samples": "lightgray",
-    "unstable": "khaki",
+    "ambiguous": "khaki",
 }
 
 

@@ -72,8 +72,10 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
     good = rows.groupby(keys + ["variant"])["status"].agg(lambda s: bool((s == "ok").all())).rename("all_ok")
     med = rows.groupby(keys + ["variant"])["time_median_s"].median().rename("t")
     iqr = rows.groupby(keys + ["variant"])["time_iqr_s"].median().rename("iqr")
+    contended = rows.get("contended", pd.Series(False, index=rows.index)).fillna(False).astype(bool)
+    noisy = rows.assign(_c=contended).groupby(keys)["_c"].any().rename("noisy")
     both = pd.concat([good, med, iqr], axis=1).reset_index()
-    both = both[both["all_ok"] & both["t"].notna()]
+    both = both[both["all_ok"] & both["t"].notna()].merge(noisy.reset_index(), on=keys, how="left")
     if both.empty:
         return "no variant was ok at every point of any group"
     rank = {v: i for i, v in enumerate(order)}
@@ -83,7 +85,11 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         best = g.iloc[0]
         runner = g.iloc[1] if len(g) > 1 else None
         dt, c, b, targets, logits, options, mode = key
-        if runner is None:
+        if bool(best["noisy"]):  # a ranking of contended timings ranks the other work
+            best = best.copy()
+            best["variant"], runner = "not ranked: timed under contention", None
+            gap = "-"
+        elif runner is None:
             gap = "-"
         elif runner["t"] - best["t"] < max(_nan0(best["iqr"]), _nan0(runner["iqr"])):
             gap = f"tie ({runner['t'] / best['t']:.2f}×, within the IQR)"
@@ -114,6 +120,62 @@ def fastest(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
         if df[col].nunique() == 1:
             df = df.drop(columns=col)
     return df.reset_index(drop=True)
+
+
+def timing_conditions(rows: pd.DataFrame) -> "pd.DataFrame | str":
+    """How far the run's timings can be trusted, in figures: rows timed under contention (and
+    why, by reason), the samples' spread (IQR over median), the calibration's drift within a
+    point, the thread count and the load beside it."""
+    if not data.has(rows, "time_median_s"):
+        return "timing was off (accuracy-only run)"
+    timed = rows[rows["time_median_s"].notna()]
+    if "contended" not in timed or timed["contended"].isna().all():
+        return "these rows predate the timing-conditions columns"
+    marked = timed[timed["contended"].fillna(False).astype(bool)]
+    reasons = (
+        marked["contention"].str.split("; ").explode().str.split(":").str[0].value_counts()
+        if len(marked)
+        else pd.Series(dtype=int)
+    )
+    spread = (timed["time_iqr_s"] / timed["time_median_s"]).median()
+    drift = (timed["calib_after_s"] / timed["calib_before_s"]).dropna()
+    drift_text = "-" if drift.empty else f"x{drift.min():.2f} to x{drift.max():.2f}"
+    return pd.DataFrame(
+        [
+            {
+                "timed rows": len(timed),
+                "under contention": f"{len(marked)} ({len(marked) / len(timed):.0%})",
+                "why": ", ".join(f"{n} {r}" for r, n in reasons.items()) or "-",
+                "median spread (IQR / median)": f"{spread:.1%}",
+                "calibration drift in a point": drift_text,
+                "threads": ", ".join(str(int(t)) for t in sorted(timed["num_threads"].dropna().unique()))
+                or "-",
+                "other runnable tasks (median)": _fmt_load(timed.get("runnable_others")),
+            }
+        ]
+    )
+
+
+def _fmt_load(col: "pd.Series | None") -> str:
+    if col is None or col.isna().all():
+        return "-"
+    return f"{col.median():.2g}"
+
+
+def timing_sentence(rows: pd.DataFrame) -> str:
+    """The report's one line on its timings: trustworthy, or how noisy and what to do."""
+    if not data.has(rows, "time_median_s") or "contended" not in rows:
+        return ""
+    timed = rows[rows["time_median_s"].notna()]
+    marked = int(timed["contended"].fillna(False).astype(bool).sum())
+    spread = (timed["time_iqr_s"] / timed["time_median_s"]).median()
+    if not marked:
+        return f"Timings: no row was timed under contention; the samples' median spread is {spread:.1%}."
+    return (
+        f"Timings are noisy: {marked} of {len(timed)} timed rows ({marked / len(timed):.0%}) were "
+        f"timed under contention (median spread {spread:.1%}); they are not ranked. Stop the "
+        "other work (or run where nothing else does), or lower num_threads, and run again."
+    )
 
 
 def status_counts(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame | str":
