@@ -275,7 +275,11 @@ def _beyond(sep: float, factor: float, slower: bool) -> bool:
 
 
 def time_verdict(
-    base: Timed | None, new: Timed | None, th: Thresholds, point_change: float | None = None
+    base: Timed | None,
+    new: Timed | None,
+    th: Thresholds,
+    point_change: float | None = None,
+    lone: bool = False,
 ) -> tuple[str, float, str]:
     """(verdict, median ratio new/base, reason) for one row's two timings, nvbench-compare's way:
     judged from the samples' intervals, with an honest "don't know".
@@ -286,10 +290,16 @@ def time_verdict(
                 after dividing each run's samples by its calibration (a slower machine slows
                 the calibration too), in wall time less the run-queue wait where one thread does
                 all the work (other work that took the core adds wait, not work), against the
-                native op timed interleaved at the same point (the row's relative samples: a
-                machine that slowed slowed both), and for the native op itself `point_change`,
+                native op timed interleaved at the same point (the median of the row's relative
+                samples moved beyond the factor too: a machine that slowed slowed both), and for
+                the native op itself `point_change`,
                 the other variants' change against it at its point. A row timed under contention
-                other than waits for a core, or without the wait figures, is not judged.
+                other than waits for a core, or without the wait figures, is not judged. A
+                `lone` row (its variant's other rows in that mode did not move the same way)
+                must separate by factor squared: a whole row of one point can run 1.4x slower
+                in one process than in another (the same code; seen in 1 of 7 A/A tries), and
+                among hundreds of rows some will, while a real slowdown shows at its siblings
+                or is large.
       faster    the same, the other way.
       same      the median ratio is within the factor and no separation beyond it.
       ambiguous anything else, with the reason: too few samples, a separation the other
@@ -319,6 +329,15 @@ def time_verdict(
         )
     slower = sep > 1
     word = "slower" if slower else "faster"
+    if lone and not _beyond(sep, f * f, slower):
+        return (
+            "ambiguous",
+            ratio,
+            (
+                f"lone: x{sep:.3g} apart, but no other row of this variant and mode moved beyond "
+                f"x{f:g}; alone it needs x{f * f:.3g}"
+            ),
+        )
     if base.calib and new.calib:
         cal = separation(b / base.calib, n / new.calib)
         if not _beyond(cal, f, slower):
@@ -342,7 +361,10 @@ def time_verdict(
     elif base.contention or new.contention:
         return "ambiguous", ratio, f"contention: {new.contention or base.contention}"
     if base.rel is not None and new.rel is not None and len(base.rel) and len(new.rel):
-        rel = separation(base.rel, new.rel)
+        # The medians' ratio, not the intervals': a ratio of two samples spreads as both do, and a
+        # real 1.5x slowdown then separated by x1.1-x1.2 only. The question here is only whether
+        # the whole point moved (the ratio stays near 1) or this variant did.
+        rel = float(np.median(new.rel)) / float(np.median(base.rel))
         if not _beyond(rel, f, slower):
             return (
                 "ambiguous",
@@ -582,6 +604,7 @@ def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, 
     if rows.empty:
         return []
     change = rows.apply(_rel_change, axis=1)
+    lone = _lone(rows, th)
     point = [c for c in KEY_COLUMNS if c != "variant"]
     natives = rows.apply(_is_native, axis=1).astype(bool)
     others = change[~natives].groupby([rows.loc[~natives, c] for c in point], dropna=False).median()
@@ -598,8 +621,41 @@ def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, 
                 _timed(r, "new", th.time_basis),
                 th,
                 None if pd.isna(pc) else float(pc),
+                lone=bool(lone[i]),
             )
         )
+    return out
+
+
+# A slowdown is corroborated when at least this many of the variant's other rows in the same
+# mode moved beyond the factor the same way (and at least CORROBORATING_SHARE of them).
+CORROBORATING_ROWS = 2
+CORROBORATING_SHARE = 0.25
+
+
+def _median_ratio(r: pd.Series, basis: str) -> float:
+    col = "time_rel_samples" if basis == "relative" else "time_samples_s"
+    b, n = _samples(r.get(f"{col}_base")), _samples(r.get(f"{col}_new"))
+    if b is None or n is None or np.median(b) <= 0:
+        return math.nan
+    return float(np.median(n) / np.median(b))
+
+
+def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
+    """True for a row whose variant has other rows in its mode (2 or more) and too few of them
+    moved beyond the factor in the row's own direction to corroborate it."""
+    ratio = rows.apply(_median_ratio, axis=1, basis=th.time_basis)
+    up, down = ratio > th.time_factor, ratio < 1 / th.time_factor
+    out = pd.Series(False, index=rows.index)
+    for _, g in rows.groupby(["variant", "mode"], sort=False):
+        others = len(g) - 1
+        if others < CORROBORATING_ROWS:
+            continue  # a run of one or two points: nothing to corroborate with
+        need = max(CORROBORATING_ROWS, math.ceil(CORROBORATING_SHARE * others))
+        n_up, n_down = int(up[g.index].sum()), int(down[g.index].sum())
+        for i in g.index:
+            same_way = (n_up - up[i]) if ratio[i] >= 1 else (n_down - down[i])
+            out[i] = same_way < need
     return out
 
 

@@ -110,8 +110,7 @@ def measure_variant(
         return row, None
     if not timing.enabled:
         return row, None
-    native = variant.name == family.native
-    return row, Slot(call, feed.refresh, feed.release, group=mode, companion=native, fresh=feed.fresh)
+    return row, Slot(call, feed.refresh, feed.release, fresh=feed.fresh)
 
 
 def _failure(exc: BaseException) -> dict:
@@ -149,7 +148,9 @@ def time_point(
     steal = environment.steal_fraction(cpu_before, environment.CpuTimes.read())
     sm_clock, reasons = environment.gpu_state(point.device)
     calib_after = calibration.calibrate(point.device)
-    natives = {slot.group: slot for row, slot in timed if slot.companion and slot.error is None}
+    natives = {
+        row["mode"]: slot for row, slot in timed if row["variant"] == family.native and slot.error is None
+    }
     for row, slot in timed:
         if slot.error is not None:
             row.update(_failure(slot.error))
@@ -158,7 +159,7 @@ def time_point(
             continue
         stats = TimingStats.of(slot.samples)
         waits = slot.waits if len(slot.waits) == len(slot.samples) else []
-        native = natives.get(slot.group)
+        native = natives.get(row["mode"])
         rel = paired_ratios(slot, native) if native is not None else []
         row.update(
             time_median_s=stats.median,

@@ -196,3 +196,29 @@ def test_rows_from_before_the_timing_evidence_are_judged_on_their_samples():
     new["time_samples_s"] = [list(draws(1, 20, 1.6e-3, 0.05))]
     assert compare(base, new).rows["time"].iloc[0] == "slower"
     assert ENV["num_threads"] == 2  # the premise: no wait evidence on these rows
+
+
+def _points(shifts: list[float], seed: int = 0) -> pd.DataFrame:
+    """One variant at len(shifts) points (logit scales), each row's samples scaled by its shift."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, shift in enumerate(shifts):
+        r = row("a", samples=list(shift * 1e-3 * np.exp(rng.normal(0, 0.02, 15))))
+        r["logit_scale"] = float(k + 1)
+        rows.append(r)
+    return frame(*rows)
+
+
+def test_a_lone_row_needs_the_factor_squared_and_corroborated_rows_the_factor():
+    # Seen in an A/A try: one whole row of one point ran 1.45x slower in the second process (same
+    # code, no contention, calibrations equal), while the variant's 23 other rows did not move.
+    c = compare(_points([1.0] * 8), _points([1.45] + [1.0] * 7, seed=1))
+    assert c.rows["time"].iloc[0] == "ambiguous" and c.rows["time_note"].iloc[0].startswith("lone:")
+    assert c.exit_code == 0
+    # Far beyond the factor, alone: a real slowdown at one point.
+    assert compare(_points([1.0] * 8), _points([2.0] + [1.0] * 7, seed=1)).rows["time"].iloc[0] == "slower"
+    # The same 1.45x at every point corroborates itself.
+    everywhere = compare(_points([1.0] * 8), _points([1.45] * 8, seed=1))
+    assert set(everywhere.rows["time"]) == {"slower"}
+    # A run of one or two points has nothing to corroborate with: the factor alone decides.
+    assert compare(_points([1.0] * 2), _points([1.45, 1.0], seed=1)).rows["time"].iloc[0] == "slower"

@@ -25,32 +25,34 @@ def test_every_round_calls_each_slot_once_in_order():
     log: list[str] = []
     slots = [_slot(log, "a"), _slot(log, "b"), _slot(log, "c")]
     time_interleaved(slots, CPU, warmup=1, min_reps=3, min_time_s=0.0, max_reps=100)
-    # warm-up of each slot first, then rounds a b c, a b c, ...: a busy spell falls on all
+    # a warm-up round, then rounds a b c, a b c, ...: a busy spell falls on all
     assert log == ["a", "b", "c"] + ["a", "b", "c"] * 3
     assert [s.rounds for s in slots] == [[0, 1, 2]] * 3
     assert all(len(s.samples) == 3 for s in slots)
 
 
-def test_a_slow_call_gets_min_reps_and_a_fast_one_fills_its_time_budget():
-    fast, slow = Slot(fn=lambda: None), Slot(fn=lambda: time.sleep(0.02))
-    time_interleaved([fast, slow], CPU, warmup=0, min_reps=5, min_time_s=0.01, max_reps=1000)
-    assert len(slow.samples) == 5  # 5 x 20 ms already pass min_time_s: min_reps decides
-    assert len(fast.samples) >= 5 and len(fast.samples) == len(fast.rounds)
+def test_every_slot_gets_the_same_rounds_until_they_reach_the_time_budget_together():
+    # A slow call and a fast one: rounds continue until min_reps rounds and min_time_s of round
+    # time, and every round holds both (the fast call's samples are not taken in emptier rounds).
+    fast, slow = Slot(fn=lambda: None), Slot(fn=lambda: time.sleep(0.005))
+    time_interleaved([fast, slow], CPU, warmup=0, min_reps=3, min_time_s=0.03, max_reps=1000)
+    assert fast.rounds == slow.rounds == list(range(len(slow.samples)))
+    assert 5 <= len(slow.samples) <= 8  # ~6 rounds of 5 ms reach 30 ms
+    # A 500 ms call still gets min_reps samples: the budget only adds rounds to short ones.
+    long = Slot(fn=lambda: time.sleep(0.05))
+    time_interleaved([long], CPU, warmup=0, min_reps=5, min_time_s=0.01, max_reps=1000)
+    assert len(long.samples) == 5
+    capped = Slot(fn=lambda: None)
+    time_interleaved([capped], CPU, warmup=0, min_reps=1, min_time_s=1e9, max_reps=40)
+    assert len(capped.samples) == 40
 
 
-def test_the_companion_samples_as_long_as_a_slot_of_its_group_does():
-    # On its own the native op would stop after 5 rounds (5 x 10 ms = min_time_s), its mode's
-    # variant after ~17, the other mode's after ~50.
-    native = Slot(fn=lambda: time.sleep(0.01), group="fwd", companion=True)
-    slow = Slot(fn=lambda: time.sleep(0.003), group="fwd")
-    other_mode = Slot(fn=lambda: time.sleep(0.001), group="fwd_bwd")
-    time_interleaved([native, slow, other_mode], CPU, warmup=0, min_reps=3, min_time_s=0.05, max_reps=1000)
-    assert max(slow.rounds) > 5 and max(other_mode.rounds) > max(slow.rounds)
-    # the native op has a sample in every round of the slow variant of its own mode ...
-    assert set(slow.rounds) <= set(native.rounds)
-    assert len(paired_ratios(slow, native)) == len(slow.samples)
-    # ... and no more rounds than that, although the other mode's slot ran as long
-    assert max(native.rounds) == max(slow.rounds)
+def test_warmup_rounds_are_interleaved_too():
+    log: list[str] = []
+    time_interleaved(
+        [_slot(log, "a"), _slot(log, "b")], CPU, warmup=2, min_reps=1, min_time_s=0.0, max_reps=1
+    )
+    assert log == ["a", "b", "a", "b", "a", "b"]
 
 
 def test_paired_ratios_divide_sample_by_sample_within_a_round():
@@ -69,7 +71,7 @@ def test_a_failing_slot_stops_alone_and_a_stop_request_is_raised():
 
     bad, good = Slot(fn=flaky), _slot(log, "g")
     time_interleaved([bad, good], CPU, warmup=1, min_reps=4, min_time_s=0.0, max_reps=100)
-    assert isinstance(bad.error, RuntimeError) and len(good.samples) == 4
+    assert isinstance(bad.error, RuntimeError) and bad.samples == [] and len(good.samples) == 4
 
     def interrupted():
         raise KeyboardInterrupt

@@ -207,10 +207,6 @@ class Slot:
     rounds: list[int] = field(default_factory=list)
     others: list[float] = field(default_factory=list)
     error: BaseException | None = None
-    # A companion keeps sampling while any other slot of its group (its mode) still does: the
-    # native op, so that every round of a slow variant has a native sample to divide by.
-    group: str = ""
-    companion: bool = False
     fresh: bool = False  # each call gets fresh input copies (prepare): do_bench cannot do that
 
 
@@ -230,18 +226,8 @@ def _guarded(slot: Slot, body: Callable[[], Any], stop: Callable[[BaseException]
         return None
 
 
-def _active(slots: list[Slot], min_reps: int, min_time_s: float, max_reps: int) -> list[Slot]:
-    """The slots the next round calls: those still short of samples, and each companion while a
-    slot of its group still is (up to max_reps)."""
-
-    def short(s: Slot) -> bool:
-        return not _enough(s.samples, min_reps, min_time_s, max_reps)
-
-    alive = [s for s in slots if s.error is None]
-    leading = {s.group for s in alive if not s.companion and short(s)}
-    return [
-        s for s in alive if short(s) or (s.companion and s.group in leading and len(s.samples) < max_reps)
-    ]
+def _alive(slots: list[Slot]) -> list[Slot]:
+    return [s for s in slots if s.error is None]
 
 
 def time_interleaved(
@@ -254,22 +240,36 @@ def time_interleaved(
     probe: Callable[[], float | None] = lambda: None,
     stop: Callable[[BaseException], bool] = lambda exc: False,
 ) -> None:
-    """Time every slot round-robin: each round calls every slot that still needs samples once,
-    in order, so a change in the machine's speed (a busy loop starting, a clock dropping) falls
-    on every variant alike instead of on whichever was being timed then; Liger's benchmarks
-    alternate providers for the same reason. Each slot stops once it has `min_reps` samples and
-    `min_time_s` of them (or `max_reps`), so a 500 ms call gets as many samples as a 5 us one.
+    """Time every slot round-robin: each round calls every slot once, in order, so a change in
+    the machine's speed (a busy loop starting, a clock dropping) falls on every variant alike
+    instead of on whichever was being timed then; Liger's benchmarks alternate providers for the
+    same reason. `warmup` rounds first, unrecorded; then rounds until there are `min_reps` of them
+    and they took `min_time_s` together (or `max_reps` rounds), so that a 500 ms call gets as
+    many samples as a 5 us one, and every slot the same number.
+
+    Every round holds every slot: the cache a call finds depends on the calls before it, and a
+    round that lost its fast members as they reached their own budget ran its remaining calls
+    measurably faster (a 78 us call drifted to 48 us over 34 rounds as the round emptied).
 
     Fills the slots' samples in place. `probe()` is read once per round (the runnable load);
-    `stop(exc)` says which exceptions end the timing (a user's Ctrl-C) rather than the slot."""
-    for slot in slots:
-        for _ in range(warmup):
-            if slot.error is None:
-                _guarded(slot, slot.fn, stop)
+    `stop(exc)` says which exceptions end the timing (a user's Ctrl-C) rather than the slot. A
+    slot whose call raises leaves the rounds with `error` set."""
+    for _ in range(warmup):
+        for slot in _alive(slots):
+            _guarded(slot, slot.fn, stop)
     if device.type == "cuda":
         _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop)
     else:
         _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop)
+
+
+def _round_times(slots: list[Slot]) -> list[float]:
+    """Seconds each recorded round took, summed over the slots that were in it."""
+    total: dict[int, float] = {}
+    for slot in slots:
+        for r, t in zip(slot.rounds, slot.samples):
+            total[r] = total.get(r, 0.0) + t
+    return [total[r] for r in sorted(total)]
 
 
 def _timed_cpu(fn: Callable[[], Any]) -> tuple[float, float | None]:
@@ -285,9 +285,9 @@ def _timed_cpu(fn: Callable[[], Any]) -> tuple[float, float | None]:
 
 def _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop) -> None:
     rnd = 0
-    while active := _active(slots, min_reps, min_time_s, max_reps):
+    while _alive(slots) and not _enough(_round_times(slots), min_reps, min_time_s, max_reps):
         others = probe()
-        for slot in active:
+        for slot in _alive(slots):
             timed = _guarded(slot, functools.partial(_timed_cpu, slot.fn), stop)
             if timed is None:
                 continue
@@ -301,18 +301,20 @@ def _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop) -> None:
 
 
 def _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop) -> None:
-    """As time_cuda, round-robin: rounds are queued in batches (one host wait per batch, so the
-    host stays ahead of the device), each call after an L2 flush, between two events."""
+    """As time_cuda, round by round: rounds are queued in batches (one host wait per batch, so
+    the host stays ahead of the device), each call after an L2 flush, between two events."""
     with torch.cuda.device(device):
         flush = flush_buffer(device)
         torch.cuda.synchronize(device)
         rnd = 0
-        while active := _active(slots, min_reps, min_time_s, max_reps):
-            want = min(_batch_size(s.samples, min_reps, min_time_s, max_reps) for s in active)
+        while _alive(slots) and not _enough(times := _round_times(slots), min_reps, min_time_s, max_reps):
+            width = len(_alive(slots))
             queued = []
-            for _ in range(max(1, min(want, MAX_BATCH // len(active)))):
+            for _ in range(
+                max(1, min(_batch_size(times, min_reps, min_time_s, max_reps), MAX_BATCH // width))
+            ):
                 others = probe()
-                for slot in (s for s in active if s.error is None):
+                for slot in _alive(slots):
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     if _guarded(slot, functools.partial(_queued_cuda, slot.fn, flush, start, end), stop):
                         queued.append((slot, start, end, rnd, others))
