@@ -241,7 +241,7 @@ class Timed:
     own: np.ndarray | None = None
     calib: float | None = None
     contention: str = ""
-    rel: np.ndarray | None = None  # samples over the native op's of the same round (not the native's own)
+    rel: np.ndarray | None = None
 
 
 def _has_samples(x: object) -> bool:
@@ -292,8 +292,8 @@ def time_verdict(
                 all the work (other work that took the core adds wait, not work), against the
                 native op timed interleaved at the same point (the median of the row's relative
                 samples moved beyond the factor too: a machine that slowed slowed both), and for
-                the native op itself `point_change`,
-                the other variants' change against it at its point. A row timed under contention
+                the native op itself `point_change`, the other variants' change against it at
+                its point. A row timed under contention
                 other than waits for a core, or without the wait figures, is not judged. A
                 `lone` row (its variant's other rows in that mode did not move the same way)
                 must separate by factor squared: a whole row of one point can run 1.4x slower

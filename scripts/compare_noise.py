@@ -4,7 +4,7 @@ the README states, measured on this machine, with other work beside the runs.
     python scripts/compare_noise.py aa     [--tries 20] [--load loop|sweep|none]
     python scripts/compare_noise.py slow   [--tries 10] [--load loop|sweep|none]
     python scripts/compare_noise.py long   [--tries 10] [--lengths-ms 20,100,500] [--load ...]
-    python scripts/compare_noise.py marks  [--tries 3]
+    python scripts/compare_noise.py marks  [--tries 3] [--loops 1|2]
     python scripts/compare_noise.py ci     [--tries 5]
 
 aa     two plain `+sweep=smoke` runs of this checkout, compared: every row flagged slower is a
@@ -21,9 +21,9 @@ ci     scripts/ci_compare.sh between two commits of a scratch clone of this chec
        no smoke variant (exit 0), and between the first and a commit that makes `online` do 1.5x
        its work (exit 1 naming online, and no other variant), `--tries` each.
 
---load: `loop` runs a busy shell loop beside every measured run (one core of the two busy);
-`sweep` a second smoke sweep in a loop; `none` nothing. Each try prints a line; the last line
-is the rate. Exit code 0 when the rate meets its target, 1 when it does not.
+--load: `loop` runs a busy shell loop beside every measured run (one core of the two busy;
+`--loops 2` two: every core); `sweep` a second smoke sweep in a loop; `none` nothing. Each try
+prints a line; the last line is the rate. Exit code 0 when the rate meets its target, 1 when it does not.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ SLOW_FOUR = f"torch_cross_entropy,{SLOWED}@tests.slow_variant:slow_log1p_shifted
 
 def harness(out: Path, *args: str, cwd: Path = REPO) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", *args, f"hydra.sweep.dir={out}"],
+        [sys.executable, "-m", "harness", *args, f"hydra.sweep.dir={out}", f"hydra.run.dir={out}"],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -59,26 +59,30 @@ def harness(out: Path, *args: str, cwd: Path = REPO) -> None:
         sys.exit(f"compare_noise: a run failed: {proc.stderr.strip()[-500:]}")
 
 
+LOOPS = 1  # busy loops for --load loop (--loops)
+
+
 @contextlib.contextmanager
-def beside(kind: str, scratch: Path) -> Iterator[None]:
-    """Other work on the machine while the block runs: a busy loop, or smoke sweeps in a loop."""
+def beside(kind: str, scratch: Path, loops: int | None = None) -> Iterator[None]:
+    """Other work on the machine while the block runs: busy loops, or smoke sweeps in a loop."""
     if kind == "none":
         yield
         return
     if kind == "loop":
-        script = "while :; do :; done"
+        scripts = ["while :; do :; done"] * (LOOPS if loops is None else loops)
     else:
-        script = (
+        scripts = [
             f"i=0; while true; do i=$((i+1)); {sys.executable} -m harness +sweep=smoke "
             f"hydra.sweep.dir={scratch}/load$i >/dev/null 2>&1; rm -rf {scratch}/load$i; done"
-        )
-    proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, start_new_session=True)
+        ]
+    procs = [subprocess.Popen(["bash", "-c", s], cwd=REPO, start_new_session=True) for s in scripts]
     try:
         time.sleep(1.0)  # let it get going
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
 
 
 def compared(base: Path, new: Path):
@@ -166,7 +170,7 @@ def marks(args, root: Path) -> bool:
         q, busy = root / f"marks{i}" / "quiet", root / f"marks{i}" / "busy"
         harness(q, "+sweep=smoke")
         with beside("loop", root):
-            harness(busy, "+sweep=smoke")
+            harness(busy, "+sweep=smoke")  # LOOPS busy loops beside
         rq, rb = (load(d).dropna(subset=["time_median_s"]) for d in (q, busy))
         quiet_share.append(rq["contended"].mean())
         j = rq.merge(rb, on=list(KEY_COLUMNS), suffixes=("_q", "_b"))
@@ -183,7 +187,7 @@ def marks(args, root: Path) -> bool:
     worst = max(quiet_share)
     print(
         f"\ncontention marks: at most {worst:.1%} of a quiet run's rows marked; of {off_total} rows "
-        f"off by more than 1.5x beside a busy loop, {off_total - missed} marked"
+        f"off by more than 1.5x beside {LOOPS} busy loop(s), {off_total - missed} marked"
     )
     return worst <= 0.05 and missed == 0
 
@@ -282,9 +286,12 @@ def main() -> int:
     parser.add_argument("experiment", choices=EXPERIMENTS)
     parser.add_argument("--tries", type=int, default=10)
     parser.add_argument("--load", choices=("loop", "sweep", "none"), default="loop")
+    parser.add_argument("--loops", type=int, default=1, help="busy loops for --load loop (and marks)")
     parser.add_argument("--lengths-ms", default="20,100,500")
     parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
     args = parser.parse_args()
+    global LOOPS
+    LOOPS = args.loops
     root = args.keep or Path(tempfile.mkdtemp(prefix="compare-noise-"))
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

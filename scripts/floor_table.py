@@ -6,7 +6,9 @@ memory, error, and the timer's agreement with do_bench.
 
 One line per (point, variant, mode), fastest first within a point. `x floor` is
 time_median_s / floor_time_s (1.0 is at the floor of the byte model: the read bandwidth for fwd,
-the copy bandwidth for fwd_bwd).
+the copy bandwidth for fwd_bwd). The byte model's fwd_bwd floor is 2L with hard targets (read the
+logits, write the gradient) and 3L with soft ones (their probabilities are read too); the point
+column names which (L = the logits' bytes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ DEFAULT = ["triton_fused", "torch_compile", "liger_cross_entropy", "torch_cross_
 
 def _num(x: float, fmt: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _floor_label(targets: str, mode: str) -> str:
+    """The byte model's floor in logits' worth of bytes (harness/cross_entropy/traffic.py)."""
+    soft = targets == "soft"
+    return f"({(3 if soft else 2) if mode == 'fwd_bwd' else (2 if soft else 1)}L)"
 
 
 def table(run: Path, variants: list[str], modes: list[str], where: dict[str, list] | None = None) -> str:
@@ -43,7 +51,8 @@ def table(run: Path, variants: list[str], modes: list[str], where: dict[str, lis
         b, c, dtype, targets, scale = key
         for _, r in point.sort_values(["mode", "time_median_s"]).iterrows():
             lines.append(
-                f"| B={b} C={c} {dtype} {targets} s={scale:g} | `{r.variant}` | {r['mode']} "
+                f"| B={b} C={c} {dtype} {targets} s={scale:g} {_floor_label(targets, r['mode'])} "
+                f"| `{r.variant}` | {r['mode']} "
                 f"| {r.time_median_s * 1e3:.3f} ms | {_num(r.time_median_s / r.floor_time_s, '.2f')}x "
                 f"| {_num(r.peak_mem_bytes / 2**30, '.2f')} GiB | {_num(r.loss_rel_err, '.1e')} "
                 f"| {_num(r.grad_rel_err, '.1e')} | {_num(r.do_bench_ratio, '.2f')} |"

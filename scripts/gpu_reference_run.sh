@@ -20,22 +20,44 @@
 #   gpu_options  `+sweep=gpu_options`: the loss options at the headline shape: gpu_options_rows.parquet
 #   linear    `+sweep=linear_gpu`: fused linear + cross-entropy at LLM sizes: linear_rows.parquet
 #   kernel    the CUDA tests of the kernel, its options, the ceilings and the timer: pytest_kernel.txt
+#
+# DRY_RUN=1 prints each stage's commands (one per line, into the stage's log as well) instead of
+# running them, and runs nothing on the device: tests/test_gpu_script.py checks on a CPU that every
+# stage's harness command composes, that its tests exist, and that the time limits fit a session.
 set -u
 out=${1:?usage: gpu_reference_run.sh OUTDIR [STAGE ...]}
 shift
 stages=${*:-check sweep}
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" >/dev/null; then
+dry=${DRY_RUN:-}
+run() {  # the command, or under DRY_RUN its words on one line
+    if [ -n "$dry" ]; then
+        printf 'run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+if [ -n "$dry" ]; then
+    echo "dry run: nothing is installed or measured" >"$out/nvidia_smi.csv"
+elif compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu \
-    --format=csv >"$out/nvidia_smi.csv" 2>&1
-python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+if [ -z "$dry" ]; then
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu \
+        --format=csv >"$out/nvidia_smi.csv" 2>&1
+    python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+fi
 
 rows_to() {  # rows_to SWEEP_DIR FILE: every row of a sweep folder as one parquet file
+    if [ -n "$dry" ]; then
+        echo "rows: $1 -> $2"
+        return
+    fi
     python3 - "$1" "$2" <<'EOF'
 import sys
 from harness.results import load
@@ -53,37 +75,37 @@ for stage in $stages; do
     t0=$(date +%s)
     case $stage in
     check)
-        timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" 2>&1 | tee "$out/gpu_check.txt"
+        run timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" 2>&1 | tee "$out/gpu_check.txt"
         ;;
     sweep)
-        timeout 420 python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
+        run timeout 420 python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
         rows_to /tmp/x/gpu "$out/gpu_rows.parquet"
         ;;
     options)  # OPTIONS_ARGS: extra overrides, e.g. a shorter variant list
-        timeout 240 python3 -m harness +sweep=options device=cuda ${OPTIONS_ARGS:-} hydra.sweep.dir=/tmp/x/options 2>&1 |
+        run timeout 240 python3 -m harness +sweep=options device=cuda ${OPTIONS_ARGS:-} hydra.sweep.dir=/tmp/x/options 2>&1 |
             tee "$out/sweep_options.log"
         rows_to /tmp/x/options "$out/options_rows.parquet"
         ;;
     floor)
-        timeout 120 python3 -m harness +sweep=gpu num_classes=32000,262144 dtype=fp32 targets=hard \
+        run timeout 120 python3 -m harness +sweep=gpu num_classes=32000,262144 dtype=fp32 targets=hard \
             'variants=[triton_fused,torch_cross_entropy,liger_cross_entropy]' hydra.sweep.dir=/tmp/x/floor 2>&1 |
             tee "$out/sweep_floor.log"
         rows_to /tmp/x/floor "$out/floor_rows.parquet"
         ;;
     gpu_options)
-        timeout 420 python3 -m harness +sweep=gpu_options hydra.sweep.dir=/tmp/x/gpu_options 2>&1 |
+        run timeout 420 python3 -m harness +sweep=gpu_options hydra.sweep.dir=/tmp/x/gpu_options 2>&1 |
             tee "$out/sweep_gpu_options.log"
         rows_to /tmp/x/gpu_options "$out/gpu_options_rows.parquet"
         ;;
     linear)  # estimated 8-12 min (conf/sweep/linear_gpu.yaml): if cut off, run the stage again, it resumes
-        timeout 540 python3 -m harness +sweep=linear_gpu hydra.sweep.dir=/tmp/x/linear 2>&1 |
+        run timeout 540 python3 -m harness +sweep=linear_gpu hydra.sweep.dir=/tmp/x/linear 2>&1 |
             tee "$out/sweep_linear.log"
         rows_to /tmp/x/linear "$out/linear_rows.parquet"
         ;;
     kernel)  # KERNEL_TESTS: a -k expression to run part of them
-        timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
+        run timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
             tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py \
-            tests/test_linear_fused.py 2>&1 |
+            tests/test_linear_fused.py tests/test_interleaved.py tests/test_contention.py 2>&1 |
             tee "$out/pytest_kernel.txt"
         ;;
     *)

@@ -120,3 +120,21 @@ def test_rows_timed_beside_a_busy_loop_on_every_core_are_all_marked():
     timed = [r for r in rows if r.get("time_median_s") is not None]
     assert timed and all(r["contended"] for r in timed), [r["contention"] for r in timed]
     assert all(r["contention"].startswith("load: ") for r in timed)
+
+
+def test_the_sweep_summary_says_it_in_one_line_from_the_rows():
+    import pandas as pd
+
+    from harness.callbacks import timing_noise_line
+
+    rows = pd.DataFrame(
+        {
+            "time_median_s": [1e-3, 1e-3, None],
+            "contended": [True, False, None],
+            "contention": ["drift: the calibration took x1.30 as long after the point as before", "", None],
+        }
+    )
+    line = timing_noise_line(rows)
+    assert line.startswith("1 of 2 timed rows under contention (drift: ") and "\n" not in line
+    assert timing_noise_line(rows.assign(contended=False)) is None
+    assert timing_noise_line(rows.drop(columns=["contended"])) is None  # rows from before the column

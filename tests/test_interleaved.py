@@ -120,15 +120,32 @@ def test_cuda_rounds_flush_before_every_call_and_wait_once_per_batch(monkeypatch
         def elapsed_time(self, end) -> float:
             return (end.t - self.t) * 1e3
 
+        def synchronize(self) -> None:
+            events.append("sync")
+
     monkeypatch.setattr(
         timing, "flush_buffer", lambda device: SimpleNamespace(zero_=lambda: events.append("flush"))
     )
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("device_sync"))
     monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())
     a = Slot(fn=lambda: events.append("a"))
     b = Slot(fn=lambda: events.append("b"))
     time_interleaved([a, b], torch.device("cuda"), warmup=1, min_reps=2, min_time_s=0.0, max_reps=10)
     per_call = lambda name: ["flush", "record", name, "record"]  # noqa: E731
-    assert events == ["a", "b", "sync"] + (per_call("a") + per_call("b")) * 2 + ["sync"]
+    assert events == ["a", "b", "device_sync"] + (per_call("a") + per_call("b")) * 2 + ["sync"]
     assert a.rounds == b.rounds == [0, 1] and a.waits == []  # no host waits recorded on CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_interleaved_cuda_timing_agrees_with_the_single_call_timer():
+    x = torch.randn(64 * 2**20, device="cuda")
+    y = torch.empty_like(x)
+    z = torch.empty_like(x)
+    copy, fill = Slot(fn=lambda: y.copy_(x)), Slot(fn=lambda: z.fill_(1.0))
+    time_interleaved(
+        [copy, fill], torch.device("cuda"), warmup=3, min_reps=20, min_time_s=0.05, max_reps=1000
+    )
+    alone = timing.time_call(lambda: y.copy_(x), torch.device("cuda"), 3, 20, 0.05, 1000)
+    ratio = float(torch.tensor(copy.samples).median()) / alone.median
+    assert 0.9 < ratio < 1.1 and copy.rounds == fill.rounds

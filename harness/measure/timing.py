@@ -14,9 +14,11 @@ H200 (commit 6b6f923); batched, 302 of the 310 rows of 0.2 ms or more of `+sweep
 within 5% (results/reference/h200/gpu). `do_bench_ratio` cross-checks the median against
 do_bench (a fixed 256 MiB flush, its own median).
 
-Samples continue until both `min_reps` and `min_time_s` are reached (or `max_reps`).
-`prepare`, when given, runs before every call (warm-up and timed) outside the timed interval:
-it hands a variant that overwrites its input a fresh copy (harness/measure/isolation.py).
+A point's variants are timed together, interleaved (`time_interleaved`): rounds that call each
+of them once, until there are `min_reps` rounds and they took `min_time_s` together (or
+`max_reps`). `time_call` is the same timer with one call. `prepare`, when given, runs before
+every call (warm-up and timed) outside the timed interval: it hands a variant that overwrites its
+input a fresh copy (harness/measure/isolation.py).
 """
 
 from __future__ import annotations
@@ -102,16 +104,7 @@ def time_cpu(
     max_reps: int,
     prepare: Callable[[], None] = _nothing,
 ) -> TimingStats:
-    for _ in range(warmup):
-        prepare()
-        fn()
-    samples: list[float] = []
-    while not _enough(samples, min_reps, min_time_s, max_reps):
-        prepare()
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return TimingStats.of(samples)
+    return time_call(fn, torch.device("cpu"), warmup, min_reps, min_time_s, max_reps, prepare)
 
 
 def time_cuda(
@@ -123,28 +116,7 @@ def time_cuda(
     max_reps: int,
     prepare: Callable[[], None] = _nothing,
 ) -> TimingStats:
-    with torch.cuda.device(device):  # events and the flush on the device being measured
-        flush = flush_buffer(device)
-        for _ in range(warmup):
-            prepare()
-            fn()
-        torch.cuda.synchronize(device)
-        samples: list[float] = []
-        while not _enough(samples, min_reps, min_time_s, max_reps):
-            n = _batch_size(samples, min_reps, min_time_s, max_reps)
-            pairs = [
-                (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)
-            ]
-            for start, end in pairs:
-                prepare()  # a fresh input copy, queued before `start` like the flush
-                flush.zero_()  # evict the inputs from L2; queued before `start`
-                start.record()
-                fn()
-                end.record()
-            pairs[-1][1].synchronize()  # one host wait per batch, after every interval
-            samples += [start.elapsed_time(end) / 1e3 for start, end in pairs]  # ms -> s
-        del flush
-    return TimingStats.of(samples)
+    return time_call(fn, device, warmup, min_reps, min_time_s, max_reps, prepare)
 
 
 def do_bench_ratio(
@@ -174,9 +146,10 @@ def time_call(
     max_reps: int,
     prepare: Callable[[], None] = _nothing,
 ) -> TimingStats:
-    if device.type == "cuda":
-        return time_cuda(fn, device, warmup, min_reps, min_time_s, max_reps, prepare)
-    return time_cpu(fn, warmup, min_reps, min_time_s, max_reps, prepare)
+    """One call timed alone: the interleaved timer with a single slot, every exception raised."""
+    slot = Slot(fn=fn, prepare=prepare)
+    time_interleaved([slot], device, warmup, min_reps, min_time_s, max_reps, stop=lambda exc: True)
+    return TimingStats.of(slot.samples)
 
 
 # --------------------------------------------------------------------------- interleaved
@@ -254,13 +227,21 @@ def time_interleaved(
     Fills the slots' samples in place. `probe()` is read once per round (the runnable load);
     `stop(exc)` says which exceptions end the timing (a user's Ctrl-C) rather than the slot. A
     slot whose call raises leaves the rounds with `error` set."""
+    if device.type != "cuda":
+        _warm(slots, warmup, stop)
+        _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop)
+        return
+    with torch.cuda.device(device):  # events and the flush on the device being measured
+        flush = flush_buffer(device)
+        _warm(slots, warmup, stop)
+        torch.cuda.synchronize(device)
+        _rounds_cuda(slots, flush, min_reps, min_time_s, max_reps, probe, stop)
+
+
+def _warm(slots: list[Slot], warmup: int, stop: Callable[[BaseException], bool]) -> None:
     for _ in range(warmup):
         for slot in _alive(slots):
             _guarded(slot, slot.fn, stop)
-    if device.type == "cuda":
-        _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop)
-    else:
-        _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop)
 
 
 def _round_times(slots: list[Slot]) -> list[float]:
@@ -300,31 +281,28 @@ def _rounds_cpu(slots, min_reps, min_time_s, max_reps, probe, stop) -> None:
         rnd += 1
 
 
-def _rounds_cuda(slots, device, min_reps, min_time_s, max_reps, probe, stop) -> None:
-    """As time_cuda, round by round: rounds are queued in batches (one host wait per batch, so
-    the host stays ahead of the device), each call after an L2 flush, between two events."""
-    with torch.cuda.device(device):
-        flush = flush_buffer(device)
-        torch.cuda.synchronize(device)
-        rnd = 0
-        while _alive(slots) and not _enough(times := _round_times(slots), min_reps, min_time_s, max_reps):
-            width = len(_alive(slots))
-            queued = []
-            for _ in range(
-                max(1, min(_batch_size(times, min_reps, min_time_s, max_reps), MAX_BATCH // width))
-            ):
-                others = probe()
-                for slot in _alive(slots):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    if _guarded(slot, functools.partial(_queued_cuda, slot.fn, flush, start, end), stop):
-                        queued.append((slot, start, end, rnd, others))
-                rnd += 1
-            torch.cuda.synchronize(device)
-            for slot, start, end, r, others in queued:
-                slot.samples.append(start.elapsed_time(end) / 1e3)  # ms -> s
-                slot.rounds.append(r)
-                if others is not None:
-                    slot.others.append(others)
+def _rounds_cuda(slots, flush, min_reps, min_time_s, max_reps, probe, stop) -> None:
+    """Rounds queued in batches, each call after an L2 flush, between two events; the host waits
+    once per batch, on its last end event, so it stays ahead of the device and never leaves it
+    idle inside an interval."""
+    rnd = 0
+    while _alive(slots) and not _enough(times := _round_times(slots), min_reps, min_time_s, max_reps):
+        width = len(_alive(slots))
+        queued = []
+        for _ in range(max(1, min(_batch_size(times, min_reps, min_time_s, max_reps), MAX_BATCH // width))):
+            others = probe()
+            for slot in _alive(slots):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                if _guarded(slot, functools.partial(_queued_cuda, slot.fn, flush, start, end), stop):
+                    queued.append((slot, start, end, rnd, others))
+            rnd += 1
+        if queued:
+            queued[-1][2].synchronize()
+        for slot, start, end, r, others in queued:
+            slot.samples.append(start.elapsed_time(end) / 1e3)  # ms -> s
+            slot.rounds.append(r)
+            if others is not None:
+                slot.others.append(others)
 
 
 def _queued_cuda(fn: Callable[[], Any], flush: torch.Tensor, start: Any, end: Any) -> bool:

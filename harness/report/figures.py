@@ -597,7 +597,8 @@ def throughput(ctx: Context) -> "Result":
         y_label="throughput (GB/s, log axis)",
         title=(
             "How close does each variant get to the device's copy bandwidth?",
-            f"(B = {batch}, median over points; GB/s of the byte model at the median time)",
+            f"(B = {batch}, median over points; GB/s of the byte model at the median time: fwd_bwd "
+            "moves 2L with hard targets, 3L with soft ones, L = the logits' bytes)",
         ),
         references=references,
     )
