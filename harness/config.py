@@ -25,7 +25,7 @@ class TimingConfig:
     enabled: bool = True  # false: accuracy-only run (no time columns)
     warmup: int = 2  # untimed calls before the first sample
     # At least this many timed samples, at any call length: compare judges a row from its
-    # samples' quartiles, which need 5 a side (harness/compare.py); 7 leaves room for two
+    # samples' 10th percentile and median, which need 5 a side (harness/compare.py); 7 leaves room for two
     # disturbed samples.
     min_reps: int = 7
     min_time_s: float = 0.05  # ... and at least this much measured time

@@ -97,7 +97,10 @@ def slower_variants(c) -> list[str]:
 
 
 def counts(c) -> str:
-    return " ".join(f"{n} {v}" for v, n in c.rows["time"].value_counts().items())
+    """The time verdicts, with the ambiguous rows' reasons (the word before the colon)."""
+    text = " ".join(f"{n} {v}" for v, n in c.rows["time"].value_counts().items())
+    amb = c.rows.loc[c.rows["time"] == "ambiguous", "time_note"].str.split(":").str[0].value_counts()
+    return text + (f" ({', '.join(f'{n} {r}' for r, n in amb.items())})" if len(amb) else "")
 
 
 def aa(args, root: Path) -> bool:

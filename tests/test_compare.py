@@ -405,7 +405,7 @@ def test_two_runs_of_the_same_point_report_no_regression(runs):
     # slowdown. That noise within a run is ignored is tested on controlled samples above.
     p = compare_cli(runs["base"], runs["again"], "--gate", "accuracy,memory")
     assert p.returncode == 0, p.stdout
-    assert "no regression (2 rows compared, gates: accuracy, memory)" in p.stdout
+    assert "no regression (2 rows compared, gates: accuracy, memory" in p.stdout
     assert "accuracy  2 same" in p.stdout and "memory    2 same" in p.stdout
 
 

@@ -105,15 +105,24 @@ def test_a_real_tenfold_slowdown_under_contention_is_still_slower():
     assert time_verdict(b, n, TH)[0] == "slower"
 
 
-def test_contention_that_slows_the_work_itself_is_never_judged():
-    # Calibration drift (a co-runner thrashing the caches) slows the work, waits or not.
+def test_a_drifting_calibration_needs_the_factor_times_the_drift():
+    # Calibration drift (a co-runner thrashing the caches) slows the work itself, waits or not:
+    # a separation within factor x drift is not judged, a larger one is.
+    drift = "drift: the calibration took x1.30 as long after the point as before"
     b = timed(draws(0, 20, 1e-3, 0.02), own=draws(0, 20, 1e-3, 0.02))
-    n = timed(draws(1, 20, 1.8e-3, 0.02), own=draws(1, 20, 1.8e-3, 0.02), contention="drift: x1.3 ...")
+    n = timed(draws(1, 20, 1.5e-3, 0.02), own=draws(1, 20, 1.5e-3, 0.02), contention=drift, drift=1.3)
     verdict, _, note = time_verdict(b, n, TH)
-    assert verdict == "ambiguous" and note == "contention: drift: x1.3 ..."
-    # Without the wait figures (CUDA, several threads), any contention mark stops a verdict.
-    n = timed(draws(1, 20, 1.8e-3, 0.02), contention="load: 3.0 other runnable tasks")
-    assert time_verdict(timed(draws(0, 20, 1e-3, 0.02)), n, TH)[0] == "ambiguous"
+    assert verdict == "ambiguous" and note.startswith("contention:") and "drifted x1.30" in note
+    n = timed(draws(1, 20, 10e-3, 0.02), own=draws(1, 20, 10e-3, 0.02), contention=drift, drift=1.3)
+    assert time_verdict(b, n, TH)[0] == "slower"
+
+
+def test_contention_without_a_measure_of_it_is_not_judged():
+    # Throttled clocks, or load without the wait figures (CUDA, several threads): no verdict.
+    for reason in ("throttled: GPU clocks throttled (NVML reasons 0x4)", "load: 3.0 other runnable tasks"):
+        n = timed(draws(1, 20, 10e-3, 0.02), contention=reason)
+        verdict, _, note = time_verdict(timed(draws(0, 20, 1e-3, 0.02)), n, TH)
+        assert verdict == "ambiguous" and note == f"contention: {reason}"
 
 
 def test_a_point_that_moved_as_a_whole_is_ambiguous_by_the_relative_samples():

@@ -19,9 +19,9 @@ samples were taken; each is a way other work makes a call slower without the cal
 
 Each reason starts with its name and a colon. The first three are waits for a core: wall
 time grows by the time the call spent queued, which the kernel reports, so compare can still
-judge a row timed with one thread from its wall time less that wait (WAITS). Drift and
-throttling slow the work itself (a co-runner thrashing the shared caches slows the call even
-while it runs): such a row is not judged.
+judge a row timed with one thread from its wall time less that wait (WAITS). Drift slows the
+work itself (a co-runner thrashing the shared caches slows the call even while it runs): compare
+judges such a row only beyond the factor times the drift. Throttling is not judged.
 
 The thresholds are deliberately loose: a mark means "these times are not to be compared",
 and it must stay rare on a quiet machine (scripts/compare_noise.py measures both rates).
@@ -87,10 +87,9 @@ def contention(
 WAITS = ("load", "descheduled", "steal")  # reasons that add wall time but not CPU time
 
 
-def only_waits(contention_text: str) -> bool:
-    """True when every reason in a row's `contention` is a wait for a core (or there is none)."""
-    names = [part.split(":", 1)[0].strip() for part in contention_text.split(";") if part.strip()]
-    return all(name in WAITS for name in names)
+def reason_names(contention_text: str) -> set[str]:
+    """The names of the reasons in a row's `contention` ('load', 'drift', ...)."""
+    return {part.split(":", 1)[0].strip() for part in contention_text.split(";") if part.strip()}
 
 
 REMEDY = (

@@ -11,8 +11,8 @@ what it was timed under, and let `auto_threads` choose a thread count that fits 
                     included) less this process's threads in state R (/proc/self/task/*/stat;
                     an intra-op pool's threads spin for a while after each op, then sleep, so
                     their number cannot be assumed). The 1-minute load average lags by a
-                    minute; the instantaneous count, read at most every PROBE_EVERY_S during
-                    the timing rounds, follows a busy loop that starts or stops in a point.
+                    minute; the instantaneous count, read at a point's start and at most every
+                    PROBE_EVERY_S during its rounds, follows a busy loop that starts or stops.
   queue_wait_s      how long the calling thread has waited, runnable, for a core (the kernel's
                     run-queue wait, /proc/thread-self/schedstat field 2): exactly the time other
                     work took from a call, and nothing a call spends asleep or blocked of its
@@ -79,9 +79,11 @@ def runnable_others() -> float | None:
     return None if running is None else float(max(0, running - _own_running()))
 
 
-# Reading the count costs ~10 us a thread of ours: at most this often during the timing rounds
-# (a round of 5 us calls would otherwise spend most of its time reading /proc).
-PROBE_EVERY_S = 0.005
+# At most this often during the timing rounds (and once at a point's start). A reading is
+# outside every timed interval, yet the call after it paid for it: read every 5 ms, a 0.16 ms
+# call at B=64, C=4096 had a quarter of its samples stalled at 1.5-3x its median (its fwd_bwd's
+# q75 rose from 310 to 443 us); every 100 ms the stalls are a sample in hundreds.
+PROBE_EVERY_S = 0.1
 
 
 class LoadProbe:
