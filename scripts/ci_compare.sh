@@ -4,8 +4,9 @@
 #   bash scripts/ci_compare.sh BASE_REV HEAD_REV OUT_DIR [harness overrides ...]
 #
 # Checks out both revisions (git worktrees), runs the sweep (SWEEP, default smoke, with at least
-# 10 samples a row so the rank test can judge time, and one intra-op thread so that a busy
-# machine's other work does not stall every op at the thread pool's barrier) of each REPEATS
+# 10 samples a row, and one intra-op thread so that a busy machine's other work does not stall
+# every op at the thread pool's barrier; both set here as well, for a base revision older than
+# the smoke sweep's own settings) of each REPEATS
 # times (default 2), interleaved (base, head, base, head) so that a change in the
 # machine's load falls on both sides, into OUT_DIR/base/K and OUT_DIR/head/K, then compares
 # them with `scripts/compare.py --repeats` (best of K per row) and writes OUT_DIR/comparison.md
