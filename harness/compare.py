@@ -660,24 +660,27 @@ def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, 
 
 
 # A slowdown is corroborated when at least this many of the variant's other rows in the same
-# mode moved beyond the factor the same way (and at least CORROBORATING_SHARE of them).
+# mode separate beyond the factor the same way (and at least CORROBORATING_SHARE of them).
 CORROBORATING_ROWS = 2
 CORROBORATING_SHARE = 0.25
 
 
-def _median_ratio(r: pd.Series, basis: str) -> float:
+def _separation(r: pd.Series, basis: str) -> float:
+    """The row's separation on the basis samples (1.0 where either side has none)."""
     col = "time_rel_samples" if basis == "relative" else "time_samples_s"
     b, n = _samples(r.get(f"{col}_base")), _samples(r.get(f"{col}_new"))
-    if b is None or n is None or np.median(b) <= 0:
-        return math.nan
-    return float(np.median(n) / np.median(b))
+    if b is None or n is None or min(len(b), len(n)) < MIN_SAMPLES:
+        return 1.0
+    return separation(b, n)
 
 
 def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
     """True for a row whose variant has other rows in its mode (2 or more) and too few of them
-    moved beyond the factor in the row's own direction to corroborate it."""
-    ratio = rows.apply(_median_ratio, axis=1, basis=th.time_basis)
-    up, down = ratio > th.time_factor, ratio < 1 / th.time_factor
+    separate beyond the factor in the row's own direction to corroborate it. Separate, not
+    merely have medians beyond the factor: on a drifting host many rows' medians move by 1.3x
+    while their samples overlap, and counting those corroborated a false alarm."""
+    sep = rows.apply(_separation, axis=1, basis=th.time_basis)
+    up, down = sep > th.time_factor, sep < 1 / th.time_factor
     out = pd.Series(False, index=rows.index)
     for _, g in rows.groupby(["variant", "mode"], sort=False):
         others = len(g) - 1
@@ -686,7 +689,7 @@ def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
         need = max(CORROBORATING_ROWS, math.ceil(CORROBORATING_SHARE * others))
         n_up, n_down = int(up[g.index].sum()), int(down[g.index].sum())
         for i in g.index:
-            same_way = (n_up - up[i]) if ratio[i] >= 1 else (n_down - down[i])
+            same_way = (n_up - up[i]) if sep[i] >= 1 else (n_down - down[i])
             out[i] = same_way < need
     return out
 
