@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.compare import Thresholds, Timed, compare, separation, time_verdict
+from harness.compare import Thresholds, compare
 from harness.report.compare import console, markdown
+from harness.time_verdict import Timed, separation, time_verdict
 from tests.test_compare import ENV, draws, frame, row
 
 TH = Thresholds()
