@@ -213,6 +213,9 @@ def test_the_first_familys_sections_read_only_its_own_rows(tmp_path):
 
     ce_cfg = job_config(variants=["torch_cross_entropy"], num_classes=300, timing=timed)
     ce = job.run(*job.check(ce_cfg), ce_cfg.timing, ce_cfg.memory, {})
+    # This test is about which family a table reads, not about the host: a busy machine marks
+    # rows contended and the fastest table then declines to rank them (tested in test_report).
+    ce = [{**row, "contended": False} for row in ce]
     write_rows(ce, tmp_path / "mixed" / "ce", "key")
     write_rows(linear.to_dict("records"), tmp_path / "mixed" / "linear", "key")
     rows = load(tmp_path / "mixed")

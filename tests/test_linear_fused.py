@@ -155,7 +155,7 @@ for dtype, budget, opts in [
     (torch.float64, 3, OPTIONS),
 ]:
     h, w, t = _inputs(48, 16, 300, dtype, ignored_every=4)
-    bias = (torch.randn(300, dtype=torch.float64) / 4).to(dtype)
+    bias = (torch.randn(300, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) / 4).to(dtype)
     fused.CHUNK_BYTES = budget * 300 * dtype.itemsize
     eps = torch.finfo(dtype).eps
     for want_grad in (True, False):
@@ -163,8 +163,11 @@ for dtype, budget, opts in [
         by_kernel = fused.fused_linear_ce(h, w, bias, t, opts, want_grad, use_kernel=True)
         pairs = [(by_torch[0], by_kernel[0])] + list(zip(by_torch[1] or (), by_kernel[1] or ()))
         for a, b in pairs:
-            # the same fp32 arithmetic, summed in another order: a few ulps of the dtype
-            tol = dict(rtol=4 * eps, atol=4 * eps * b.abs().max().item())
+            # The same fp32 arithmetic, summed in another order. A row of dH sums 300 terms
+            # (p - y) * W whose sizes exceed the row's own (they cancel), so the absolute band is
+            # set from the largest entry with room: over 30 bias draws the worst gap was 4.8 ulps
+            # of it; a lost chunk or a wrong scale is off by 1e-2 and more.
+            tol = dict(rtol=4 * eps, atol=16 * eps * b.abs().max().item())
             assert torch.allclose(a.double(), b.double(), **tol), (dtype, opts, a, b)
     as_loss = LossOptions(label_smoothing=opts.label_smoothing, z_loss=opts.z_loss, softcap=opts.softcap)
     ref = reference(h, w, t, as_loss, bias)
