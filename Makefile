@@ -60,7 +60,7 @@ lint: setup
 gpu-check: setup
 	$(PY) scripts/gpu_check.py
 
-# The README's variant table, generated from the registry (never edited by hand).
+# The variant table of docs/settings.md, generated from the registry (never edited by hand).
 variants-table: setup
 	$(PY) scripts/variants_table.py --write
 

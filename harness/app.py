@@ -68,12 +68,8 @@ def point_key(cfg: DictConfig, variant_names: list[str]) -> str:
 
 
 def _label(point: Any, count: int) -> str:
-    hidden = getattr(point, "hidden_size", 0)  # linear_cross_entropy's D
-    text = (
-        f"B={point.batch_size} C={point.num_classes}{f' D={hidden}' if hidden else ''} "
-        f"{point.dtype} scale={point.logit_scale:g} "
-        f"{point.targets} {point.device} seed={point.seed}"
-    )
+    """The point's own label (harness/family.py, PointLike), with its scan counted."""
+    text = point.label()
     return text if count == 1 else text.replace(f"scale={point.logit_scale:g}", f"{count} scales/seeds")
 
 

@@ -124,7 +124,7 @@ class HarnessCallback(Callback):
         noisy = timing_noise_line(rows)
         if noisy:
             print(f"harness: {noisy}", flush=True)
-        ce_rows = rows[rows["hidden_size"].fillna(0) == 0] if len(rows) else rows
+        ce_rows = rows[rows["family"] == "cross_entropy"] if len(rows) else rows
         if len(ce_rows):  # the predicted failing scales (cross-entropy's theory), for reports
             from harness.cross_entropy.theory import write_theory
 

@@ -499,8 +499,12 @@ def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
 
 def with_option_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Rows made before the loss options existed (or built by hand) hold the plain loss: give
-    them the option columns (and hidden_size, bias) at their defaults, so they join rows that have them."""
+    them the option columns (and hidden_size, bias) at their defaults, so they join rows that have them,
+    and the family their hidden size implies (results.load does the same for files)."""
     missing = {k: v for k, v in COLUMN_DEFAULTS.items() if k not in df.columns}
+    if "family" in missing and "hidden_size" in df.columns:  # rows from before the column
+        linear = df["hidden_size"].fillna(0) > 0
+        missing["family"] = linear.map({True: "linear_cross_entropy", False: COLUMN_DEFAULTS["family"]})
     df = df.assign(**missing) if missing else df
     return df.fillna(COLUMN_DEFAULTS)  # a null option is the plain loss too (results.load)
 

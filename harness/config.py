@@ -1,23 +1,26 @@
 """The run configuration: the typed schema for Hydra and the checks every family shares.
 
 The schema (registered in Hydra's ConfigStore as `harness_schema`) makes Hydra reject a
-misspelled key or a wrongly typed value before anything runs. `validate` then checks what
-types cannot express (ranges, names, device availability) and raises `SettingError` with
-one line naming the key and what is allowed. The point settings are the family's
-(harness/cross_entropy/point.py, harness/linear_cross_entropy/point.py).
+misspelled key or a wrongly typed value before anything runs. The checks then say what types
+cannot express (ranges, names, device availability) with a `SettingError` of one line naming
+the key and what is allowed: the run settings here (`validate_timing`, `validate_threads`,
+`validate_device`), the point settings in the family's point module
+(harness/cross_entropy/point.py, harness/linear_cross_entropy/point.py) with the shared checks
+of harness/loss/. The loss options' fields come from their declarations
+(harness/loss/declared.py): an option is declared once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
+from harness.loss import declared
 
-
-class SettingError(ValueError):
-    """A bad setting: the message is one line, naming the key and what is allowed."""
+# Re-exported: the checks every family shares live in the torch-free loss core.
+from harness.loss.settings import INT_LIMIT, SettingError, get_setting, is_int  # noqa: F401
 
 
 @dataclass
@@ -52,7 +55,9 @@ class ScanConfig:
 
 
 @dataclass
-class HarnessConfig:
+class RunConfig:
+    """Every setting but the loss options (HarnessConfig adds those from their declarations)."""
+
     # The problem family (harness/job.py): cross_entropy (logits given) | linear_cross_entropy
     # (hidden states and a classifier weight given: the logits are the family's to form).
     family: str = "cross_entropy"
@@ -64,18 +69,6 @@ class HarnessConfig:
     logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
     device: str = "cpu"  # cpu | cuda | cuda:N
     targets: str = "soft"  # soft (probabilities) | hard (class indices)
-    # The logits' distribution: normal (logit_scale * N(0, 1)) | zipf (LLM-like rows: a few
-    # classes dominate; harness/cross_entropy/inputs.py gives the construction).
-    logits: str = "normal"
-    # Loss options (README, "Loss options"); a variant that does not declare one that is on
-    # gives an `unsupported` row, never a silently different loss.
-    ignore_fraction: float = 0.0  # share of rows whose hard target is ignore_index, in [0, 1)
-    ignore_index: int = -100
-    label_smoothing: float = 0.0  # epsilon in [0, 1]
-    z_loss: float = 0.0  # + z_loss * lse^2 per row (PaLM); 1e-4 is the usual value
-    softcap: Optional[float] = None  # logits -> softcap * tanh(logits / softcap) first (Gemma-2: 30)
-    class_weights: Any = "none"  # none | seeded (a positive [C] vector from the seed) | [w_0, .., w_C-1]
-    reduction: str = "mean"  # mean | sum | none
     variants: list[str] = field(default_factory=list)  # [] = every variant that supports the point
     exclude_variants: list[str] = field(default_factory=list)  # left out of the default set
     seed: int = 0
@@ -89,17 +82,20 @@ class HarnessConfig:
     study: Any = None  # set by +study=NAME (conf/study/NAME.yaml): a study instead of points
 
 
-# Integer settings stay below 2^62: results columns are int64, and the seed's two streams are
-# seeded with 2 * seed + 1, which must fit the generator's 64 bits.
-INT_LIMIT = 2**62
+# The loss options and the logits' distribution (`logits`, `ignore_fraction`, `ignore_index`,
+# `label_smoothing`, `z_loss`, `softcap`, `class_weights`, `reduction`): one field per
+# declaration, with its type and default. A variant that does not declare an option that is on
+# gives an `unsupported` row, never a silently different loss.
+HarnessConfig = dataclasses.make_dataclass(
+    "HarnessConfig",
+    [(o.name, o.annotation, field(default=o.default)) for o in declared.OPTIONS],
+    bases=(RunConfig,),
+)
 
 
-def get_setting(cfg: Any, key: str) -> Any:
-    return cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
-
-
-def is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def schema_defaults() -> dict[str, Any]:
+    """Each top-level setting's default (the nodes timing, memory and scan as their dataclasses)."""
+    return {f.name: getattr(HarnessConfig(), f.name) for f in dataclasses.fields(HarnessConfig)}
 
 
 def validate_device(device: Any) -> str:
@@ -108,6 +104,8 @@ def validate_device(device: Any) -> str:
     if device == "cpu":
         return device
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        import torch  # here only: the schema and its checks load without a measuring stack
+
         if not torch.cuda.is_available():
             raise SettingError(
                 f"device={device} needs CUDA, but this machine has none: "

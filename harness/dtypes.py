@@ -24,6 +24,12 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+def compute_roundoff(dtype_name: str) -> float:
+    """u of the precision a careful implementation computes in for this input dtype: fp32 for
+    fp16, bf16 and fp32 (every family's tolerance allows for it), fp64 for fp64."""
+    return unit_roundoff(torch.float64 if dtype_name == "fp64" else torch.float32)
+
+
 @dataclass(frozen=True)
 class DtypeEdges:
     """Where exp() and the dtype's range end, derived from torch.finfo alone."""

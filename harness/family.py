@@ -2,9 +2,13 @@
 
 There are two, chosen by the `family` setting (harness/job.py): cross-entropy on materialised
 logits (harness/cross_entropy/) and fused linear + cross-entropy (harness/linear_cross_entropy/).
-Each is a package that builds a `Family`: its own points, inputs, float64 reference, variant
-signature and byte model, measured by the same runner (harness/runner.py) into the same rows
-(harness/results.py).
+Each is a package that builds a `Family`: its own points (a `PointLike`), inputs, float64
+reference, variant signature and byte model, measured by the same runner (harness/runner.py)
+into the same rows (harness/results.py), whose `family` column names it. Families share the
+loss core (harness/loss/: the options, settings, errors, class weights) and the Triton kernel
+(harness/kernel/), and never import each other. A third is one package with a FAMILY, plus
+its line in harness/job.py's FAMILIES (or none: `family=my_pkg.my_family` loads it by import
+path).
 
 The runner's order for each (variant, mode) is generic: feed the inputs, call, assess against
 the reference, check the inputs bit for bit, measure memory, time. Everything that depends on
@@ -14,13 +18,44 @@ what the inputs *are* is one of these hooks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from torch import Tensor
 
 from harness.measure.isolation import Feed
 from harness.registry import Registry, Variant
 from harness.vocabulary import NATIVE
+
+
+class PointLike(Protocol):
+    """What the shared layers (runner, labels, progress, plan, rows) read of a family's point.
+    Everything else on a point is its family's own: the hooks below receive the point whole.
+    A point is a frozen dataclass (hashable; the scan replaces its logit_scale and seed)."""
+
+    batch_size: int  # rows (tokens): the sizes progress and the plan weigh by
+    num_classes: int  # classes (vocabulary)
+    dtype: str  # harness/dtypes.py DTYPES
+    logit_scale: float
+    device: str  # cpu | cuda | cuda:N
+    seed: int
+    targets: str  # soft | hard: which variants resolve at the point (Registry.resolve)
+
+    @property
+    def family(self) -> "Family": ...
+
+    @property
+    def required_options(self) -> frozenset[str]:
+        """The keyword arguments a variant must declare to run here."""
+        ...
+
+    def columns(self) -> dict[str, Any]:
+        """The point's settings as the rows hold them: every vocabulary.POINT_COLUMNS name."""
+        ...
+
+    def label(self) -> str:
+        """One line for progress and logs."""
+        ...
+
 
 # (scalar loss, the family's gradient or None in fwd mode): cross-entropy's is the [B, C]
 # gradient of the logits, linear_cross_entropy's the pair (dH, dW). Only `assess` reads it.
@@ -31,7 +66,8 @@ Outputs = tuple[Tensor, Any]
 class Family:
     name: str
     registry: Registry
-    # config -> the job's validated points (SettingError with one line on a bad setting)
+    # config -> the job's validated points, each a PointLike (SettingError with one line on a
+    # bad setting)
     points: Callable[[Any], list[Any]]
     # point -> its inputs, drawn in float64 and rounded once to the point's dtype
     make_inputs: Callable[[Any], Any]
@@ -51,5 +87,8 @@ class Family:
     bytes_moved: Callable[[Any, str], int]
     # (point, inputs, mode) -> a compute floor in seconds where the device has one worth timing, or None
     compute_floor_s: Callable[[Any, Any, str], float | None]
+    # the settings it reads beyond those every family reads (harness/loss/settings.py, COMMON):
+    # any other set away from its default is refused with one line (harness/job.py)
+    reads: frozenset[str] = frozenset()
     # the variant every other one's error is divided by (err_vs_native): the family's plain op
     native: str = NATIVE

@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from harness.config import SettingError, call_timeout, validate_threads, validate_timing
+from harness.config import SettingError, call_timeout, schema_defaults, validate_threads, validate_timing
 from harness.family import Family
+from harness.loss import settings
 from harness.measure import deadline, environment
 from harness.registry import Variant
 from harness.runner import run_point
@@ -40,19 +41,44 @@ FAMILIES = {
 def family(cfg: Any) -> Family:
     """The config's problem family; cross_entropy when the config has no `family` key (a config
     written before the setting existed)."""
-    name = cfg.get("family", "cross_entropy")
-    if name not in FAMILIES:
-        raise SettingError(f"family={name!r} is not allowed: use {' or '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[name]).FAMILY
+    return named_family(cfg.get("family", "cross_entropy"))
+
+
+def named_family(name: Any) -> Family:
+    """A family by its name in FAMILIES, or by the import path of a module with a FAMILY (a
+    user's own family: `family=my_pkg.my_family`), as variants load by import path."""
+    module = FAMILIES.get(name) if isinstance(name, str) else None
+    if module is None and isinstance(name, str) and "." in name:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise SettingError(f"family={name!r} does not import ({exc}): check the module path") from None
+        if not isinstance(getattr(module, "FAMILY", None), Family):
+            raise SettingError(f"family={name!r} has no FAMILY (a harness.family.Family) to measure with")
+        return module.FAMILY
+    if module is None:
+        raise SettingError(
+            f"family={name!r} is not allowed: use {' or '.join(FAMILIES)}, or the import path of a "
+            "module with a FAMILY"
+        )
+    return importlib.import_module(module).FAMILY
+
+
+def _readers(key: str) -> list[str]:
+    """The registered families that read `key` (imported only to name them in an error)."""
+    return [name for name in FAMILIES if key in named_family(name).reads]
 
 
 def points(cfg: Any) -> list[Any]:
     """The validated points of a job config, in the order they are measured. Every setting
-    that is not a point's (timing, threads) is checked here as well, so a config that passes
-    runs."""
+    that is not a point's (timing, threads) is checked here as well, and a point setting the
+    family does not read is refused unless it holds its default, so a config that passes runs
+    what it says."""
     validate_timing(cfg.timing)
     validate_threads(cfg.get("num_threads"))
-    return family(cfg).points(cfg)
+    fam = family(cfg)
+    settings.refuse_unread(cfg, fam.name, fam.reads, schema_defaults(), _readers)
+    return fam.points(cfg)
 
 
 def variants(cfg: Any, pts: list[Any]) -> list[Variant]:

@@ -6,11 +6,14 @@ a job killed mid-write leaves only a hidden temporary, which `load` ignores.
 
 Columns (one row per point x variant x mode):
 
-  configuration  variant targets batch_size num_classes hidden_size bias dtype logit_scale device mode
-                 seed (hidden_size: D of linear_cross_entropy, bias: whether its layer has a bias
-                 [V]; 0 and false on a cross-entropy row, and in files written before them)
+  configuration  variant family targets batch_size num_classes hidden_size bias dtype logit_scale
+                 device mode seed (family: the problem family that measured the row,
+                 cross_entropy in files written before the column; hidden_size: D of
+                 linear_cross_entropy, bias: whether its layer has a bias [V]; 0 and false on a
+                 cross-entropy row, and in files written before them)
   loss options   logits ignore_fraction ignore_index label_smoothing z_loss softcap (0: no cap)
-                 class_weights reduction (vocabulary.OPTION_DEFAULTS; older files load with those)
+                 class_weights reduction: one column per option of harness/loss/declared.py
+                 (vocabulary.OPTION_DEFAULTS; older files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against);
@@ -54,13 +57,16 @@ from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.loss import declared
 from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
 
 SCHEMA = pa.schema(
     [
         ("variant", pa.string()),
+        ("family", pa.string()),
         ("targets", pa.string()),
         ("batch_size", pa.int64()),
         ("num_classes", pa.int64()),
@@ -69,14 +75,7 @@ SCHEMA = pa.schema(
         ("dtype", pa.string()),
         ("logit_scale", pa.float64()),
         ("device", pa.string()),
-        ("logits", pa.string()),
-        ("ignore_fraction", pa.float64()),
-        ("ignore_index", pa.int64()),
-        ("label_smoothing", pa.float64()),
-        ("z_loss", pa.float64()),
-        ("softcap", pa.float64()),
-        ("class_weights", pa.string()),
-        ("reduction", pa.string()),
+        *((o.name, getattr(pa, o.column)()) for o in declared.OPTIONS),  # one column per option
         ("mode", pa.string()),
         ("seed", pa.int64()),
         ("status", pa.string()),
@@ -155,6 +154,16 @@ def write_rows(rows: Iterable[dict], directory: Path, point_key: str) -> Path:
     return final
 
 
+def _family_before_the_column(table: pa.Table) -> pa.Array:
+    """The family of rows written before the `family` column: the linear family's rows are the
+    ones with a hidden size D > 0 (it was the only family with a layer); every other row is the
+    first family's."""
+    if "hidden_size" not in table.column_names:
+        return pa.array([COLUMN_DEFAULTS["family"]] * table.num_rows, pa.string())
+    linear = pc.fill_null(pc.greater(table["hidden_size"], 0), False)
+    return pc.if_else(linear, "linear_cross_entropy", COLUMN_DEFAULTS["family"]).combine_chunks()
+
+
 def stored_key(directory: Path) -> str | None:
     """The point key of directory/rows.parquet, or None if absent or unreadable."""
     try:
@@ -201,10 +210,10 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         except (OSError, pa.ArrowException) as exc:
             _warn(f"skipping unreadable results file {file}: {str(exc).splitlines()[0]}")
             continue
-        for (
-            name,
-            value,
-        ) in COLUMN_DEFAULTS.items():  # written before the options (or hidden_size, bias) existed
+        if "family" not in table.column_names:
+            table = table.append_column("family", _family_before_the_column(table))
+        # written before the options (or hidden_size, bias) existed
+        for name, value in COLUMN_DEFAULTS.items():
             if name not in table.column_names:
                 table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
         missing = [c for c in (*KEY_COLUMNS, "status") if c not in table.column_names]

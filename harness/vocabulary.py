@@ -1,11 +1,13 @@
 """The words every layer shares: statuses, modes, the key columns of a row, file names, the
 native variant. Defined once here; the runner, results, reports and compare import them.
 
-Nothing here imports torch or pandas: `compare` and the report read these names without
-loading a measuring stack.
+Nothing here imports torch or pandas (nor does harness/loss/declared.py, which declares the
+options): `compare` and the report read these names without loading a measuring stack.
 """
 
 from __future__ import annotations
+
+from harness.loss import declared
 
 # Every status a row can hold, best first (reports keep this order):
 #   ok            finite, and within the tolerance (harness/cross_entropy/tolerance.py)
@@ -36,24 +38,17 @@ FAILED = (*CALL_FAILED, "unsupported")  # statuses with no usable result
 # What one repetition does: the forward pass alone, or forward and the gradient.
 MODES = ("fwd", "fwd_bwd")
 
-# The op every other variant's error is divided by (err_vs_native), and the control of
-# every study: PyTorch's own F.cross_entropy.
+# The first family's native op, PyTorch's own F.cross_entropy: the variant every other one's
+# error is divided by (err_vs_native) and the control of every study. Each family names its own
+# (Family.native; the linear family's is `materialized`).
 NATIVE = "torch_cross_entropy"
 
-# The loss options of a point and the logits' distribution (README, "Loss options"), with the
-# value each takes when a run does not set it: rows written before these settings existed load
-# with these values, so an old run still joins a new one on the keys below. `softcap` is 0 in
-# the rows when there is no cap (a null key would drop out of pandas' groupby and merges).
-OPTION_DEFAULTS = {
-    "logits": "normal",
-    "ignore_fraction": 0.0,
-    "ignore_index": -100,
-    "label_smoothing": 0.0,
-    "z_loss": 0.0,
-    "softcap": 0.0,
-    "class_weights": "none",
-    "reduction": "mean",
-}
+# The loss options of a point and the logits' distribution (harness/loss/declared.py, where each
+# is declared once), with the value each takes in the rows when a run does not set it: rows
+# written before these settings existed load with these values, so an old run still joins a new
+# one on the keys below. `softcap` is 0 in the rows when there is no cap (a null key would drop
+# out of pandas' groupby and merges).
+OPTION_DEFAULTS = {o.name: o.row_default for o in declared.OPTIONS}
 OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
 
 # Settings of the layer only linear_cross_entropy (harness/linear_cross_entropy/) has, with the
@@ -61,11 +56,15 @@ OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
 # row (its logits are given, there is no layer). 0 and False, not null: a null key would drop
 # out of pandas' groupby and merges, and rows written before a column existed load with these.
 SHAPE_DEFAULTS = {"hidden_size": 0, "bias": False}
+# The family that measured a row (harness/job.py, FAMILIES): rows written before the column
+# existed are the first family's.
+FAMILY_DEFAULT = {"family": "cross_entropy"}
 # Every column a row may lack (an older file, a row built by hand), with the value it reads as.
-COLUMN_DEFAULTS = {**OPTION_DEFAULTS, **SHAPE_DEFAULTS}
+COLUMN_DEFAULTS = {**FAMILY_DEFAULT, **OPTION_DEFAULTS, **SHAPE_DEFAULTS}
 
 # What determines a point's inputs, in the order the rows hold them ...
 POINT_COLUMNS = (
+    "family",
     "targets",
     "batch_size",
     "num_classes",

@@ -1,5 +1,5 @@
 """How often the time verdicts cry wolf, and whether they still catch real slowdowns: the rates
-the README states, measured on this machine, with other work beside the runs.
+docs/timing.md states (Measured noise), measured on this machine, with other work beside the runs.
 
     python scripts/compare_noise.py aa     [--tries 20] [--load loop|sweep|none]
     python scripts/compare_noise.py slow   [--tries 10] [--load loop|sweep|none]
@@ -96,6 +96,19 @@ def slower_variants(c) -> list[str]:
     return sorted(set(reg.loc[reg["kind"] == "time", "variant"]))
 
 
+def flagged_rows(c) -> list[str]:
+    """Each row flagged slower, with its point and ratio: a false alarm to be read, not only
+    counted (the runs' folders stay under --keep)."""
+    reg = c.regressions
+    reg = reg[reg["kind"] == "time"]
+    keys = [
+        k
+        for k in ("variant", "mode", "dtype", "batch_size", "num_classes", "targets", "logit_scale")
+        if k in reg
+    ]
+    return [" ".join(f"{k}={r[k]}" for k in keys) + f" {r['change']}" for _, r in reg.iterrows()]
+
+
 def counts(c) -> str:
     """The time verdicts, with the ambiguous rows' reasons (the word before the colon)."""
     text = " ".join(f"{n} {v}" for v, n in c.rows["time"].value_counts().items())
@@ -116,6 +129,8 @@ def aa(args, root: Path) -> bool:
             f"try {i}: exit {c.exit_code}; {counts(c)}; flagged slower: {slower_variants(c) or 'none'}",
             flush=True,
         )
+        for line in flagged_rows(c):
+            print(f"  {line}", flush=True)
     print(f"\nA/A ({args.load} beside): exit 0 with no row slower in {clean}/{args.tries} tries")
     return clean == args.tries
 
@@ -229,7 +244,7 @@ _slow_online()
 
 
 def ci(args, root: Path) -> bool:
-    """Two commits on top of a scratch clone's HEAD: one changing no variant (the README), one
+    """Two commits on top of a scratch clone's HEAD: one changing no variant (a line added to README.md), one
     slowing `online`; ci_compare.sh of HEAD against each."""
     clone = root / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)

@@ -13,7 +13,7 @@ printed as one report, in under 5 minutes on one H200 or H100.
 3. triton_fused's kernel paths and launch settings (scripts/kernel_scan.py) at B=8192, C =
    32000, 128256, 262144, bf16 and fp32, hard and soft targets: do_bench medians over the
    copy-bandwidth floor, fwd and fwd_bwd, each setting checked against float64 on the GPU, and
-   the best setting of each shape (the table in harness/cross_entropy/kernel.py comes from it).
+   the best setting of each shape (LAUNCH_TABLE in harness/kernel/launch_table.py comes from it).
 
 Without CUDA it stops with one line (exit 2). Reads nothing from and writes nothing to the
 project's results; the headline rows go to a temporary directory.

@@ -17,7 +17,7 @@ x floor = median / (bytes / copy bandwidth), bytes as in harness/cross_entropy/t
 L (+ L for soft targets, + 8B for hard) for fwd, plus L written for fwd_bwd; the copy
 bandwidth is harness.measure.ceiling.copy_bandwidth_gbps("cuda"). At the end: one markdown
 table, and the fastest accurate setting per (C, dtype, targets, mode) as a dict literal in
-kernel.LAUNCH_TABLE's format. Without CUDA: one line, exit 2.
+the format of LAUNCH_TABLE in harness/kernel/launch_table.py. Without CUDA: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def scan_case(
     import torch
     from triton.testing import do_bench
 
-    from harness.cross_entropy import kernel
+    from harness import kernel
 
     hard = kind == "hard"
     z, t = make_case(c, getattr(torch, DTYPES[dname]), hard)
@@ -196,7 +196,8 @@ def main() -> None:
     print(HEADER + "\n|" + "---|" * 11)
     print("\n".join(lines))
     print("\n## Best per (C, dtype, targets, mode), fastest without a flagged error\n")
-    print(f"# measured on {torch.cuda.get_device_name()}, B={B}: paste into kernel.LAUNCH_TABLE")
+    where = "LAUNCH_TABLE in harness/kernel/launch_table.py"
+    print(f"# measured on {torch.cuda.get_device_name()}, B={B}: paste into {where}")
     print("{")
     for key, (xf, setting) in best.items():
         print(f"    {key!r}: {setting!r},  # {xf:.3f}x floor")

@@ -1,7 +1,7 @@
-"""Print the registered variants as the markdown table the README shows, or rewrite it there.
+"""Print the registered variants as the markdown table docs/settings.md shows, or rewrite it there.
 
     python scripts/variants_table.py            # print it
-    make variants-table                         # rewrite README.md between its markers
+    make variants-table                         # rewrite docs/settings.md between its markers
 
 The table is generated from the registry, never edited by hand: each row says what the
 variant's own registration says (its kind, targets, devices, failure mechanisms, description).
@@ -17,7 +17,8 @@ from pathlib import Path
 from harness.cross_entropy.variants import REGISTRY
 from harness.registry import Variant
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+# The page that holds the table (its "## Variants" section); README.md links to it.
+DOC = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 START, END = "<!-- variants-table -->", "<!-- /variants-table -->"
 HEADER = ["| variant | targets | devices | loss options | what it is |", "|---|---|---|---|---|"]
 
@@ -44,15 +45,15 @@ def block(variants: Iterable[Variant] | None = None) -> str:
     return f"{START}\n{table(variants)}\n{END}"
 
 
-def write(readme: Path = README) -> None:
-    text = readme.read_text()
+def write(doc: Path = DOC) -> None:
+    text = doc.read_text()
     pattern = re.compile(re.escape(START) + r".*?(" + re.escape(END) + r"|$)", re.S)
-    readme.write_text(pattern.sub(lambda _: block(), text, count=1))
+    doc.write_text(pattern.sub(lambda _: block(), text, count=1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="rewrite README.md between its markers")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/settings.md between its markers")
     args = parser.parse_args()
     if args.write:
         write()

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from harness.cross_entropy import make_call
+from harness.cross_entropy.accuracy import assess, grad_rel_err
 from harness.cross_entropy.inputs import make_inputs
 from harness.cross_entropy.point import Point
 from harness.cross_entropy.reference import Reference, reference
 from harness.cross_entropy.tolerance import K_GRAD, K_LOSS, tolerance
 from harness.cross_entropy.variants import REGISTRY
 from harness.dtypes import edges
-from harness.measure.accuracy import assess, grad_rel_err, rel_err
+from harness.loss.errors import rel_err
 
 # Points of the smoke and cpu sweeps' kind: C from tiny to a vocabulary slice, scales to 100.
 POINTS = list(

@@ -1,11 +1,12 @@
-"""Adding a variant, as the README's "Adding a variant" says: one function and one decorator in a
+"""Adding a variant, as docs/extending.md's "Adding a variant" says: one function and one decorator in a
 module of its own, and nothing else edited.
 
 A temporary module registers one throwaway variant of each kind: plain; breaking at large
 scales with its failure mechanisms; wrong on purpose with its closed form; overwriting its
 input by design; CUDA-only. Each is then found where its kind belongs: in the default set of a
 point it supports, in the measured rows with the status its kind implies, in the theory's
-predictions, in the report's styles and failure-boundary figure, in the README's generated table.
+predictions, in the report's styles and failure-boundary figure, in the generated variant table
+(docs/settings.md).
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ def _foreign(d: Path) -> Path:
 
 
 def test_corrupt_and_foreign_files_are_named_and_skipped_the_rest_compared(tmp_path, capsys):
-    # README: "Corrupt or foreign parquet files in a results directory are named on stderr and
+    # docs/operations.md: "Corrupt or foreign parquet files in a results directory are named on stderr and
     # skipped": one bad file must not void a run.
     run = _write(tmp_path / "run" / "good", row("a")).parent
     bad = [_corrupt(run), _foreign(run)]
@@ -349,20 +349,42 @@ def _stated_defaults(text: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r"\[(--[a-z-]+) ([0-9.]+)\]", text)}
 
 
+def _usages(text: str) -> list[str]:
+    """Each code block's lines from "python scripts/compare.py BASE_DIR" to the block's end."""
+    out, start = [], text.find("python scripts/compare.py BASE_DIR")
+    while start >= 0:
+        out.append(text[start : text.index("```", start)])
+        start = text.find("python scripts/compare.py BASE_DIR", start + 1)
+    return out
+
+
 def test_the_usage_texts_state_the_defaults_the_code_has():
-    # The script's docstring once said --time-factor 1.10 while the default was 1.30.
+    # The script's docstring once said --time-factor 1.10 while the default was 1.30. The full
+    # usage is in docs/timing.md; the README shows commands, and any default it states must hold.
+    from .docs_text import page, readme
+
     script = _compare_script()
     defaults = vars(script.parse_args(["base", "new"]))
-    readme = (REPO / "README.md").read_text()
-    usage = readme[readme.index("python scripts/compare.py BASE_DIR") :]
-    usage = usage[: usage.index("```")]
-    assert _stated_defaults(usage), "the README's usage shows the defaults"
-    for text in (script.__doc__, usage):
+    timing = page("timing.md")
+    assert any(_stated_defaults(u) for u in _usages(timing)), "docs/timing.md's usage shows the defaults"
+    for text in (script.__doc__, *_usages(timing), *_usages(readme())):
         for option, value in _stated_defaults(text).items():
             key = option[2:].replace("-", "_")
             assert key in defaults, f"{option} is not an option of scripts/compare.py"
             assert value == defaults[key], f"{option} {value:g}: the default is {defaults[key]}"
-    assert f"The default factor, {Thresholds().time_factor:g}," in readme
+    assert f"The default factor, {Thresholds().time_factor:g}," in timing
+
+
+def test_the_docs_name_the_key_compare_joins_on():
+    # The key once grew from 9 columns to 19 while the text still listed nine.
+    from harness.vocabulary import KEY_COLUMNS
+
+    from .docs_text import page
+
+    text = page("timing.md")
+    m = re.search(r"Joins the two runs on the (\d+) key columns.*?`KEY_COLUMNS`[^`]*`([^`]+)`", text, re.S)
+    assert m, "docs/timing.md names the key columns"
+    assert int(m[1]) == len(KEY_COLUMNS) and m[2].split() == list(KEY_COLUMNS), m[0]
 
 
 # ---------------------------------------------------------------- end to end

@@ -66,8 +66,8 @@ def test_gpu_check_refuses_without_cuda_in_one_line():
 
 
 def test_the_h200_reference_rows_give_the_floor_table():
-    # results/reference/h200 holds rows measured on an H200 (README, The GPU path): the table the
-    # README shows is what scripts/floor_table.py prints from them.
+    # results/reference/h200 holds rows measured on an H200 (docs/gpu.md): the table there is
+    # what scripts/floor_table.py prints from them, and so is every row the README quotes.
     import subprocess
     import sys
 
@@ -92,13 +92,15 @@ def test_the_h200_reference_rows_give_the_floor_table():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()[2:]
     assert len(lines) == 8 and all("C=128256 bf16 hard" in line for line in lines)
-    readme = (repo / "README.md").read_text()
+    gpu = (repo / "docs" / "gpu.md").read_text()
     for line in lines:
-        assert line in readme, f"README's H200 table differs from the rows: {line}"
+        assert line in gpu, f"docs/gpu.md's H200 table differs from the rows: {line}"
+    quoted = [x for x in (repo / "README.md").read_text().splitlines() if x.startswith("| B=8192 C=128256 ")]
+    assert quoted and set(quoted) <= set(lines), "the README quotes a row the script does not print"
 
 
-def test_the_readme_triton_fused_table_is_the_h200_rows():
-    # README, The GPU path: triton_fused's fwd_bwd over the floor per (C, dtype, targets), from
+def test_the_triton_fused_table_is_the_h200_rows():
+    # docs/gpu.md: triton_fused's fwd_bwd over the floor per (C, dtype, targets), from
     # results/reference/h200/gpu (time_median_s / floor_time_s, two decimals).
     import re
 
@@ -107,9 +109,9 @@ def test_the_readme_triton_fused_table_is_the_h200_rows():
     repo = Path(__file__).resolve().parent.parent
     rows = pd.read_parquet(repo / "results/reference/h200/gpu/rows.parquet")
     t = rows[(rows.variant == "triton_fused") & (rows["mode"] == "fwd_bwd")]
-    readme = (repo / "README.md").read_text()
+    gpu = (repo / "docs" / "gpu.md").read_text()
     header = "| C | bf16 hard (2L) | bf16 soft (3L) | fp32 hard (2L) | fp32 soft (3L) |"
-    table = readme[readme.index(header) :].split("\n\n")[0]
+    table = gpu[gpu.index(header) :].split("\n\n")[0]
     cells = 0
     for line in table.splitlines()[2:]:
         c, *xs = [x.strip() for x in line.strip("|").split("|")]
@@ -119,4 +121,4 @@ def test_the_readme_triton_fused_table_is_the_h200_rows():
             r = t[(t.num_classes == int(c)) & (t.dtype == dtype) & (t.targets == targets)].iloc[0]
             assert f"{r.time_median_s / r.floor_time_s:.2f}x" == x, (c, dtype, targets, x)
             cells += 1
-    assert cells == 12 and re.search(r"12 points in\s+\*\*208 s on one H200\*\*", readme)
+    assert cells == 12 and re.search(r"12 points in\s+\*\*208 s on one H200\*\*", gpu)

@@ -69,7 +69,7 @@ def test_a_declared_overwriter_gets_a_fresh_copy_every_call():
 
 def test_the_fresh_copy_is_made_outside_the_timed_call():
     source = torch.ones(1000)
-    feed = Feed(source, torch.zeros(1), fresh=True)
+    feed = Feed(logits=source, targets=torch.zeros(1), fresh=True)
     seen = []
 
     def call():

@@ -69,7 +69,7 @@ CATALOGUE = [
     # (0.17x the bound at 16 chunks, 0.34x at 64, 0.60x at 128, 1.2x at 256, measured)
     ("dw_accumulated_in_bf16", {"batch_size": 4096}, ("bf16",), ("dW",), ("loss", "dH")),
     # caught because the runner's incoming gradient under reduction none is not all ones
-    # (harness/measure/accuracy.py `upstream`): with ones this backward is exact
+    # (harness/loss/errors.py `upstream`): with ones this backward is exact
     ("dw_scaled_after_the_sum", {"reduction": "none"}, ("bf16", "fp32", "fp64"), ("dW",), ("loss", "dH")),
 ]
 

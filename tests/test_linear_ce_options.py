@@ -22,14 +22,14 @@ import torch.nn.functional as F
 
 from harness import job
 from harness.config import SettingError
-from harness.cross_entropy.options import LossOptions
 from harness.cross_entropy.reference import reference as logits_reference
 from harness.linear_cross_entropy import variants
 from harness.linear_cross_entropy.inputs import make_inputs
 from harness.linear_cross_entropy.point import point
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.linear_cross_entropy.variants.chunked import CHUNK
-from harness.measure.accuracy import upstream
+from harness.loss.errors import upstream
+from harness.loss.options import LossOptions
 from harness.registry import Registry
 
 from .conftest import job_config, run_cli
@@ -343,8 +343,11 @@ def test_the_external_libraries_get_each_option_under_their_own_name(monkeypatch
 
 def test_bad_settings_stop_with_one_line():
     for settings, words in [
-        ({"family": "cross_entropy", "bias": True}, "bias=true needs family=linear_cross_entropy"),
-        ({"logits": "zipf"}, "logits=zipf is not available with family=linear_cross_entropy"),
+        (
+            {"family": "cross_entropy", "hidden_size": 256, "bias": True},
+            "bias=true is not read by family=cross_entropy: .* use family=linear_cross_entropy",
+        ),
+        ({"logits": "zipf"}, "logits='zipf' is not read by family=linear_cross_entropy"),
         ({"reduction": "max"}, "reduction='max' is not allowed"),
         ({"softcap": -1.0}, "softcap=-1.0 is not allowed"),
         ({"z_loss": -1.0}, "z_loss=-1.0 is not allowed"),
@@ -362,7 +365,7 @@ def test_the_cli_refuses_a_bias_for_cross_entropy(tmp_path):
     assert (
         proc.stderr.strip()
         .splitlines()[-1]
-        .startswith("harness: bias=true needs family=linear_cross_entropy")
+        .startswith("harness: bias=true is not read by family=cross_entropy")
     )
     assert not (tmp_path / "run").exists()
 

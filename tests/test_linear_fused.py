@@ -14,10 +14,10 @@ import textwrap
 import pytest
 import torch
 
-from harness.cross_entropy.options import LossOptions
 from harness.linear_cross_entropy import make_call
 from harness.linear_cross_entropy.reference import reference
 from harness.linear_cross_entropy.variants import REGISTRY, fused
+from harness.loss.options import LossOptions
 from harness.measure.memory import peak_bytes
 
 from .conftest import REPO
@@ -142,7 +142,7 @@ def test_holds_dh_dw_and_one_chunk_of_logits(monkeypatch):
 
 KERNEL_CHECK = """
 import torch
-from harness.cross_entropy.options import LossOptions
+from harness.loss.options import LossOptions
 from harness.linear_cross_entropy.reference import reference
 from harness.linear_cross_entropy.variants import fused
 from tests.test_linear_fused import _inputs

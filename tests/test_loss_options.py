@@ -117,7 +117,7 @@ def test_historical_option_bugs_are_flagged(bug, settings, dtype):
 @pytest.mark.parametrize("dtype", ["fp64", "fp32", "bf16"])
 def test_a_per_row_incoming_gradient_applied_as_a_scalar_is_flagged(dtype):
     """Under reduction none the runner differentiates with 1, 1.25, 1.5, 1.75, ... per row
-    (harness/measure/accuracy.py `upstream`): with all ones this bug would be exact."""
+    (harness/loss/errors.py `upstream`): with all ones this bug would be exact."""
     bug = "per_row_gradient_as_scalar"
     rows = _rows(
         variants=[f"{bug}@tests.option_bugs:{bug}", "torch_cross_entropy"], dtype=dtype, reduction="none"

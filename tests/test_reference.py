@@ -114,7 +114,7 @@ def test_no_finite_reference_is_said_not_computed():
 def test_plain_options_are_the_plain_loss_bit_for_bit():
     """reference(..., LossOptions()) is reference(...): the options add nothing when off, and
     the plain result says what it reduced by (B) and what each row's loss is."""
-    from harness.cross_entropy.options import LossOptions
+    from harness.loss.options import LossOptions
 
     for case in CASES[::5]:
         plain = reference(case.logits, case.targets, case.kind)

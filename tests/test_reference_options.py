@@ -1,4 +1,4 @@
-"""The float64 reference with loss options (harness/cross_entropy/options.py): exact against mpmath
+"""The float64 reference with loss options (harness/loss/options.py): exact against mpmath
 at 60 digits, PyTorch's semantics where PyTorch has the option, and the options' own checks."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.cross_entropy.options import LossOptions
 from harness.cross_entropy.reference import reference
+from harness.loss.options import LossOptions
 from tests.adversarial import DIGITS
 
 _TINY64 = torch.finfo(torch.float64).tiny

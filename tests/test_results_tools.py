@@ -1,4 +1,4 @@
-"""A sweep folder any tool can read: the README's one-liners for pandas, pyarrow and duckdb
+"""A sweep folder any tool can read: the one-liners of docs/settings.md for pandas, pyarrow and duckdb
 give exactly the rows, because everything else in the folder starts with "_" or "."."""
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def test_the_three_one_liners_read_the_rows_and_nothing_else(sweep):
     assert others == [], f"files a glob would meet: {others}"
 
 
-def test_the_readme_shows_those_one_liners():
-    from pathlib import Path
+def test_the_docs_show_those_one_liners():
+    from .docs_text import page
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert "from harness.results import load" in readme and "rows = load(DIR)" in readme
-    assert 'pyarrow.dataset.dataset(DIR, format="parquet")' in readme
-    assert "read_parquet('DIR/**/*.parquet')" in readme
+    docs = page("settings.md")
+    assert "from harness.results import load" in docs and "rows = load(DIR)" in docs
+    assert 'pyarrow.dataset.dataset(DIR, format="parquet")' in docs
+    assert "read_parquet('DIR/**/*.parquet')" in docs

@@ -28,14 +28,14 @@ if DEVICE == "cpu" and _IN_PROCESS:
 
 import pytest  # noqa: E402
 
+from harness.cross_entropy.accuracy import assess  # noqa: E402
 from harness.cross_entropy.reference import reference  # noqa: E402
 from harness.cross_entropy.tolerance import tolerance  # noqa: E402
 from harness.cross_entropy.variants import REGISTRY  # noqa: E402
 from harness.dtypes import DTYPES  # noqa: E402
-from harness.measure.accuracy import assess  # noqa: E402
 from harness.measure.memory import peak_bytes  # noqa: E402
 
-MODULE = "harness.cross_entropy.kernel"
+MODULE = "harness.kernel"
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_import_harness_does_not_import_the_kernel():
     code = (
         "import sys, torch; before = 'triton' in sys.modules; "
         "import harness, harness.cross_entropy.variants, harness.runner, harness.job; "
-        "print(before, 'triton' in sys.modules, 'harness.cross_entropy.kernel' in sys.modules)"
+        "print(before, 'triton' in sys.modules, 'harness.kernel' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -204,7 +204,7 @@ def test_import_harness_does_not_import_the_kernel():
 _FAR_ROWS = textwrap.dedent("""
     import sys
     import torch
-    from harness.cross_entropy.kernel import rows
+    from harness.kernel import rows
     C, S = 300, 2**30 + 64
     big = torch.empty(2 * S + C, dtype=torch.float16, device=sys.argv[1])
     z = big.as_strided((3, C), (S, 1))
@@ -342,7 +342,8 @@ PLAN_TABLE = {
 
 
 def test_plan_follows_the_table(ce, monkeypatch):
-    monkeypatch.setattr(ce, "LAUNCH_TABLE", PLAN_TABLE)
+    # patched where plan() reads it: harness.kernel re-exports the name, launch_table owns it
+    monkeypatch.setattr(ce.launch_table, "LAUNCH_TABLE", PLAN_TABLE)
     bf16, f32 = torch.bfloat16, torch.float32
     assert ce.plan(32000, bf16, True, True) == ce.Plan("onepass", 32768, 32)
     assert ce.plan(1000, torch.float16, True, True) == ce.Plan("onepass", 1024, 4)  # fp16: bf16's rows
@@ -369,7 +370,8 @@ def test_launch_table_entries_are_valid(ce):
 
 
 def test_table_onepass_entry_above_the_limit_falls_back_to_split(ce, monkeypatch):
-    monkeypatch.setitem(ce.LAUNCH_TABLE, (10**6, "fp32", "hard", "fwd_bwd"), ("onepass", 1 << 20, 32))
+    entry = (10**6, "fp32", "hard", "fwd_bwd")
+    monkeypatch.setitem(ce.launch_table.LAUNCH_TABLE, entry, ("onepass", 1 << 20, 32))
     assert ce.plan(300_000, torch.float32, True, True).path == "split"
 
 

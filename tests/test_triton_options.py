@@ -27,11 +27,11 @@ if DEVICE == "cpu" and _IN_PROCESS:
 
 import pytest  # noqa: E402
 
-from harness.cross_entropy.options import LossOptions  # noqa: E402
 from harness.cross_entropy.reference import reference  # noqa: E402
 from harness.cross_entropy.variants import REGISTRY  # noqa: E402
+from harness.loss.options import LossOptions  # noqa: E402
 
-MODULE = "harness.cross_entropy.kernel"
+MODULE = "harness.kernel"
 
 
 @pytest.fixture(scope="module")
@@ -101,25 +101,31 @@ def run(ce, z, t, opts: dict, path: str | None, block: int | None, grad_output=N
 
 
 class _path:
-    """Forces `rows` onto a path (cross_entropy exposes only `block`, the stream kernel's)."""
+    """Forces `rows` onto a path (cross_entropy exposes only `block`, the stream kernel's). The
+    patch goes where cross_entropy reads `rows`, harness.kernel.host (harness.kernel only
+    re-exports it), and leaving the block checks that the forced `rows` was really called."""
 
     def __init__(self, ce, path):
-        self.ce, self.path = ce, path
+        self.host, self.path = ce.host, path
 
     def __enter__(self):
         if self.path is None:
             return
-        ce, path, orig = self.ce, self.path, self.ce.rows
-        self.orig = orig
+        host, path, orig = self.host, self.path, self.host.rows
+        self.orig, self.calls = orig, 0
 
         def forced(logits, targets, grad, block=None, num_warps=None, _path=None, **kw):
+            self.calls += 1
             return orig(logits, targets, grad, block, num_warps, path, **kw)
 
-        ce.rows = forced
+        host.rows = forced
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.path is not None:
-            self.ce.rows = self.orig
+            self.host.rows = self.orig
+            assert exc_type is not None or self.calls > 0, (
+                f"path={self.path!r}: the forced rows was not called"
+            )
 
 
 def check(ce, z, t, kind, opts: dict, path, block, grad_output=None):

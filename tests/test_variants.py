@@ -9,12 +9,13 @@ import torch.nn.functional as F
 
 from harness.config import SettingError
 from harness.cross_entropy import make_call, variants
+from harness.cross_entropy.accuracy import grad_rel_err
 from harness.cross_entropy.inputs import make_inputs
 from harness.cross_entropy.point import Point
 from harness.cross_entropy.reference import reference
 from harness.cross_entropy.tolerance import tolerance
 from harness.cross_entropy.variants import REGISTRY
-from harness.measure.accuracy import grad_rel_err, rel_err
+from harness.loss.errors import rel_err
 
 CPU_VARIANTS = [v for v in REGISTRY.values() if "cpu" in v.devices]
 CORRECT = [v for v in CPU_VARIANTS if not v.expected_wrong]

@@ -7,7 +7,6 @@
   traffic.py     the byte model: the fewest bytes each mode must move
   mechanisms.py  how a formula can break at large logit scales (declared by variants)
   theory.py      the scale at which each mechanism first happens, from torch.finfo alone
-  kernel.py      the Triton kernel of `triton_fused`
   variants/      the implementations, each registered where it is defined
 
 `FAMILY` is what the runner (harness/runner.py) needs from it.
@@ -20,14 +19,15 @@ from typing import Any, Callable
 
 import torch
 
+from harness.cross_entropy.accuracy import assess, grad_rel_err, upstream_scaled
 from harness.cross_entropy.inputs import Inputs, make_inputs
-from harness.cross_entropy.options import LossOptions
-from harness.cross_entropy.point import Point, scan_points
+from harness.cross_entropy.point import READS, Point, scan_points
 from harness.cross_entropy.reference import Reference, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.measure.accuracy import assess, grad_rel_err, rel_err, rows_rel_err, upstream, upstream_scaled
+from harness.loss.errors import rel_err, rows_rel_err, upstream
+from harness.loss.options import LossOptions
 from harness.measure.isolation import Feed
 from harness.registry import Variant
 from harness.vocabulary import NATIVE
@@ -85,7 +85,7 @@ def make_call(
     fn: Callable, logits: torch.Tensor, targets: torch.Tensor, mode: str, **options: Any
 ) -> Callable[[], Outputs]:
     """`fed_call` on fixed tensors (and loss options, by keyword): what tests and benchmarks call."""
-    return fed_call(fn, Feed(logits, targets, kwargs=options), mode)
+    return fed_call(fn, Feed(logits=logits, targets=targets, kwargs=options), mode)
 
 
 def loss_options(point: Point, inputs: Inputs) -> LossOptions:
@@ -139,8 +139,8 @@ def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str,
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
     return Feed(
-        inputs.logits,
-        inputs.for_variant(variant.wants_one_hot(point.targets)),
+        logits=inputs.logits,
+        targets=inputs.for_variant(variant.wants_one_hot(point.targets)),
         fresh=variant.overwrites_input,
         kwargs=_variant_kwargs(variant, point, inputs),
     )
@@ -182,4 +182,5 @@ FAMILY = Family(
     bytes_moved=bytes_moved,
     compute_floor_s=_compute_floor_s,
     native=NATIVE,
+    reads=READS,
 )

@@ -27,18 +27,17 @@ import torch
 from torch import Tensor
 
 from harness.cross_entropy.point import Point
+from harness.loss.weights import IGNORED_ROWS, RANKS, class_weights, options_generator
 
 # Independent streams per seed: the logits do not change with the target kind, and the same
 # standard-normal draw is reused across logit scales, so a failure boundary in `logit_scale`
 # is the boundary of one fixed draw being stretched, not a new coin flip at each scale.
 _LOGITS_STREAM, _TARGETS_STREAM = 0, 1
-# The option draws (which rows are ignored, the class weights, zipf's ranks) come from streams
-# of their own, so turning an option on changes nothing else about the point's inputs.
-_OPTIONS_STREAM = 1 << 62
+# The option draws (which rows are ignored, the class weights, zipf's ranks) come from the loss
+# core's streams (harness/loss/weights.py), so turning an option on changes nothing else.
 
 ZIPF_ALPHA = 1.6  # the logit of the class of rank r is -alpha ln r (+ noise)
 ZIPF_NOISE = 0.5  # standard deviation of the per-logit noise, in nats
-WEIGHT_RANGE = (0.5, 2.0)  # class weights: uniform in this range (a 4x spread, as frequency weights)
 # Rows per block when shuffling zipf ranks: about 2^22 elements of float64/int64 temporaries.
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -47,16 +46,12 @@ def _generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(2 * seed + stream)
 
 
-def _options_generator(device: torch.device, seed: int, what: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed((_OPTIONS_STREAM + 4 * seed + what) % (1 << 63))
-
-
 def _zipf_logits(point: Point, device: torch.device, g: torch.Generator) -> Tensor:
     """[B, C] float64: -alpha ln(rank) + noise * N(0, 1), ranks shuffled per row, times the scale."""
     b, c = point.batch_size, point.num_classes
     z = torch.randn((b, c), dtype=torch.float64, device=device, generator=g).mul_(ZIPF_NOISE)
     log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
-    ranks = _options_generator(device, point.seed, 0)
+    ranks = options_generator(device, point.seed, RANKS)
     step = max(1, _BLOCK_ELEMENTS // c)
     for lo in range(0, b, step):
         hi = min(lo + step, b)
@@ -80,22 +75,9 @@ def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
     n = round(point.ignore_fraction * point.batch_size)
     if n == 0:
         return targets
-    g = _options_generator(targets.device, point.seed, 1)
+    g = options_generator(targets.device, point.seed, IGNORED_ROWS)
     rows = torch.randperm(point.batch_size, device=targets.device, generator=g)[:n]
     return targets.clone().index_fill_(0, rows, point.ignore_index)
-
-
-def class_weights(point: Point) -> Tensor | None:
-    """[C] in the point's dtype, or None: the given weights, or the seeded ones of `seeded`."""
-    if point.class_weights == "none":
-        return None
-    device = torch.device(point.device)
-    if isinstance(point.class_weights, tuple):  # given on the command line
-        return torch.tensor(point.class_weights, dtype=torch.float64, device=device).to(point.torch_dtype)
-    g = _options_generator(device, point.seed, 2)
-    lo, hi = WEIGHT_RANGE
-    w = torch.rand(point.num_classes, dtype=torch.float64, device=device, generator=g)
-    return w.mul_(hi - lo).add_(lo).to(point.torch_dtype)
 
 
 @dataclass

@@ -27,7 +27,7 @@ error below 1e-13 in the loss and the gradient (norm-wise) wherever the true val
 float64. Computed once per point, shared by every variant and mode, in blocks of rows so that its
 float64 temporaries stay small next to the [B, C] gradient it returns.
 
-Options (harness/cross_entropy/options.py; `reference(..., options)`). With z' = softcap
+Options (harness/loss/options.py; `reference(..., options)`). With z' = softcap
 tanh(z / softcap) under a softcap (else z' = z), lse' = log sum_c exp(z'_c), weights w (else 1)
 and eps the label smoothing, each row's loss is
 
@@ -74,7 +74,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from harness.cross_entropy.options import LossOptions
+from harness.loss.options import LossOptions
 
 # Rows per block: about 2^22 float64 elements (32 MiB) per temporary, whatever C is.
 _BLOCK_ELEMENTS = 1 << 22
@@ -92,9 +92,9 @@ class Reference:
     grad_magnitude: float  # ||T p (max|z| + ln C)|| / ||T p - t||: the same for an error of
     #                        u (max|z| + ln C) in each probability (lse rounded, then exp(z - lse))
     grad_subnormal: float  # ||rounding of g below the output dtype's smallest normal|| / ||g||
-    # With options (harness/cross_entropy/options.py) `loss` is the reduced loss (mean or sum;
+    # With options (harness/loss/options.py) `loss` is the reduced loss (mean or sum;
     # reduction "none": the mean of `losses` over all B rows, as a scalar summary) and `grad` the
-    # gradient of it ("none": of the sum of the per-row losses; harness/measure/accuracy.py scales
+    # gradient of it ("none": of the sum of the per-row losses; harness/cross_entropy/accuracy.py scales
     # its rows by the incoming gradient the runner used).
     losses: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))  # [B]
     #                        float64 per-row losses after the options, before the reduction; 0 on ignored rows
@@ -210,7 +210,7 @@ def _softcap(z: Tensor, k: Tensor, a: Tensor, cap: float) -> tuple[Tensor, Tenso
 def reference(logits: Tensor, targets: Tensor, kind: str, options: LossOptions | None = None) -> Reference:
     """logits: [B, C] any float dtype (read as float64, the values as stored); targets: [B] int64
     class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft"). options: the
-    loss's options (harness/cross_entropy/options.py); None or LossOptions() is the plain loss,
+    loss's options (harness/loss/options.py); None or LossOptions() is the plain loss,
     computed as it always was (bit for bit)."""
     opts = options if options is not None else LossOptions()
     bad = int((~torch.isfinite(logits)).sum().item())

@@ -41,18 +41,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.cross_entropy.reference import Reference
-from harness.dtypes import DTYPES, unit_roundoff
+from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
 
 K_LOSS = 4.0
 K_GRAD = 2.0
-
-
-def compute_roundoff(dtype_name: str) -> float:
-    """u of the precision a careful implementation computes in for this input dtype."""
-    return unit_roundoff(torch.float64 if dtype_name == "fp64" else torch.float32)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ x V = 256k classes in fp32 is 8.4 GB); the variants differ in whether and how th
 The runner measures them as it measures the first family: time, peak memory, and the loss, dH,
 dW (and db with a bias) against float64.
 
-The loss takes the first family's options (harness/cross_entropy/options.py: ignored rows, label
+The loss takes the first family's options (harness/loss/options.py: ignored rows, label
 smoothing, z-loss, softcap, class weights, reduction mean | sum | none) with the same formulas,
 and the layer an optional bias (`bias=true`). A variant receives the options it declares by
 keyword (the class weights as `class_weight`, the bias as `bias`; variants/__init__.py); under
 reduction none it returns the [N] per-row losses, and the runner differentiates them with a
-non-uniform incoming gradient (harness/measure/accuracy.py `upstream`), as the first family's
+non-uniform incoming gradient (harness/loss/errors.py `upstream`), as the first family's
 does.
 
   point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes, the
@@ -33,16 +33,17 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from harness.cross_entropy.options import LossOptions
 from harness.family import Family, Outputs
 from harness.linear_cross_entropy.inputs import Inputs, make_inputs
-from harness.linear_cross_entropy.point import Point, scan_points
+from harness.linear_cross_entropy.point import READS, Point, scan_points
 from harness.linear_cross_entropy.reference import Reference, reference
 from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
+from harness.loss.errors import rel_err, rows_rel_err, upstream
+from harness.loss.options import LossOptions
 from harness.measure import ceiling
-from harness.measure.accuracy import rel_err, rows_rel_err, upstream
+from harness.measure.isolation import Feed
 from harness.registry import Variant
 
 NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divides by
@@ -50,40 +51,6 @@ NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divide
 
 class BadResult(Exception):
     """The variant returned something that is not the loss the reduction asks for."""
-
-
-class Feed:
-    """What one (variant, mode) is called with: the point's tensors and the keyword options.
-    `bias`: the bias [V], passed as `bias=` when the variant declares it (`takes_bias`; None at
-    a point without one). `fresh`: the variant overwrites its inputs, so each `refresh` gives it
-    new copies (as harness/measure/isolation.py's Feed does for the first family's logits)."""
-
-    def __init__(
-        self,
-        hidden: Tensor,
-        weight: Tensor,
-        targets: Tensor,
-        fresh: bool,
-        kwargs: dict,
-        bias: Tensor | None = None,
-        takes_bias: bool = False,
-    ) -> None:
-        self._sources = (hidden, weight, targets, bias)
-        self.fresh = fresh
-        self.hidden, self.weight, self.targets, self.bias = hidden, weight, targets, bias
-        self.kwargs = kwargs
-        self.takes_bias = takes_bias
-
-    def refresh(self) -> None:
-        if self.fresh:
-            self.hidden, self.weight, self.targets, self.bias = (
-                None if t is None else t.clone() for t in self._sources
-            )
-
-    def release(self) -> None:
-        """After each call: no fresh copy is kept while the point's other variants are timed."""
-        if self.fresh:
-            self.hidden, self.weight, self.targets, self.bias = self._sources
 
 
 def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
@@ -108,15 +75,19 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
     family's runner does."""
     reduction = feed.kwargs.get("reduction", "mean")
     rows = feed.hidden.shape[0]
+    # `bias` among the kwargs says the variant takes one (None at a point without a bias); the
+    # tensor itself is the feed's, refreshed with the others for a variant that writes its inputs
+    takes_bias = "bias" in feed.kwargs
+    options = {k: v for k, v in feed.kwargs.items() if k != "bias"}
 
     def bias_kwarg(bias: Tensor | None) -> dict:
-        return {"bias": bias} if feed.takes_bias else {}
+        return {"bias": bias} if takes_bias else {}
 
     if mode == "fwd":
 
         def fwd() -> Outputs:
             with torch.no_grad():
-                out = fn(feed.hidden, feed.weight, feed.targets, **feed.kwargs, **bias_kwarg(feed.bias))
+                out = fn(feed.hidden, feed.weight, feed.targets, **options, **bias_kwarg(feed.bias))
                 return _check_loss(out, reduction, rows), None
 
         return fwd
@@ -125,7 +96,7 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
         h = feed.hidden.detach().requires_grad_()
         w = feed.weight.detach().requires_grad_()
         b = None if feed.bias is None else feed.bias.detach().requires_grad_()
-        loss = _check_loss(fn(h, w, feed.targets, **feed.kwargs, **bias_kwarg(b)), reduction, rows)
+        loss = _check_loss(fn(h, w, feed.targets, **options, **bias_kwarg(b)), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on hidden and weight (no gradient)")
         wrt = (h, w) if b is None else (h, w, b)
@@ -142,9 +113,8 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
 
 def make_call(fn: Callable, hidden: Tensor, weight: Tensor, targets: Tensor, mode: str, **options: Any):
     """`fed_call` on fixed tensors (and options by keyword, `bias=` among them): what tests call."""
-    takes_bias = "bias" in options
-    bias = options.pop("bias", None)
-    feed = Feed(hidden, weight, targets, fresh=False, kwargs=options, bias=bias, takes_bias=takes_bias)
+    bias = options.get("bias")
+    feed = Feed(hidden=hidden, weight=weight, targets=targets, bias=bias, kwargs=options)
     return fed_call(fn, feed, mode)
 
 
@@ -197,7 +167,8 @@ def _unsupported(variant: Variant, point: Point) -> str:
 
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
-    """Every option the variant declares, by keyword, with the point's value (defaults too)."""
+    """The point's tensors, and every option the variant declares by keyword with the point's
+    value (defaults too); `bias` among them when it declares one (fed_call passes the tensor)."""
     values = {
         "ignore_index": point.ignore_index,
         "label_smoothing": point.label_smoothing,
@@ -206,15 +177,15 @@ def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
         "class_weight": inputs.class_weight,
         "reduction": point.reduction,
     }
-    kwargs = {name: values[name] for name in sorted(variant.options) if name != "bias"}
+    values["bias"] = None  # a marker: fed_call passes the feed's own bias tensor
+    kwargs = {name: values[name] for name in sorted(variant.options)}
     return Feed(
-        inputs.hidden,
-        inputs.weight,
-        inputs.targets,
+        hidden=inputs.hidden,
+        weight=inputs.weight,
+        targets=inputs.targets,
+        bias=inputs.bias,
         fresh=variant.overwrites_input,
         kwargs=kwargs,
-        bias=inputs.bias,
-        takes_bias="bias" in variant.options,
     )
 
 
@@ -312,4 +283,5 @@ FAMILY = Family(
     bytes_moved=bytes_moved,
     compute_floor_s=_compute_floor_s,
     native=NATIVE,
+    reads=READS,
 )

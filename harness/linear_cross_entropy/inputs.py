@@ -10,8 +10,8 @@ float64 and rounded once.
           still has std logit_scale; each class gets a fixed offset, as a unigram prior.
   targets [N] uniform class indices, with round(ignore_fraction * N) rows, chosen at random,
           set to ignore_index.
-  class weights [V] (`class_weights`): the first family's (harness/cross_entropy/inputs.py),
-          seeded ones uniform in [0.5, 2), rounded to the dtype.
+  class weights [V] (`class_weights`): the loss core's draw (harness/loss/weights.py), the
+          first family's too: seeded ones uniform in [0.5, 2), rounded to the dtype.
 
 Every variant and the float64 reference receive the same rounded tensors (the reference
 measures the algorithm's error alone); the unrounded draw is kept for the total error.
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.cross_entropy.inputs import class_weights
 from harness.linear_cross_entropy.point import Point
+from harness.loss.weights import class_weights
 
 # Independent streams per seed, as in the first family: the hidden states do not change with V,
 # the weight's standard-normal draw is reused across logit scales (a scale is one fixed draw
 # stretched), and which rows are ignored comes from a stream of its own.
 _HIDDEN_STREAM, _WEIGHT_STREAM, _TARGETS_STREAM, _IGNORE_STREAM = 0, 1, 2, 3
 # The bias's draw has a stream of its own, offset by 2^62 as the first family's option draws are
-# (harness/cross_entropy/inputs.py: its class weights, which this family reuses, are offset + 2),
+# (harness/loss/weights.py: the class weights, which both families draw, are offset + 2),
 # so turning it on leaves the other draws as they were (the weight is the same draw, scaled).
 _BIAS_STREAM = 1 << 62
 
@@ -89,5 +89,5 @@ def make_inputs(point: Point) -> Inputs:
         weight_unrounded=w64,
         bias=None if b64 is None else b64.to(point.torch_dtype),
         bias_unrounded=b64,
-        class_weight=class_weights(point),  # the first family's draw: it reads V, seed, dtype, device
+        class_weight=class_weights(point),  # the core's draw: it reads V, seed, dtype, device
     )

@@ -5,12 +5,13 @@ class-index targets. Its settings reuse the first family's where they mean the s
 `batch_size` is the tokens N, `num_classes` the vocabulary V, `logit_scale` the logits' standard
 deviation (harness/linear_cross_entropy/inputs.py), and the loss options (`ignore_fraction`,
 `ignore_index`, `label_smoothing`, `z_loss`, `softcap`, `class_weights`, `reduction`) are the
-first family's, checked by the same code (harness/cross_entropy/point.py) and with the same
-formulas (harness/cross_entropy/options.py); `hidden_size` is D and `bias` adds a bias [V] to
+declared once for both families and checked by the same code (harness/loss/declared.py), with
+the same formulas (harness/loss/options.py); `hidden_size` is D and `bias` adds a bias [V] to
 the layer. The targets are always class indices (the `targets` setting is cross-entropy's and
-is not read here; rows hold `hard`). `logits=zipf` is refused with one line: it is a
-construction on given logits (ranks shuffled per row), and these logits are H W^T, a product
-of rank D that the harness does not choose entry by entry.
+is read only to refuse `soft`; rows hold `hard`). `logits` is not read: zipf is a construction
+on given logits (ranks shuffled per row), and these logits are H W^T, a product of rank D that
+the harness does not choose entry by entry, so `logits=zipf` is refused with one line
+(harness/loss/settings.py, refuse_unread).
 
 A variant receives the options it declares as keyword arguments; their names here are the
 first family's but for the class weights, `class_weight` (a variant's second positional
@@ -19,16 +20,25 @@ argument is already called `weight`), and the bias, `bias`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from harness.config import INT_LIMIT, SettingError, get_setting, is_int, validate_device
-from harness.cross_entropy.point import _optional, _options, _scale, _seed
+from harness.config import validate_device
 from harness.dtypes import DTYPES
+from harness.loss import declared, settings
+from harness.loss.settings import SettingError, get_setting, optional, positive
 from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
+
+FAMILY_NAME = "linear_cross_entropy"
+# The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): the
+# layer's, `targets` (to refuse soft), and its loss options.
+READS = frozenset({"hidden_size", "bias", "targets", *(o.name for o in declared.read_by(FAMILY_NAME))})
+# The schema's default `targets` is the first family's (soft); here it can only mean the
+# family's class indices, so it reads as hard. An explicit targets=soft cannot be told from it
+# (Hydra keeps no record of what was set), so it too reads as hard, as the docstring says.
+_TARGET_DEFAULT = "soft"
 
 
 @dataclass(frozen=True)
@@ -65,53 +75,44 @@ class Point:
 
     @property
     def required_options(self) -> frozenset[str]:
-        """The keyword arguments a variant must honour here (variants/__init__.py names them);
-        the plain loss without a bias needs none."""
-        on = {
-            "ignore_index": self.ignore_fraction > 0,
-            "label_smoothing": self.label_smoothing > 0,
-            "z_loss": self.z_loss > 0,
-            "softcap": self.softcap > 0,
-            "class_weight": self.class_weights != "none",
-            "reduction": self.reduction != "mean",
-            "bias": self.bias,
-        }
-        return frozenset(name for name, used in on.items() if used)
+        """The keyword arguments a variant must honour here (harness/loss/declared.py names
+        them); the plain loss without a bias needs none."""
+        extra = {"bias"} if self.bias else set()
+        return declared.required(self._options(), FAMILY_NAME) | extra
+
+    def _options(self) -> dict[str, Any]:
+        return {o.name: getattr(self, o.name) for o in declared.read_by(FAMILY_NAME)}
 
     def columns(self) -> dict[str, Any]:
         """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS): `logits` at its
         default; weights given as a list recorded as "given" (the list is in _multirun.yaml)."""
         cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
-        if isinstance(self.class_weights, tuple):
-            cols["class_weights"] = "given"
-        return cols
+        return {**cols, **declared.columns(self._options()), "family": FAMILY_NAME}
 
-
-def _positive(cfg: Any, key: str, low: int) -> int:
-    v = get_setting(cfg, key)
-    if not is_int(v) or not low <= v < INT_LIMIT:
-        raise SettingError(f"{key}={v!r} is not allowed: use an integer >= {low} (below 2^62)")
-    return v
+    def label(self) -> str:
+        """One line for progress and logs."""
+        return (
+            f"N={self.batch_size} V={self.num_classes} D={self.hidden_size}{' bias' if self.bias else ''} "
+            f"{self.dtype} scale={self.logit_scale:g} {self.device} seed={self.seed}"
+        )
 
 
 def point(cfg: Any) -> Point:
     """Check the point settings of a composed config (DictConfig, dataclass or dict)."""
-    n = _positive(cfg, "batch_size", 1)
-    d = _positive(cfg, "hidden_size", 1)
-    v = _positive(cfg, "num_classes", 2)
+    n = positive(cfg, "batch_size", 1)
+    d = positive(cfg, "hidden_size", 1)
+    v = positive(cfg, "num_classes", 2)
     dtype = get_setting(cfg, "dtype")
     if dtype not in DTYPES:
         raise SettingError(f"dtype={dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
-    s = _scale(get_setting(cfg, "logit_scale"), "logit_scale")
-    seed = _seed(get_setting(cfg, "seed"), "seed")
+    s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
+    seed = settings.seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
-    options = _options(cfg, v, "hard")  # the targets are class indices whatever `targets` says
-    if options.pop("logits") != "normal":
-        raise SettingError(
-            "logits=zipf is not available with family=linear_cross_entropy: its logits are "
-            "hidden @ weight^T, not drawn row by row; leave logits=normal"
-        )
-    bias = _optional(cfg, "bias", False)
+    targets = optional(cfg, "targets", "hard")
+    if targets not in ("hard", _TARGET_DEFAULT):
+        raise SettingError(f"targets={targets!r} is not allowed with family={FAMILY_NAME}: use hard")
+    options = declared.parse(lambda k, dflt: optional(cfg, k, dflt), FAMILY_NAME, v, "hard")
+    bias = optional(cfg, "bias", False)
     if not isinstance(bias, bool):
         raise SettingError(f"bias={bias!r} is not allowed: use true or false")
     return Point(
@@ -128,16 +129,5 @@ def point(cfg: Any) -> Point:
 
 
 def scan_points(cfg: Any) -> list[Point]:
-    """The points of one job: `point(cfg)`, or one per (seed, logit_scale) of the `scan` lists,
-    seeds outermost (as harness/cross_entropy/point.py)."""
-    base = point(cfg)
-    scan = get_setting(cfg, "scan")
-    scales = [
-        _scale(s, f"scan.logit_scale[{i}]") for i, s in enumerate(get_setting(scan, "logit_scale") or [])
-    ]
-    seeds = [_seed(s, f"scan.seed[{i}]") for i, s in enumerate(get_setting(scan, "seed") or [])]
-    return [
-        dataclasses.replace(base, logit_scale=s, seed=seed)
-        for seed in (seeds or [base.seed])
-        for s in (scales or [base.logit_scale])
-    ]
+    """The job's points (harness/loss/settings.py: the one point, or its scan)."""
+    return settings.scan_points(cfg, point)

@@ -1,6 +1,6 @@
 """The float64 reference of linear + cross-entropy: loss, dH, dW (and dbias), in vocabulary chunks.
 
-With z = H W^T (+ b) (N x V), the loss options of harness/cross_entropy/options.py (`LossOptions`)
+With z = H W^T (+ b) (N x V), the loss options of harness/loss/options.py (`LossOptions`)
 and the first family's formulas (harness/cross_entropy/reference.py has them with their
 sources): z' = softcap tanh(z / softcap) under a softcap (else z' = z), lse'_b = log sum_v
 exp(z'_bv), class weights w (else 1), eps the label smoothing, and per kept row b (target y_b
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.cross_entropy.options import LossOptions
+from harness.loss.options import LossOptions
 
 # Classes per chunk: a [N, chunk] float64 block of at most 2^24 elements (128 MiB), so the
 # reference's temporaries stay small next to the [V, D] float64 dW it returns.
@@ -102,7 +102,7 @@ def reference(
     """hidden [N, D], weight [V, D], bias [V] or None in any float dtype (upcast here), targets
     [N] int64. options: the loss's (None: the plain mean); its class weights [V] in any float
     dtype. upstream: under reduction "none", the [N] incoming gradient the gradients are of
-    (harness/measure/accuracy.py `upstream`; None: all ones, the gradient of the rows' sum)."""
+    (harness/loss/errors.py `upstream`; None: all ones, the gradient of the rows' sum)."""
     opts = options if options is not None else LossOptions()
     f64 = torch.float64
     h = hidden.to(f64)

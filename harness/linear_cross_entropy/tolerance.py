@@ -47,8 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.cross_entropy.tolerance import compute_roundoff
-from harness.dtypes import DTYPES, unit_roundoff
+from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
 from harness.linear_cross_entropy.point import Point
 from harness.linear_cross_entropy.reference import Reference
 

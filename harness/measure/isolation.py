@@ -49,24 +49,25 @@ class Guard:
 
 
 class Feed:
-    """The logits and targets one (variant, mode) is called with. `fresh`: the variant
-    overwrites its inputs, so each `refresh` gives it new copies of the originals."""
+    """The tensors one (variant, mode) is called with, by name (`feed.logits`, `feed.hidden`: the
+    family's call reads them), and the keyword options it receives. `fresh`: the variant
+    overwrites its inputs, so each `refresh` gives it new copies of the originals (a None, such
+    as a point's absent bias, stays None)."""
 
-    def __init__(
-        self, logits: Tensor, targets: Tensor, fresh: bool = False, kwargs: dict | None = None
-    ) -> None:
-        self._sources = (logits, targets)
+    def __init__(self, fresh: bool = False, kwargs: dict | None = None, **tensors: Tensor | None) -> None:
+        self._sources = dict(tensors)
         self.fresh = fresh
-        self.logits, self.targets = logits, targets
         self.kwargs = dict(kwargs or {})  # passed to the variant by keyword on every call (options)
+        self.__dict__.update(tensors)
 
     def refresh(self) -> None:
         """Before each call, outside any timed or tracked interval."""
         if self.fresh:
-            self.logits, self.targets = (t.clone() for t in self._sources)
+            for name, t in self._sources.items():
+                setattr(self, name, None if t is None else t.clone())
 
     def release(self) -> None:
         """After each call: a fresh copy is not kept between calls, so that the point's variants,
         timed side by side (harness/runner.py), do not each hold one."""
         if self.fresh:
-            self.logits, self.targets = self._sources
+            self.__dict__.update(self._sources)

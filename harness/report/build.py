@@ -142,7 +142,7 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
     # The first family's figures and tables read its rows only: a linear + cross-entropy row's C
     # is a vocabulary behind a matmul of width D, and pooled with them it would be ranked against
     # another problem (its own section, last, groups by N, D, V). The statuses count every row.
-    ce = rows.drop(linear_rows(rows).index)
+    ce = data.family_rows(rows, "cross_entropy")
     ce_ctx = figures.Context.of(run_dir, ce, studies)
     every = figures.Context.of(run_dir, rows, studies)
     # A run of the linear family alone has no section of the first family's (an empty run keeps

@@ -14,7 +14,8 @@ import pandas as pd
 from harness.compare import KINDS, Comparison
 from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS
 
-# Short headers: the key is nine columns wide before anything is said about the row.
+# Short headers: the key (vocabulary.KEY_COLUMNS, 20 columns) is wide before anything is said
+# about the row.
 _HEADERS = {"batch_size": "B", "num_classes": "C", "logit_scale": "scale"}
 _KEY_SHOWN = list(KEY_COLUMNS)
 

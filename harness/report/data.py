@@ -98,6 +98,14 @@ def has(df: pd.DataFrame, column: str) -> bool:
     return column in df.columns and bool(df[column].notna().any())
 
 
+def family_rows(rows: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The rows one family measured (the `family` column; results.load fills it in files
+    written before it, from their hidden size)."""
+    if rows.empty or "family" not in rows.columns:
+        return rows.iloc[0:0] if family != "cross_entropy" else rows
+    return rows[rows["family"] == family]
+
+
 def logit_bytes(dtype: str) -> int:
     """Bytes per logit element of this dtype (2 for fp16/bf16, 4, 8)."""
     import torch  # already imported by harness.dtypes; local to keep the intent visible

@@ -25,10 +25,9 @@ _SIZE = ["batch_size", "hidden_size", "num_classes", "dtype"]
 
 
 def linear_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the linear family (cross-entropy rows hold hidden_size 0)."""
-    if rows.empty or not data.has(rows, "hidden_size"):
-        return rows.iloc[0:0]
-    return rows[rows["hidden_size"].fillna(0) > 0]
+    """The rows of the linear family (the `family` column: results.load fills it for files
+    written before it)."""
+    return data.family_rows(rows, "linear_cross_entropy")
 
 
 def _sci(x) -> str:

@@ -51,14 +51,11 @@ def option_tables(
     rows: pd.DataFrame, order: list[str], family: str = "cross_entropy"
 ) -> list[tuple[str, "pd.DataFrame | str", str]]:
     """(title, table or why not, caption) per option setting present besides "plain", for the
-    rows of one family (cross_entropy, or linear_cross_entropy: the rows with D > 0)."""
+    rows of one family (cross_entropy or linear_cross_entropy: the `family` column)."""
     if rows.empty or not data.has(rows, "reduction"):
         return []
     linear = family == "linear_cross_entropy"
-    if data.has(rows, "hidden_size"):
-        rows = rows[(rows["hidden_size"].fillna(0) > 0) == linear]
-    elif linear:
-        return []
+    rows = data.family_rows(rows, family)
     if rows.empty:
         return []
     same_point = _SAME_POINT + (["hidden_size"] if linear else [])

@@ -16,7 +16,7 @@ probabilities [B, C] in the logits' dtype. A variant that accepts only "soft" st
 hard points: it receives the one-hot rows (built outside the timed region).
 
 Loss options: a variant registered with `options={"ignore_index", "label_smoothing", ...}`
-(the names of `harness.cross_entropy.options.OPTIONS`) receives each of them as a keyword
+(the keyword arguments of harness/loss/declared.py, `variant_kwargs`) receives each of them as a keyword
 argument at every point, with F.cross_entropy's meaning:
 
     def my_loss(logits, targets, *, ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
@@ -34,7 +34,7 @@ from typing import Callable
 from torch import Tensor
 
 from harness.cross_entropy.mechanisms import MECHANISMS
-from harness.cross_entropy.options import OPTIONS
+from harness.loss import declared
 from harness.registry import ALL_DEVICES, ALL_TARGETS, Registry, Variant
 
 __all__ = [
@@ -55,7 +55,7 @@ REGISTRY = Registry(
     "cross_entropy",
     signature="two arguments (logits, targets) and return the mean loss",
     mechanisms=MECHANISMS,
-    options=OPTIONS,
+    options=declared.variant_kwargs("cross_entropy"),
 )
 register = REGISTRY.register
 names = REGISTRY.names

@@ -8,7 +8,7 @@ Forward holds [B, CHUNK] temporaries and [B] statistics; backward holds the grad
 [B, C] log-probabilities for backward and builds the gradient from them, so at large C its
 peak is about one extra [B, C] buffer above this one (tests/test_chunked_memory.py).
 
-Loss options (harness/cross_entropy/options.py): all six, with F.cross_entropy's meaning, and
+Loss options (harness/loss/options.py): all six, with F.cross_entropy's meaning, and
 z-loss as Liger's lse_square_scale. Per row, with effective targets q (label smoothing and class
 weights folded in, 0 on ignored rows) and Q = sum_c q_c,
 
@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
+from harness.loss.declared import REDUCTIONS
 
 OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"}
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -15,12 +15,12 @@ with respect to hidden, weight and the bias when there is one (autograd.grad), s
 a custom backward returns each of those gradients from it. Every module of this package is
 imported below: a new file here is the only edit a new variant needs.
 
-The options (`OPTIONS` below) are the first family's loss options (harness/cross_entropy/
-options.py, the same semantics) under the same keyword names, but for the class weights,
-`class_weight` (`weight` is the layer's), and with the layer's `bias` [V] (None at a point
-without one). A variant receives every option it declares at every point, defaults included; a
-point that turns on an option the variant does not declare gives an `unsupported` row (never a
-silently different loss).
+The options are the loss options both families declare (harness/loss/declared.py, the same
+semantics) under the same keyword names, but for the class weights, `class_weight` (`weight`
+is the layer's), and with the layer's `bias` [V] (None at a point without one). A variant
+receives every option it declares at every point, defaults included; a point that turns on
+an option the variant does not declare gives an `unsupported` row (never a silently different
+loss).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from harness.loss import declared
 from harness.registry import Registry
 
 REGISTRY = Registry(
@@ -35,22 +36,16 @@ REGISTRY = Registry(
     signature="three arguments (hidden [N, D], weight [V, D], targets [N]) and return the loss",
     mechanisms={},  # no failure mechanisms catalogued yet (the first family's theory is about given logits)
     options={
-        "ignore_index": "rows whose target is this index are left out of the loss and the mean",
-        "label_smoothing": "epsilon: the target gets 1 - epsilon, and epsilon is spread over all V classes",
-        "z_loss": "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
-        "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
-        "class_weight": "[V] class weights (F.cross_entropy's `weight`); a weighted mean divides by "
-        "the summed weights of the rows' targets",
-        "reduction": "mean | sum | none (none: the [N] per-row losses, differentiated with 1, 1.25, "
-        "1.5, 1.75, ... per row)",
+        **declared.variant_kwargs("linear_cross_entropy"),
         "bias": "the layer's bias [V], added to the logits (None without one); differentiated too",
     },
     arity=3,
 )
 register = REGISTRY.register
 
-# Registration order is the order of tables: the materialised forms first (the native op is
-# `materialized`), then the fused ones, `external` last (only the libraries that are installed).
+# Registration order is the order of tables: the modules of _ORDER first (native.py holds the
+# native op, `materialized`), then any other module alphabetically (fused.py, a new one), and
+# `external` last (only the libraries that are installed).
 _ORDER = ("native", "composed", "compiled", "chunked")
 _LAST = "external"
 

@@ -5,7 +5,7 @@
                    a softcap), online max and rescaled sum per row -> lse [N] (fp32), target
                    logits picked from their chunk;
                    backward: z_c again, dZ_c = ((Q p - q) g_ce + 2 z_loss lse p g_z) sech^2 in
-                   fp32 (the first family's formula, harness/cross_entropy/options.py; g the
+                   fp32 (the first family's formula, harness/loss/options.py; g the
                    incoming gradient over what the reduction divides by), dH += dZ_c W_c
                    (accumulated in fp32), dW_c = dZ_c^T H and db_c = column sums of dZ_c,
                    each written once per chunk.

@@ -9,7 +9,7 @@ logits at a time.
                  the stored gradients by grad_output.
 
 Options: ignored rows, label smoothing, z-loss and softcap, by the first family's formulas
-(harness/cross_entropy/options.py), and the bias. Not class weights (the kernel has none) and
+(harness/loss/options.py), and the bias. Not class weights (the kernel has none) and
 not reduction "sum"/"none": only the mean is built, and under "none" dW would need each row's
 incoming gradient, which arrives after the forward that already summed the rows into dW.
 
@@ -30,7 +30,7 @@ backward) and one [n_c, V] block of logits in the input dtype, plus its fp32 sof
 CPU path: the stretch target of README "Fused linear + cross-entropy" is dH + dW + one chunk.
 
 Two paths for the per-chunk softmax gradient, the same arithmetic (fp32, one rounding on store):
-  CUDA   harness's own Triton cross-entropy kernel (harness/cross_entropy/kernel.py `rows`),
+  CUDA   harness's own Triton cross-entropy kernel (harness/kernel, `rows`),
          gradient written over the logits in place: the block is read once or twice and written
          once, with no fp32 copy;
   CPU    torch: an fp32 copy of the block, exp(z - lse) with the options' terms.
@@ -78,7 +78,7 @@ class _Options:
 
     def kernel(self) -> Any:
         """The kernel's options, reduced as a sum: the mean's 1 / kept comes in the matmuls."""
-        from harness.cross_entropy import kernel  # triton only once a CUDA point runs
+        from harness import kernel  # triton only once a CUDA point runs
 
         return kernel.Options(self.ignore_index, self.label_smoothing, self.z_loss, self.softcap, "sum")
 
@@ -87,7 +87,7 @@ def _softmax_grad_torch(
     z: Tensor, targets: Tensor, opts: _Options, want_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """(per-row losses in fp32, 0 on ignored rows; dZ of their sum in z's dtype, 0 on ignored
-    rows, or None) of one block, by the formula of harness/cross_entropy/options.py with z'
+    rows, or None) of one block, by the formula of harness/loss/options.py with z'
     = softcap(z):  loss = (1 - eps)(lse - z'_y) + eps (lse - mean_v z'_v) + z_loss lse^2,
     dZ = ((1 + 2 z_loss lse) p - q) dz'/dz,  q = (1 - eps) onehot(y) + eps / V.
     z is not modified."""
@@ -128,7 +128,7 @@ def _block(z: Tensor, targets: Tensor, opts: _Options, want_grad: bool, use_kern
     spent), or by torch."""
     if not use_kernel:
         return _softmax_grad_torch(z, targets, opts, want_grad)
-    from harness.cross_entropy import kernel
+    from harness import kernel
 
     losses = kernel.rows(z, targets, z if want_grad else None, options=opts.kernel())
     return losses, z if want_grad else None
@@ -199,7 +199,7 @@ class FusedLinearCE(torch.autograd.Function):
         if grads is None:
             raise RuntimeError("fused_linear: the stored gradients were already used by an earlier backward")
         if grads[0].is_cuda:
-            from harness.cross_entropy import kernel  # scales in place, skips the pass when g == 1
+            from harness import kernel  # scales in place, skips the pass when g == 1
 
             for g in grads:
                 kernel.scale_(g, grad_out.detach())

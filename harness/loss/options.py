@@ -1,4 +1,7 @@
-"""The loss options real training calls use, next to plain cross-entropy.
+"""The loss options of one call, as the float64 references and the kernels take them.
+
+The settings that turn them on are declared in harness/loss/declared.py; this is their value
+for one call, shared by both families' references and the Triton kernels.
 
 `LossOptions()` (every field at its default) is F.cross_entropy's defaults: the plain loss. The
 reference (harness/cross_entropy/reference.py) computes the optioned loss exactly to float64;
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum", "none")
+from harness.loss.declared import REDUCTIONS
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,3 @@ class LossOptions:
         if not isinstance(self.ignore_index, int):
             return f"ignore_index={self.ignore_index!r} is not allowed: use an integer"
         return None
-
-
-# The keyword arguments a variant can declare (registry: `options=`), and what each means.
-OPTIONS = {
-    "ignore_index": "rows whose class index equals it add nothing, and leave the mean's divisor",
-    "label_smoothing": "epsilon: the target gets 1 - epsilon, and epsilon is spread over all C classes",
-    "z_loss": "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
-    "softcap": "logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
-    "weight": "[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
-    "reduction": "mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, "
-    "1.75, ... per row)",
-}

@@ -1,4 +1,6 @@
-"""Errors of one result against the float64 reference, and the status they imply."""
+"""Errors of one cross-entropy result against the float64 reference, and the status they imply
+(the relative errors and the per-row upstream gradient are the loss core's:
+harness/loss/errors.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
+from harness.loss.errors import rel_err, rows_rel_err, upstream
 
 
 @dataclass(frozen=True)
@@ -25,26 +28,6 @@ class Accuracy:
     inf_count: int
     status: str  # ok | inaccurate | nonfinite | no_reference
     message: str = ""
-
-
-def upstream(rows: int, like: Tensor) -> Tensor:
-    """The incoming gradient a reduction="none" loss is differentiated with: 1, 1.25, 1.5, 1.75
-    repeating over the rows, in `like`'s dtype and device. Not all ones: with ones, an
-    implementation that sums its rows before applying the per-row gradient (a dW scaled after
-    the sum, a broadcast of the first entry) gives the right answer and passes. Each value is
-    exact in fp16 and bf16, so the reference uses the very numbers the variant received."""
-    return (1.0 + 0.25 * (torch.arange(rows, device=like.device) % 4)).to(like.dtype)
-
-
-def rel_err(value: float, ref: float) -> float:
-    return abs(value - ref) / abs(ref) if ref != 0 else abs(value - ref)
-
-
-def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
-    """||losses - ref||_2 / ||ref||_2 for per-row losses (reduction none), in float64."""
-    diff = torch.linalg.vector_norm(losses.detach().to(torch.float64) - ref).item()
-    norm = torch.linalg.vector_norm(ref).item()
-    return diff / norm if norm != 0 else diff
 
 
 def upstream_scaled(ref: Reference, loss_dims: int) -> Reference:

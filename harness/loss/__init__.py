@@ -1,0 +1,18 @@
+"""The loss core the families share: what every loss family reads, and nothing family-shaped.
+
+  declared   each loss option once, as data: its setting, default, allowed values, the keyword
+             argument a variant declares to honour it, what it does to the float64 reference,
+             and which families read it. The schema, the rows' columns and the checks of a
+             point are made from these declarations.
+  settings   reading and checking the settings every family has (scales, seeds, sizes), the
+             scan of one job's points, and the refusal of a setting the chosen family does not
+             read.
+  options    LossOptions: the options of one call, as the float64 references and the kernels
+             take them.
+  weights    the seeded class weights and the option draws' random streams.
+  errors     relative errors and the incoming gradient of a per-row loss.
+  roundoff   the unit roundoff a careful implementation computes in, per input dtype.
+
+Families (harness/cross_entropy/, harness/linear_cross_entropy/) import this package and
+harness/kernel/; never each other.
+"""

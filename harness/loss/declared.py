@@ -1,0 +1,254 @@
+"""Each loss option declared once, as data.
+
+An option is a setting of the run (`label_smoothing=0.1`), a column of every row, and, where a
+point uses it, a keyword argument the variant must declare it honours (harness/registry.py,
+`options=`); a variant that does not gets an `unsupported` row, never a silently different
+loss. From these declarations come:
+
+  the schema's fields and their defaults    harness/config.py
+  the rows' columns and the values older    harness/vocabulary.py (OPTION_DEFAULTS),
+  files load with                           harness/results.py (SCHEMA)
+  the checks of a point's settings          `parse`
+  the keyword arguments a point requires    `required`
+  which settings each family reads          `read_by` (a setting no family of the run reads
+                                            is refused: harness/loss/settings.py)
+
+What an option does to the float64 reference is the `reference` line here and, in full, the
+family's reference module (harness/cross_entropy/reference.py's docstring holds the formulas).
+
+Torch-free: compare and the report read the vocabulary without a measuring stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+from harness.loss.settings import INT_LIMIT, SettingError, is_int, is_number, number
+
+CE, LINEAR = "cross_entropy", "linear_cross_entropy"
+LOGITS = ("normal", "zipf")
+CLASS_WEIGHTS = ("none", "seeded")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class Context(NamedTuple):
+    """What an option's check may depend on besides its own value."""
+
+    num_classes: int
+    targets: str  # soft | hard (a family with class indices only passes hard)
+    family: str
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the setting, and the rows' column
+    default: Any  # the schema's default: the plain loss
+    annotation: Any  # its type in the schema (Hydra rejects a value of another type)
+    column: str  # the rows' arrow type: string | int64 | float64
+    # (value, context) -> the point's value, or SettingError with one line
+    parse: Callable[[Any, Context], Any]
+    # family -> the keyword argument a variant declares to honour this option there ("": the
+    # family reads the setting, but no variant is asked about it). The keys are the families
+    # that read it.
+    kwargs: Mapping[str, str]
+    summary: str  # what the setting does, for a reader of the docs
+    reference: str  # what it does to the float64 reference
+    # what a variant's keyword argument means (the registries list it: harness/registry.py)
+    kwarg_doc: str = ""
+    # the point's value -> whether a variant must honour `kwargs[family]` at this point
+    on: Callable[[Any], bool] = lambda v: False
+    # the point's value as the rows hold it (a given weight list is "given"; no cap is 0)
+    to_column: Callable[[Any], Any] = lambda v: v
+
+    @property
+    def row_default(self) -> Any:
+        """The value rows hold when the option is off; older files load with it."""
+        return self.to_column(self.default)
+
+    def read_by(self, family: str) -> bool:
+        return family in self.kwargs
+
+
+def _logits(v: Any, ctx: Context) -> str:
+    if v not in LOGITS:
+        raise SettingError(f"logits={v!r} is not allowed: use {' or '.join(LOGITS)}")
+    return v
+
+
+def _ignore_fraction(v: Any, ctx: Context) -> float:
+    f = number(v, "ignore_fraction", 0, 1, True)
+    if f > 0 and ctx.targets != "hard":
+        raise SettingError(
+            f"ignore_fraction={f:g} needs targets=hard: probability targets have no "
+            "ignored class (F.cross_entropy takes ignore_index with class indices only)"
+        )
+    return f
+
+
+def _ignore_index(v: Any, ctx: Context) -> int:
+    if not is_int(v) or 0 <= v < ctx.num_classes or abs(v) >= INT_LIMIT:
+        raise SettingError(
+            f"ignore_index={v!r} is not allowed: use an integer outside the classes "
+            f"0..{ctx.num_classes - 1} (PyTorch's default is -100)"
+        )
+    return v
+
+
+def _softcap(v: Any, ctx: Context) -> float:
+    """The cap, or 0.0 for none (the config's null): a point is hashable and its rows never null."""
+    if v is not None and (not is_number(v) or v <= 0):
+        raise SettingError(f"softcap={v!r} is not allowed: use a finite number > 0, or null (no cap)")
+    return float(v or 0.0)
+
+
+def _class_weights(w: Any, ctx: Context) -> str | tuple[float, ...]:
+    """none | seeded | a list of num_classes finite positive numbers (kept as a tuple: a Point is
+    hashable). The rows record a given list as "given"."""
+    if isinstance(w, str) and w in CLASS_WEIGHTS:
+        return w
+    c = ctx.num_classes
+    allowed = f"use none, seeded, or a list of {c} finite numbers > 0"
+    if isinstance(w, str) or not hasattr(w, "__len__"):
+        raise SettingError(f"class_weights={w!r} is not allowed: {allowed}")
+    values = list(w)
+    if len(values) != c:
+        raise SettingError(f"class_weights has {len(values)} values for num_classes={c}: {allowed}")
+    for i, v in enumerate(values):
+        if not is_number(v) or v <= 0:
+            raise SettingError(f"class_weights[{i}]={v!r} is not allowed: {allowed}")
+    return tuple(float(v) for v in values)
+
+
+def _reduction(v: Any, ctx: Context) -> str:
+    if v not in REDUCTIONS:
+        raise SettingError(f"reduction={v!r} is not allowed: use {', '.join(REDUCTIONS)}")
+    return v
+
+
+# In the order of the rows' columns and of the checks (a config with two bad settings names the
+# first of these).
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "logits",
+        "normal",
+        str,
+        "string",
+        _logits,
+        {CE: ""},  # the linear family's logits are H W^T, not drawn row by row
+        "the logits' distribution: normal (logit_scale * N(0, 1)) or zipf (LLM-like rows)",
+        "none: it changes the inputs, not the loss",
+    ),
+    Option(
+        "ignore_fraction",
+        0.0,
+        float,
+        "float64",
+        _ignore_fraction,
+        {CE: "ignore_index", LINEAR: "ignore_index"},
+        "share of rows whose hard target is ignore_index, in [0, 1)",
+        "those rows add nothing, and leave the mean's divisor",
+        kwarg_doc="rows whose class index equals it add nothing, and leave the mean's divisor",
+        on=lambda v: v > 0,
+    ),
+    Option(
+        "ignore_index",
+        -100,
+        int,
+        "int64",
+        _ignore_index,
+        {CE: "", LINEAR: ""},  # asked for through ignore_fraction, which puts it in the targets
+        "the class index of an ignored row (outside the classes)",
+        "rows whose target equals it add nothing",
+    ),
+    Option(
+        "label_smoothing",
+        0.0,
+        float,
+        "float64",
+        lambda v, ctx: number(v, "label_smoothing", 0, 1, False),
+        {CE: "label_smoothing", LINEAR: "label_smoothing"},
+        "epsilon in [0, 1]: the target gets 1 - epsilon, and epsilon is spread over all C classes",
+        "q = (1 - eps) target + eps / C (times the class weights)",
+        kwarg_doc="epsilon: the target gets 1 - epsilon, and epsilon is spread over all C classes",
+        on=lambda v: v > 0,
+    ),
+    Option(
+        "z_loss",
+        0.0,
+        float,
+        "float64",
+        lambda v, ctx: number(v, "z_loss", 0, float("inf"), False),
+        {CE: "z_loss", LINEAR: "z_loss"},
+        "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss; 1e-4 is the usual value",
+        "+ z_loss * lse_b^2 per kept row, and 2 z_loss lse_b p_b in its gradient",
+        kwarg_doc="+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
+        on=lambda v: v > 0,
+    ),
+    Option(
+        "softcap",
+        None,
+        Optional[float],
+        "float64",
+        _softcap,
+        {CE: "softcap", LINEAR: "softcap"},
+        "logits -> softcap * tanh(logits / softcap) before the loss (null: no cap; Gemma-2: 30)",
+        "the loss of the capped logits, and the chain rule through tanh",
+        kwarg_doc="logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
+        on=lambda v: v > 0,
+        to_column=lambda v: float(v or 0.0),
+    ),
+    Option(
+        "class_weights",
+        "none",
+        Any,
+        "string",
+        _class_weights,
+        {CE: "weight", LINEAR: "class_weight"},  # linear: a variant's `weight` is the classifier's
+        "none | seeded (a positive [C] vector from the seed) | [w_0, .., w_C-1]",
+        "each row's loss times its target's weight; a weighted mean divides by their sum",
+        kwarg_doc="[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
+        on=lambda v: v != "none",
+        to_column=lambda v: "given" if isinstance(v, tuple) else v,
+    ),
+    Option(
+        "reduction",
+        "mean",
+        str,
+        "string",
+        _reduction,
+        {CE: "reduction", LINEAR: "reduction"},
+        "mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, 1.75, ...)",
+        "the per-row losses reduced as F.cross_entropy's; none keeps them",
+        kwarg_doc="mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, "
+        "1.75, ... per row)",
+        on=lambda v: v != "mean",
+    ),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def read_by(family: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if o.read_by(family))
+
+
+def variant_kwargs(family: str) -> dict[str, str]:
+    """The keyword arguments a variant of `family` can declare, and what each means."""
+    return {o.kwargs[family]: o.kwarg_doc for o in read_by(family) if o.kwargs[family]}
+
+
+def parse(get: Callable[[str, Any], Any], family: str, num_classes: int, targets: str) -> dict[str, Any]:
+    """The checked values of the options `family` reads; `get(name, default)` reads a setting."""
+    ctx = Context(num_classes, targets, family)
+    return {o.name: o.parse(get(o.name, o.default), ctx) for o in read_by(family)}
+
+
+def required(values: Mapping[str, Any], family: str) -> frozenset[str]:
+    """The keyword arguments a variant must honour at a point with these option values."""
+    return frozenset(o.kwargs[family] for o in read_by(family) if o.kwargs[family] and o.on(values[o.name]))
+
+
+def columns(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values as the rows hold them; an option the point's family does not read holds
+    its row default."""
+    return {o.name: o.to_column(values[o.name]) if o.name in values else o.row_default for o in OPTIONS}
