@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,10 @@ def job_config(**settings) -> object:
     from omegaconf import OmegaConf
 
     return OmegaConf.create({**_JOB_BASE, **settings})
+
+
+def run_job(cfg: Any, **kwargs: Any) -> list[dict]:
+    """One job in this process, as the CLI runs it after its pre-launch check: its rows."""
+    from harness import job
+
+    return job.run(*job.check(cfg), cfg.timing, cfg.memory, metadata={}, **kwargs)

@@ -6,9 +6,8 @@ make it pass."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from .conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 
 

@@ -25,10 +25,8 @@ from harness.cross_entropy.variants import REGISTRY
 from harness.report import figures
 from harness.results import write_rows
 
-from .conftest import job_config
+from .conftest import REPO, job_config, run_job
 from .test_variants import assert_closed_form
-
-REPO = Path(__file__).resolve().parent.parent
 
 MODULE = """
 import torch
@@ -104,7 +102,7 @@ def test_each_kind_is_in_the_default_set_of_a_point_it_supports(throwaway):
 
 def test_each_kind_is_measured_with_the_status_its_kind_implies(throwaway):
     cfg = _cfg(variants=list(NAMES), scan={"logit_scale": [1.0, 100.0], "seed": []}, dtype="fp16")
-    rows = pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    rows = pd.DataFrame(run_job(cfg))
     status = rows.groupby(["variant", "logit_scale"])["status"].agg(set).to_dict()
     assert status["zz_plain", 1.0] == {"ok"} and status["zz_plain", 100.0] == {"ok"}
     assert status["zz_in_place", 1.0] == {"ok"}  # a fresh copy each call: not wrote_input
@@ -126,7 +124,7 @@ def test_a_breaking_variant_is_in_the_theory_and_the_boundary_figure(throwaway, 
         dtype="fp16",
         scan={"logit_scale": [1.0, 10.0, 30.0, 100.0], "seed": []},
     )
-    rows = job.run(*job.check(cfg), cfg.timing, cfg.memory, {})
+    rows = run_job(cfg)
     write_rows(rows, tmp_path / "point", "key")
     stored = write_theory(tmp_path, pd.DataFrame(rows))
     assert stored is not None and "zz_breaking" in stored.read_text()

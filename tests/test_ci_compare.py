@@ -7,12 +7,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import REPO
+
 # Two tiny points of the smoke sweep, one variant: the plumbing, not the statistics.
 TINY = ["num_classes=10", "dtype=fp32", "targets=hard", "variants=[torch_cross_entropy]"]
 

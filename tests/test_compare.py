@@ -28,7 +28,8 @@ from harness.compare import (
 from harness.dtypes import DTYPES, unit_roundoff
 from harness.report.compare import console, markdown, plot
 from harness.results import SCHEMA, write_rows
-from tests.conftest import REPO, run_cli
+
+from .conftest import REPO, run_cli
 
 SCRIPT = REPO / "scripts" / "compare.py"
 U32 = unit_roundoff(DTYPES["fp32"])

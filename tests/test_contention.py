@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from harness import job
 from harness.measure import environment
 from harness.measure.contention import WAITS, contention, reason_names, summary_line
 from harness.measure.environment import CpuTimes, auto_threads, steal_fraction, throttled
-from tests.conftest import job_config
+
+from .conftest import job_config, run_job
 
 QUIET = dict(
     device="cpu",
@@ -115,7 +115,7 @@ def test_rows_timed_beside_a_busy_loop_on_every_core_are_all_marked():
         time.sleep(0.3)
         t = {"enabled": True, "warmup": 1, "min_reps": 7, "min_time_s": 0.02, "max_reps": 1000}
         cfg = job_config(variants=["torch_cross_entropy", "chunked"], timing={**job_config().timing, **t})
-        rows = job.run(*job.check(cfg), cfg.timing, cfg.memory, metadata={}, num_threads=1)
+        rows = run_job(cfg, num_threads=1)
     finally:
         for p in loops:
             p.kill()

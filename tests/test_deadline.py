@@ -9,7 +9,8 @@ import pytest
 from harness import job
 from harness.config import SettingError
 from harness.measure import deadline
-from tests.conftest import job_config
+
+from .conftest import job_config, run_job
 
 FAULTS = "tests.fault_variants"
 
@@ -46,7 +47,7 @@ def _rows(variants: list[str], **timing) -> list[dict]:
     t = {"enabled": True, "warmup": 0, "min_reps": 3, "min_time_s": 0.0, "max_reps": 3}
     t.update(timing)
     cfg = job_config(variants=variants, timing={**job_config().timing, **t, "call_timeout_s": 0.5})
-    return job.run(*job.check(cfg), cfg.timing, cfg.memory, metadata={}, num_threads=1)
+    return run_job(cfg, num_threads=1)
 
 
 def test_a_hanging_variant_gives_a_timeout_row_and_the_others_are_measured():

@@ -15,7 +15,8 @@ import pytest
 from harness import job
 from harness.config import SettingError
 from harness.results import load, write_rows
-from tests.conftest import REPO, job_config, run_cli
+
+from .conftest import REPO, job_config, run_cli, run_job
 
 FAMILY_PACKAGES = {name: REPO / module.replace(".", "/") for name, module in job.FAMILIES.items()}
 
@@ -90,10 +91,10 @@ def test_a_setting_at_its_default_is_not_refused():
 
 def test_every_row_names_its_family_and_older_files_load_with_theirs(tmp_path):
     cfg = job_config(variants=["torch_cross_entropy"])
-    rows = job.run(*job.check(cfg), cfg.timing, cfg.memory, {})
+    rows = run_job(cfg)
     assert {r["family"] for r in rows} == {"cross_entropy"}
     lin = job_config(family="linear_cross_entropy", targets="hard", variants=["materialized"], hidden_size=8)
-    lin_rows = job.run(*job.check(lin), lin.timing, lin.memory, {})
+    lin_rows = run_job(lin)
     assert {r["family"] for r in lin_rows} == {"linear_cross_entropy"}
     # files written before the column: a row with a hidden size is the linear family's
     for name, batch in (("ce", rows), ("lin", lin_rows)):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from .conftest import REPO
 
 STAGES = ["check", "sweep", "options", "floor", "gpu_options", "linear", "kernel"]
 # What each stage leaves in OUTDIR (besides stages.txt): its log, and the rows it gathers.

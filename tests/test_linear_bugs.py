@@ -10,9 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness import job
-
-from .conftest import job_config
+from .conftest import job_config, run_job
 
 COLUMNS = {
     "loss": "loss_rel_err",
@@ -35,7 +33,7 @@ def _bug_row(name: str, dtype: str, **settings) -> pd.Series:
         "dtype": dtype,
     }
     cfg = job_config(variants=[f"{name}@tests.linear_bugs:{name}"], **{**base, **settings})
-    rows = pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    rows = pd.DataFrame(run_job(cfg))
     return rows[rows["mode"] == "fwd_bwd"].iloc[0]
 
 

@@ -24,7 +24,7 @@ from harness.linear_cross_entropy.variants.chunked import CHUNK
 from harness.loss.options import LossOptions
 from harness.measure.memory import peak_bytes
 
-from .conftest import job_config, run_cli
+from .conftest import job_config, run_cli, run_job
 
 # the module (the package exports its function of the same name)
 reference_module = importlib.import_module("harness.linear_cross_entropy.reference")
@@ -45,7 +45,7 @@ def _cfg(**settings) -> object:
 
 def _run(**settings) -> pd.DataFrame:
     cfg = _cfg(**settings)
-    return pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    return pd.DataFrame(run_job(cfg))
 
 
 def test_the_chunked_reference_is_float64_autograd(monkeypatch):
@@ -212,7 +212,7 @@ def test_the_first_familys_sections_read_only_its_own_rows(tmp_path):
     assert [s.anchor for s in only] == ["summary", "linear"]
 
     ce_cfg = job_config(variants=["torch_cross_entropy"], num_classes=300, timing=timed)
-    ce = job.run(*job.check(ce_cfg), ce_cfg.timing, ce_cfg.memory, {})
+    ce = run_job(ce_cfg)
     # This test is about which family a table reads, not about the host: a busy machine marks
     # rows contended and the fastest table then declines to rank them (tested in test_report).
     ce = [{**row, "contended": False} for row in ce]

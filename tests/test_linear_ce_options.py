@@ -32,7 +32,7 @@ from harness.loss.errors import upstream
 from harness.loss.options import LossOptions
 from harness.registry import Registry
 
-from .conftest import job_config, run_cli
+from .conftest import job_config, run_cli, run_job
 
 reference_module = importlib.import_module("harness.linear_cross_entropy.reference")
 
@@ -77,7 +77,7 @@ def _cfg(**settings) -> object:
 
 def _run(**settings) -> pd.DataFrame:
     cfg = _cfg(**settings)
-    return pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    return pd.DataFrame(run_job(cfg))
 
 
 def _options(pt, inp) -> LossOptions:
@@ -386,7 +386,7 @@ def test_the_report_never_ranks_rows_of_different_options_together(tmp_path):
     names = ["materialized", "chunked_linear"]
     for i, settings in enumerate([{}, {"bias": True}, {"z_loss": 1e-4}]):
         cfg = _cfg(variants=names, num_classes=300, timing=timing, memory={"enabled": True}, **settings)
-        write_rows(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}), tmp_path / f"point{i}", f"key{i}")
+        write_rows(run_job(cfg), tmp_path / f"point{i}", f"key{i}")
     rows = load(tmp_path)
     table = linear_table(rows, data.variant_order(rows["variant"].unique()))
     assert list(table["options"].unique()) == ["plain", "bias", "z_loss=0.0001"]  # plain first

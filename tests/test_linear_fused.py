@@ -6,8 +6,6 @@ accumulating dW in the input dtype, measured against the materialised fp32 path.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -21,6 +19,7 @@ from harness.loss.options import LossOptions
 from harness.measure.memory import peak_bytes
 
 from .conftest import REPO
+from .triton_interpreter import interpreted
 
 
 def _inputs(n: int, d: int, v: int, dtype: torch.dtype, ignored_every: int = 5, seed: int = 0):
@@ -180,15 +179,7 @@ print("kernel path ok")
 
 def test_the_triton_path_matches_the_torch_path_under_the_interpreter():
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KERNEL_CHECK)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
-    )
+    out = interpreted([sys.executable, "-c", textwrap.dedent(KERNEL_CHECK)], cwd=REPO)
     assert out.returncode == 0 and "kernel path ok" in out.stdout, out.stderr[-3000:]
 
 

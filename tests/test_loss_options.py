@@ -13,7 +13,7 @@ from harness.cross_entropy.point import point
 from harness.cross_entropy.variants import REGISTRY
 
 from . import option_bugs
-from .conftest import job_config
+from .conftest import job_config, run_job
 
 # One option on at a time, and all of them together (what conf/option/*.yaml sets).
 ONE_AT_A_TIME = {
@@ -33,7 +33,7 @@ def _cfg(**settings) -> object:
 
 def _rows(**settings) -> pd.DataFrame:
     cfg = _cfg(**settings)
-    return pd.DataFrame(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    return pd.DataFrame(run_job(cfg))
 
 
 def _cpu_variants_with(option: str) -> list[str]:
@@ -225,7 +225,7 @@ def test_a_single_run_says_why_rows_did_not_run():
     from harness.summary import short_table
 
     cfg = _cfg(variants=["torch_cross_entropy", "chunked"], z_loss=1e-4)
-    text = short_table(job.run(*job.check(cfg), cfg.timing, cfg.memory, {}))
+    text = short_table(run_job(cfg))
     assert "why rows did not run or were not judged:" in text
     assert "  torch_cross_entropy does not take z_loss (it honours: " in text
     assert "chunked does not" not in text

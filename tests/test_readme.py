@@ -145,3 +145,16 @@ def test_every_relative_link_points_at_a_file_and_heading():
             assert dest.exists(), f"{where}: no such file"
             if anchor:
                 assert anchor in anchors.get(dest, set()), f"{where}: no such heading"
+
+
+def test_the_options_table_lists_every_declared_option():
+    # docs/settings.md's options table against harness/loss/declared.py: a new declaration
+    # without its row (or a row left behind by a removed one) fails here.
+    import re
+
+    from harness.loss.declared import OPTIONS
+
+    text = page("settings.md")
+    table = text[text.index("| setting | values | meaning |") :].split("\n\n")[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert sorted(documented) == sorted(o.name for o in OPTIONS)

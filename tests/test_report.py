@@ -23,7 +23,8 @@ from harness.report.build import FIGURES
 from harness.results import SCHEMA, load, write_rows
 from harness.vocabulary import NATIVE
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import REPO
+
 TIME_COLUMNS = [
     "time_median_s",
     "time_iqr_s",

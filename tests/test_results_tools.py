@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, request):
-    from tests.conftest import run_cli
+    from .conftest import run_cli
 
     out = tmp_path_factory.mktemp("tools") / "sweep"
     proc = run_cli(

@@ -8,25 +8,18 @@ and the others need 2-3 blocks with a ragged tail; B in {1, 3, 5}, so B*C crosse
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import subprocess
 import sys
 import textwrap
 
-import torch
+# First: it chooses Triton's interpreter, which must happen before triton is imported.
+from .triton_interpreter import DEVICE, kernels, rerun_in_a_fresh_process
 
-# The interpreter must be chosen before triton itself is imported: Triton decorates its own
-# library functions (tl.max, tl.sum, ...) at import time, compiled or interpreted. So this is
-# set while the module is collected, and restored when its last test has run.
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
-_IN_PROCESS = DEVICE == "cuda" or "triton" not in sys.modules or _OLD_INTERPRET == "1"
-if DEVICE == "cpu" and _IN_PROCESS:
-    os.environ["TRITON_INTERPRET"] = "1"
-
+# isort: split
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from harness.cross_entropy.accuracy import assess  # noqa: E402
 from harness.cross_entropy.reference import reference  # noqa: E402
@@ -35,38 +28,14 @@ from harness.cross_entropy.variants import REGISTRY  # noqa: E402
 from harness.dtypes import DTYPES  # noqa: E402
 from harness.measure.memory import peak_bytes  # noqa: E402
 
-MODULE = "harness.kernel"
-
 
 @pytest.fixture(scope="module")
 def ce():
-    """The kernel module, imported under the interpreter on CPU; the environment is restored
-    after this module's tests (Triton reads the variable again at the first launch)."""
-    if not _IN_PROCESS:
-        pytest.skip(
-            "triton was imported before this module without the interpreter: "
-            "test_kernels_in_a_fresh_process runs these tests instead"
-        )
-    yield importlib.import_module(MODULE)
-    if DEVICE == "cpu":
-        if _OLD_INTERPRET is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
+    yield from kernels("test_kernels_in_a_fresh_process")
 
 
 def test_kernels_in_a_fresh_process():
-    if _IN_PROCESS:
-        pytest.skip("the kernel tests run in this process")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert out.returncode == 0, out.stdout[-2000:]
+    rerun_in_a_fresh_process(__file__)
 
 
 def make_case(b: int, c: int, dtype: torch.dtype, kind: str, seed: int = 0):

@@ -11,56 +11,27 @@ far below it.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import subprocess
-import sys
 
-import torch
+# First: it chooses Triton's interpreter, which must happen before triton is imported.
+from .triton_interpreter import DEVICE, kernels, rerun_in_a_fresh_process
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
-_IN_PROCESS = DEVICE == "cuda" or "triton" not in sys.modules or _OLD_INTERPRET == "1"
-if DEVICE == "cpu" and _IN_PROCESS:
-    os.environ["TRITON_INTERPRET"] = "1"
-
+# isort: split
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from harness.cross_entropy.reference import reference  # noqa: E402
 from harness.cross_entropy.variants import REGISTRY  # noqa: E402
 from harness.loss.options import LossOptions  # noqa: E402
 
-MODULE = "harness.kernel"
-
 
 @pytest.fixture(scope="module")
 def ce():
-    if not _IN_PROCESS:
-        pytest.skip(
-            "triton was imported before this module without the interpreter: "
-            "test_options_in_a_fresh_process runs these tests instead"
-        )
-    yield importlib.import_module(MODULE)
-    if DEVICE == "cpu":
-        if _OLD_INTERPRET is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
+    yield from kernels("test_options_in_a_fresh_process")
 
 
 def test_options_in_a_fresh_process():
-    if _IN_PROCESS:
-        pytest.skip("the option tests run in this process")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert out.returncode == 0, out.stdout[-2000:]
+    rerun_in_a_fresh_process(__file__)
 
 
 B, C, BLOCK = 6, 130, 64

@@ -90,14 +90,8 @@ def make_call(
 
 def loss_options(point: Point, inputs: Inputs) -> LossOptions:
     """The point's loss options, with the class weights as drawn (rounded to the dtype) in float64."""
-    return LossOptions(
-        ignore_index=point.ignore_index,
-        label_smoothing=point.label_smoothing,
-        z_loss=point.z_loss,
-        softcap=point.softcap or None,
-        weight=None if inputs.weight is None else inputs.weight.to(torch.float64),
-        reduction=point.reduction,
-    )
+    weight = None if inputs.weight is None else inputs.weight.to(torch.float64)
+    return LossOptions.of_point(point.option_values(), weight)
 
 
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
@@ -126,14 +120,7 @@ def _unsupported(variant: Variant, point: Point) -> str:
 
 def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str, Any]:
     """Every option the variant declares, by keyword, with the point's value (defaults too)."""
-    values = {
-        "ignore_index": point.ignore_index,
-        "label_smoothing": point.label_smoothing,
-        "z_loss": point.z_loss,
-        "softcap": point.softcap or None,
-        "weight": inputs.weight,
-        "reduction": point.reduction,
-    }
+    values = {**point.kwarg_values(), "weight": inputs.weight}  # the weights as drawn
     return {name: values[name] for name in sorted(variant.options)}
 
 

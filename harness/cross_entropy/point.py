@@ -7,16 +7,13 @@ point, or one per (logit_scale, seed) of the `scan` lists, walked in-process by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from harness.config import validate_device
 from harness.dtypes import DTYPES
 from harness.loss import declared, settings
+from harness.loss.point import OptionedPoint
 from harness.loss.settings import SettingError, get_setting, optional, positive
-from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
 
 TARGET_KINDS = ("soft", "hard")
 # The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): a
@@ -25,31 +22,14 @@ TARGET_KINDS = ("soft", "hard")
 READS = frozenset({"targets", *(o.name for o in declared.read_by("cross_entropy"))})
 
 
-@dataclass(frozen=True)
-class Point:
-    """One validated point of a sweep: everything that determines the inputs."""
+class _Point(OptionedPoint):
+    """One validated point of a sweep: everything that determines the inputs. Its fields:
+    batch_size, num_classes, dtype, logit_scale, device, targets, seed, then one per option this
+    family reads (harness/loss/declared.py; off by default: the plain mean cross-entropy on
+    logit_scale * N(0, 1)), e.g. `softcap` 0.0 for no cap, `class_weights` none | seeded | the
+    given [C] weights."""
 
-    batch_size: int
-    num_classes: int
-    dtype: str
-    logit_scale: float
-    device: str
-    targets: str
-    seed: int
-    # The logits' distribution and the loss options (vocabulary.OPTION_DEFAULTS): the defaults
-    # are the plain mean cross-entropy on logit_scale * N(0, 1).
-    logits: str = "normal"
-    ignore_fraction: float = 0.0
-    ignore_index: int = -100
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0
-    softcap: float = 0.0  # 0: no cap (the config's null)
-    class_weights: str | tuple[float, ...] = "none"  # none | seeded | the given [C] weights
-    reduction: str = "mean"
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    FAMILY_NAME = "cross_entropy"
 
     @property
     def family(self) -> Any:
@@ -58,28 +38,28 @@ class Point:
 
         return FAMILY
 
-    @property
-    def required_options(self) -> frozenset[str]:
-        """The loss options a variant must honour to be measured at this point (the keyword
-        arguments of harness/loss/declared.py); the plain loss needs none."""
-        return declared.required(self._options(), "cross_entropy")
-
-    def _options(self) -> dict[str, Any]:
-        return {o.name: getattr(self, o.name) for o in declared.read_by("cross_entropy")}
-
-    def columns(self) -> dict[str, Any]:
-        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS; hidden_size,
-        another family's, at its default 0); weights given as a list are recorded as "given"
-        (the list itself is in the sweep's _multirun.yaml)."""
-        cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
-        return {**cols, **declared.columns(self._options()), "family": "cross_entropy"}
-
     def label(self) -> str:
         """One line for progress and logs."""
         return (
             f"B={self.batch_size} C={self.num_classes} {self.dtype} scale={self.logit_scale:g} "
             f"{self.targets} {self.device} seed={self.seed}"
         )
+
+
+Point = declared.point_class(
+    "Point",
+    "cross_entropy",
+    _Point,
+    [
+        ("batch_size", int),
+        ("num_classes", int),
+        ("dtype", str),
+        ("logit_scale", float),
+        ("device", str),
+        ("targets", str),
+        ("seed", int),
+    ],
+)
 
 
 def point(cfg: Any) -> Point:

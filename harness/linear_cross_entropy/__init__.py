@@ -120,14 +120,8 @@ def make_call(fn: Callable, hidden: Tensor, weight: Tensor, targets: Tensor, mod
 
 def loss_options(point: Point, inputs: Inputs) -> LossOptions:
     """The point's loss options, with the class weights as drawn (rounded to the dtype) in float64."""
-    return LossOptions(
-        ignore_index=point.ignore_index,
-        label_smoothing=point.label_smoothing,
-        z_loss=point.z_loss,
-        softcap=point.softcap or None,
-        weight=None if inputs.class_weight is None else inputs.class_weight.to(torch.float64),
-        reduction=point.reduction,
-    )
+    weight = None if inputs.class_weight is None else inputs.class_weight.to(torch.float64)
+    return LossOptions.of_point(point.option_values(), weight)
 
 
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
@@ -169,15 +163,8 @@ def _unsupported(variant: Variant, point: Point) -> str:
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
     """The point's tensors, and every option the variant declares by keyword with the point's
     value (defaults too); `bias` among them when it declares one (fed_call passes the tensor)."""
-    values = {
-        "ignore_index": point.ignore_index,
-        "label_smoothing": point.label_smoothing,
-        "z_loss": point.z_loss,
-        "softcap": point.softcap or None,
-        "class_weight": inputs.class_weight,
-        "reduction": point.reduction,
-    }
-    values["bias"] = None  # a marker: fed_call passes the feed's own bias tensor
+    # the weights as drawn; `bias` a marker: fed_call passes the feed's own bias tensor
+    values = {**point.kwarg_values(), "class_weight": inputs.class_weight, "bias": None}
     kwargs = {name: values[name] for name in sorted(variant.options)}
     return Feed(
         hidden=inputs.hidden,

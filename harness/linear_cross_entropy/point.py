@@ -20,16 +20,14 @@ argument is already called `weight`), and the bias, `bias`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
-
-import torch
 
 from harness.config import validate_device
 from harness.dtypes import DTYPES
 from harness.loss import declared, settings
+from harness.loss.point import OptionedPoint
 from harness.loss.settings import SettingError, get_setting, optional, positive
-from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
 
 FAMILY_NAME = "linear_cross_entropy"
 # The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): the
@@ -41,30 +39,14 @@ READS = frozenset({"hidden_size", "bias", "targets", *(o.name for o in declared.
 _TARGET_DEFAULT = "soft"
 
 
-@dataclass(frozen=True)
-class Point:
-    """One validated point: everything that determines the inputs."""
+class _Point(OptionedPoint):
+    """One validated point: everything that determines the inputs. Its fields: batch_size (N
+    tokens), hidden_size (D), num_classes (V), dtype, logit_scale (the logits' std: inputs.py
+    says how the weight and bias share it), device, seed, one per option this family reads
+    (harness/loss/declared.py), then `bias` (the layer adds a bias [V]) and `targets` (always
+    hard: the column the first family's rows share)."""
 
-    batch_size: int  # N tokens
-    hidden_size: int  # D
-    num_classes: int  # V
-    dtype: str
-    logit_scale: float  # std of the logits (inputs.py: how the weight and bias share it)
-    device: str
-    seed: int
-    ignore_fraction: float = 0.0
-    ignore_index: int = -100
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0
-    softcap: float = 0.0  # 0: no cap (the config's null)
-    class_weights: str | tuple[float, ...] = "none"  # none | seeded | the given [V] weights
-    reduction: str = "mean"
-    bias: bool = False  # the layer adds a bias [V] to the logits
-    targets: str = "hard"  # always class indices: the column the first family's rows share
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    FAMILY_NAME = FAMILY_NAME
 
     @property
     def family(self) -> Any:
@@ -75,19 +57,9 @@ class Point:
 
     @property
     def required_options(self) -> frozenset[str]:
-        """The keyword arguments a variant must honour here (harness/loss/declared.py names
-        them); the plain loss without a bias needs none."""
-        extra = {"bias"} if self.bias else set()
-        return declared.required(self._options(), FAMILY_NAME) | extra
-
-    def _options(self) -> dict[str, Any]:
-        return {o.name: getattr(self, o.name) for o in declared.read_by(FAMILY_NAME)}
-
-    def columns(self) -> dict[str, Any]:
-        """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS): `logits` at its
-        default; weights given as a list recorded as "given" (the list is in _multirun.yaml)."""
-        cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
-        return {**cols, **declared.columns(self._options()), "family": FAMILY_NAME}
+        """The keyword arguments a variant must honour here, `bias` among them when the layer
+        has one; the plain loss without a bias needs none."""
+        return super().required_options | ({"bias"} if self.bias else set())
 
     def label(self) -> str:
         """One line for progress and logs."""
@@ -95,6 +67,23 @@ class Point:
             f"N={self.batch_size} V={self.num_classes} D={self.hidden_size}{' bias' if self.bias else ''} "
             f"{self.dtype} scale={self.logit_scale:g} {self.device} seed={self.seed}"
         )
+
+
+Point = declared.point_class(
+    "Point",
+    FAMILY_NAME,
+    _Point,
+    [
+        ("batch_size", int),
+        ("hidden_size", int),
+        ("num_classes", int),
+        ("dtype", str),
+        ("logit_scale", float),
+        ("device", str),
+        ("seed", int),
+    ],
+    after=[("bias", bool, field(default=False)), ("targets", str, field(default="hard"))],
+)
 
 
 def point(cfg: Any) -> Point:

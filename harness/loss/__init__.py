@@ -9,9 +9,10 @@
              read.
   options    LossOptions: the options of one call, as the float64 references and the kernels
              take them.
+  point      the methods every family's Point shares: its option values, as row columns, as the
+             keyword arguments a variant receives, and those a variant must honour.
   weights    the seeded class weights and the option draws' random streams.
   errors     relative errors and the incoming gradient of a per-row loss.
-  roundoff   the unit roundoff a careful implementation computes in, per input dtype.
 
 Families (harness/cross_entropy/, harness/linear_cross_entropy/) import this package and
 harness/kernel/; never each other.

@@ -21,6 +21,7 @@ Torch-free: compare and the report read the vocabulary without a measuring stack
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -60,6 +61,10 @@ class Option:
     on: Callable[[Any], bool] = lambda v: False
     # the point's value as the rows hold it (a given weight list is "given"; no cap is 0)
     to_column: Callable[[Any], Any] = lambda v: v
+    # (the point's value, all its option values) -> the value of `kwargs[family]` a variant
+    # receives (no cap: None; the share of ignored rows asks for ignore_index's value). The
+    # class weights' is the drawn tensor, which the family passes itself.
+    to_kwarg: Callable[[Any, Mapping[str, Any]], Any] = lambda v, values: v
 
     @property
     def row_default(self) -> Any:
@@ -150,6 +155,7 @@ OPTIONS: tuple[Option, ...] = (
         "those rows add nothing, and leave the mean's divisor",
         kwarg_doc="rows whose class index equals it add nothing, and leave the mean's divisor",
         on=lambda v: v > 0,
+        to_kwarg=lambda v, values: values["ignore_index"],
     ),
     Option(
         "ignore_index",
@@ -197,6 +203,7 @@ OPTIONS: tuple[Option, ...] = (
         kwarg_doc="logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
         on=lambda v: v > 0,
         to_column=lambda v: float(v or 0.0),
+        to_kwarg=lambda v, values: v or None,
     ),
     Option(
         "class_weights",
@@ -210,6 +217,7 @@ OPTIONS: tuple[Option, ...] = (
         kwarg_doc="[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
         on=lambda v: v != "none",
         to_column=lambda v: "given" if isinstance(v, tuple) else v,
+        to_kwarg=lambda v, values: None,  # the family passes the weights as drawn (a tensor)
     ),
     Option(
         "reduction",
@@ -246,6 +254,23 @@ def parse(get: Callable[[str, Any], Any], family: str, num_classes: int, targets
 def required(values: Mapping[str, Any], family: str) -> frozenset[str]:
     """The keyword arguments a variant must honour at a point with these option values."""
     return frozenset(o.kwargs[family] for o in read_by(family) if o.kwargs[family] and o.on(values[o.name]))
+
+
+def kwarg_values(values: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """Each keyword argument a variant of `family` may declare, with its value at a point whose
+    option values are `values` (the class weights' None: the family passes the drawn tensor)."""
+    return {o.kwargs[family]: o.to_kwarg(values[o.name], values) for o in read_by(family) if o.kwargs[family]}
+
+
+def point_class(name: str, family: str, base: type, fields: list, after: list = ()) -> type:
+    """A family's frozen Point dataclass: `fields` (name, type), one field per option the family
+    reads (holding the value rows record when it is off), then `after` (name, type, field()).
+    Generated, so that a new declaration is a field of every Point that reads it with no edit
+    there; `base` holds the methods."""
+    options = [(o.name, Any, dataclasses.field(default=o.row_default)) for o in read_by(family)]
+    cls = dataclasses.make_dataclass(name, [*fields, *options, *after], bases=(base,), frozen=True)
+    cls.__module__, cls.__qualname__ = base.__module__, name  # pickles as <module>.<name>
+    return cls
 
 
 def columns(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,12 +21,18 @@ what is wrong in one line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
-from harness.loss.declared import REDUCTIONS
+from harness.loss.declared import BY_NAME, REDUCTIONS
+
+# The declared options that shape the inputs rather than the loss: the logits' distribution,
+# the share of ignored rows (the targets hold ignore_index), and the class weights (drawn, then
+# passed as `weight`).
+_INPUT_OPTIONS = frozenset({"logits", "ignore_fraction", "class_weights"})
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,35 @@ class LossOptions:
     softcap: float | None = None  # Gemma-2: logits -> softcap * tanh(z / softcap) before the loss
     weight: Tensor | None = None  # [C] positive class weights (float64 on the logits' device)
     reduction: str = "mean"  # mean | sum | none
+    # (name, value) of each option declared beyond these fields (harness/loss/declared.py), for
+    # a family's reference to read with `value(name)`: a new option needs no field here
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of_point(cls, values: Mapping[str, Any], weight: Tensor | None) -> LossOptions:
+        """The options of a point whose option values (a Point's `option_values()`) are `values`,
+        with its class weights as drawn (float64)."""
+        own = {f.name for f in fields(cls)}
+        given = {k: v for k, v in values.items() if k in own}
+        if "softcap" in given:
+            given["softcap"] = given["softcap"] or None  # a point's 0.0 is no cap
+        extra = tuple((k, v) for k, v in values.items() if k not in own and k not in _INPUT_OPTIONS)
+        return cls(**given, weight=weight, extra=extra)
+
+    def value(self, name: str) -> Any:
+        """The value of option `name` (a field, or one in `extra`); its declared default if unset."""
+        if name in {f.name for f in fields(self)}:
+            return getattr(self, name)
+        return dict(self.extra).get(name, BY_NAME[name].default)
+
+    def _extra_on(self) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in self.extra if v != BY_NAME[k].row_default]
 
     def _key(self) -> tuple:
         w = None if self.weight is None else tuple(self.weight.tolist())
-        return (self.ignore_index, self.label_smoothing, self.z_loss, self.softcap, w, self.reduction)
+        return (self.ignore_index, self.label_smoothing, self.z_loss, self.softcap, w, self.reduction) + (
+            self.extra,
+        )
 
     def __eq__(self, other: object) -> bool:  # by value, weight included (a Tensor's == is elementwise)
         return isinstance(other, LossOptions) and self._key() == other._key()
@@ -71,7 +102,7 @@ class LossOptions:
             names.append("weight")
         if self.reduction != "mean":
             names.append("reduction")
-        return tuple(names)
+        return tuple(names) + tuple(k for k, _ in self._extra_on())
 
     @property
     def plain(self) -> bool:
@@ -93,6 +124,7 @@ class LossOptions:
             parts.append(f"weight[C={self.weight.numel()}]")
         if self.reduction != "mean":
             parts.append(f"reduction={self.reduction}")
+        parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self._extra_on()]
         return " ".join(parts) if parts else "plain"
 
     def check(self, num_classes: int) -> str | None:
