@@ -25,7 +25,9 @@ Columns (one row per point x variant x mode):
                  work's share of it; CPU only),
                  time_rel_native time_rel_samples (each sample over the native op's of the same
                  round: the variants of a point are timed interleaved, harness/measure/timing.py)
-  memory         peak_mem_bytes (above what existed before the call)
+  memory         peak_mem_bytes (above what existed before the call), harness_bytes (what the
+                 harness itself held at the point while the variant ran: inputs, float64
+                 references, guard; counted from their tensors, on the point's device)
   throughput     bytes_moved (the family's byte model, e.g. harness/cross_entropy/traffic.py) gbps
   stability      loss_rel_err_total grad_rel_err_total (against float64 on the *unrounded*
                  logits: storage plus algorithm), err_vs_native grad_err_vs_native (this
@@ -100,6 +102,7 @@ SCHEMA = pa.schema(
         ("time_rel_native", pa.float64()),
         ("time_rel_samples", pa.list_(pa.float64())),
         ("peak_mem_bytes", pa.int64()),
+        ("harness_bytes", pa.int64()),
         ("bytes_moved", pa.int64()),
         ("gbps", pa.float64()),
         ("loss_rel_err_total", pa.float64()),

@@ -26,7 +26,7 @@ from harness.family import Family
 from harness.measure import calibration, ceiling, deadline, environment
 from harness.measure.contention import contention
 from harness.measure.isolation import Guard
-from harness.measure.memory import call_with_peak, peak_bytes
+from harness.measure.memory import call_with_peak, held_bytes, peak_bytes
 from harness.measure.timing import Slot, TimingStats, do_bench_ratio, paired_ratios, time_interleaved
 from harness.registry import Variant
 from harness.vocabulary import MODES
@@ -88,16 +88,16 @@ def measure_variant(
         feed.release()
         row.update(family.assess(outputs, refs, point))
         del outputs
-        if guard.changed():  # wrote into what every later variant receives: not timed
-            row.update(status="wrote_input", message=_wrote_input(variant))
+        if wrote := guard.changed():  # wrote into what every later variant receives: not timed
+            row.update(status="wrote_input", message=_wrote_input(variant, wrote))
             return row, None
         if memory.enabled and "peak_mem_bytes" not in row:  # compiled: measure a compiled call
             feed.refresh()
             with deadline.armed():
                 row["peak_mem_bytes"] = peak_bytes(call, device)
             feed.release()
-        if guard.changed():
-            row.update(status="wrote_input", message=_wrote_input(variant))
+        if wrote := guard.changed():
+            row.update(status="wrote_input", message=_wrote_input(variant, wrote))
             return row, None
     except (Exception, SystemExit, KeyboardInterrupt, deadline.CallTimeout) as exc:  # a result
         if _stopped_by_user(exc):
@@ -105,8 +105,8 @@ def measure_variant(
         row = {"bytes_moved": row["bytes_moved"], **_failure(exc)}
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        if guard.changed():
-            row["message"] += "; " + _wrote_input(variant)
+        if wrote := guard.changed():
+            row["message"] += "; " + _wrote_input(variant, wrote)
         return row, None
     if not timing.enabled:
         return row, None
@@ -194,9 +194,14 @@ def time_point(
             row["do_bench_ratio"] = do_bench_ratio(slot.fn, device, stats.median)
 
 
-def _wrote_input(variant: Variant) -> str:
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def _wrote_input(variant: Variant, names: list[str]) -> str:
     return (
-        f"{variant.name} wrote into the inputs it was given (restored for the next variant); if it "
+        f"{variant.name} wrote into the inputs it was given ({', '.join(names)}; restored for the "
+        "next variant); if it "
         "overwrites them by design, register it with overwrites_input=True (or set "
         "fn.harness_overwrites_input = True) to get a fresh copy before every call"
     )
@@ -286,7 +291,10 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
         inputs = family.make_inputs(point)
         refs = family.references(point, inputs)
         guarded = family.guarded(inputs)
-        guard = Guard(*guarded.values(), names=tuple(guarded))
+        # A restore remakes the inputs from the point's seed: the guard holds no copy of the large ones.
+        remake = lambda: family.guarded(family.make_inputs(point))  # noqa: E731
+        guard = Guard(*guarded.values(), names=tuple(guarded), remake=remake)
+        held = held_bytes(inputs, *refs, guard)
     except Exception as exc:
         if point.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -299,7 +307,18 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
                 measured, slot = measure_variant(
                     family, variant, mode, point, inputs, guard, refs, timing, memory
                 )
-            rows.append({"variant": variant.name, "mode": mode, **point.columns(), **measured, **metadata})
+            if measured.get("status") == "oom":
+                measured["message"] += f"; the harness held {_gib(held)} of it (inputs, references, guard)"
+            rows.append(
+                {
+                    "variant": variant.name,
+                    "mode": mode,
+                    **point.columns(),
+                    **measured,
+                    "harness_bytes": held,
+                    **metadata,
+                }
+            )
             slots.append(slot)
     interrupts.check()
     with interrupts.immediate():

@@ -95,3 +95,15 @@ def hangs_when_timed(logits, targets):
     if _calls["n"] > 2:
         time.sleep(3600)
     return F.cross_entropy(logits, targets)
+
+
+def scribbles_on_weights(logits, targets, weight=None):
+    """Honours class weights, then halves them in place: every later weighted loss would move."""
+    loss = F.cross_entropy(logits, targets, weight=weight)
+    if weight is not None:
+        with torch.no_grad():
+            weight.mul_(0.5)
+    return loss
+
+
+scribbles_on_weights.harness_options = {"weight"}

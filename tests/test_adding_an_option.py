@@ -54,8 +54,8 @@ REFERENCE = """
 _unscaled = reference
 
 
-def reference(logits, targets, kind, options=None):
-    ref = _unscaled(logits, targets, kind, options)
+def reference(logits, targets, kind, options=None, **how):
+    ref = _unscaled(logits, targets, kind, options, **how)
     s = 1.0 if options is None else options.value("loss_scale")
     if s == 1.0 or not ref.finite:
         return ref

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from harness.cross_entropy.point import Point
 from harness.cross_entropy.variants import REGISTRY, get
-from harness.measure.isolation import Feed, Guard, same_bits
+from harness.measure import isolation
+from harness.measure.isolation import Feed, Guard, fingerprint, same_bits
 from harness.measure.timing import time_cpu
 from harness.runner import run_point
 
@@ -25,7 +27,10 @@ def _statuses(rows):
     }
 
 
-def test_a_scribbling_variant_leaves_later_verdicts_unchanged():
+@pytest.mark.parametrize("kept_as", ["copy", "fingerprint"])
+def test_a_scribbling_variant_leaves_later_verdicts_unchanged(kept_as, monkeypatch):
+    if kept_as == "fingerprint":  # as the logits of any point of 1 MiB or more are kept
+        monkeypatch.setattr(isolation, "COPY_BELOW_BYTES", 0)
     clean = run_point(POINT, [REGISTRY[n] for n in LATER], OFF, OFF, {})
     scribbler = get("tests.fault_variants:scribbles")
     rows = run_point(POINT, [scribbler] + [REGISTRY[n] for n in LATER], TIMED, OFF, {})
@@ -107,3 +112,56 @@ def test_system_exit_and_interrupt_from_a_variant_are_error_rows():
         and "KeyboardInterrupt" in by[(names[2], "fwd_bwd")]["message"]
     )
     assert by[("torch_cross_entropy", "fwd_bwd")]["status"] == "ok"
+
+
+def _made() -> dict[str, torch.Tensor]:
+    """A 2 MiB input, made again bit for bit on each call (as a point's seeded draw is)."""
+    z = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))
+    z[5, 5] = -0.0
+    z[6, 6] = float("nan")
+    return {"logits": z}
+
+
+WRITES = {
+    "one ulp": lambda z: z.view(torch.int32)[3, 7].add_(1),
+    "-0 to +0": lambda z: z[5, 5].fill_(0.0),
+    "a NaN's payload": lambda z: z.view(torch.int32)[6, 6].add_(1),
+    "two rows swapped": lambda z: z.index_copy_(0, torch.tensor([1, 2]), z[[2, 1]].clone()),
+    "two entries of a row swapped": lambda z: z[0].index_copy_(0, torch.tensor([3, 9]), z[0, [9, 3]].clone()),
+    "every entry doubled": lambda z: z.mul_(2.0),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_a_fingerprinted_input_catches_any_write_and_is_remade(write):
+    live = _made()["logits"]
+    guard = Guard(live, names=("logits",), remake=_made)
+    assert guard.held_bytes() < live.numel() * live.element_size() / 100  # no copy: 12 KiB of sums
+    assert guard.changed() == []
+    WRITES[write](live)
+    assert not same_bits(live, _made()["logits"])
+    assert guard.changed() == ["logits"]
+    assert same_bits(live, _made()["logits"])  # restored from the remade draw
+    assert guard.changed() == []
+
+
+def test_the_fingerprint_sums_bits_exactly():
+    # int64 sums of the bit patterns: a row of 1.0 (0x3F800000) and -0.0 (0x80000000 as int32)
+    z = torch.tensor([[1.0, -0.0], [0.5, 2.0]])
+    rows, cols = fingerprint(z)
+    bits = z.view(torch.int32).to(torch.int64)
+    assert torch.equal(rows, bits.sum(1)) and torch.equal(cols, bits.sum(0))
+    assert int(rows[0]) == 0x3F800000 - 2**31
+
+
+def test_a_variant_writing_into_the_class_weights_is_caught():
+    weighted = Point(16, 100, "fp32", 1.0, "cpu", "hard", seed=0, class_weights="seeded")
+    later = [REGISTRY["torch_cross_entropy"]]
+    clean = run_point(weighted, later, OFF, OFF, {})
+    rows = run_point(weighted, [get("tests.fault_variants:scribbles_on_weights")] + later, OFF, OFF, {})
+    own = [r for r in rows if r["variant"].endswith("scribbles_on_weights")]
+    # fwd_bwd: autograd itself refuses the weights it saved being changed (an error row); the
+    # guard still names the write, and restores the weights in both modes
+    assert [r["status"] for r in own] == ["wrote_input", "error"]
+    assert all("wrote into the inputs it was given (weight;" in r["message"] for r in own)
+    assert _statuses([r for r in rows if r not in own]) == _statuses(clean)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from harness.cross_entropy.accuracy import assess, grad_rel_err, upstream_scaled
+from harness.cross_entropy.accuracy import assess, grad_rel_err, row_scale
 from harness.cross_entropy.inputs import Inputs, make_inputs
 from harness.cross_entropy.point import READS, Point, scan_points
 from harness.cross_entropy.reference import Reference, reference
@@ -95,13 +95,21 @@ def loss_options(point: Point, inputs: Inputs) -> LossOptions:
 
 
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
-    # The class weights are part of the problem, not of its storage: both references take them
-    # as the variants receive them (rounded to the dtype).
+    """float64 on the rounded inputs (the verdict's, with the conditioning its tolerance reads)
+    and on the unrounded draw (the total error: loss and gradient alone). The unrounded float64
+    tensors are dropped once used: 2x the logits' bytes in fp32, 4x in bf16, held for nothing
+    while the variants run. The class weights are part of the problem, not of its storage: both
+    references take them as the variants receive them (rounded to the dtype)."""
     options = loss_options(point, inputs)
     ref = reference(inputs.logits, inputs.targets, inputs.kind, options)
     if point.dtype == "fp64":
-        return ref, ref
-    return ref, reference(inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind, options)
+        total = ref
+    else:
+        total = reference(
+            inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind, options, conditioning=False
+        )
+    inputs.logits_unrounded = inputs.targets_unrounded = None
+    return ref, total
 
 
 def _unsupported(variant: Variant, point: Point) -> str:
@@ -133,6 +141,14 @@ def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
     )
 
 
+def _guarded(inputs: Inputs) -> dict[str, torch.Tensor]:
+    """What no variant may write into: the class weights too, when the point has them."""
+    tensors = {"logits": inputs.logits, "targets": inputs.targets}
+    if inputs.weight is not None:
+        tensors["weight"] = inputs.weight
+    return tensors
+
+
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
     """The accuracy columns: against float64 on the rounded inputs (the algorithm's error,
     which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm)."""
@@ -145,7 +161,7 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
             rel_err(acc.loss, ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
         )
         if grad is not None:
-            cols["grad_rel_err_total"] = grad_rel_err(grad, upstream_scaled(ref_total, loss.dim()))
+            cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total, row_scale(ref_total, loss.dim()))
     return cols
 
 
@@ -161,7 +177,7 @@ FAMILY = Family(
     points=scan_points,
     make_inputs=make_inputs,
     references=_references,
-    guarded=lambda inputs: {"logits": inputs.logits, "targets": inputs.targets},
+    guarded=_guarded,
     unsupported=_unsupported,
     feed=_feed,
     call=fed_call,

@@ -4,7 +4,6 @@ harness/loss/errors.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
-from harness.loss.errors import rel_err, rows_rel_err, upstream
+from harness.loss.errors import nonfinite_counts, norm_rel_err, rel_err, rows_rel_err, upstream
 
 
 @dataclass(frozen=True)
@@ -30,34 +29,33 @@ class Accuracy:
     message: str = ""
 
 
-def upstream_scaled(ref: Reference, loss_dims: int) -> Reference:
-    """The reference whose gradient a variant's is compared with: as it is for a scalar loss; for
-    per-row losses (reduction none) each row of the gradient of their sum times `upstream`'s
-    entry, the gradient the runner asks for (a row's loss depends on its own logits alone)."""
+def row_scale(ref: Reference, loss_dims: int) -> Tensor | None:
+    """The factor per row of the reference gradient a variant's is compared with: none for a
+    scalar loss; for per-row losses (reduction none) `upstream`'s entry, the gradient the runner
+    asks for (a row's loss depends on its own logits alone, so the reference's gradient of their
+    sum, row b times upstream_b, is the gradient of their weighted sum)."""
     if loss_dims == 0 or ref.grad.dim() != 2:
-        return ref
-    return dataclasses.replace(ref, grad=ref.grad * upstream(ref.grad.shape[0], ref.grad)[:, None])
+        return None
+    return upstream(ref.grad.shape[0], ref.grad)
 
 
-def grad_rel_err(grad: Tensor, ref: Reference) -> float:
-    """||grad - ref.grad||_2 / ||ref.grad||_2, in float64 (grad: [B, C] any float dtype)."""
-    diff = torch.linalg.vector_norm(grad.to(torch.float64).sub_(ref.grad)).item()
-    return diff / ref.grad_norm if ref.grad_norm != 0 else diff
+def grad_rel_err(grad: Tensor, ref: Reference, scale: Tensor | None = None) -> float:
+    """||grad - s ref.grad||_2 / ||s ref.grad||_2, in float64 block by block (grad: [B, C] any
+    float dtype; s: `row_scale`, or 1)."""
+    return norm_rel_err(grad, ref.grad, ref.grad_norm, scale)
 
 
 def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -> Accuracy:
     """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode)."""
     losses = loss.detach().to(torch.float64)
     value = float(losses.mean().item())
-    nan = int(torch.isnan(losses).sum().item())
-    inf = int(torch.isinf(losses).sum().item())
-    if grad is not None and not bool(torch.isfinite(grad).all()):  # count only when there is some
-        nan += int(torch.isnan(grad).sum().item())
-        inf += int(torch.isinf(grad).sum().item())
+    nan, inf = nonfinite_counts(losses)
+    if grad is not None:
+        nan, inf = (a + b for a, b in zip((nan, inf), nonfinite_counts(grad)))
     if not ref.finite:
         return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
     l_err = rel_err(value, ref.loss) if losses.dim() == 0 else rows_rel_err(losses, ref.losses)
-    g_err = grad_rel_err(grad, upstream_scaled(ref, losses.dim())) if grad is not None else None
+    g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim())) if grad is not None else None
     tol = tolerance(ref, dtype_name)
     if nan or inf:
         status = "nonfinite"

@@ -84,8 +84,9 @@ def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
 class Inputs:
     logits: Tensor  # [B, C] point dtype, on the point's device
     targets: Tensor  # hard: [B] int64; soft: [B, C] point dtype
-    logits_unrounded: Tensor  # [B, C] float64: the draw before rounding (for total error)
-    targets_unrounded: Tensor  # hard: the same indices; soft: [B, C] float64 before rounding
+    # The draw before rounding, for the total error's reference (dropped once it is made):
+    logits_unrounded: Tensor | None  # [B, C] float64
+    targets_unrounded: Tensor | None  # hard: the same indices; soft: [B, C] float64
     kind: str  # "soft" | "hard"
     weight: Tensor | None = None  # [C] class weights in the point's dtype (class_weights=seeded)
 

@@ -74,6 +74,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from harness.loss.errors import nonfinite_counts
 from harness.loss.options import LossOptions
 
 # Rows per block: about 2^22 float64 elements (32 MiB) per temporary, whatever C is.
@@ -207,13 +208,21 @@ def _softcap(z: Tensor, k: Tensor, a: Tensor, cap: float) -> tuple[Tensor, Tenso
     return gap, chain, cap * torch.tanh(xk), x
 
 
-def reference(logits: Tensor, targets: Tensor, kind: str, options: LossOptions | None = None) -> Reference:
+def reference(
+    logits: Tensor,
+    targets: Tensor,
+    kind: str,
+    options: LossOptions | None = None,
+    conditioning: bool = True,
+) -> Reference:
     """logits: [B, C] any float dtype (read as float64, the values as stored); targets: [B] int64
     class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft"). options: the
     loss's options (harness/loss/options.py); None or LossOptions() is the plain loss,
-    computed as it always was (bit for bit)."""
+    computed as it always was (bit for bit). conditioning=False: the loss and gradient alone,
+    the conditioning fields NaN (about half the pass's work: the reference a total error is
+    measured against, which no tolerance reads)."""
     opts = options if options is not None else LossOptions()
-    bad = int((~torch.isfinite(logits)).sum().item())
+    bad = sum(nonfinite_counts(logits))
     if bad:
         return _no_reference(
             logits,
@@ -326,6 +335,8 @@ def reference(logits: Tensor, targets: Tensor, kind: str, options: LossOptions |
         if cap is not None:
             g.mul_(chain)  # d/dz = d/dz' * sech^2(z / cap)
         grad[lo:hi] = g
+        if not conditioning:  # the unrounded draw's reference: no tolerance reads it
+            continue
         # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
         # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
         # compute precision, then take lse of the capped values).
@@ -376,16 +387,22 @@ def reference(logits: Tensor, targets: Tensor, kind: str, options: LossOptions |
     loss = loss_t.item()
     g_norm = torch.linalg.vector_norm(grad).item() * d_ce  # ||T p - t||
     ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
+    if conditioning:
+        fields = dict(
+            loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
+            grad_log_p=ratio(log_p_sq.sqrt().item()),
+            grad_magnitude=ratio(magnitude_sq.sqrt().item()),
+            grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce),
+        )
+    else:
+        fields = dict.fromkeys(("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"), math.nan)
     ref = Reference(
         loss=loss,
         grad=grad,
-        loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
-        grad_log_p=ratio(log_p_sq.sqrt().item()),
-        grad_magnitude=ratio(magnitude_sq.sqrt().item()),
-        grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce),
+        **fields,
         losses=losses,
         denominator=d_ce,
     )
-    if not (math.isfinite(loss) and bool(torch.isfinite(grad).all())):
+    if not (math.isfinite(loss) and nonfinite_counts(grad) == (0, 0)):
         return _no_reference(logits, "no float64 reference: the loss overflows float64")
     return ref

@@ -40,7 +40,7 @@ from harness.linear_cross_entropy.reference import Reference, reference
 from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
-from harness.loss.errors import rel_err, rows_rel_err, upstream
+from harness.loss.errors import nonfinite_counts, norm_rel_err, rel_err, rows_rel_err, upstream
 from harness.loss.options import LossOptions
 from harness.measure import ceiling
 from harness.measure.isolation import Feed
@@ -186,26 +186,15 @@ def _guarded(inputs: Inputs) -> dict[str, Tensor]:
     return tensors
 
 
-def _norm_err(g: Tensor, ref: Tensor, ref_norm: float) -> float:
-    diff = torch.linalg.vector_norm(g.detach().to(torch.float64) - ref).item()
-    return diff / ref_norm if ref_norm != 0 else diff
-
-
 def _grad_errors(grads: tuple[Tensor, ...], ref: Reference) -> dict[str, float]:
     """Norm-wise errors of dH, dW and (with a bias) db against one reference."""
     errs = {
-        "grad_hidden_rel_err": _norm_err(grads[0], ref.grad_hidden, ref.grad_hidden_norm),
-        "grad_weight_rel_err": _norm_err(grads[1], ref.grad_weight, ref.grad_weight_norm),
+        "grad_hidden_rel_err": norm_rel_err(grads[0], ref.grad_hidden, ref.grad_hidden_norm),
+        "grad_weight_rel_err": norm_rel_err(grads[1], ref.grad_weight, ref.grad_weight_norm),
     }
     if ref.grad_bias is not None:
-        errs["grad_bias_rel_err"] = _norm_err(grads[2], ref.grad_bias, ref.grad_bias_norm)
+        errs["grad_bias_rel_err"] = norm_rel_err(grads[2], ref.grad_bias, ref.grad_bias_norm)
     return errs
-
-
-def _nonfinite(t: Tensor) -> tuple[int, int]:
-    if bool(torch.isfinite(t).all()):
-        return 0, 0
-    return int(torch.isnan(t).sum().item()), int(torch.isinf(t).sum().item())
 
 
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
@@ -217,9 +206,9 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
     ref, total = refs
     losses = loss.detach().to(torch.float64)
     value = float(losses.mean().item())
-    nan, inf = _nonfinite(losses.reshape(-1))
+    nan, inf = nonfinite_counts(losses.reshape(-1))
     for g in grads or ():
-        more_nan, more_inf = _nonfinite(g)
+        more_nan, more_inf = nonfinite_counts(g)
         nan, inf = nan + more_nan, inf + more_inf
     cols: dict[str, Any] = {"loss": value, "loss_ref": ref.loss, "nan_count": nan, "inf_count": inf}
     if not ref.finite:

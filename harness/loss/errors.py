@@ -4,6 +4,9 @@ its own gradients and tolerance)."""
 
 from __future__ import annotations
 
+import math
+from typing import Iterator
+
 import torch
 from torch import Tensor
 
@@ -26,3 +29,54 @@ def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
     diff = torch.linalg.vector_norm(losses.detach().to(torch.float64) - ref).item()
     norm = torch.linalg.vector_norm(ref).item()
     return diff / norm if norm != 0 else diff
+
+
+# Rows per block when a whole tensor is compared or scanned: about 2^22 elements (32 MiB of
+# float64) per temporary, so judging a [B, C] gradient never holds a float64 copy of it (8 bytes
+# an element: twice fp32 logits, four times bf16 ones).
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def row_blocks(t: Tensor) -> Iterator[slice]:
+    """Slices of `t`'s leading dimension (t: 1-D or more) of about _BLOCK_ELEMENTS elements each."""
+    rows = t.shape[0]
+    per_row = t[0].numel() if rows else 1
+    step = max(1, _BLOCK_ELEMENTS // max(1, per_row))
+    for lo in range(0, rows, step):
+        yield slice(lo, min(lo + step, rows))
+
+
+def norm_rel_err(x: Tensor, ref: Tensor, ref_norm: float, row_scale: Tensor | None = None) -> float:
+    """||x - s * ref||_2 / ||s * ref||_2 in float64, block by block over the rows (x: any float
+    dtype; ref: float64, same shape). `row_scale` s [rows]: a factor per leading-dim row (the
+    incoming gradient of per-row losses), applied to the reference; `ref_norm` is then ignored
+    and the scaled norm is summed along. Absolute when the reference is 0."""
+    if x.dim() == 0:
+        x, ref = x.reshape(1), ref.reshape(1)
+    diff = 0.0
+    norm = ref_norm
+    if row_scale is not None:
+        norm = 0.0
+    for rows in row_blocks(x):
+        r = ref[rows]
+        if row_scale is not None:
+            r = r * row_scale[rows].to(r.dtype).reshape(-1, *([1] * (r.dim() - 1)))
+            norm = math.hypot(norm, torch.linalg.vector_norm(r).item())
+        # the whole norm from the blocks' norms (hypot: no square of a block's norm to overflow)
+        diff = math.hypot(diff, torch.linalg.vector_norm(x[rows].detach().to(torch.float64).sub_(r)).item())
+    return diff / norm if norm != 0 else diff
+
+
+def nonfinite_counts(t: Tensor) -> tuple[int, int]:
+    """(NaN count, ±inf count) of `t`. Mostly there are none: a float64 sum of every element is
+    finite exactly when all of them are (no sum of float16/bfloat16/float32 values can overflow
+    float64; a float64 tensor whose finite values overflow the sum is counted in full), so the
+    common case is one reduction with no [B, C] boolean; the counts themselves go block by block."""
+    if not t.is_floating_point() or math.isfinite(t.sum(dtype=torch.float64).item()):
+        return 0, 0
+    t = t.reshape(1) if t.dim() == 0 else t
+    nan = inf = 0
+    for rows in row_blocks(t):
+        nan += int(torch.isnan(t[rows]).sum().item())
+        inf += int(torch.isinf(t[rows]).sum().item())
+    return nan, inf

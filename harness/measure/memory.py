@@ -24,6 +24,19 @@ def _storages(tree: Any) -> list[torch.UntypedStorage]:
     return [t.untyped_storage() for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
 
 
+def held_bytes(*holders: Any) -> int:
+    """Bytes of the distinct storages the holders keep: the tensors among each one's attributes
+    (a dataclass's fields, an object's __dict__), looking into tuples, lists and dicts there.
+    A storage two holders share (the guard's view of the inputs, a reference used twice) counts
+    once: the harness's own resident bytes at a point."""
+    seen: dict[tuple[str, int], int] = {}
+    for holder in holders:
+        values = list(vars(holder).values()) if hasattr(holder, "__dict__") else [holder]
+        for s in _storages(values):
+            seen[(str(s.device), s.data_ptr())] = s.nbytes()
+    return sum(seen.values())
+
+
 class LiveStorageTracker(TorchDispatchMode):
     """Counts live bytes of the storages created by ops run under it; `peak` is the maximum."""
 
