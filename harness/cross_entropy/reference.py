@@ -385,9 +385,9 @@ def reference(
         loss_t = (ce_sum if not zl else ce_sum + z_sum) / b
         scale = 1.0
     loss = loss_t.item()
-    g_norm = torch.linalg.vector_norm(grad).item() * d_ce  # ||T p - t||
-    ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
     if conditioning:
+        g_norm = torch.linalg.vector_norm(grad).item() * d_ce  # ||T p - t||
+        ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
         fields = dict(
             loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
             grad_log_p=ratio(log_p_sq.sqrt().item()),

@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from harness.loss.errors import row_blocks
+
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -41,9 +43,6 @@ def same_bits(a: Tensor, b: Tensor) -> bool:
 
 # Below this many bytes an input is kept as a copy; from it up, as a fingerprint (module docstring).
 COPY_BELOW_BYTES = 1 << 20
-# Rows per block when fingerprinting: about 2^22 elements, so that the int64 sums' temporaries
-# stay at 32 MiB whatever the input's size.
-_BLOCK_ELEMENTS = 1 << 22
 
 
 def fingerprint(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,10 +53,9 @@ def fingerprint(t: Tensor) -> tuple[Tensor, Tensor]:
     flat = _bits(t.detach()).reshape(t.shape[0], -1) if t.dim() else _bits(t.detach()).reshape(1, 1)
     rows = torch.empty(flat.shape[0], dtype=torch.int64, device=t.device)
     cols = torch.zeros(flat.shape[1], dtype=torch.int64, device=t.device)
-    step = max(1, _BLOCK_ELEMENTS // max(1, flat.shape[1]))
-    for lo in range(0, flat.shape[0], step):
-        block = flat[lo : lo + step].to(torch.int64)
-        rows[lo : lo + step] = block.sum(dim=1)
+    for lo_hi in row_blocks(flat):  # int64 temporaries of 32 MiB at most, whatever t's size
+        block = flat[lo_hi].to(torch.int64)
+        rows[lo_hi] = block.sum(dim=1)
         cols += block.sum(dim=0)
     return rows, cols
 
