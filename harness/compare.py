@@ -439,8 +439,10 @@ def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, 
     if rows.empty:
         return []
     change = rows.apply(_rel_change, axis=1)
-    lone = _lone(rows, th)
+    sep = rows.apply(_separation, axis=1, basis=th.time_basis)
+    lone = _lone(rows, sep, th)
     point = [c for c in KEY_COLUMNS if c != "variant"]
+    mates = _point_mates(rows, sep, point, th)
     natives = rows.apply(_is_native, axis=1).astype(bool)
     others = change[~natives].groupby([rows.loc[~natives, c] for c in point], dropna=False).median()
     out = []
@@ -457,6 +459,7 @@ def time_verdicts(rows: pd.DataFrame, th: Thresholds) -> list[tuple[str, float, 
                 th,
                 None if pd.isna(pc) else float(pc),
                 lone=bool(lone[i]),
+                point_mates=mates[i],
             )
         )
     return out
@@ -477,12 +480,11 @@ def _separation(r: pd.Series, basis: str) -> float:
     return separation(b, n)
 
 
-def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
+def _lone(rows: pd.DataFrame, sep: pd.Series, th: Thresholds) -> pd.Series:
     """True for a row whose variant has other rows in its mode (2 or more) and too few of them
     separate beyond the factor in the row's own direction to corroborate it. Separate, not
     merely have medians beyond the factor: on a drifting host many rows' medians move by 1.3x
     while their samples overlap, and counting those corroborated a false alarm."""
-    sep = rows.apply(_separation, axis=1, basis=th.time_basis)
     up, down = sep > th.time_factor, sep < 1 / th.time_factor
     out = pd.Series(False, index=rows.index)
     for _, g in rows.groupby(["variant", "mode"], sort=False):
@@ -494,6 +496,21 @@ def _lone(rows: pd.DataFrame, th: Thresholds) -> pd.Series:
         for i in g.index:
             same_way = (n_up - up[i]) if sep[i] >= 1 else (n_down - down[i])
             out[i] = same_way < need
+    return out
+
+
+def _point_mates(rows: pd.DataFrame, sep: pd.Series, point: list[str], th: Thresholds) -> dict:
+    """Per row, (how many of the other variants' rows at its point and mode separate beyond the
+    factor in the row's direction, how many other rows there are). A host that slows for the
+    length of one point slows every variant interleaved in it; a variant's own slowdown does not
+    move its neighbours."""
+    up, down = sep > th.time_factor, sep < 1 / th.time_factor
+    out: dict = {}
+    for _, g in rows.groupby(point, sort=False, dropna=False):
+        n_up, n_down = int(up[g.index].sum()), int(down[g.index].sum())
+        for i in g.index:
+            moved = (n_up - up[i]) if sep[i] >= 1 else (n_down - down[i])
+            out[i] = (int(moved), len(g) - 1)
     return out
 
 

@@ -208,27 +208,52 @@ def test_rows_from_before_the_timing_evidence_are_judged_on_their_samples():
     assert ENV["num_threads"] == 2  # the premise: no wait evidence on these rows
 
 
-def _points(shifts: list[float], seed: int = 0) -> pd.DataFrame:
-    """One variant at len(shifts) points (logit scales), each row's samples scaled by its shift."""
+def _points(shifts: list[float], seed: int = 0, variants: tuple[str, ...] = ("a",)) -> pd.DataFrame:
+    """Each variant at len(shifts) points (logit scales), each row's samples scaled by its
+    point's shift."""
     rng = np.random.default_rng(seed)
     rows = []
-    for k, shift in enumerate(shifts):
-        r = row("a", samples=list(shift * 1e-3 * np.exp(rng.normal(0, 0.02, 15))))
-        r["logit_scale"] = float(k + 1)
-        rows.append(r)
+    for name in variants:
+        for k, shift in enumerate(shifts):
+            r = row(name, samples=list(shift * 1e-3 * np.exp(rng.normal(0, 0.02, 15))))
+            r["logit_scale"] = float(k + 1)
+            rows.append(r)
     return frame(*rows)
 
 
-def test_a_lone_row_needs_the_factor_squared_and_corroborated_rows_the_factor():
-    # Seen in an A/A try: one whole row of one point ran 1.45x slower in the second process (same
-    # code, no contention, calibrations equal), while the variant's 23 other rows did not move.
-    c = compare(_points([1.0] * 8), _points([1.45] + [1.0] * 7, seed=1))
-    assert c.rows["time"].iloc[0] == "ambiguous" and c.rows["time_note"].iloc[0].startswith("lone:")
-    assert c.exit_code == 0
+def test_a_lone_row_needs_the_factor_cubed_and_corroborated_rows_the_factor():
+    # Seen in A/A tries: one whole row of one point ran 1.45x, and once 1.84x, slower in the
+    # second process (same code, no contention, calibrations equal), while the variant's 23
+    # other rows did not move.
+    for shift in (1.45, 1.84, 2.1):
+        c = compare(_points([1.0] * 8), _points([shift] + [1.0] * 7, seed=1))
+        assert c.rows["time"].iloc[0] == "ambiguous" and c.rows["time_note"].iloc[0].startswith("lone:")
+        assert c.exit_code == 0
     # Far beyond the factor, alone: a real slowdown at one point.
-    assert compare(_points([1.0] * 8), _points([2.0] + [1.0] * 7, seed=1)).rows["time"].iloc[0] == "slower"
+    assert compare(_points([1.0] * 8), _points([3.0] + [1.0] * 7, seed=1)).rows["time"].iloc[0] == "slower"
     # The same 1.45x at every point corroborates itself.
     everywhere = compare(_points([1.0] * 8), _points([1.45] * 8, seed=1))
     assert set(everywhere.rows["time"]) == {"slower"}
     # A run of one or two points has nothing to corroborate with: the factor alone decides.
     assert compare(_points([1.0] * 2), _points([1.45, 1.0], seed=1)).rows["time"].iloc[0] == "slower"
+
+
+def test_a_point_where_every_variant_moved_is_the_host_not_a_variant():
+    # Seen in an A/A try: the fwd rows of three variants at one point ran x2.0 slower in the
+    # second process, the point's calibration unmoved, every other row the same.
+    four = ("a", "b", "c", "d")
+    c = compare(_points([1.0] * 8, variants=four), _points([2.5] + [1.0] * 7, seed=1, variants=four))
+    moved = c.rows[c.rows["logit_scale"] == 1.0]
+    assert set(moved["time"]) == {"ambiguous"} and c.exit_code == 0
+    assert all(note.startswith("point: ") for note in moved["time_note"])
+    # One variant slowed at that point alone is still judged on its own (x3 > the lone factor).
+    one = _points([1.0] * 8, seed=1, variants=four)
+    first = one.index[(one["variant"] == "a") & (one["logit_scale"] == 1.0)][0]
+    one.at[first, "time_samples_s"] = list(3 * np.asarray(one.at[first, "time_samples_s"]))
+    c = compare(_points([1.0] * 8, variants=four), one)
+    slowed = c.rows[(c.rows["variant"] == "a") & (c.rows["logit_scale"] == 1.0)]
+    assert list(slowed["time"]) == ["slower"] and c.exit_code == 1
+    # A slowdown at every point of every variant (a change common to all) is corroborated by
+    # each variant's own rows, not excused as the host's.
+    everywhere = compare(_points([1.0] * 8, variants=four), _points([1.6] * 8, seed=1, variants=four))
+    assert set(everywhere.rows["time"]) == {"slower"}
