@@ -108,10 +108,12 @@ def time_verdict(
                 its point. A row timed under contention
                 other than waits for a core, or without the wait figures, is not judged. A
                 `lone` row (its variant's other rows in that mode did not move the same way)
-                must separate by factor squared: a whole row of one point can run 1.4x slower
-                in one process than in another (the same code; seen in 1 of 7 A/A tries), and
-                among hundreds of rows some will, while a real slowdown shows at its siblings
-                or is large.
+                is not judged when `point_mates` (moved, of) says most of the other variants at
+                its point and mode moved the same way (the host slowed that point, not the
+                variant: seen in an A/A try, three variants x2.0 at one point), and otherwise
+                must separate by factor ** LONE_POWER: a whole row of one point can run 1.4-1.8x
+                slower in one process than in another (the same code), and among hundreds of
+                rows some will, while a real slowdown shows at its siblings or is large.
       faster    the same, the other way.
       same      the median ratio is within the factor and no separation beyond it.
       ambiguous anything else, with the reason: too few samples, a separation the other

@@ -1,9 +1,11 @@
 """What judging a result costs the harness: block-by-block errors and finiteness checks that agree
 with the whole-tensor formulas they replace, a total-error reference without the conditioning
-nobody reads, and the unrounded draw dropped once its reference is made."""
+nobody reads, a draw made again block by block bit for bit, references that stream their
+gradient instead of holding it, and the bytes the harness holds, as the rows say."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -60,24 +62,87 @@ def test_nonfinite_counts_count_every_kind(block):
 )
 def test_the_total_errors_reference_skips_only_the_conditioning(kind, options):
     point = Point(6, 50, "bf16", 3.0, "cpu", kind, seed=0)
-    inputs = make_inputs(point)
-    full = reference(inputs.logits_unrounded, inputs.targets_unrounded, kind, options)
-    bare = reference(inputs.logits_unrounded, inputs.targets_unrounded, kind, options, conditioning=False)
+    z64, t64 = make_inputs(point).draw.whole()
+    targets = make_inputs(point).targets if kind == "hard" else t64
+    full = reference(z64, targets, kind, options)
+    bare = reference(z64, targets, kind, options, conditioning=False)
     assert bare.loss == full.loss and torch.equal(bare.grad, full.grad)
     assert torch.equal(bare.losses, full.losses)
     assert math.isnan(bare.loss_magnitude) and math.isnan(bare.grad_magnitude)
     assert math.isfinite(full.loss_magnitude) and math.isfinite(full.grad_magnitude)
 
 
-def test_the_unrounded_draw_is_dropped_once_its_reference_is_made():
-    point = Point(8, 40, "fp16", 2.0, "cpu", "soft", seed=0)
+# Points whose draw spans several blocks when the block is shrunk to 64 elements: rows of 50
+# (one row a block), of 20 (three rows a block, a ragged last one), zipf's ranks and softmax
+# targets drawn per block too.
+SPANNING = [
+    Point(7, 50, "bf16", 3.0, "cpu", "soft", seed=1),
+    Point(7, 20, "fp16", 2.0, "cpu", "hard", seed=2, label_smoothing=0.1, ignore_fraction=0.3),
+    Point(9, 20, "fp32", 1.0, "cpu", "hard", seed=3, logits="zipf", softcap=4.0, z_loss=1e-3),
+    Point(9, 20, "fp32", 4.0, "cpu", "hard", seed=0, class_weights="seeded", reduction="none"),
+]
+
+
+# The modules, not the package's functions of the same names.
+inputs_module = importlib.import_module("harness.cross_entropy.inputs")
+reference_module = importlib.import_module("harness.cross_entropy.reference")
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(inputs_module, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(reference_module, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(reference_module, "_HOLD_BELOW_BYTES", 0)  # stream, however small
+
+
+@pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
+def test_the_draw_is_made_again_bit_for_bit_and_rounds_to_the_inputs(point, small_blocks):
     inputs = make_inputs(point)
-    z64, t64 = inputs.logits_unrounded, inputs.targets_unrounded
+    z64, t64 = inputs.draw.whole()
+    again, t_again = inputs.draw.whole()
+    assert torch.equal(z64, again) and (t64 is None or torch.equal(t64, t_again))
+    assert len(list(inputs.draw.blocks())) > 1  # the premise: several blocks
+    assert torch.equal(inputs.logits, z64.to(point.torch_dtype))
+    if point.targets == "soft":
+        assert torch.equal(inputs.targets, t64.to(point.torch_dtype))
+    assert torch.equal(make_inputs(point).targets, inputs.targets)
+
+
+@pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
+def test_streamed_references_are_the_whole_tensor_ones(point, small_blocks):
+    # The family's references walk the draw; the same problem given as whole tensors walks
+    # them by slices: the same blocks, so the same bits.
+    inputs = make_inputs(point)
     ref, total = FAMILY.references(point, inputs)
-    assert inputs.logits_unrounded is None and inputs.targets_unrounded is None
-    again = reference(z64, t64, "soft", loss_options(point, inputs), conditioning=False)
-    assert total.loss == again.loss and torch.equal(total.grad, again.grad)
-    assert ref.loss != total.loss  # the rounded inputs' problem is another one
+    z64, t64 = inputs.draw.whole()
+    options = loss_options(point, inputs)
+    targets = inputs.targets
+    held = reference(inputs.logits, targets, point.targets, options)
+    held_total = reference(z64, targets if point.targets == "hard" else t64, point.targets, options, False)
+    for streamed, whole in ((ref, held), (total, held_total)):
+        assert streamed.loss == whole.loss and torch.equal(streamed.losses, whole.losses)
+        assert torch.equal(streamed.grad, whole.grad)
+        assert streamed.grad_norm == whole.grad_norm
+    for name in ("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"):
+        assert getattr(ref, name) == getattr(held, name)
+    # Nothing of [B, C] size is held: the per-row losses and what the gradient reads.
+    b, c = point.batch_size, point.num_classes
+    assert all(t.numel() < b * c for r in (ref, total) for t in r.held())
+
+
+@pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
+def test_one_walk_gives_both_gradient_errors(point, small_blocks):
+    inputs = make_inputs(point)
+    refs = FAMILY.references(point, inputs)
+    variant = FAMILY.registry["torch_cross_entropy"]
+    if FAMILY.unsupported(variant, point):
+        variant = FAMILY.registry["chunked"]
+    outputs = FAMILY.call(variant.fn, FAMILY.feed(inputs, variant, point), "fwd_bwd")()
+    cols = FAMILY.assess(outputs, refs, point)
+    scale = row_scale(refs[0], outputs[0].dim())
+    assert cols["grad_rel_err"] == grad_rel_err(outputs[1], refs[0], scale)
+    assert cols["grad_rel_err_total"] == grad_rel_err(outputs[1], refs[1], scale)
+    assert 0 < cols["grad_rel_err"] < cols["grad_tolerance"]
 
 
 def test_per_row_losses_are_judged_against_the_scaled_reference():
@@ -95,9 +160,9 @@ def test_per_row_losses_are_judged_against_the_scaled_reference():
 @pytest.mark.parametrize("dtype,size", [("fp32", 4), ("bf16", 2)])
 def test_the_rows_say_what_the_harness_held(dtype, size):
     # 64 x 4096 logits (>= 1 MiB in fp32: fingerprinted, not copied). What the harness holds while
-    # a variant runs: the logits and hard targets, two float64 references (gradient [B, C] and
-    # per-row losses each), the guard's row and column sums of the logits and its copy of the
-    # targets; the unrounded draw is gone.
+    # a variant runs: the logits and hard targets, two float64 references (per-row losses, the
+    # rows kept, a bool a row, and the gradient, 2 MiB: held below 16 MiB, streamed above), the
+    # guard's row and column sums of the logits and its copy of the targets; no float64 draw.
     from types import SimpleNamespace
 
     from harness.cross_entropy.variants import REGISTRY
@@ -110,5 +175,112 @@ def test_the_rows_say_what_the_harness_held(dtype, size):
         Point(b, c, dtype, 1.0, "cpu", "hard", seed=0), [REGISTRY["torch_cross_entropy"]], off, off, {}
     )
     fingerprint = 8 * (b + c) if size * b * c >= isolation.COPY_BELOW_BYTES else size * b * c
-    model = size * b * c + 8 * b + 2 * (8 * b * c + 8 * b) + fingerprint + 8 * b
+    model = size * b * c + 8 * b + 2 * (8 * b + b + 8 * b * c) + fingerprint + 8 * b
     assert [r["harness_bytes"] for r in rows] == [model, model]
+
+
+# Points around the guard's copy threshold, with soft targets, weights and fp64 (one reference).
+MODELLED = [
+    Point(64, 4096, "fp32", 1.0, "cpu", "hard", seed=0),
+    Point(16, 1000, "bf16", 1.0, "cpu", "soft", seed=0),
+    Point(64, 4096, "bf16", 1.0, "cpu", "soft", seed=0, class_weights="seeded"),
+    Point(8, 300, "fp64", 2.0, "cpu", "hard", seed=0, ignore_fraction=0.25),
+    Point(32, 20000, "fp16", 1.0, "cpu", "hard", seed=0, class_weights="seeded", label_smoothing=0.1),
+]
+
+
+@pytest.mark.parametrize("point", MODELLED, ids=lambda p: p.label())
+def test_the_byte_model_of_the_harness_is_what_the_rows_say(point):
+    from types import SimpleNamespace
+
+    from harness.cross_entropy.footprint import resident_bytes
+    from harness.runner import run_point
+
+    off = SimpleNamespace(enabled=False)
+    variant = FAMILY.registry["chunked"]
+    rows = run_point(point, [variant], off, off, {})
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["harness_bytes"] for r in rows] == [resident_bytes(point)] * 2
+
+
+# Draw blocks of 2^22 elements and reference blocks of 2^20, several of each: B x C = 5.2e6.
+@pytest.mark.parametrize(
+    "point",
+    [
+        Point(160, 32768, "fp32", 1.0, "cpu", "hard", seed=0),
+        Point(160, 32768, "bf16", 1.0, "cpu", "soft", seed=0),
+        Point(
+            160,
+            32768,
+            "fp32",
+            1.0,
+            "cpu",
+            "hard",
+            seed=0,
+            label_smoothing=0.1,
+            z_loss=1e-4,
+            softcap=30.0,
+            class_weights="seeded",
+            ignore_fraction=0.1,
+        ),  # fmt: skip
+    ],
+    ids=lambda p: p.label(),
+)
+def test_the_harness_adds_no_more_than_its_transient_model(point):
+    # What the harness allocates beyond what it keeps, while it draws the inputs, makes the
+    # references and compares a result: block temporaries only, within the model and not far
+    # below it (a model that is only an upper bound would not say what a GPU point needs).
+    from harness.cross_entropy.footprint import transient_bytes
+    from harness.measure.memory import LiveStorageTracker
+
+    b, c = point.batch_size, point.num_classes
+    held = b * c * point.torch_dtype.itemsize * (2 if point.targets == "soft" else 1)
+    with LiveStorageTracker() as drawing:
+        inputs = make_inputs(point)
+    with LiveStorageTracker() as referencing:
+        refs = FAMILY.references(point, inputs)
+    variant = FAMILY.registry["chunked"]
+    outputs = FAMILY.call(variant.fn, FAMILY.feed(inputs, variant, point), "fwd_bwd")()
+    with LiveStorageTracker() as judging:
+        FAMILY.assess(outputs, refs, point)
+    measured = max(drawing.peak - held, referencing.peak, judging.peak)
+    model = transient_bytes(point)
+    assert 0.4 * model < measured <= model, (measured / 2**20, model / 2**20)
+    # What it buys: at the largest GPU point, a sliver of the float64 gradient it replaced.
+    big = Point(8192, 262144, "fp32", 1.0, "cpu", "soft", seed=0)
+    assert transient_bytes(big) < 0.02 * 8 * 8192 * 262144
+
+
+@pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
+def test_a_kept_gradient_gives_the_streamed_errors(point, monkeypatch):
+    # Small points keep their reference gradients (a recompute per row cost more than holding
+    # them); the errors are those of the streamed ones, to the blocks' rounding.
+    def columns(hold: int) -> dict:
+        monkeypatch.setattr(reference_module, "_HOLD_BELOW_BYTES", hold)
+        inputs = make_inputs(point)
+        refs = FAMILY.references(point, inputs)
+        assert (refs[0].gradient.kept is not None) == (hold > 0)
+        variant = FAMILY.registry["chunked"]
+        outputs = FAMILY.call(variant.fn, FAMILY.feed(inputs, variant, point), "fwd_bwd")()
+        return FAMILY.assess(outputs, refs, point)
+
+    kept, streamed = columns(1 << 24), columns(0)
+    for name in ("grad_rel_err", "grad_rel_err_total", "loss_rel_err", "grad_tolerance"):
+        assert kept[name] == pytest.approx(streamed[name], rel=1e-12), name
+
+
+def test_the_docs_say_which_gpu_shapes_fit_as_the_model_does():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("footprint_table", REPO / "scripts/footprint_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table = script.table()
+    assert table in (REPO / "README.md").read_text()
+    assert table in (REPO / "docs/operations.md").read_text()
+    # The fp32 C = 262144 soft point (8 GiB of logits, 8 of targets) fits an 80 GB card now;
+    # a 40 GB one still cannot take naive_exp's 6 L beside it.
+    big = script._point(262144, "fp32", "soft")
+    assert script.smallest_card(big, script.WORST_PEAK) == "80 GB"

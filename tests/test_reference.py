@@ -36,9 +36,11 @@ def test_inputs_are_the_rounded_draw():
     a = make_inputs(Point(3, 11, "bf16", 1.0, "cpu", "soft", seed=5))
     b = make_inputs(Point(3, 11, "bf16", 8.0, "cpu", "soft", seed=5))
     assert a.logits.dtype == torch.bfloat16 and a.targets.dtype == torch.bfloat16
-    torch.testing.assert_close(b.logits_unrounded, 8.0 * a.logits_unrounded)
-    assert torch.equal(a.logits, a.logits_unrounded.to(torch.bfloat16))
-    torch.testing.assert_close(a.targets_unrounded.sum(1), torch.ones(3, dtype=torch.float64))
+    (za, ta), (zb, _) = a.draw.whole(), b.draw.whole()
+    torch.testing.assert_close(zb, 8.0 * za)
+    assert torch.equal(a.logits, za.to(torch.bfloat16))
+    assert torch.equal(a.targets, ta.to(torch.bfloat16))
+    torch.testing.assert_close(ta.sum(1), torch.ones(3, dtype=torch.float64))
     c = make_inputs(Point(3, 11, "bf16", 1.0, "cpu", "hard", seed=5))
     assert torch.equal(c.logits, a.logits)  # the target kind does not change the logits
     assert c.targets.dtype == torch.int64 and int(c.targets.max()) < 11

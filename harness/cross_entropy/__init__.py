@@ -18,15 +18,16 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from harness.cross_entropy.accuracy import assess, grad_rel_err, row_scale
 from harness.cross_entropy.inputs import Inputs, make_inputs
 from harness.cross_entropy.point import READS, Point, scan_points
-from harness.cross_entropy.reference import Reference, reference
+from harness.cross_entropy.reference import Reference, Rows, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.loss.errors import rel_err, rows_rel_err, upstream
+from harness.loss.errors import NormDiff, rel_err, rows_rel_err, upstream
 from harness.loss.options import LossOptions
 from harness.measure.isolation import Feed
 from harness.registry import Variant
@@ -94,22 +95,29 @@ def loss_options(point: Point, inputs: Inputs) -> LossOptions:
     return LossOptions.of_point(point.option_values(), weight)
 
 
+def _draw_rows(inputs: Inputs) -> Rows:
+    """The unrounded draw, block by block, made again from the seed at each walk."""
+    point = inputs.draw.point
+    shape = (point.batch_size, point.num_classes)
+    return Rows(shape, torch.float64, torch.device(point.device), inputs.draw.blocks)
+
+
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     """float64 on the rounded inputs (the verdict's, with the conditioning its tolerance reads)
-    and on the unrounded draw (the total error: loss and gradient alone). The unrounded float64
-    tensors are dropped once used: 2x the logits' bytes in fp32, 4x in bf16, held for nothing
-    while the variants run. The class weights are part of the problem, not of its storage: both
-    references take them as the variants receive them (rounded to the dtype)."""
+    and on the unrounded draw (the total error: loss and gradient alone). Neither holds the draw:
+    the first reads the rounded tensors (no variant has run yet), the second walks the draw's
+    blocks, made again from the seed; each keeps its per-row losses and figures, and its
+    gradient only where that is small (reference.py, Gradient). The class weights are part of
+    the problem, not of its storage: both references take them as the variants receive them
+    (rounded to the dtype)."""
     options = loss_options(point, inputs)
+    indices = inputs.targets if inputs.kind == "hard" else None  # soft targets: in the draw's blocks
+    drawn = _draw_rows(inputs)
+    if point.dtype == "fp64":  # the rounded inputs are the draw
+        ref = reference(drawn, indices, inputs.kind, options)
+        return ref, ref
     ref = reference(inputs.logits, inputs.targets, inputs.kind, options)
-    if point.dtype == "fp64":
-        total = ref
-    else:
-        total = reference(
-            inputs.logits_unrounded, inputs.targets_unrounded, inputs.kind, options, conditioning=False
-        )
-    inputs.logits_unrounded = inputs.targets_unrounded = None
-    return ref, total
+    return ref, reference(drawn, indices, inputs.kind, options, conditioning=False)
 
 
 def _unsupported(variant: Variant, point: Point) -> str:
@@ -149,18 +157,44 @@ def _guarded(inputs: Inputs) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _grad_errors(grad: Tensor, ref: Reference, total: Reference, scale: Tensor | None) -> tuple[float, float]:
+    """The gradient's error against both references in one walk: of the kept gradients where
+    both are small, else of the draw, each block made once, rounded for the first reference, as
+    drawn for the second, both references' gradient blocks made beside the variant's (never a
+    whole float64 [B, C]). The rounded blocks are the tensors the variants received, bit for
+    bit, and unlike those, no variant can have written into them."""
+    ours, theirs = NormDiff(scale), NormDiff(scale)
+    if ref.gradient.kept is not None and total.gradient.kept is not None:
+        for (rows, r), (_, rt) in zip(ref.gradient.blocks(), total.gradient.blocks()):
+            ours.add(grad[rows], r, rows)
+            theirs.add(grad[rows], rt, rows)
+        return ours.rel(ref.grad_norm), theirs.rel(total.grad_norm)
+    rounded = ref.gradient.rows.dtype
+    for rows, z, t in total.gradient.rows.blocks():
+        g = grad[rows]
+        ours.add(g, ref.gradient.block(rows, z.to(rounded), None if t is None else t.to(rounded)), rows)
+        theirs.add(g, total.gradient.block(rows, z, t), rows)
+    return ours.rel(ref.grad_norm), theirs.rel(total.grad_norm)
+
+
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
     """The accuracy columns: against float64 on the rounded inputs (the algorithm's error,
     which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm)."""
     loss, grad = outputs
     ref, ref_total = refs
-    acc = assess(loss, grad, ref, point.dtype)
+    both = grad is not None and ref.finite and ref_total.finite and ref_total is not ref
+    if both:  # one walk for both gradient errors (grad_rel_err and its total)
+        scale = row_scale(ref, loss.dim())
+        errs = _grad_errors(grad, ref, ref_total, scale)
+    acc = assess(loss, grad, ref, point.dtype, grad_err=errs[0] if both else None)
     cols = asdict(acc)
+    if both:
+        cols["grad_rel_err_total"] = errs[1]
     if ref_total.finite:
         cols["loss_rel_err_total"] = (
             rel_err(acc.loss, ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
         )
-        if grad is not None:
+        if grad is not None and not both:
             cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total, row_scale(ref_total, loss.dim()))
     return cols
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
-from harness.loss.errors import nonfinite_counts, norm_rel_err, rel_err, rows_rel_err, upstream
+from harness.loss.errors import NormDiff, nonfinite_counts, rel_err, rows_rel_err, upstream
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,27 @@ def row_scale(ref: Reference, loss_dims: int) -> Tensor | None:
     scalar loss; for per-row losses (reduction none) `upstream`'s entry, the gradient the runner
     asks for (a row's loss depends on its own logits alone, so the reference's gradient of their
     sum, row b times upstream_b, is the gradient of their weighted sum)."""
-    if loss_dims == 0 or ref.grad.dim() != 2:
+    if loss_dims == 0 or not ref.finite:
         return None
-    return upstream(ref.grad.shape[0], ref.grad)
+    return upstream(ref.shape[0], ref.losses)
 
 
 def grad_rel_err(grad: Tensor, ref: Reference, scale: Tensor | None = None) -> float:
-    """||grad - s ref.grad||_2 / ||s ref.grad||_2, in float64 block by block (grad: [B, C] any
-    float dtype; s: `row_scale`, or 1)."""
-    return norm_rel_err(grad, ref.grad, ref.grad_norm, scale)
+    """||grad - s ref.grad||_2 / ||s ref.grad||_2, in float64 block by block, the reference's
+    gradient made again beside each block of the variant's (grad: [B, C] any float dtype; s:
+    `row_scale`, or 1)."""
+    acc = NormDiff(scale)
+    for rows, r in ref.gradient.blocks():
+        acc.add(grad[rows], r, rows)
+    return acc.rel(ref.grad_norm)
 
 
-def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -> Accuracy:
-    """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode)."""
+def assess(
+    loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str, grad_err: float | None = None
+) -> Accuracy:
+    """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode);
+    grad_err: its `grad_rel_err`, where the caller measured it already (in one walk with the
+    total error's)."""
     losses = loss.detach().to(torch.float64)
     value = float(losses.mean().item())
     nan, inf = nonfinite_counts(losses)
@@ -55,7 +63,12 @@ def assess(loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str) -
     if not ref.finite:
         return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
     l_err = rel_err(value, ref.loss) if losses.dim() == 0 else rows_rel_err(losses, ref.losses)
-    g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim())) if grad is not None else None
+    if grad is None:
+        g_err = None
+    elif grad_err is not None:
+        g_err = grad_err
+    else:
+        g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim()))
     tol = tolerance(ref, dtype_name)
     if nan or inf:
         status = "nonfinite"

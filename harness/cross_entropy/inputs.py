@@ -17,11 +17,18 @@ Class weights (`class_weights=seeded`): uniform in [0.5, 2) per class, rounded t
 
 Every variant and the float64 reference receive these same rounded tensors, so the reference
 measures the algorithm's error alone.
+
+The float64 draw is made in blocks of rows (`Draw.blocks`: about 2^22 elements each, one call
+of each generator per block, in order) and never held whole: the rounded tensors are filled block
+by block, and the total error's reference (float64 on the unrounded draw) walks the blocks again,
+made anew from the seed, bit for bit the same. A point of at most 2^22 elements is one block:
+the same single draw as a whole-tensor one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -38,7 +45,9 @@ _LOGITS_STREAM, _TARGETS_STREAM = 0, 1
 
 ZIPF_ALPHA = 1.6  # the logit of the class of rank r is -alpha ln r (+ noise)
 ZIPF_NOISE = 0.5  # standard deviation of the per-logit noise, in nats
-# Rows per block when shuffling zipf ranks: about 2^22 elements of float64/int64 temporaries.
+# Rows per block of the draw: about 2^22 float64 elements (32 MiB) per temporary, whatever C is.
+# Part of the draw's definition (a block is one call of each generator): changing it changes the
+# inputs of every point above 2^22 elements.
 _BLOCK_ELEMENTS = 1 << 22
 
 
@@ -46,28 +55,54 @@ def _generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(2 * seed + stream)
 
 
-def _zipf_logits(point: Point, device: torch.device, g: torch.Generator) -> Tensor:
-    """[B, C] float64: -alpha ln(rank) + noise * N(0, 1), ranks shuffled per row, times the scale."""
-    b, c = point.batch_size, point.num_classes
-    z = torch.randn((b, c), dtype=torch.float64, device=device, generator=g).mul_(ZIPF_NOISE)
-    log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
-    ranks = options_generator(device, point.seed, RANKS)
-    step = max(1, _BLOCK_ELEMENTS // c)
-    for lo in range(0, b, step):
-        hi = min(lo + step, b)
-        order = torch.rand((hi - lo, c), dtype=torch.float64, device=device, generator=ranks).argsort(dim=1)
-        z[lo:hi] += log_rank[order]
-    return z.mul_(point.logit_scale)
+def _draw_blocks(rows: int, cols: int) -> Iterator[slice]:
+    """The draw's blocks of rows: about _BLOCK_ELEMENTS elements each."""
+    step = max(1, _BLOCK_ELEMENTS // cols)
+    for lo in range(0, rows, step):
+        yield slice(lo, min(lo + step, rows))
 
 
-def _softmax_draw(z: Tensor, g: torch.Generator) -> Tensor:
-    """One class per row drawn from softmax(z_b) (float64), in blocks of rows."""
-    out = torch.empty(z.shape[0], dtype=torch.int64, device=z.device)
-    step = max(1, _BLOCK_ELEMENTS // z.shape[1])
-    for lo in range(0, z.shape[0], step):
-        hi = min(lo + step, z.shape[0])
-        out[lo:hi] = torch.multinomial(z[lo:hi].softmax(dim=1), 1, generator=g)[:, 0]
-    return out
+@dataclass(frozen=True)
+class Draw:
+    """A point's float64 draw before rounding, made block by block from its seed at each walk
+    (nothing of it is held between walks: 8 bytes an element, twice fp32 logits)."""
+
+    point: Point
+
+    def blocks(self) -> Iterator[tuple[slice, Tensor, Tensor | None]]:
+        """(rows, logits [R, C] float64, soft targets [R, C] float64 or None) per block, in order."""
+        p = self.point
+        device = torch.device(p.device)
+        b, c = p.batch_size, p.num_classes
+        g_logits = _generator(device, p.seed, _LOGITS_STREAM)
+        g_targets = _generator(device, p.seed, _TARGETS_STREAM) if p.targets == "soft" else None
+        zipf = p.logits == "zipf"
+        if zipf:
+            log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
+            ranks = options_generator(device, p.seed, RANKS)
+        for rows in _draw_blocks(b, c):
+            shape = (rows.stop - rows.start, c)
+            z = torch.randn(shape, dtype=torch.float64, device=device, generator=g_logits)
+            if zipf:  # -alpha ln(rank) + noise * N(0, 1), ranks shuffled per row
+                order = torch.rand(shape, dtype=torch.float64, device=device, generator=ranks).argsort(dim=1)
+                z.mul_(ZIPF_NOISE).add_(log_rank[order])
+            z.mul_(p.logit_scale)
+            t = None
+            if g_targets is not None:
+                t = torch.randn(shape, dtype=torch.float64, device=device, generator=g_targets).softmax(dim=1)
+            yield rows, z, t
+
+    def whole(self) -> tuple[Tensor, Tensor | None]:
+        """(logits, soft targets or None), float64, held whole: tests and small points."""
+        parts = list(self.blocks())
+        z = torch.cat([z for _, z, _ in parts])
+        return z, None if parts[0][2] is None else torch.cat([t for _, _, t in parts])
+
+    def rounded(self) -> Iterator[tuple[slice, Tensor, Tensor | None]]:
+        """The same blocks rounded to the point's dtype, as the variants receive them."""
+        dtype = self.point.torch_dtype
+        for rows, z, t in self.blocks():
+            yield rows, z.to(dtype), None if t is None else t.to(dtype)
 
 
 def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
@@ -84,9 +119,7 @@ def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
 class Inputs:
     logits: Tensor  # [B, C] point dtype, on the point's device
     targets: Tensor  # hard: [B] int64; soft: [B, C] point dtype
-    # The draw before rounding, for the total error's reference (dropped once it is made):
-    logits_unrounded: Tensor | None  # [B, C] float64
-    targets_unrounded: Tensor | None  # hard: the same indices; soft: [B, C] float64
+    draw: Draw  # the float64 draw before rounding, block by block (the total error's reference)
     kind: str  # "soft" | "hard"
     weight: Tensor | None = None  # [C] class weights in the point's dtype (class_weights=seeded)
 
@@ -100,28 +133,23 @@ class Inputs:
 
 def make_inputs(point: Point) -> Inputs:
     device = torch.device(point.device)
-    shape = (point.batch_size, point.num_classes)
-    g_logits = _generator(device, point.seed, _LOGITS_STREAM)
-    if point.logits == "zipf":
-        z = _zipf_logits(point, device, g_logits)
-    else:
-        z = torch.randn(shape, dtype=torch.float64, device=device, generator=g_logits)
-        z.mul_(point.logit_scale)
+    b, c = point.batch_size, point.num_classes
+    draw = Draw(point)
+    logits = torch.empty((b, c), dtype=point.torch_dtype, device=device)
+    soft = point.targets == "soft"
+    targets = torch.empty((b, c), dtype=point.torch_dtype, device=device) if soft else None
     g = _generator(device, point.seed, _TARGETS_STREAM)
-    if point.targets == "soft":
-        t64 = torch.randn(shape, dtype=torch.float64, device=device, generator=g).softmax(dim=1)
-        targets = t64.to(point.torch_dtype)
-    else:
-        if point.logits == "zipf":  # the model's own distribution: the loss is the rows' entropy
-            targets = _softmax_draw(z, g)
-        else:
-            targets = torch.randint(point.num_classes, (point.batch_size,), device=device, generator=g)
-        targets = t64 = _ignore_rows(targets, point)
-    return Inputs(
-        logits=z.to(point.torch_dtype),
-        targets=targets,
-        logits_unrounded=z,
-        targets_unrounded=t64,
-        kind=point.targets,
-        weight=class_weights(point),
-    )
+    # Zipf logits' hard targets are the model's own distribution: the loss is the rows' entropy.
+    from_model = not soft and point.logits == "zipf"
+    drawn = torch.empty(b, dtype=torch.int64, device=device) if from_model else None
+    for rows, z, t in draw.blocks():
+        logits[rows] = z
+        if soft:
+            targets[rows] = t
+        elif from_model:  # one class per row drawn from softmax(z_b), float64
+            drawn[rows] = torch.multinomial(z.softmax(dim=1), 1, generator=g)[:, 0]
+    if not soft:
+        if drawn is None:
+            drawn = torch.randint(c, (b,), device=device, generator=g)
+        targets = _ignore_rows(drawn, point)
+    return Inputs(logits=logits, targets=targets, draw=draw, kind=point.targets, weight=class_weights(point))

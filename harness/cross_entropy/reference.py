@@ -24,8 +24,11 @@ Numerics §8). With k = argmax_c z_bc, a = z_bk and s = sum_{c != k} exp(z_c - a
 
 Checked against mpmath at 60 digits on adversarial points (tests/test_reference.py): relative
 error below 1e-13 in the loss and the gradient (norm-wise) wherever the true value is a normal
-float64. Computed once per point, shared by every variant and mode, in blocks of rows so that its
-float64 temporaries stay small next to the [B, C] gradient it returns.
+float64. Computed in blocks of rows (about 2^22 elements): one pass per point makes the loss,
+the per-row losses, the gradient's norm and the conditioning, shared by every variant and mode;
+the [B, C] gradient is never held whole, but made again block by block where a variant's
+gradient is compared with it (`Gradient`), from inputs that are themselves made again from the
+seed (harness/cross_entropy/inputs.py Draw). Only per-row figures stay resident.
 
 Options (harness/loss/options.py; `reference(..., options)`). With z' = softcap
 tanh(z / softcap) under a softcap (else z' = z), lse' = log sum_c exp(z'_c), weights w (else 1)
@@ -68,8 +71,8 @@ factor on every term, and sech^2's own error from z / softcap rounded (2 |z / so
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -77,14 +80,110 @@ from torch import Tensor
 from harness.loss.errors import nonfinite_counts
 from harness.loss.options import LossOptions
 
-# Rows per block: about 2^22 float64 elements (32 MiB) per temporary, whatever C is.
-_BLOCK_ELEMENTS = 1 << 22
+# Rows per block: about 2^20 float64 elements (8 MiB) per temporary, whatever C is. A block's
+# pass holds 9 to 17 such temporaries at once (more with soft targets and options; measured with
+# harness/measure/memory.py's tracker), so this sets the reference's transient bytes: 72 to
+# 136 MiB, below a [B, C] tensor from B * C = 2^24 on. Smaller blocks cost a Python loop turn
+# (about 60 ops) per block: 64 turns at B * C = 2^26.
+_BLOCK_ELEMENTS = 1 << 20
+# A reference gradient of at most this many bytes is kept whole (Gradient): 16 MiB, B x C up to
+# 2^21 (every point of the cpu, smoke and options sweeps), less than a block's temporaries.
+_HOLD_BELOW_BYTES = 1 << 24
+
+# One block of a reference's inputs: (rows, logits [R, C] as stored, soft targets [R, C] or None).
+Block = tuple[slice, Tensor, "Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Where a reference reads its inputs, block by block of rows: `walk()` yields blocks in
+    order (made again at every walk where the inputs are a seeded draw, harness/cross_entropy/inputs.py
+    Draw, so that no float64 [B, C] is ever held); `blocks()` splits them into the reference's
+    own blocks. `dtype`: the logits' dtype as stored (from a narrower one, z - max is exact in
+    float64)."""
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+    walk: Callable[[], Iterator[Block]]
+
+    def blocks(self) -> Iterator[Block]:
+        """The walk's blocks cut into blocks of about _BLOCK_ELEMENTS elements (views)."""
+        step = max(1, _BLOCK_ELEMENTS // max(1, self.shape[1]))
+        for rows, z, t in self.walk():
+            n = rows.stop - rows.start
+            for lo in range(0, n, step):
+                hi = min(lo + step, n)
+                yield slice(rows.start + lo, rows.start + hi), z[lo:hi], None if t is None else t[lo:hi]
+
+
+def rows_of(logits: Tensor, soft_targets: Tensor | None = None) -> Rows:
+    """Rows over tensors held whole (tests, and any caller that has them): one block."""
+    b, c = logits.shape
+    return Rows((b, c), logits.dtype, logits.device, lambda: iter([(slice(0, b), logits, soft_targets)]))
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The reference gradient [B, C] float64, streamed: `of` makes one block's from that block's
+    inputs, `blocks()` walks the inputs and yields (rows, gradient block). Above
+    _HOLD_BELOW_BYTES it is never held whole on the device (8 bytes an element: two of them, on
+    the rounded and the unrounded inputs, were 4x fp32 logits, 8x bf16 ones); a comparison makes
+    it again, block by block, beside the variant's. Below, `kept` holds it: smaller than the
+    block temporaries a recompute would allocate, and a recompute per variant and mode took most
+    of a small point's time. `norm`: ||gradient||_2, from the reference's own pass."""
+
+    rows: Rows
+    of: Callable[[slice, Tensor, "Tensor | None"], Tensor]
+    norm: float
+    keeps: tuple[Tensor, ...] = ()  # what `of` reads besides its blocks (targets, kept rows, weights)
+    kept: Tensor | None = None  # the whole gradient, where it is small enough to hold
+
+    def block(self, rows: slice, z: Tensor, t: Tensor | None) -> Tensor:
+        """The gradient's rows `rows`, from their inputs z (and t) unless it is kept."""
+        return self.kept[rows] if self.kept is not None else self.of(rows, z, t)
+
+    def blocks(self) -> Iterator[tuple[slice, Tensor]]:
+        if self.kept is not None:
+            b, c = self.rows.shape
+            for rows in _slices(b, c):
+                yield rows, self.kept[rows]
+            return
+        for rows, z, t in self.rows.blocks():
+            yield rows, self.of(rows, z, t)
+
+    def whole(self) -> Tensor:
+        """The gradient as one [B, C] tensor (tests, small points: holds it)."""
+        b, c = self.rows.shape
+        out = torch.empty((b, c), dtype=torch.float64, device=self.rows.device)
+        for rows, g in self.blocks():
+            out[rows] = g
+        return out
+
+    def scaled(self, s: float) -> Gradient:
+        of = self.of
+        kept = None if self.kept is None else self.kept * s
+        return replace(self, of=lambda rows, z, t: of(rows, z, t) * s, norm=self.norm * abs(s), kept=kept)
+
+
+def _slices(rows: int, cols: int) -> Iterator[slice]:
+    step = max(1, _BLOCK_ELEMENTS // max(1, cols))
+    for lo in range(0, rows, step):
+        yield slice(lo, min(lo + step, rows))
+
+
+def held(grad: Tensor) -> Gradient:
+    """A gradient given whole (tests; a reference with no finite value holds an empty one)."""
+    if grad.dim() != 2:
+        grad = grad.reshape(grad.shape[0] if grad.dim() else 0, -1)
+    norm = torch.linalg.vector_norm(grad).item()
+    return Gradient(rows_of(grad), lambda r, z, t: z.to(torch.float64, copy=True), norm)
 
 
 @dataclass
 class Reference:
     loss: float  # float64 loss (the mean, or as the options reduce); NaN when no finite reference exists
-    grad: Tensor  # [B, C] float64 gradient of `loss` (empty when not finite)
+    gradient: Gradient  # [B, C] float64 gradient of `loss`, streamed (empty when not finite)
     # Conditioning, for the tolerance (harness/cross_entropy/tolerance.py, README Numerics §9):
     loss_magnitude: float  # mean_b T_b (max_c |z_bc| + ln C) / |loss|: an absolute error of u*|lse|
     #                        per row, as any implementation that forms lse makes, over the loss
@@ -94,8 +193,8 @@ class Reference:
     #                        u (max|z| + ln C) in each probability (lse rounded, then exp(z - lse))
     grad_subnormal: float  # ||rounding of g below the output dtype's smallest normal|| / ||g||
     # With options (harness/loss/options.py) `loss` is the reduced loss (mean or sum;
-    # reduction "none": the mean of `losses` over all B rows, as a scalar summary) and `grad` the
-    # gradient of it ("none": of the sum of the per-row losses; harness/cross_entropy/accuracy.py scales
+    # reduction "none": the mean of `losses` over all B rows, as a scalar summary) and the
+    # gradient that of it ("none": of the sum of the per-row losses; harness/cross_entropy/accuracy.py scales
     # its rows by the incoming gradient the runner used).
     losses: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))  # [B]
     #                        float64 per-row losses after the options, before the reduction; 0 on ignored rows
@@ -107,10 +206,29 @@ class Reference:
     def finite(self) -> bool:
         return not self.missing
 
-    @cached_property
+    @property
+    def grad(self) -> Tensor:
+        """The whole gradient, made here and held by the caller (tests, small points)."""
+        return self.gradient.whole()
+
+    @property
     def grad_norm(self) -> float:
-        """||grad||_2, computed once per point and shared by every row's gradient error."""
-        return torch.linalg.vector_norm(self.grad).item()
+        """||grad||_2, from the reference's pass; shared by every row's gradient error."""
+        return self.gradient.norm
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.gradient.rows.shape
+
+    def held(self) -> list[Tensor]:
+        """The tensors this reference keeps while the variants run (harness/measure/memory.py)."""
+        kept = [] if self.gradient.kept is None else [self.gradient.kept]
+        return [self.losses, *self.gradient.keeps, *kept]
+
+    def scaled(self, s: float) -> Reference:
+        """The reference of s times the loss: loss, per-row losses and gradient scaled, the
+        conditioning unchanged (a relative property)."""
+        return replace(self, loss=self.loss * s, losses=self.losses * s, gradient=self.gradient.scaled(s))
 
 
 def _shifted_exp(z: Tensor, a: Tensor, exact: bool) -> Tensor:
@@ -126,11 +244,11 @@ def _shifted_exp(z: Tensor, a: Tensor, exact: bool) -> Tensor:
     return torch.exp(d).mul_(e.add_(1.0))
 
 
-def _no_reference(logits: Tensor, why: str) -> Reference:
+def _no_reference(why: str) -> Reference:
     nan = math.nan
     return Reference(
         loss=nan,
-        grad=torch.empty(0, dtype=torch.float64, device=logits.device),
+        gradient=held(torch.empty((0, 0), dtype=torch.float64)),
         loss_magnitude=nan,
         grad_log_p=nan,
         grad_magnitude=nan,
@@ -139,16 +257,24 @@ def _no_reference(logits: Tensor, why: str) -> Reference:
     )
 
 
-def _all_ignored(logits: Tensor) -> Reference:
+def _not_finite(bad: int, dtype: torch.dtype) -> Reference:
+    return _no_reference(
+        f"no float64 reference: {bad} logits are not finite in {str(dtype).removeprefix('torch.')}"
+    )
+
+
+def _zeros(rows: slice, z: Tensor, t: Tensor | None) -> Tensor:
+    return torch.zeros(z.shape, dtype=torch.float64, device=z.device)
+
+
+def _all_ignored(rows: Rows) -> Reference:
     """Every target ignored under reduction mean: F.cross_entropy gives a NaN loss (0 / 0) and a
     zero gradient (float64, with or without weights and label smoothing; checked in
     tests/test_reference_options.py). The reference says the same, and that it has no finite value."""
-    b, c = logits.shape
-    ref = _no_reference(
-        logits, "no float64 reference: every target is ignored, and the mean of no rows is 0/0"
-    )
-    ref.grad = torch.zeros((b, c), dtype=torch.float64, device=logits.device)
-    ref.losses = torch.zeros(b, dtype=torch.float64, device=logits.device)
+    b, _ = rows.shape
+    ref = _no_reference("no float64 reference: every target is ignored, and the mean of no rows is 0/0")
+    ref.gradient = Gradient(rows, _zeros, 0.0)
+    ref.losses = torch.zeros(b, dtype=torch.float64, device=rows.device)
     ref.denominator = 0.0
     return ref
 
@@ -208,31 +334,182 @@ def _softcap(z: Tensor, k: Tensor, a: Tensor, cap: float) -> tuple[Tensor, Tenso
     return gap, chain, cap * torch.tanh(xk), x
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """What every block of one reference needs: the options resolved, the targets, the
+    denominators (from the targets and weights alone, known before any logit is read)."""
+
+    c: int
+    hard: bool
+    eps: float
+    zl: float
+    cap: float | None
+    w: Tensor | None  # [C] float64 class weights
+    targets: Tensor | None  # [B] class indices (hard)
+    keep: Tensor | None  # [B]: the rows that count (hard)
+    ignoring: bool
+    d_ce: float
+    zl_r: float
+    exact: bool  # logits from a narrower dtype: z - max is exact in float64
+    finfo: torch.finfo  # of the logits' dtype (the subnormal term)
+
+
+@dataclass
+class _Part:
+    """One block's share of the reference. The gradient is in units of the CE part's
+    denominator (divided by d_ce by the caller); the conditioning terms only when asked."""
+
+    g: Tensor  # [R, C]
+    row: Tensor  # [R] the CE part of each row's loss
+    z_rows: Tensor | None  # [R] z_loss lse^2 per kept row
+    magnitude: Tensor | None = None  # [R] T_b (max|z_b| + ln C)
+    log_p_sq: Tensor | None = None
+    magnitude_sq: Tensor | None = None
+    subnormal_sq: Tensor | None = None
+
+
+def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, conditioning: bool) -> _Part:
+    """The reference on one block of rows (module docstring): logits [R, C] as stored, soft
+    targets [R, C] (kind soft) or None."""
+    f64 = torch.float64
+    c, hard, eps, zl, cap, w = pr.c, pr.hard, pr.eps, pr.zl, pr.cap, pr.w
+    z = logits.to(f64)
+    k = z.argmax(dim=1, keepdim=True)  # [R, 1]; tanh is increasing: also the capped logits' max
+    a = z.gather(1, k)
+    if cap is None:
+        e = _shifted_exp(z, a, pr.exact)  # exp(z - a), 1 at k
+    else:
+        gap, chain, top, x = _softcap(z, k, a, cap)  # gap = z'_k - z' >= 0
+        e = torch.exp(-gap)
+    e.scatter_(1, k, 0.0)
+    s = e.sum(dim=1, keepdim=True)  # sum over c != k: no 1 + tiny - 1
+    e.scatter_(1, k, 1.0)
+    big = s.add(1.0)  # S = sum_c exp(z_c - a)
+    log_s = torch.log1p(s)  # lse - a
+    p = e.div_(big)  # softmax, [R, C]
+    not_max = s / big  # 1 - p_k
+    kept = pr.keep[rows, None] if pr.ignoring else None  # [R, 1]
+    if hard and not eps:
+        # One target per row, of weight w_y (0 where ignored): the plain form, scaled.
+        y = pr.targets[rows, None]
+        if pr.ignoring:
+            y = torch.where(kept, y, k)  # any valid class: the row's weight is 0
+        total = torch.ones_like(s)
+        row = (a - z.gather(1, y) if cap is None else gap.gather(1, y)) + log_s
+        # 1 - p_y: the others' share; at the maximum, s / S (no 1 - (1 - tiny)).
+        rest = torch.where(y == k, not_max, 1.0 - p.gather(1, y))
+        g = p.clone().scatter_(1, y, -rest)
+        if w is not None or pr.ignoring:
+            total = w[y] if w is not None else total
+            total = total * kept if pr.ignoring else total
+            row = row * total
+            g.mul_(total)
+        row_ce = row[:, 0]
+    else:
+        # Soft targets, or hard ones with label smoothing: the effective target q [R, C]
+        # (PyTorch's formulas, LossNLL.cpp), then the soft form, which is free of cancellation
+        # for any non-negative q.
+        if hard:
+            y = pr.targets[rows, None]
+            if pr.ignoring:
+                y = torch.where(kept, y, k)
+            t = torch.full_like(z, eps / c) if w is None else (eps / c * w).expand_as(z).clone()
+            t.scatter_add_(1, y, (1.0 - eps) * (w[y] if w is not None else torch.ones_like(s)))
+            if pr.ignoring:
+                t.mul_(kept)
+        else:
+            t = soft.to(f64)
+            if eps:
+                t = t * (1.0 - eps) + eps / c
+            if w is not None:
+                t = t * w
+        total = t.sum(dim=1, keepdim=True)
+        row_ce = (t * ((a - z) if cap is None else gap).add_(log_s)).sum(dim=1)
+        m = t.argmax(dim=1, keepdim=True)
+        t_rest = total - t  # T - t_c, exact enough off the largest t
+        t_rest.scatter_(1, m, t.scatter(1, m, 0.0).sum(dim=1, keepdim=True))
+        p_rest = torch.where(torch.arange(c, device=z.device) == k, not_max, 1.0 - p)
+        g = p * t_rest - t * p_rest
+    z_rows = None
+    if zl:
+        # z-loss: + z_loss lse^2 per kept row, gradient 2 z_loss lse p. Added to the CE
+        # gradient as it is: what cancels there is the problem's, not the formula's.
+        lse = (a if cap is None else top) + log_s
+        zr = zl * lse.square()
+        coef = 2.0 * pr.zl_r * lse
+        if pr.ignoring:
+            zr = zr * kept
+            coef = coef * kept
+        z_rows = zr[:, 0]
+        g.add_(coef * p)
+    if cap is not None:
+        g.mul_(chain)  # d/dz = d/dz' * sech^2(z / cap)
+    part = _Part(g, row_ce, z_rows)
+    if not conditioning:  # the unrounded draw's reference, and every comparison: no tolerance reads it
+        return part
+    # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
+    # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
+    # compute precision, then take lse of the capped values).
+    if cap is None:
+        mag = z.abs().amax(dim=1, keepdim=True) + math.log(c)
+    else:
+        mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
+    part.magnitude_sq = torch.zeros((), dtype=f64, device=z.device)
+    if zl:
+        # lse off by u_c mag moves the row's loss by (T + 2 z_loss |lse|) u_c mag, and each
+        # gradient entry by (|T_eff| + 2 z_loss) p u_c mag (through p and through lse itself).
+        kz = 2.0 * pr.zl_r * (kept if pr.ignoring else 1.0)
+        part.magnitude = ((total + kz * lse.abs()) * mag)[:, 0]
+        tp = (total + coef).abs_() * p
+        tp_mag = ((total + coef).abs_() + kz) * p
+    else:
+        part.magnitude = (total * mag)[:, 0]
+        tp = total * p
+        tp_mag = tp
+    if cap is not None:
+        # Errors in z'-space reach the gradient through the chain factor; sech^2 itself, from
+        # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c.
+        tp = tp * chain
+        tp_mag = tp_mag * chain
+        part.magnitude_sq += (g * x).mul_(2.0).square_().sum()
+    # How a relative error in each probability reaches the gradient: u |log p| where log p
+    # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
+    # first bounded; the second grows with the logits, and is weighed by the gradient below.
+    part.log_p_sq = (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()  # p = 0: nothing
+    part.magnitude_sq += (tp_mag * mag).square().sum()
+    # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
+    # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
+    finfo = pr.finfo
+    gb = g.abs() / pr.d_ce
+    floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
+    part.subnormal_sq = floor.square().sum()
+    return part
+
+
 def reference(
-    logits: Tensor,
-    targets: Tensor,
+    logits: Tensor | Rows,
+    targets: Tensor | None,
     kind: str,
     options: LossOptions | None = None,
     conditioning: bool = True,
 ) -> Reference:
-    """logits: [B, C] any float dtype (read as float64, the values as stored); targets: [B] int64
-    class indices (kind "hard") or [B, C] non-negative probabilities (kind "soft"). options: the
+    """logits: [B, C] any float dtype (read as float64, the values as stored), or `Rows` that
+    yield it block by block; targets: [B] int64 class indices (kind "hard") or [B, C]
+    non-negative probabilities (kind "soft"; with Rows, the blocks carry them). options: the
     loss's options (harness/loss/options.py); None or LossOptions() is the plain loss,
     computed as it always was (bit for bit). conditioning=False: the loss and gradient alone,
     the conditioning fields NaN (about half the pass's work: the reference a total error is
-    measured against, which no tolerance reads)."""
-    opts = options if options is not None else LossOptions()
-    bad = sum(nonfinite_counts(logits))
-    if bad:
-        return _no_reference(
-            logits,
-            f"no float64 reference: {bad} logits are not finite in "
-            f"{str(logits.dtype).removeprefix('torch.')}",
-        )
-    b, c = logits.shape
-    f64 = torch.float64
-    dev = logits.device
+    measured against, which no tolerance reads).
+
+    One pass over the blocks makes the loss, the per-row losses, the gradient's norm and the
+    conditioning; the gradient itself is not kept (Reference.gradient makes it again, block by
+    block, where a variant's is compared with it)."""
     hard = kind == "hard"
+    src = logits if isinstance(logits, Rows) else rows_of(logits, None if hard else targets)
+    opts = options if options is not None else LossOptions()
+    b, c = src.shape
+    f64 = torch.float64
+    dev = src.device
     eps, zl, cap = float(opts.label_smoothing), float(opts.z_loss), opts.softcap
     w = None if opts.weight is None else opts.weight.to(dtype=f64, device=dev)
     keep = targets != opts.ignore_index if hard else None  # [B]: the rows that count
@@ -247,131 +524,47 @@ def reference(
             d_ce = float(n_rows)
         d_z = float(n_rows)
         if b and not n_rows:
-            return _all_ignored(logits)
+            bad = sum(sum(nonfinite_counts(z)) for _, z, _ in src.blocks())
+            return _not_finite(bad, src.dtype) if bad else _all_ignored(src)
     else:
         d_ce = d_z = 1.0
     # The gradient is accumulated in units of the CE part's denominator (divided by d_ce at the
     # end): z-loss's 2 z_loss lse p / d_z enters as 2 (z_loss d_ce / d_z) lse p.
     zl_r = zl * (d_ce / d_z) if zl else 0.0
-    grad = torch.empty((b, c), dtype=f64, device=dev)
+    pr = _Problem(
+        c, hard, eps, zl, cap, w, targets if hard else None, keep, ignoring, d_ce, zl_r,
+        src.dtype != f64, torch.finfo(src.dtype),
+    )  # fmt: skip
     row_loss = torch.empty(b, dtype=f64, device=dev)  # the CE part of each row's loss
     z_rows = torch.zeros(b, dtype=f64, device=dev) if zl else None  # z_loss lse^2 per kept row
     magnitude = torch.empty(b, dtype=f64, device=dev)  # T_b (max|z_b| + ln C)
     log_p_sq = torch.zeros((), dtype=f64, device=dev)
     magnitude_sq = torch.zeros((), dtype=f64, device=dev)
-    finfo = torch.finfo(logits.dtype)
     subnormal_sq = torch.zeros((), dtype=f64, device=dev)
-    step = max(1, _BLOCK_ELEMENTS // c)
-    for lo in range(0, b, step):
-        hi = min(lo + step, b)
-        z = logits[lo:hi].to(f64)
-        k = z.argmax(dim=1, keepdim=True)  # [R, 1]; tanh is increasing: also the capped logits' max
-        a = z.gather(1, k)
-        if cap is None:
-            e = _shifted_exp(z, a, logits.dtype != f64)  # exp(z - a), 1 at k
-        else:
-            gap, chain, top, x = _softcap(z, k, a, cap)  # gap = z'_k - z' >= 0
-            e = torch.exp(-gap)
-        e.scatter_(1, k, 0.0)
-        s = e.sum(dim=1, keepdim=True)  # sum over c != k: no 1 + tiny - 1
-        e.scatter_(1, k, 1.0)
-        big = s.add(1.0)  # S = sum_c exp(z_c - a)
-        log_s = torch.log1p(s)  # lse - a
-        p = e.div_(big)  # softmax, [R, C]
-        not_max = s / big  # 1 - p_k
-        kept = keep[lo:hi, None] if ignoring else None  # [R, 1]
-        if hard and not eps:
-            # One target per row, of weight w_y (0 where ignored): the plain form, scaled.
-            y = targets[lo:hi, None]
-            if ignoring:
-                y = torch.where(kept, y, k)  # any valid class: the row's weight is 0
-            total = torch.ones_like(s)
-            row = (a - z.gather(1, y) if cap is None else gap.gather(1, y)) + log_s
-            # 1 - p_y: the others' share; at the maximum, s / S (no 1 - (1 - tiny)).
-            rest = torch.where(y == k, not_max, 1.0 - p.gather(1, y))
-            g = p.clone().scatter_(1, y, -rest)
-            if w is not None or ignoring:
-                total = w[y] if w is not None else total
-                total = total * kept if ignoring else total
-                row = row * total
-                g.mul_(total)
-            row_loss[lo:hi] = row[:, 0]
-        else:
-            # Soft targets, or hard ones with label smoothing: the effective target q [R, C]
-            # (PyTorch's formulas, LossNLL.cpp), then the soft form, which is free of cancellation
-            # for any non-negative q.
-            if hard:
-                y = targets[lo:hi, None]
-                if ignoring:
-                    y = torch.where(kept, y, k)
-                t = torch.full_like(z, eps / c) if w is None else (eps / c * w).expand_as(z).clone()
-                t.scatter_add_(1, y, (1.0 - eps) * (w[y] if w is not None else torch.ones_like(s)))
-                if ignoring:
-                    t.mul_(kept)
-            else:
-                t = targets[lo:hi].to(f64)
-                if eps:
-                    t = t * (1.0 - eps) + eps / c
-                if w is not None:
-                    t = t * w
-            total = t.sum(dim=1, keepdim=True)
-            row_loss[lo:hi] = (t * ((a - z) if cap is None else gap).add_(log_s)).sum(dim=1)
-            m = t.argmax(dim=1, keepdim=True)
-            t_rest = total - t  # T - t_c, exact enough off the largest t
-            t_rest.scatter_(1, m, t.scatter(1, m, 0.0).sum(dim=1, keepdim=True))
-            p_rest = torch.where(torch.arange(c, device=z.device) == k, not_max, 1.0 - p)
-            g = p * t_rest - t * p_rest
+    kept = torch.empty((b, c), dtype=f64, device=dev) if 8 * b * c <= _HOLD_BELOW_BYTES else None
+    bad = 0  # non-finite logits
+    grad_norm = 0.0  # ||grad||_2, from the blocks' norms (hypot: no square of a block's norm to overflow)
+    grad_finite = True
+    for rows, z, t in src.blocks():
+        bad += sum(nonfinite_counts(z))
+        if bad:
+            continue  # no reference: only the count is left to make
+        part = _block(pr, rows, z, t, conditioning)
+        row_loss[rows] = part.row
         if zl:
-            # z-loss: + z_loss lse^2 per kept row, gradient 2 z_loss lse p. Added to the CE
-            # gradient as it is: what cancels there is the problem's, not the formula's.
-            lse = (a if cap is None else top) + log_s
-            zr = zl * lse.square()
-            coef = 2.0 * zl_r * lse
-            if ignoring:
-                zr = zr * kept
-                coef = coef * kept
-            z_rows[lo:hi] = zr[:, 0]
-            g.add_(coef * p)
-        if cap is not None:
-            g.mul_(chain)  # d/dz = d/dz' * sech^2(z / cap)
-        grad[lo:hi] = g
-        if not conditioning:  # the unrounded draw's reference: no tolerance reads it
-            continue
-        # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
-        # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
-        # compute precision, then take lse of the capped values).
-        if cap is None:
-            mag = z.abs().amax(dim=1, keepdim=True) + math.log(c)
-        else:
-            mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
-        if zl:
-            # lse off by u_c mag moves the row's loss by (T + 2 z_loss |lse|) u_c mag, and each
-            # gradient entry by (|T_eff| + 2 z_loss) p u_c mag (through p and through lse itself).
-            kz = 2.0 * zl_r * (kept if ignoring else 1.0)
-            magnitude[lo:hi] = ((total + kz * lse.abs()) * mag)[:, 0]
-            tp = (total + coef).abs_() * p
-            tp_mag = ((total + coef).abs_() + kz) * p
-        else:
-            magnitude[lo:hi] = (total * mag)[:, 0]
-            tp = total * p
-            tp_mag = tp
-        if cap is not None:
-            # Errors in z'-space reach the gradient through the chain factor; sech^2 itself, from
-            # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c.
-            tp = tp * chain
-            tp_mag = tp_mag * chain
-            magnitude_sq += (g * x).mul_(2.0).square_().sum()
-        # How a relative error in each probability reaches the gradient: u |log p| where log p
-        # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
-        # first bounded; the second grows with the logits, and is weighed by the gradient below.
-        log_p_sq += (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()  # p = 0: nothing
-        magnitude_sq += (tp_mag * mag).square().sum()
-        # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
-        # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
-        gb = g.abs() / d_ce
-        floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
-        subnormal_sq += floor.square().sum()
-    grad.div_(d_ce)
+            z_rows[rows] = part.z_rows
+        if conditioning:
+            magnitude[rows] = part.magnitude
+            log_p_sq += part.log_p_sq
+            magnitude_sq += part.magnitude_sq
+            subnormal_sq += part.subnormal_sq
+        g = part.g.div_(d_ce)
+        if kept is not None:
+            kept[rows] = g
+        grad_norm = math.hypot(grad_norm, torch.linalg.vector_norm(g).item())
+        grad_finite = grad_finite and nonfinite_counts(g) == (0, 0)
+    if bad:
+        return _not_finite(bad, src.dtype)
     ce_sum = row_loss.sum()
     z_sum = z_rows.sum() if zl else None
     losses = row_loss if not zl else row_loss + z_rows
@@ -386,7 +579,7 @@ def reference(
         scale = 1.0
     loss = loss_t.item()
     if conditioning:
-        g_norm = torch.linalg.vector_norm(grad).item() * d_ce  # ||T p - t||
+        g_norm = grad_norm * d_ce  # ||T p - t||
         ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
         fields = dict(
             loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
@@ -396,13 +589,9 @@ def reference(
         )
     else:
         fields = dict.fromkeys(("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"), math.nan)
-    ref = Reference(
-        loss=loss,
-        grad=grad,
-        **fields,
-        losses=losses,
-        denominator=d_ce,
-    )
-    if not (math.isfinite(loss) and nonfinite_counts(grad) == (0, 0)):
-        return _no_reference(logits, "no float64 reference: the loss overflows float64")
-    return ref
+    if not (math.isfinite(loss) and grad_finite):
+        return _no_reference("no float64 reference: the loss overflows float64")
+    keeps = tuple(x for x in (pr.targets, pr.keep, pr.w) if x is not None)
+    of = lambda rows, z, t: _block(pr, rows, z, t, False).g.div_(d_ce)  # noqa: E731
+    gradient = Gradient(src, of, grad_norm, keeps, kept)
+    return Reference(loss=loss, gradient=gradient, **fields, losses=losses, denominator=d_ce)

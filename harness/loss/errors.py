@@ -46,25 +46,47 @@ def row_blocks(t: Tensor) -> Iterator[slice]:
         yield slice(lo, min(lo + step, rows))
 
 
-def norm_rel_err(x: Tensor, ref: Tensor, ref_norm: float, row_scale: Tensor | None = None) -> float:
+class NormDiff:
+    """||x - s * ref||_2 / ||s * ref||_2 in float64, accumulated block by block of rows, so that
+    neither a float64 copy of x nor the whole reference is ever held. `row_scale` s [rows]: a
+    factor per leading-dim row (the incoming gradient of per-row losses), applied to the
+    reference's rows. The whole norms come from the blocks' (hypot: no square of a block's norm
+    to overflow); absolute where the reference is 0."""
+
+    def __init__(self, row_scale: Tensor | None = None) -> None:
+        self.row_scale = row_scale
+        self.diff = 0.0
+        self.norm = 0.0
+
+    def add(self, x: Tensor, ref: Tensor, rows: slice | None = None) -> None:
+        """x: a block of the result (any float dtype); ref: the same block of the float64
+        reference; rows: where the block sits (for the row scale)."""
+        if self.row_scale is not None:
+            s = self.row_scale[rows if rows is not None else slice(None)].to(ref.dtype)
+            ref = ref * s.reshape(-1, *([1] * (ref.dim() - 1)))
+        self.norm = math.hypot(self.norm, torch.linalg.vector_norm(ref).item())
+        diff = x.detach().to(torch.float64, copy=True).sub_(ref)  # never into the variant's own
+        self.diff = math.hypot(self.diff, torch.linalg.vector_norm(diff).item())
+
+    def rel(self, norm: float | None = None) -> float:
+        """The relative difference; `norm`: the reference's norm where it is known already (an
+        unscaled reference), in place of the one summed here."""
+        norm = self.norm if norm is None or self.row_scale is not None else norm
+        return self.diff / norm if norm != 0 else self.diff
+
+
+def norm_rel_err(
+    x: Tensor, ref: Tensor, ref_norm: float | None = None, row_scale: Tensor | None = None
+) -> float:
     """||x - s * ref||_2 / ||s * ref||_2 in float64, block by block over the rows (x: any float
-    dtype; ref: float64, same shape). `row_scale` s [rows]: a factor per leading-dim row (the
-    incoming gradient of per-row losses), applied to the reference; `ref_norm` is then ignored
-    and the scaled norm is summed along. Absolute when the reference is 0."""
+    dtype; ref: float64, same shape, held whole; s: NormDiff's). `ref_norm`: ||ref||, where the
+    caller has it (ignored under a row scale, whose norm is summed along)."""
     if x.dim() == 0:
         x, ref = x.reshape(1), ref.reshape(1)
-    diff = 0.0
-    norm = ref_norm
-    if row_scale is not None:
-        norm = 0.0
+    acc = NormDiff(row_scale)
     for rows in row_blocks(x):
-        r = ref[rows]
-        if row_scale is not None:
-            r = r * row_scale[rows].to(r.dtype).reshape(-1, *([1] * (r.dim() - 1)))
-            norm = math.hypot(norm, torch.linalg.vector_norm(r).item())
-        # the whole norm from the blocks' norms (hypot: no square of a block's norm to overflow)
-        diff = math.hypot(diff, torch.linalg.vector_norm(x[rows].detach().to(torch.float64).sub_(r)).item())
-    return diff / norm if norm != 0 else diff
+        acc.add(x[rows], ref[rows], rows)
+    return acc.rel(ref_norm)
 
 
 def nonfinite_counts(t: Tensor) -> tuple[int, int]:

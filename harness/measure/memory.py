@@ -26,12 +26,16 @@ def _storages(tree: Any) -> list[torch.UntypedStorage]:
 
 def held_bytes(*holders: Any) -> int:
     """Bytes of the distinct storages the holders keep: the tensors among each one's attributes
-    (a dataclass's fields, an object's __dict__), looking into tuples, lists and dicts there.
+    (a dataclass's fields, an object's __dict__; or what its `held()` returns, where it says),
+    looking into tuples, lists and dicts there.
     A storage two holders share (the guard's view of the inputs, a reference used twice) counts
     once: the harness's own resident bytes at a point."""
     seen: dict[tuple[str, int], int] = {}
     for holder in holders:
-        values = list(vars(holder).values()) if hasattr(holder, "__dict__") else [holder]
+        if hasattr(holder, "held"):
+            values = holder.held()
+        else:
+            values = list(vars(holder).values()) if hasattr(holder, "__dict__") else [holder]
         for s in _storages(values):
             seen[(str(s.device), s.data_ptr())] = s.nbytes()
     return sum(seen.values())

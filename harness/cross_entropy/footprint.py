@@ -1,0 +1,82 @@
+"""The harness's own bytes at a point: the byte model of the harness itself, next to the
+variants' (traffic.py). What it holds while a variant runs (`resident_bytes`, the rows'
+`harness_bytes` to the byte) and what it adds for a moment while it draws the inputs, makes the
+references and compares a result (`transient_bytes`, block temporaries, never [B, C] float64).
+
+With L the logits' bytes, e their element size:
+
+  resident   L (the logits) + the targets (8 B for indices; L for soft ones) + the class
+             weights (C e, and once in float64, 8 C, shared by both references)
+             + per reference: its per-row losses (8 B) and, for hard targets, the rows it keeps
+               (a bool a row), and its gradient (8 B C) where that is at most 16 MiB
+               (reference._HOLD_BELOW_BYTES); one reference at fp64, where the rounded inputs
+               are the draw
+             + the guard (harness/measure/isolation.py): a copy of each input under 1 MiB, else
+               its row and column sums in int64, 8 (rows + cols)
+  transient  a block of the draw in float64 (and its rounded copy), twice with soft targets
+             + up to REFERENCE_TEMPORARIES blocks of the reference's float64 temporaries
+
+So the harness holds about L plus O(B + C), where it held 9.5 L (fp32) and more before the
+references streamed (docs/operations.md, The harness's own footprint). The point's peak is its
+resident bytes plus the larger of the transient bytes and the variant's own peak.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.cross_entropy.point import Point
+from harness.measure.isolation import COPY_BELOW_BYTES
+
+# The modules whose block sizes set the transient bytes (read at each call; the package's own
+# `reference` name is the function, not the module).
+_DRAW = importlib.import_module("harness.cross_entropy.inputs")
+_REFERENCE = importlib.import_module("harness.cross_entropy.reference")
+
+# The most float64 temporaries of one reference block alive at once, over the options
+# (measured with harness/measure/memory.py's tracker, tests/test_harness_footprint.py: 9 with
+# hard targets and no options, 13 soft, 17 with smoothing, z-loss, softcap and weights).
+REFERENCE_TEMPORARIES = 17
+
+
+def _guarded(rows: int, cols: int, elem: int) -> int:
+    """The guard's bytes for one input seen as [rows, cols] of `elem`-byte elements."""
+    size = rows * cols * elem
+    return size if size < COPY_BELOW_BYTES else 8 * (rows + cols)
+
+
+def resident_bytes(point: Point) -> int:
+    """What the harness holds while the point's variants run (module docstring)."""
+    b, c = point.batch_size, point.num_classes
+    e = point.torch_dtype.itemsize
+    soft = point.targets == "soft"
+    logits = b * c * e
+    targets = logits if soft else 8 * b
+    weighted = point.class_weights != "none"
+    weights = c * e + 8 * c if weighted else 0
+    per_reference = 8 * b + (0 if soft else b)
+    per_reference += 8 * b * c if 8 * b * c <= _REFERENCE._HOLD_BELOW_BYTES else 0
+    references = per_reference * (1 if point.dtype == "fp64" else 2)
+    guard = _guarded(b, c, e) + (_guarded(b, c, e) if soft else _guarded(b, 1, 8))
+    guard += _guarded(c, 1, e) if weighted else 0
+    return logits + targets + weights + references + guard
+
+
+def _block_elements(rows: int, cols: int, elements: int) -> int:
+    return min(rows, max(1, elements // cols)) * cols
+
+
+def transient_bytes(point: Point) -> int:
+    """The most the harness adds for a moment beyond its resident bytes (module docstring)."""
+    b, c = point.batch_size, point.num_classes
+    e = point.torch_dtype.itemsize
+    draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
+    draw *= 2 if point.targets == "soft" else 1
+    temporaries = _block_elements(b, c, _REFERENCE._BLOCK_ELEMENTS) * 8 * REFERENCE_TEMPORARIES
+    return draw + temporaries
+
+
+def peak_bytes(point: Point, variant_peak: int) -> int:
+    """The point's peak: the harness's resident bytes plus the larger of its transient bytes
+    and the variant's own peak (`variant_peak`, e.g. a row's peak_mem_bytes)."""
+    return resident_bytes(point) + max(transient_bytes(point), variant_peak)
