@@ -151,7 +151,8 @@ def test_per_row_losses_are_judged_against_the_scaled_reference():
     ref = reference(inputs.logits, inputs.targets, "hard", LossOptions(reduction="none"))
     s = row_scale(ref, loss_dims=1)
     assert torch.equal(s, upstream(8, ref.grad))
-    assert row_scale(ref, loss_dims=0) is None
+    assert row_scale(ref, loss_dims=0, scalar=1.0) is None
+    assert torch.equal(row_scale(ref, loss_dims=0), torch.full((8,), 2.0, dtype=torch.float64))
     exact = ref.grad * s[:, None]
     assert grad_rel_err(exact.float(), ref, s) < 1e-7
     assert grad_rel_err(ref.grad.float(), ref, s) > 0.1  # unscaled: the bug of a sum before the scale

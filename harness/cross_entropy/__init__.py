@@ -27,7 +27,7 @@ from harness.cross_entropy.reference import Reference, Rows, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.loss.errors import NormDiff, rel_err, rows_rel_err, upstream
+from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, incoming, rel_err, rows_rel_err
 from harness.loss.options import LossOptions
 from harness.measure.isolation import Feed
 from harness.registry import Variant
@@ -53,10 +53,13 @@ def _check_loss(out: Any, reduction: str, rows: int) -> torch.Tensor:
     return out.reshape(())
 
 
-def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
+def fed_call(
+    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM
+) -> Callable[[], Outputs]:
     """The work one repetition does, reading its inputs from `feed` at each call (a fresh
     copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits
-    (of the per-row losses weighted by accuracy.upstream when reduction is none)."""
+    for the incoming gradient of harness/loss/errors.py `incoming` (2 for a scalar loss; per-row
+    losses weighted by `upstream`)."""
     kwargs = feed.kwargs
     reduction = kwargs.get("reduction", "mean")
     rows = feed.logits.shape[0]
@@ -74,9 +77,9 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
         loss = _check_loss(fn(x, feed.targets, **kwargs), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
-        # per-row losses: differentiated with a non-uniform incoming gradient (accuracy.upstream)
-        incoming = upstream(rows, loss) if reduction == "none" else None
-        (grad,) = torch.autograd.grad(loss, x, grad_outputs=incoming)
+        # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
+        # get a non-uniform one, a scalar loss SCALAR_UPSTREAM
+        (grad,) = torch.autograd.grad(loss, x, grad_outputs=incoming(loss, scalar_upstream))
         return loss, grad
 
     return fwd_bwd
@@ -85,8 +88,10 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
 def make_call(
     fn: Callable, logits: torch.Tensor, targets: torch.Tensor, mode: str, **options: Any
 ) -> Callable[[], Outputs]:
-    """`fed_call` on fixed tensors (and loss options, by keyword): what tests and benchmarks call."""
-    return fed_call(fn, Feed(logits=logits, targets=targets, kwargs=options), mode)
+    """`fed_call` on fixed tensors (and loss options, by keyword): what tests and benchmarks call.
+    A scalar loss is differentiated with 1 here, so that the gradient is the reference's as it
+    stands; the runner's SCALAR_UPSTREAM is checked in tests/test_incoming_gradient.py."""
+    return fed_call(fn, Feed(logits=logits, targets=targets, kwargs=options), mode, scalar_upstream=1.0)
 
 
 def loss_options(point: Point, inputs: Inputs) -> LossOptions:
@@ -113,10 +118,13 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     options = loss_options(point, inputs)
     indices = inputs.targets if inputs.kind == "hard" else None  # soft targets: in the draw's blocks
     drawn = _draw_rows(inputs)
-    if point.dtype == "fp64":  # the rounded inputs are the draw
+    if point.dtype == "fp64":  # the rounded inputs are the draw (no subnormal term in fp64's range)
         ref = reference(drawn, indices, inputs.kind, options)
         return ref, ref
-    ref = reference(inputs.logits, inputs.targets, inputs.kind, options)
+    # the runner differentiates a scalar loss with SCALAR_UPSTREAM: the tolerance's subnormal
+    # term is of that gradient
+    scalar = SCALAR_UPSTREAM if point.reduction != "none" else 1.0
+    ref = reference(inputs.logits, inputs.targets, inputs.kind, options, incoming=scalar)
     return ref, reference(drawn, indices, inputs.kind, options, conditioning=False)
 
 
@@ -179,23 +187,28 @@ def _grad_errors(grad: Tensor, ref: Reference, total: Reference, scale: Tensor |
 
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
     """The accuracy columns: against float64 on the rounded inputs (the algorithm's error,
-    which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm)."""
+    which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm).
+    The gradient is of the runner's incoming gradient (fed_call): the references' are scaled
+    to it."""
     loss, grad = outputs
     ref, ref_total = refs
-    both = grad is not None and ref.finite and ref_total.finite and ref_total is not ref
-    if both:  # one walk for both gradient errors (grad_rel_err and its total)
+    g_err = g_total = None
+    if grad is not None and ref.finite:
         scale = row_scale(ref, loss.dim())
-        errs = _grad_errors(grad, ref, ref_total, scale)
-    acc = assess(loss, grad, ref, point.dtype, grad_err=errs[0] if both else None)
-    cols = asdict(acc)
-    if both:
-        cols["grad_rel_err_total"] = errs[1]
+        if ref_total.finite and ref_total is not ref:  # one walk for both gradient errors
+            g_err, g_total = _grad_errors(grad, ref, ref_total, scale)
+        else:
+            g_err = grad_rel_err(grad, ref, scale)
+            g_total = g_err if ref_total is ref else None
+    cols = asdict(assess(loss, grad, ref, point.dtype, grad_err=g_err))
     if ref_total.finite:
         cols["loss_rel_err_total"] = (
-            rel_err(acc.loss, ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
+            rel_err(cols["loss"], ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
         )
-        if grad is not None and not both:
-            cols["grad_rel_err_total"] = grad_rel_err(grad, ref_total, row_scale(ref_total, loss.dim()))
+        if grad is not None:
+            if g_total is None:
+                g_total = grad_rel_err(grad, ref_total, row_scale(ref_total, loss.dim()))
+            cols["grad_rel_err_total"] = g_total
     return cols
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
-from harness.loss.errors import NormDiff, nonfinite_counts, rel_err, rows_rel_err, upstream
+from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, nonfinite_counts, rel_err, rows_rel_err, upstream
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,19 @@ class Accuracy:
     message: str = ""
 
 
-def row_scale(ref: Reference, loss_dims: int) -> Tensor | None:
-    """The factor per row of the reference gradient a variant's is compared with: none for a
-    scalar loss; for per-row losses (reduction none) `upstream`'s entry, the gradient the runner
-    asks for (a row's loss depends on its own logits alone, so the reference's gradient of their
-    sum, row b times upstream_b, is the gradient of their weighted sum)."""
-    if loss_dims == 0 or not ref.finite:
+def row_scale(ref: Reference, loss_dims: int, scalar: float = SCALAR_UPSTREAM) -> Tensor | None:
+    """The factor per row of the reference gradient a variant's is compared with: the incoming
+    gradient it was differentiated with (harness/loss/errors.py `incoming`): `scalar` on every
+    row for a scalar loss (the runner's SCALAR_UPSTREAM; None for 1); for per-row losses
+    (reduction none) `upstream`'s entry (a row's loss depends on its own logits alone, so the
+    reference's gradient of their sum, row b times upstream_b, is the gradient of their
+    weighted sum)."""
+    if not ref.finite or (loss_dims == 0 and scalar == 1.0):
         return None
-    return upstream(ref.shape[0], ref.losses)
+    rows = ref.shape[0]
+    if loss_dims == 0:
+        return torch.full((rows,), scalar, dtype=torch.float64, device=ref.losses.device)
+    return upstream(rows, ref.losses)
 
 
 def grad_rel_err(grad: Tensor, ref: Reference, scale: Tensor | None = None) -> float:
@@ -53,8 +58,9 @@ def assess(
     loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str, grad_err: float | None = None
 ) -> Accuracy:
     """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode);
-    grad_err: its `grad_rel_err`, where the caller measured it already (in one walk with the
-    total error's)."""
+    grad_err: its `grad_rel_err`, where the caller measured it (the runner's: of an incoming
+    gradient of SCALAR_UPSTREAM); else it is measured here as the gradient of the loss as
+    returned (of `upstream` for per-row losses)."""
     losses = loss.detach().to(torch.float64)
     value = float(losses.mean().item())
     nan, inf = nonfinite_counts(losses)
@@ -68,7 +74,7 @@ def assess(
     elif grad_err is not None:
         g_err = grad_err
     else:
-        g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim()))
+        g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim(), scalar=1.0))
     tol = tolerance(ref, dtype_name)
     if nan or inf:
         status = "nonfinite"

@@ -352,6 +352,7 @@ class _Problem:
     zl_r: float
     exact: bool  # logits from a narrower dtype: z - max is exact in float64
     finfo: torch.finfo  # of the logits' dtype (the subnormal term)
+    incoming: float  # the scalar incoming gradient the variants' gradients are of (the subnormal term)
 
 
 @dataclass
@@ -480,7 +481,7 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
     # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
     # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
     finfo = pr.finfo
-    gb = g.abs() / pr.d_ce
+    gb = g.abs() / pr.d_ce if pr.incoming == 1.0 else g.abs() * (pr.incoming / pr.d_ce)
     floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
     part.subnormal_sq = floor.square().sum()
     return part
@@ -492,6 +493,7 @@ def reference(
     kind: str,
     options: LossOptions | None = None,
     conditioning: bool = True,
+    incoming: float = 1.0,
 ) -> Reference:
     """logits: [B, C] any float dtype (read as float64, the values as stored), or `Rows` that
     yield it block by block; targets: [B] int64 class indices (kind "hard") or [B, C]
@@ -499,7 +501,9 @@ def reference(
     loss's options (harness/loss/options.py); None or LossOptions() is the plain loss,
     computed as it always was (bit for bit). conditioning=False: the loss and gradient alone,
     the conditioning fields NaN (about half the pass's work: the reference a total error is
-    measured against, which no tolerance reads).
+    measured against, which no tolerance reads). incoming: the scalar incoming gradient the
+    compared gradients are of (harness/loss/errors.py `incoming`): where the output dtype's
+    subnormals begin is a matter of their size, so the subnormal term is of that gradient.
 
     One pass over the blocks makes the loss, the per-row losses, the gradient's norm and the
     conditioning; the gradient itself is not kept (Reference.gradient makes it again, block by
@@ -533,7 +537,7 @@ def reference(
     zl_r = zl * (d_ce / d_z) if zl else 0.0
     pr = _Problem(
         c, hard, eps, zl, cap, w, targets if hard else None, keep, ignoring, d_ce, zl_r,
-        src.dtype != f64, torch.finfo(src.dtype),
+        src.dtype != f64, torch.finfo(src.dtype), incoming,
     )  # fmt: skip
     row_loss = torch.empty(b, dtype=f64, device=dev)  # the CE part of each row's loss
     z_rows = torch.zeros(b, dtype=f64, device=dev) if zl else None  # z_loss lse^2 per kept row
@@ -585,7 +589,7 @@ def reference(
             loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
             grad_log_p=ratio(log_p_sq.sqrt().item()),
             grad_magnitude=ratio(magnitude_sq.sqrt().item()),
-            grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce),
+            grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce / incoming),  # of the scaled gradient
         )
     else:
         fields = dict.fromkeys(("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"), math.nan)

@@ -11,8 +11,8 @@ smoothing, z-loss, softcap, class weights, reduction mean | sum | none) with the
 and the layer an optional bias (`bias=true`). A variant receives the options it declares by
 keyword (the class weights as `class_weight`, the bias as `bias`; variants/__init__.py); under
 reduction none it returns the [N] per-row losses, and the runner differentiates them with a
-non-uniform incoming gradient (harness/loss/errors.py `upstream`), as the first family's
-does.
+non-uniform incoming gradient, a scalar loss with 2 (harness/loss/errors.py `incoming`), as the
+first family's does.
 
   point.py       the settings of a point (N = batch_size, D = hidden_size, V = num_classes, the
                  loss options, bias), validated
@@ -40,7 +40,15 @@ from harness.linear_cross_entropy.reference import Reference, reference
 from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
-from harness.loss.errors import nonfinite_counts, norm_rel_err, rel_err, rows_rel_err, upstream
+from harness.loss.errors import (
+    SCALAR_UPSTREAM,
+    incoming,
+    nonfinite_counts,
+    norm_rel_err,
+    rel_err,
+    rows_rel_err,
+    upstream,
+)
 from harness.loss.options import LossOptions
 from harness.measure import ceiling
 from harness.measure.isolation import Feed
@@ -68,7 +76,9 @@ def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
     return out.reshape(())
 
 
-def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
+def fed_call(
+    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM
+) -> Callable[[], Outputs]:
     """One repetition's work: fwd under no_grad, or fwd + autograd.grad with respect to hidden,
     weight and (when there is one) the bias: the gradient is the tuple (dH, dW) or (dH, dW, db),
     of the per-row losses weighted by accuracy.upstream under reduction none, as the first
@@ -100,9 +110,11 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on hidden and weight (no gradient)")
         wrt = (h, w) if b is None else (h, w, b)
-        # per-row losses: differentiated with a non-uniform incoming gradient (accuracy.upstream)
-        incoming = upstream(loss.shape[0], loss) if reduction == "none" else None
-        grads = torch.autograd.grad(loss, wrt, grad_outputs=incoming, allow_unused=True)
+        # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
+        # get a non-uniform one, a scalar loss SCALAR_UPSTREAM
+        grads = torch.autograd.grad(
+            loss, wrt, grad_outputs=incoming(loss, scalar_upstream), allow_unused=True
+        )
         for g, name in zip(grads, ("hidden", "weight", "bias")):
             if g is None:
                 raise BadResult(f"returned a loss that does not depend on {name}")
@@ -112,10 +124,12 @@ def fed_call(fn: Callable, feed: Feed, mode: str) -> Callable[[], Outputs]:
 
 
 def make_call(fn: Callable, hidden: Tensor, weight: Tensor, targets: Tensor, mode: str, **options: Any):
-    """`fed_call` on fixed tensors (and options by keyword, `bias=` among them): what tests call."""
+    """`fed_call` on fixed tensors (and options by keyword, `bias=` among them): what tests call.
+    A scalar loss is differentiated with 1 here (the reference's gradients as they stand); the
+    runner's SCALAR_UPSTREAM is checked in tests/test_incoming_gradient.py."""
     bias = options.get("bias")
     feed = Feed(hidden=hidden, weight=weight, targets=targets, bias=bias, kwargs=options)
-    return fed_call(fn, feed, mode)
+    return fed_call(fn, feed, mode, scalar_upstream=1.0)
 
 
 def loss_options(point: Point, inputs: Inputs) -> LossOptions:
@@ -145,6 +159,9 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
             incoming,
         )
     inputs.hidden_unrounded = inputs.weight_unrounded = inputs.bias_unrounded = None
+    if point.reduction != "none":  # the runner differentiates a scalar loss with SCALAR_UPSTREAM
+        ref = ref.times(SCALAR_UPSTREAM)
+        total = ref if point.dtype == "fp64" else total.times(SCALAR_UPSTREAM)
     return ref, total
 
 

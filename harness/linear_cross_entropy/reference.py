@@ -47,7 +47,7 @@ every row's lse' moves the reduced loss, relative to it (1 / loss for the plain 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -76,6 +76,17 @@ class Reference:
     kept: int  # rows whose target is not ignored
     finite: bool  # a finite loss exists (some row kept under mean, every value finite)
     missing: str = ""  # why not, when not finite
+
+    def times(self, s: float) -> Reference:
+        """The gradients of s times the loss, scaled in place (s a power of two: exact), loss
+        and conditioning as they are: the reference of a backward whose incoming gradient is s."""
+        for g in (self.grad_hidden, self.grad_weight, self.grad_bias):
+            if g is not None:
+                g.mul_(s)
+        norms = {
+            n: getattr(self, n) * abs(s) for n in ("grad_hidden_norm", "grad_weight_norm", "grad_bias_norm")
+        }
+        return replace(self, **norms)
 
 
 def chunk_size(rows: int, classes: int) -> int:

@@ -20,6 +20,23 @@ def upstream(rows: int, like: Tensor) -> Tensor:
     return (1.0 + 0.25 * (torch.arange(rows, device=like.device) % 4)).to(like.dtype)
 
 
+# The incoming gradient a scalar loss (reduction mean or sum) is differentiated with. Not 1: a
+# backward that ignores its grad_output, or reads another tensor for it, is right at 1 and
+# nowhere else (Megatron-LM #1750 / TransformerEngine PR #2139: "the tests passed because we skip
+# the backward kernel when the grad output is 1"). A power of two, as a loss scaler passes: a
+# correct variant's gradient is exactly twice its gradient at 1 (no rounding added, so no error
+# column moves), and one that ignores it is off by exactly a half.
+SCALAR_UPSTREAM = 2.0
+
+
+def incoming(loss: Tensor, scalar: float = SCALAR_UPSTREAM) -> Tensor:
+    """The incoming gradient `loss` is differentiated with: `upstream` for per-row losses [B],
+    `scalar` for a scalar one, in the loss's dtype and device."""
+    if loss.dim() == 1:
+        return upstream(loss.shape[0], loss)
+    return torch.full_like(loss, scalar)
+
+
 def rel_err(value: float, ref: float) -> float:
     return abs(value - ref) / abs(ref) if ref != 0 else abs(value - ref)
 
