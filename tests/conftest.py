@@ -33,6 +33,21 @@ def cli():
     return run_cli
 
 
+def smoke_run_dir(tmp_path_factory) -> Path:
+    """A real `+sweep=smoke` run, made once per test session and shared (the CLI, report and
+    browser tests read it; a later module finds the finished run in the session's base temp
+    folder). Its console output is kept beside it: console.out, console.err."""
+    run = tmp_path_factory.getbasetemp() / "smoke-run"
+    done = run / ".complete"
+    if not done.exists():
+        proc = run_cli("+sweep=smoke", f"hydra.sweep.dir={run}", timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run / "console.out").write_text(proc.stdout)
+        (run / "console.err").write_text(proc.stderr)
+        done.touch()
+    return run
+
+
 # A job's whole config, as Hydra composes it from conf/config.yaml, for calling harness.job
 # directly: tiny, timing and memory off. Tests pass what differs.
 _JOB_BASE = {

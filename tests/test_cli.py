@@ -7,6 +7,7 @@ import itertools
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +19,7 @@ from harness.app import CONF_DIR
 from harness.cross_entropy.variants import resolve
 from harness.results import SCHEMA, load
 
-from .conftest import run_cli
+from .conftest import run_cli, smoke_run_dir
 
 SWEEPS = sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml"))
 
@@ -57,9 +58,9 @@ def _expected_rows(sweep: str) -> int:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    proc = run_cli("+sweep=smoke", f"hydra.sweep.dir={out}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """The session's smoke run (tests/conftest.py), and what it printed."""
+    out = smoke_run_dir(tmp_path_factory)
+    proc = SimpleNamespace(stdout=(out / "console.out").read_text(), stderr=(out / "console.err").read_text())
     return out, proc
 
 

@@ -23,7 +23,7 @@ from harness.report.build import FIGURES
 from harness.results import SCHEMA, load, write_rows
 from harness.vocabulary import NATIVE
 
-from .conftest import REPO
+from .conftest import REPO, smoke_run_dir
 
 TIME_COLUMNS = [
     "time_median_s",
@@ -36,24 +36,6 @@ TIME_COLUMNS = [
     "pct_of_floor",
     "device_copy_gbps",
 ]
-
-
-def smoke_run_dir(tmp_path_factory) -> Path:
-    """A real `+sweep=smoke` run, made once per test session (both report test modules use
-    it; the second finds the finished run in the shared base temp folder)."""
-    run = tmp_path_factory.getbasetemp() / "report-smoke-run"
-    done = run / ".complete"
-    if not done.exists():
-        proc = subprocess.run(
-            [sys.executable, "-m", "harness", "+sweep=smoke", f"hydra.sweep.dir={run}"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        done.touch()
-    return run
 
 
 def smoke_report_index(tmp_path_factory) -> Path:
