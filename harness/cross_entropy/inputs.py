@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from harness.cross_entropy.point import Point
+from harness.loss.errors import row_slices
 from harness.loss.weights import IGNORED_ROWS, RANKS, class_weights, options_generator
 
 # Independent streams per seed: the logits do not change with the target kind, and the same
@@ -55,13 +56,6 @@ def _generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(2 * seed + stream)
 
 
-def _draw_blocks(rows: int, cols: int) -> Iterator[slice]:
-    """The draw's blocks of rows: about _BLOCK_ELEMENTS elements each."""
-    step = max(1, _BLOCK_ELEMENTS // cols)
-    for lo in range(0, rows, step):
-        yield slice(lo, min(lo + step, rows))
-
-
 @dataclass(frozen=True)
 class Draw:
     """A point's float64 draw before rounding, made block by block from its seed at each walk
@@ -80,7 +74,7 @@ class Draw:
         if zipf:
             log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
             ranks = options_generator(device, p.seed, RANKS)
-        for rows in _draw_blocks(b, c):
+        for rows in row_slices(b, c, _BLOCK_ELEMENTS):
             shape = (rows.stop - rows.start, c)
             z = torch.randn(shape, dtype=torch.float64, device=device, generator=g_logits)
             if zipf:  # -alpha ln(rank) + noise * N(0, 1), ranks shuffled per row

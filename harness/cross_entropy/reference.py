@@ -77,7 +77,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from harness.loss.errors import nonfinite_counts
+from harness.loss.errors import nonfinite_counts, row_slices
 from harness.loss.options import LossOptions
 
 # Rows per block: about 2^20 float64 elements (8 MiB) per temporary, whatever C is. A block's
@@ -109,12 +109,10 @@ class Rows:
 
     def blocks(self) -> Iterator[Block]:
         """The walk's blocks cut into blocks of about _BLOCK_ELEMENTS elements (views)."""
-        step = max(1, _BLOCK_ELEMENTS // max(1, self.shape[1]))
         for rows, z, t in self.walk():
-            n = rows.stop - rows.start
-            for lo in range(0, n, step):
-                hi = min(lo + step, n)
-                yield slice(rows.start + lo, rows.start + hi), z[lo:hi], None if t is None else t[lo:hi]
+            for part in row_slices(rows.stop - rows.start, self.shape[1], _BLOCK_ELEMENTS):
+                at = slice(rows.start + part.start, rows.start + part.stop)
+                yield at, z[part], None if t is None else t[part]
 
 
 def rows_of(logits: Tensor, soft_targets: Tensor | None = None) -> Rows:
@@ -146,7 +144,7 @@ class Gradient:
     def blocks(self) -> Iterator[tuple[slice, Tensor]]:
         if self.kept is not None:
             b, c = self.rows.shape
-            for rows in _slices(b, c):
+            for rows in row_slices(b, c, _BLOCK_ELEMENTS):
                 yield rows, self.kept[rows]
             return
         for rows, z, t in self.rows.blocks():
@@ -164,12 +162,6 @@ class Gradient:
         of = self.of
         kept = None if self.kept is None else self.kept * s
         return replace(self, of=lambda rows, z, t: of(rows, z, t) * s, norm=self.norm * abs(s), kept=kept)
-
-
-def _slices(rows: int, cols: int) -> Iterator[slice]:
-    step = max(1, _BLOCK_ELEMENTS // max(1, cols))
-    for lo in range(0, rows, step):
-        yield slice(lo, min(lo + step, rows))
 
 
 def held(grad: Tensor) -> Gradient:

@@ -54,13 +54,18 @@ def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
 _BLOCK_ELEMENTS = 1 << 22
 
 
+def row_slices(rows: int, per_row: int, elements: int = _BLOCK_ELEMENTS) -> Iterator[slice]:
+    """Slices of `rows` rows of `per_row` elements each, about `elements` elements a slice
+    (at least one row): how every block-by-block walk here cuts its tensors."""
+    step = max(1, elements // max(1, per_row))
+    for lo in range(0, rows, step):
+        yield slice(lo, min(lo + step, rows))
+
+
 def row_blocks(t: Tensor) -> Iterator[slice]:
     """Slices of `t`'s leading dimension (t: 1-D or more) of about _BLOCK_ELEMENTS elements each."""
     rows = t.shape[0]
-    per_row = t[0].numel() if rows else 1
-    step = max(1, _BLOCK_ELEMENTS // max(1, per_row))
-    for lo in range(0, rows, step):
-        yield slice(lo, min(lo + step, rows))
+    return row_slices(rows, t[0].numel() if rows else 1)
 
 
 class NormDiff:
