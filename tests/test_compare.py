@@ -391,9 +391,9 @@ def test_the_docs_name_the_key_compare_joins_on():
 # ---------------------------------------------------------------- end to end
 
 
-# One tiny point (B=32, C=10, fp32) with enough samples for the rank test to reach alpha,
+# One point (B=64, C=4096, fp32) with enough samples for the rank test to reach alpha,
 # sampled for 0.2 s per mode so that a passing burst of load elsewhere moves the median less.
-# Large enough (64 x 4096) that F.cross_entropy itself, which the slowed copy stretches by 50%,
+# Large enough (64 x 4096) that F.cross_entropy itself, which the slowed copy stretches 4x,
 # dominates each timed call rather than the harness's few microseconds of call overhead.
 POINT = ["batch_size=64", "num_classes=4096", "timing.min_reps=20", "timing.min_time_s=0.2"]
 SLOW = "torch_cross_entropy@tests.slow_variant:slow_cross_entropy"
@@ -434,18 +434,17 @@ def test_two_runs_of_the_same_point_report_no_regression(runs):
 
 @pytest.mark.slow
 def test_slowed_variant_under_the_same_name_is_flagged(runs, tmp_path):
-    # A 1.5x slowdown is never "same": it is slower, or, when the host drifted between the runs
-    # so that the evidence does not bear the separation out, ambiguous with the reason, which
-    # --strict fails as well. Accuracy and memory (the same op) never regress.
+    # A 4x slowdown (tests/slow_variant.py says why not 1.5x in one try) is never "same": it is
+    # slower, or, when the evidence does not bear the separation out, ambiguous with the reason,
+    # which --strict fails as well. Accuracy and memory (the same op) never regress.
     from harness.compare import compare_dirs
 
     c = compare_dirs(runs["again"], runs["slowed"])
     fwd = c.rows[c.rows["mode"] == "fwd"].iloc[0]
-    assert fwd["time_ratio"] > 1.15 and fwd["time"] in ("slower", "ambiguous", "same"), fwd["time_note"]
-    assert set(c.rows["accuracy"]) == {"same"} and set(c.rows["memory"]) == {"same"}
-    if fwd["time_ratio"] <= c.thresholds.time_factor:
-        return  # a slow host shrank the 1.5x below the factor in this pair of runs: "same" is right
+    assert fwd["time_ratio"] > c.thresholds.time_factor, fwd
     assert fwd["time"] in ("slower", "ambiguous"), fwd["time_note"]
+    assert fwd["time"] == "slower" or fwd["time_note"], "an ambiguous row says why"
+    assert set(c.rows["accuracy"]) == {"same"} and set(c.rows["memory"]) == {"same"}
     md = tmp_path / "comment.md"
     p = compare_cli(runs["again"], runs["slowed"], "--markdown", md, "--strict")
     assert p.returncode == 1, p.stdout
