@@ -66,9 +66,9 @@ Outputs = tuple[Tensor, Any]
 class Family:
     name: str
     registry: Registry
-    # config -> the job's validated points, each a PointLike (SettingError with one line on a
-    # bad setting)
-    points: Callable[[Any], list[Any]]
+    # config -> the job's validated point, a PointLike (SettingError with one line on a bad
+    # setting); harness/loss/settings.py scans it over the job's seeds and logit scales
+    point: Callable[[Any], Any]
     # point -> its inputs, drawn in float64 and rounded once to the point's dtype
     make_inputs: Callable[[Any], Any]
     # (point, inputs) -> (reference on the rounded inputs, reference on the unrounded draw)

@@ -78,7 +78,7 @@ def points(cfg: Any) -> list[Any]:
     validate_threads(cfg.get("num_threads"))
     fam = family(cfg)
     settings.refuse_unread(cfg, fam.name, fam.reads, schema_defaults(), _readers)
-    return fam.points(cfg)
+    return settings.scan_points(cfg, fam.point)
 
 
 def variants(cfg: Any, pts: list[Any]) -> list[Variant]:

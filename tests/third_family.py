@@ -25,7 +25,7 @@ from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
 from harness.family import Family, Outputs
 from harness.loss import settings
 from harness.loss.errors import rel_err
-from harness.loss.settings import SettingError, get_setting, positive
+from harness.loss.settings import get_setting, positive
 from harness.measure.isolation import Feed
 from harness.registry import Registry
 from harness.vocabulary import COLUMN_DEFAULTS, POINT_COLUMNS
@@ -75,9 +75,7 @@ class Point:
 
 
 def _point(cfg: Any) -> Point:
-    dtype = get_setting(cfg, "dtype")
-    if dtype not in DTYPES:
-        raise SettingError(f"dtype={dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
+    dtype = settings.one_of(cfg, "dtype", DTYPES)
     return Point(
         batch_size=positive(cfg, "batch_size", 1),
         num_classes=positive(cfg, "num_classes", 2),
@@ -177,7 +175,7 @@ def _bytes_moved(p: Point, mode: str) -> int:
 FAMILY = Family(
     name=NAME,
     registry=REGISTRY,
-    points=lambda cfg: settings.scan_points(cfg, _point),
+    point=_point,
     make_inputs=_inputs,
     references=_references,
     guarded=lambda x: {"scores": x.scores, "probe": x.probe},

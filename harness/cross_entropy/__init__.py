@@ -22,35 +22,17 @@ from torch import Tensor
 
 from harness.cross_entropy.accuracy import assess, grad_rel_err, row_scale
 from harness.cross_entropy.inputs import Inputs, make_inputs
-from harness.cross_entropy.point import READS, Point, scan_points
+from harness.cross_entropy.point import READS, Point, point
 from harness.cross_entropy.reference import Reference, Rows, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
 from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, incoming, rel_err, rows_rel_err
 from harness.loss.options import LossOptions
+from harness.loss.returned import BadResult, checked_loss
 from harness.measure.isolation import Feed
 from harness.registry import Variant
 from harness.vocabulary import NATIVE
-
-
-class BadResult(Exception):
-    """The variant returned something that is not a scalar loss."""
-
-
-def _check_loss(out: Any, reduction: str, rows: int) -> torch.Tensor:
-    """The loss as returned: a scalar (mean, sum) or the [B] per-row losses (reduction none)."""
-    if not isinstance(out, torch.Tensor):
-        raise BadResult(f"returned {type(out).__name__}, expected a tensor (the {reduction} loss)")
-    if reduction == "none":
-        if out.shape != (rows,):
-            raise BadResult(f"returned shape {list(out.shape)} with reduction=none, expected [{rows}]")
-        return out
-    if out.numel() != 1:
-        raise BadResult(
-            f"returned a tensor of shape {list(out.shape)}, expected a scalar (the {reduction} loss)"
-        )
-    return out.reshape(())
 
 
 def fed_call(
@@ -68,13 +50,13 @@ def fed_call(
 
         def fwd() -> Outputs:
             with torch.no_grad():
-                return _check_loss(fn(feed.logits, feed.targets, **kwargs), reduction, rows), None
+                return checked_loss(fn(feed.logits, feed.targets, **kwargs), reduction, rows), None
 
         return fwd
 
     def fwd_bwd() -> Outputs:
         x = feed.logits.detach().requires_grad_()
-        loss = _check_loss(fn(x, feed.targets, **kwargs), reduction, rows)
+        loss = checked_loss(fn(x, feed.targets, **kwargs), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
         # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
@@ -221,7 +203,7 @@ def _compute_floor_s(point: Point, inputs: Inputs, mode: str) -> float | None:
 FAMILY = Family(
     name="cross_entropy",
     registry=REGISTRY,
-    points=scan_points,
+    point=point,
     make_inputs=make_inputs,
     references=_references,
     guarded=_guarded,

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from harness.cross_entropy.point import Point
 from harness.loss.errors import row_slices
-from harness.loss.weights import IGNORED_ROWS, RANKS, class_weights, options_generator
+from harness.loss.weights import IGNORED_ROWS, RANKS, class_weights, ignore_rows, options_generator
 
 # Independent streams per seed: the logits do not change with the target kind, and the same
 # standard-normal draw is reused across logit scales, so a failure boundary in `logit_scale`
@@ -99,16 +99,6 @@ class Draw:
             yield rows, z.to(dtype), None if t is None else t.to(dtype)
 
 
-def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
-    """round(ignore_fraction * B) rows, chosen at random, get ignore_index."""
-    n = round(point.ignore_fraction * point.batch_size)
-    if n == 0:
-        return targets
-    g = options_generator(targets.device, point.seed, IGNORED_ROWS)
-    rows = torch.randperm(point.batch_size, device=targets.device, generator=g)[:n]
-    return targets.clone().index_fill_(0, rows, point.ignore_index)
-
-
 @dataclass
 class Inputs:
     logits: Tensor  # [B, C] point dtype, on the point's device
@@ -145,5 +135,5 @@ def make_inputs(point: Point) -> Inputs:
     if not soft:
         if drawn is None:
             drawn = torch.randint(c, (b,), device=device, generator=g)
-        targets = _ignore_rows(drawn, point)
+        targets = ignore_rows(drawn, point, options_generator(device, point.seed, IGNORED_ROWS))
     return Inputs(logits=logits, targets=targets, draw=draw, kind=point.targets, weight=class_weights(point))

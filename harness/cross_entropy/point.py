@@ -1,8 +1,8 @@
 """A cross-entropy point: the settings that determine one set of inputs, validated.
 
 `point(cfg)` turns a composed config into a `Point` or raises `SettingError` with one line
-naming the key and what is allowed. `scan_points(cfg)` is the job's list of points: the one
-point, or one per (logit_scale, seed) of the `scan` lists, walked in-process by one job.
+naming the key and what is allowed; harness/loss/settings.py `scan_points` makes the job's list
+of points from it (the one point, or one per (logit_scale, seed) of the `scan` lists).
 """
 
 from __future__ import annotations
@@ -66,9 +66,7 @@ def point(cfg: Any) -> Point:
     """Check the point settings of a composed config (DictConfig, dataclass or dict)."""
     b = positive(cfg, "batch_size", 1)
     c = positive(cfg, "num_classes", 2)
-    dtype = get_setting(cfg, "dtype")
-    if dtype not in DTYPES:
-        raise SettingError(f"dtype={dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
+    dtype = settings.one_of(cfg, "dtype", DTYPES)
     s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
     targets = get_setting(cfg, "targets")
     if targets not in TARGET_KINDS:
@@ -86,8 +84,3 @@ def point(cfg: Any) -> Point:
         seed=seed,
         **options,
     )
-
-
-def scan_points(cfg: Any) -> list[Point]:
-    """The job's points (harness/loss/settings.py: the one point, or its scan)."""
-    return settings.scan_points(cfg, point)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from harness.family import Family, Outputs
 from harness.linear_cross_entropy.inputs import Inputs, make_inputs
-from harness.linear_cross_entropy.point import READS, Point, scan_points
+from harness.linear_cross_entropy.point import READS, Point, point
 from harness.linear_cross_entropy.reference import Reference, reference
 from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
@@ -50,30 +50,12 @@ from harness.loss.errors import (
     upstream,
 )
 from harness.loss.options import LossOptions
+from harness.loss.returned import BadResult, checked_loss
 from harness.measure import ceiling
 from harness.measure.isolation import Feed
 from harness.registry import Variant
 
 NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divides by
-
-
-class BadResult(Exception):
-    """The variant returned something that is not the loss the reduction asks for."""
-
-
-def _check_loss(out: Any, reduction: str, rows: int) -> Tensor:
-    """The loss as returned: a scalar (mean, sum) or the [N] per-row losses (reduction none)."""
-    if not isinstance(out, Tensor):
-        raise BadResult(f"returned {type(out).__name__}, expected a tensor (the {reduction} loss)")
-    if reduction == "none":
-        if out.shape != (rows,):
-            raise BadResult(f"returned shape {list(out.shape)} with reduction=none, expected [{rows}]")
-        return out
-    if out.numel() != 1:
-        raise BadResult(
-            f"returned a tensor of shape {list(out.shape)}, expected a scalar (the {reduction} loss)"
-        )
-    return out.reshape(())
 
 
 def fed_call(
@@ -98,7 +80,7 @@ def fed_call(
         def fwd() -> Outputs:
             with torch.no_grad():
                 out = fn(feed.hidden, feed.weight, feed.targets, **options, **bias_kwarg(feed.bias))
-                return _check_loss(out, reduction, rows), None
+                return checked_loss(out, reduction, rows), None
 
         return fwd
 
@@ -106,7 +88,7 @@ def fed_call(
         h = feed.hidden.detach().requires_grad_()
         w = feed.weight.detach().requires_grad_()
         b = None if feed.bias is None else feed.bias.detach().requires_grad_()
-        loss = _check_loss(fn(h, w, feed.targets, **options, **bias_kwarg(b)), reduction, rows)
+        loss = checked_loss(fn(h, w, feed.targets, **options, **bias_kwarg(b)), reduction, rows)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on hidden and weight (no gradient)")
         wrt = (h, w) if b is None else (h, w, b)
@@ -265,7 +247,7 @@ def _compute_floor_s(point: Point, inputs: Inputs, mode: str) -> float | None:
 FAMILY = Family(
     name="linear_cross_entropy",
     registry=REGISTRY,
-    points=scan_points,
+    point=point,
     make_inputs=make_inputs,
     references=_references,
     guarded=_guarded,

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from harness.linear_cross_entropy.point import Point
-from harness.loss.weights import class_weights
+from harness.loss.weights import class_weights, ignore_rows
 
 # Independent streams per seed, as in the first family: the hidden states do not change with V,
 # the weight's standard-normal draw is reused across logit scales (a scale is one fixed draw
@@ -54,15 +54,6 @@ class Inputs:
     class_weight: Tensor | None = None  # [V] point dtype (class_weights other than none)
 
 
-def _ignore_rows(targets: Tensor, point: Point) -> Tensor:
-    n = round(point.ignore_fraction * point.batch_size)
-    if n == 0:
-        return targets
-    g = _generator(targets.device, point.seed, _IGNORE_STREAM)
-    rows = torch.randperm(point.batch_size, device=targets.device, generator=g)[:n]
-    return targets.index_fill_(0, rows, point.ignore_index)
-
-
 def make_inputs(point: Point) -> Inputs:
     device = torch.device(point.device)
     n, d, v = point.batch_size, point.hidden_size, point.num_classes
@@ -80,7 +71,8 @@ def make_inputs(point: Point) -> Inputs:
         b64 = torch.randn(v, dtype=torch.float64, device=device, generator=g_bias)
         b64.mul_(point.logit_scale * math.sqrt(1.0 - share))
     g = _generator(device, point.seed, _TARGETS_STREAM)
-    targets = _ignore_rows(torch.randint(v, (n,), device=device, generator=g), point)
+    targets = torch.randint(v, (n,), device=device, generator=g)
+    targets = ignore_rows(targets, point, _generator(device, point.seed, _IGNORE_STREAM))
     return Inputs(
         hidden=h64.to(point.torch_dtype),
         weight=w64.to(point.torch_dtype),

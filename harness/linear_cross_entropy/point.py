@@ -91,9 +91,7 @@ def point(cfg: Any) -> Point:
     n = positive(cfg, "batch_size", 1)
     d = positive(cfg, "hidden_size", 1)
     v = positive(cfg, "num_classes", 2)
-    dtype = get_setting(cfg, "dtype")
-    if dtype not in DTYPES:
-        raise SettingError(f"dtype={dtype!r} is not allowed: use one of {', '.join(DTYPES)}")
+    dtype = settings.one_of(cfg, "dtype", DTYPES)
     s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
     seed = settings.seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
@@ -115,8 +113,3 @@ def point(cfg: Any) -> Point:
         bias=bias,
         **options,
     )
-
-
-def scan_points(cfg: Any) -> list[Point]:
-    """The job's points (harness/loss/settings.py: the one point, or its scan)."""
-    return settings.scan_points(cfg, point)

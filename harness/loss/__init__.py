@@ -13,6 +13,7 @@
              keyword arguments a variant receives, and those a variant must honour.
   weights    the seeded class weights and the option draws' random streams.
   errors     relative errors and the incoming gradient of a per-row loss.
+  returned   what a variant returned, checked against its reduction (BadResult).
 
 Families (harness/cross_entropy/, harness/linear_cross_entropy/) import this package and
 harness/kernel/; never each other.

@@ -64,6 +64,14 @@ def positive(cfg: Any, key: str, low: int) -> int:
     return v
 
 
+def one_of(cfg: Any, key: str, allowed: Iterable[str]) -> str:
+    """A setting that names one of `allowed` (a dtype, a target kind)."""
+    v = get_setting(cfg, key)
+    if v not in allowed:
+        raise SettingError(f"{key}={v!r} is not allowed: use one of {', '.join(allowed)}")
+    return v
+
+
 def number(v: Any, key: str, low: float, high: float, high_open: bool) -> float:
     """A finite number in [low, high] (or [low, high))."""
     above = is_number(v) and (v >= high if high_open else v > high)

@@ -1,4 +1,4 @@
-"""The class weights a point draws, and the random streams of the option draws, shared by the
+"""The class weights and ignored rows a point draws, and the random streams of the option draws, shared by the
 families so that a point with the same (C, seed, dtype, device) gets the same weights in both."""
 
 from __future__ import annotations
@@ -20,6 +20,16 @@ WEIGHT_RANGE = (0.5, 2.0)  # class weights: uniform in this range (a 4x spread, 
 
 def options_generator(device: torch.device, seed: int, what: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed((OPTIONS_STREAM + 4 * seed + what) % (1 << 63))
+
+
+def ignore_rows(targets: Tensor, point: Any, generator: torch.Generator) -> Tensor:
+    """`targets` [B] with round(ignore_fraction * B) rows, chosen at random by `generator`, set to
+    ignore_index, in place. Reads the point's ignore_fraction, ignore_index and batch_size."""
+    n = round(point.ignore_fraction * point.batch_size)
+    if n == 0:
+        return targets
+    rows = torch.randperm(point.batch_size, device=targets.device, generator=generator)[:n]
+    return targets.index_fill_(0, rows, point.ignore_index)
 
 
 def class_weights(point: Any) -> Tensor | None:
