@@ -28,6 +28,20 @@ weights_not_in_denominator.harness_targets = {"hard"}
 weights_not_in_denominator.harness_options = {"ignore_index", "weight"}
 
 
+def negative_targets_ignored(logits, targets, *, ignore_index=-100):
+    """ "Ignored" read as a negative class index (a mask of targets >= 0, the index clamped to 0):
+    right for -100, PyTorch's default, and wrong for an ignore_index inside the classes, whose
+    rows it keeps (PyTorch's own tests ignore class 1, 2 and (C-1)//2)."""
+    keep = targets >= 0
+    log_p = F.log_softmax(logits, dim=1)
+    picked = log_p.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    return -(picked * keep).sum() / keep.sum()
+
+
+negative_targets_ignored.harness_targets = {"hard"}
+negative_targets_ignored.harness_options = {"ignore_index"}
+
+
 def smoothing_not_applied(logits, targets, *, label_smoothing=0.0):
     """Liger #243: label smoothing accepted and silently not applied."""
     return F.cross_entropy(logits, targets)

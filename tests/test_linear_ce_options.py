@@ -61,6 +61,9 @@ OPTIONS = [
     ALL,
     {**ALL, "reduction": "sum"},
     {**ALL, "reduction": "none"},
+    # an ignore_index inside the vocabulary: class 1, and the last class (in the partial chunk)
+    {"ignore_fraction": 0.25, "ignore_index": 1},
+    {**ALL, "ignore_index": CHUNK + 299},
 ]
 
 

@@ -65,6 +65,36 @@ def test_every_option_at_once_with_each_reduction(reduction):
         assert bad.empty, bad[["variant", "mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_an_ignore_index_inside_the_classes_is_honoured_by_every_variant_that_declares_it(dtype):
+    # C=37: class 1 (PyTorch's tests), 18 ((C-1)//2) and 36 (the last). Rows drawn with that
+    # target are ignored as well as the quarter set to it: both the reference and the variants
+    # read the same targets. With every option on, the ignored rows also leave the smoothing,
+    # the z-loss and the weighted mean's divisor.
+    names = _cpu_variants_with("ignore_index")
+    for index in (1, 18, 36):
+        for extra in ({}, ALL_OPTIONS):
+            options = {**extra, "ignore_fraction": 0.25, "ignore_index": index}
+            chosen = [n for n in names if _honours(n, options)]
+            rows = _rows(variants=chosen, dtype=dtype, **options)
+            bad = rows[rows.status != "ok"]
+            assert bad.empty, (index, bad[["variant", "mode", "status", "message", "loss_rel_err"]])
+            assert set(rows.variant) == set(chosen) and len(chosen) >= (3 if extra else 4), chosen
+
+
+def _honours(name: str, settings: dict) -> bool:
+    wanted = {k for k, v in ONE_AT_A_TIME.items() if set(v) <= set(settings)}
+    return wanted <= REGISTRY[name].options
+
+
+def test_ignored_read_as_a_negative_index_passes_at_minus_100_and_is_flagged_inside_the_classes():
+    bug = "tests.option_bugs:negative_targets_ignored"
+    outside = _rows(variants=[bug], ignore_fraction=0.25)
+    assert set(outside.status) == {"ok"}, outside[["mode", "status", "loss_rel_err"]]
+    inside = _rows(variants=[bug], ignore_fraction=0.25, ignore_index=1)
+    assert set(inside.status) == {"inaccurate"}, inside[["mode", "status", "loss_rel_err"]]
+
+
 def test_a_variant_without_an_option_gives_an_unsupported_row_naming_it():
     rows = _rows(variants=["torch_cross_entropy", "log1p_shifted"], softcap=3.0, z_loss=1e-4)
     by = rows.set_index(["variant", "mode"])

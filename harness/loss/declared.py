@@ -92,12 +92,25 @@ def _ignore_fraction(v: Any, ctx: Context) -> float:
 
 
 def _ignore_index(v: Any, ctx: Context) -> int:
-    if not is_int(v) or 0 <= v < ctx.num_classes or abs(v) >= INT_LIMIT:
-        raise SettingError(
-            f"ignore_index={v!r} is not allowed: use an integer outside the classes "
-            f"0..{ctx.num_classes - 1} (PyTorch's default is -100)"
-        )
+    """Any integer, in the classes or outside them, as torch allows (its own tests ignore class
+    1, 2 and (C-1)//2; Liger's 0, 1, 2 and 42). In the classes, the rows whose drawn target
+    happens to be it are ignored too: a kernel that tests `y < 0` for "ignored" is then wrong."""
+    if not is_int(v) or abs(v) >= INT_LIMIT:
+        raise SettingError(f"ignore_index={v!r} is not allowed: use an integer (PyTorch's default is -100)")
     return v
+
+
+def _together(values: Mapping[str, Any], ctx: Context) -> None:
+    """The checks of two options at once, after each alone. An ignore_index inside the classes
+    ignores rows whatever the share asked for, so it is asked of the variants (and refused to
+    those that do not take it) only with ignore_fraction > 0: alone it is refused, never read by
+    the reference and not by the variants."""
+    index, share = values.get("ignore_index"), values.get("ignore_fraction", 0.0)
+    if index is not None and 0 <= index < ctx.num_classes and not share > 0:
+        raise SettingError(
+            f"ignore_index={index} is inside the classes 0..{ctx.num_classes - 1}: it needs "
+            "ignore_fraction > 0 (and targets=hard), which asks the variants to honour it"
+        )
 
 
 def _softcap(v: Any, ctx: Context) -> float:
@@ -164,7 +177,8 @@ OPTIONS: tuple[Option, ...] = (
         "int64",
         _ignore_index,
         {CE: "", LINEAR: ""},  # asked for through ignore_fraction, which puts it in the targets
-        "the class index of an ignored row (outside the classes)",
+        "the class index of an ignored row: any integer; inside the classes it needs ignore_fraction > 0, "
+        "and rows drawn with it as their target are ignored too",
         "rows whose target equals it add nothing",
     ),
     Option(
@@ -248,7 +262,9 @@ def variant_kwargs(family: str) -> dict[str, str]:
 def parse(get: Callable[[str, Any], Any], family: str, num_classes: int, targets: str) -> dict[str, Any]:
     """The checked values of the options `family` reads; `get(name, default)` reads a setting."""
     ctx = Context(num_classes, targets, family)
-    return {o.name: o.parse(get(o.name, o.default), ctx) for o in read_by(family)}
+    values = {o.name: o.parse(get(o.name, o.default), ctx) for o in read_by(family)}
+    _together(values, ctx)
+    return values
 
 
 def required(values: Mapping[str, Any], family: str) -> frozenset[str]:
