@@ -39,6 +39,7 @@ CATALOGUE = [
     (["class_weights=uniform"], "class_weights='uniform' is not allowed: use none, seeded, or a list"),
     (["reduction=avg"], "reduction='avg' is not allowed: use mean, sum, none"),
     (["logits=cauchy"], "logits='cauchy' is not allowed: use normal or zipf"),
+    (["logit_offset=nan"], "logit_offset=nan is not allowed: use a finite number"),
     (["ignore_index=5"], "ignore_index=5 is inside the classes 0..999: it needs ignore_fraction > 0"),
     (["ignore_index=4611686018427387904"], "ignore_index=4611686018427387904 is not allowed: use an integer"),
     (["timing.min_reps=0"], "timing.min_reps=0 is not allowed"),

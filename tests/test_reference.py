@@ -128,3 +128,23 @@ def test_plain_options_are_the_plain_loss_bit_for_bit():
         b = case.logits.shape[0]
         assert plain.denominator == b and plain.losses.shape == (b,)
         assert plain.loss == pytest.approx(plain.losses.sum().item() / b, rel=1e-15)
+
+
+def test_a_common_offset_is_added_after_the_scale_and_rounded_once():
+    plain = make_inputs(Point(3, 11, "fp32", 2.0, "cpu", "hard", seed=5))
+    shifted = make_inputs(Point(3, 11, "fp32", 2.0, "cpu", "hard", seed=5, logit_offset=1e4))
+    (z, _), (zs, _) = plain.draw.whole(), shifted.draw.whole()
+    assert torch.equal(zs, z + 1e4)  # the same draw, then the offset, in float64
+    assert torch.equal(shifted.logits, zs.to(torch.float32)) and torch.equal(shifted.targets, plain.targets)
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("offset", [-3e4, 1e4])
+def test_the_reference_is_exact_on_offset_logits(kind, offset):
+    # the offset logits as the variants receive them (fp32: an ulp of 2^-10 at 1e4), against
+    # mpmath: the reference subtracts the row max, so no digit of the loss is lost to the offset
+    inputs = make_inputs(Point(4, 9, "fp32", 3.0, "cpu", kind, seed=2, logit_offset=offset))
+    case = adversarial.Case("offset", inputs.logits, inputs.targets, kind)
+    ref = reference(inputs.logits, inputs.targets, kind)
+    loss_err, grad_err = adversarial.errors(case, ref.loss, ref.grad)
+    assert loss_err <= 1e-13 and grad_err <= 1e-13, (loss_err, grad_err)

@@ -81,6 +81,8 @@ class Draw:
                 order = torch.rand(shape, dtype=torch.float64, device=device, generator=ranks).argsort(dim=1)
                 z.mul_(ZIPF_NOISE).add_(log_rank[order])
             z.mul_(p.logit_scale)
+            if p.logit_offset:
+                z.add_(p.logit_offset)
             t = None
             if g_targets is not None:
                 t = torch.randn(shape, dtype=torch.float64, device=device, generator=g_targets).softmax(dim=1)

@@ -81,6 +81,12 @@ def _logits(v: Any, ctx: Context) -> str:
     return v
 
 
+def _logit_offset(v: Any, ctx: Context) -> float:
+    if not is_number(v):
+        raise SettingError(f"logit_offset={v!r} is not allowed: use a finite number (0: none)")
+    return float(v)
+
+
 def _ignore_fraction(v: Any, ctx: Context) -> float:
     f = number(v, "ignore_fraction", 0, 1, True)
     if f > 0 and ctx.targets != "hard":
@@ -156,6 +162,18 @@ OPTIONS: tuple[Option, ...] = (
         {CE: ""},  # the linear family's logits are H W^T, not drawn row by row
         "the logits' distribution: normal (logit_scale * N(0, 1)) or zipf (LLM-like rows)",
         "none: it changes the inputs, not the loss",
+    ),
+    Option(
+        "logit_offset",
+        0.0,
+        float,
+        "float64",
+        _logit_offset,
+        {CE: ""},
+        "a common offset added to every logit after the scale, before rounding: softmax and the "
+        "loss do not change in exact arithmetic, but a formula that does not subtract the row's "
+        "max overflows or cancels (PyTorch PR #195829), and the rounding of the logits grows with it",
+        "none: it changes the inputs (the reference reads them as rounded), not the loss",
     ),
     Option(
         "ignore_fraction",
