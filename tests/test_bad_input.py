@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import run_cli, run_cli_in_process
 
 # (overrides, text the one line must contain). {tmp} is a fresh temporary directory.
 CATALOGUE = [
@@ -86,6 +86,12 @@ def user_conf(tmp_path):
     return tmp_path / "conf"
 
 
+# Run as real processes too: one refusal of each kind (the harness's check, the schema's type,
+# a sweep file, an output directory), so exit code and stderr are the process's own. The rest
+# of the catalogue runs in-process, the same code from cli_errors.run down.
+IN_A_PROCESS = {("dtype=fp8",), ("batch_size=abc",), ("+sweep=smok",), ("hydra.run.dir={tmp}/a_file/run",)}
+
+
 @pytest.mark.parametrize("overrides,message", CATALOGUE, ids=[" ".join(o) for o, _ in CATALOGUE])
 def test_bad_setting_is_one_line_and_writes_nothing(overrides, message, tmp_path, user_conf):
     (tmp_path / "a_file").write_text("not a directory")
@@ -94,7 +100,7 @@ def test_bad_setting_is_one_line_and_writes_nothing(overrides, message, tmp_path
         (a.format(tmp=tmp_path, user_conf=user_conf) for a in overrides), key=lambda a: not a.startswith("--")
     )  # argparse wants flags before overrides
     before = set(tmp_path.rglob("*"))
-    proc = run_cli(
+    proc = (run_cli if tuple(overrides) in IN_A_PROCESS else run_cli_in_process)(
         *args,
         f"hydra.run.dir={out}" if not any("hydra.run.dir" in a for a in args) else "hydra.job.chdir=false",
         f"hydra.sweep.dir={out}",
@@ -110,6 +116,7 @@ def test_bad_setting_is_one_line_and_writes_nothing(overrides, message, tmp_path
 
 def test_the_catalogue_is_large_enough():
     assert len(CATALOGUE) >= 15
+    assert IN_A_PROCESS <= {tuple(o) for o, _ in CATALOGUE}
 
 
 # --- bad input outside the settings: each one line, exit 2, nothing written ---------------
