@@ -70,6 +70,7 @@ REQUIRED_COLUMNS = [*KEY_COLUMNS, *MEASURED_COLUMNS, *ENV_COLUMNS]
 # unsupported all mean "no usable result", so moving between them is reported but not ranked.
 STATUS_RANK = {
     "ok": 0,
+    "unjudged": 1,
     "inaccurate": 1,
     "nonfinite": 2,
     "no_reference": 2,

@@ -11,6 +11,8 @@ from harness.loss import declared
 
 # Every status a row can hold, best first (reports keep this order):
 #   ok            finite, and within the tolerance (harness/cross_entropy/tolerance.py)
+#   unjudged      finite and within it, but the tolerance is 0.5 or more (relative): too loose
+#                 to tell right from wrong, so never `ok` (harness/loss/verdict.py)
 #   inaccurate    finite, beyond it
 #   nonfinite     a NaN or inf in the loss or the gradient
 #   no_reference  the rounded inputs have no finite float64 answer (fp16 logits past 65504):
@@ -22,6 +24,7 @@ from harness.loss import declared
 #                 at this point
 STATUSES = (
     "ok",
+    "unjudged",
     "inaccurate",
     "nonfinite",
     "no_reference",
@@ -31,7 +34,7 @@ STATUSES = (
     "timeout",
     "unsupported",
 )
-JUDGED = ("ok", "inaccurate")  # statuses whose errors are numbers
+JUDGED = ("ok", "unjudged", "inaccurate")  # statuses whose errors are numbers
 CALL_FAILED = ("error", "oom", "timeout")  # a call of the variant did not return
 FAILED = (*CALL_FAILED, "unsupported")  # statuses with no usable result
 

@@ -118,7 +118,7 @@ def test_bad_settings_stop_with_one_line():
         ({"logits": "zipf"}, "logits='zipf' is not read by family=linear_cross_entropy"),
         ({"label_smoothing": 1.5}, "label_smoothing=1.5 is not allowed"),
         ({"class_weights": [1.0, 2.0]}, "class_weights has 2 values for num_classes=4396"),
-        ({"ignore_index": 3}, "ignore_index=3 is not allowed"),
+        ({"ignore_index": 3, "ignore_fraction": 0.0}, "ignore_index=3 is inside the classes 0..4395"),
         ({"variants": ["torch_cross_entropy"]}, "unknown variant 'torch_cross_entropy'"),
     ]:
         with pytest.raises(SettingError, match=words) as err:

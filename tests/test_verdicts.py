@@ -120,3 +120,49 @@ def test_no_reference_is_never_ok():
     assert set(rows["status"]) == {"no_reference"}
     assert rows["message"].str.contains("not finite in float16").all()
     assert rows["loss_rel_err"].isna().all()
+
+
+class _WrongSign(torch.autograd.Function):
+    """F.cross_entropy forward, and its gradient negated in the backward."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):  # noqa: ANN001
+        z = logits.detach().requires_grad_()
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(z, targets)
+        ctx.save_for_backward(z, targets)
+        ctx.loss = loss
+        return loss.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001
+        z, _ = ctx.saved_tensors
+        (g,) = torch.autograd.grad(ctx.loss, z, grad_out)
+        return -g, None
+
+
+def gradient_of_the_wrong_sign(logits, targets):
+    return _WrongSign.apply(logits, targets)
+
+
+gradient_of_the_wrong_sign.harness_targets = {"soft", "hard"}
+
+
+def test_a_vacuous_bound_never_says_ok():
+    # fp32 hard targets at scale 1e7, C=68: the gradient bound is about 4, so a gradient of the
+    # wrong sign (error 2) is within it. Such rows are `unjudged` for every variant, the correct
+    # one as well; the same bug at scale 1 is `inaccurate`, and the correct op there `ok`.
+    from harness.loss.verdict import VACUOUS
+
+    bug = get("wrong_sign@tests.test_verdicts:gradient_of_the_wrong_sign")
+    wide = verdicts.measure(
+        [Point(64, 68, "fp32", 1e7, "cpu", "hard", seed=0)], [bug, REGISTRY["torch_cross_entropy"]]
+    )
+    bwd = wide[wide["mode"] == "fwd_bwd"]
+    assert (bwd["grad_tolerance"] >= VACUOUS).all() and set(bwd["status"]) == {"unjudged"}, bwd
+    assert "ok" not in set(wide.loc[wide["grad_tolerance"] >= VACUOUS, "status"])
+    narrow = verdicts.measure(
+        [Point(64, 68, "fp32", 1.0, "cpu", "hard", seed=0)], [bug, REGISTRY["torch_cross_entropy"]]
+    )
+    by = narrow[narrow["mode"] == "fwd_bwd"].set_index("variant")["status"]
+    assert by["wrong_sign"] == "inaccurate" and by["torch_cross_entropy"] == "ok"

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
 from harness.cross_entropy.tolerance import tolerance
+from harness.loss import verdict
 from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, nonfinite_counts, rel_err, rows_rel_err, upstream
 
 
@@ -76,12 +77,7 @@ def assess(
     else:
         g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim(), scalar=1.0))
     tol = tolerance(ref, dtype_name)
-    if nan or inf:
-        status = "nonfinite"
-    elif l_err > tol.loss or (g_err is not None and g_err > tol.grad):
-        status = "inaccurate"
-    else:
-        status = "ok"
+    status = verdict.status(bool(nan or inf), [(l_err, tol.loss), (g_err, tol.grad)])
     return Accuracy(
         value, ref.loss, l_err, g_err, tol.loss, tol.grad if grad is not None else None, nan, inf, status
     )

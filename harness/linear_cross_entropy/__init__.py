@@ -40,6 +40,7 @@ from harness.linear_cross_entropy.reference import Reference, reference
 from harness.linear_cross_entropy.tolerance import tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
+from harness.loss import verdict
 from harness.loss.errors import (
     SCALAR_UPSTREAM,
     incoming,
@@ -225,13 +226,8 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
         cols.update(errs, grad_rel_err=max(errs.values()), grad_tolerance=tol.grad)
         if total.finite:
             cols["grad_rel_err_total"] = max(_grad_errors(grads, total).values())
-    if nan or inf:
-        status = "nonfinite"
-    elif cols["loss_rel_err"] > tol.loss or cols.get("grad_rel_err", 0.0) > tol.grad:
-        status = "inaccurate"
-    else:
-        status = "ok"
-    return {**cols, "status": status, "message": ""}
+    judged = [(cols["loss_rel_err"], tol.loss), (cols.get("grad_rel_err"), tol.grad)]
+    return {**cols, "status": verdict.status(bool(nan or inf), judged), "message": ""}
 
 
 def _compute_floor_s(point: Point, inputs: Inputs, mode: str) -> float | None:

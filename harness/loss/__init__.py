@@ -14,6 +14,7 @@
   weights    the seeded class weights and the option draws' random streams.
   errors     relative errors and the incoming gradient of a per-row loss.
   returned   what a variant returned, checked against its reduction (BadResult).
+  verdict    a row's status from its errors and bounds (unjudged where a bound is vacuous).
 
 Families (harness/cross_entropy/, harness/linear_cross_entropy/) import this package and
 harness/kernel/; never each other.

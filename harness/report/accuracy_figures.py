@@ -395,6 +395,7 @@ def flattening(ctx: Context) -> "Result":
 
 STATUS_COLORS = {
     "ok": "#4daf4a",
+    "unjudged": "#b3de69",
     "inaccurate": "#ff7f00",
     "nonfinite": NONFINITE_COLOR,
     "no_reference": "#c7c7c7",
