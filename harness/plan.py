@@ -92,7 +92,7 @@ _MISSING: Any = object()
 # took 10.9 to 27.1 s; a least-squares line through them is 11.9 s + 0.62 s/GB, i.e. a fixed
 # cost of ~19 GB of traffic (torch.compile's compilations, allocations, the float64
 # references). With 2^34 B (17 GB) the ETA replayed on that log is within 23% of the truth from
-# the second point on (tests/test_progress.py); the earlier 2^29 B read 2.2-5.8x too long.
+# the second point on (tests/cli/test_progress.py); the earlier 2^29 B read 2.2-5.8x too long.
 # CPU: ~0.27 s a point of fixed cost on 2 cores (README, Measured cost).
 _FIXED_BYTES = {"cpu": 2**24, "cuda": 2**34}
 

@@ -3,7 +3,7 @@ reason (harness/compare.py joins the runs and calls `time_verdict` per row).
 
 The rule reads only the samples and the evidence beside them (Timed): nothing here loads files
 or knows the rows' columns, so it can be tested on samples drawn in memory
-(tests/test_compare_time.py).
+(tests/compare/test_compare_time.py).
 """
 
 from __future__ import annotations

@@ -30,13 +30,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CUDA_TESTS = [
-    "tests/test_triton_fused.py",
-    "tests/test_timing.py",
-    "tests/test_ceiling.py",
-    "tests/test_memory.py",
-    "tests/test_variants.py",
-    "tests/test_gpu_sweep.py",
-    "tests/test_linear_fused.py",
+    "tests/cross_entropy/test_triton_fused.py",
+    "tests/measure/test_timing.py",
+    "tests/measure/test_ceiling.py",
+    "tests/measure/test_memory.py",
+    "tests/cross_entropy/test_variants.py",
+    "tests/cli/test_gpu_sweep.py",
+    "tests/linear_cross_entropy/test_linear_fused.py",
 ]
 HEADLINE = [
     "num_classes=128256",

@@ -22,7 +22,7 @@
 #   kernel    the CUDA tests of the kernel, its options, the ceilings and the timer: pytest_kernel.txt
 #
 # DRY_RUN=1 prints each stage's commands (one per line, into the stage's log as well) instead of
-# running them, and runs nothing on the device: tests/test_gpu_script.py checks on a CPU that every
+# running them, and runs nothing on the device: tests/cli/test_gpu_script.py checks on a CPU that every
 # stage's harness command composes, that its tests exist, and that the time limits fit a session.
 set -u
 out=${1:?usage: gpu_reference_run.sh OUTDIR [STAGE ...]}
@@ -104,8 +104,8 @@ for stage in $stages; do
         ;;
     kernel)  # KERNEL_TESTS: a -k expression to run part of them
         run timeout 240 python3 -m pytest -q -rfEs -p no:cacheprovider ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} \
-            tests/test_triton_fused.py tests/test_triton_options.py tests/test_ceiling.py tests/test_timing.py \
-            tests/test_linear_fused.py tests/test_interleaved.py tests/test_contention.py 2>&1 |
+            tests/cross_entropy/test_triton_fused.py tests/cross_entropy/test_triton_options.py tests/measure/test_ceiling.py tests/measure/test_timing.py \
+            tests/linear_cross_entropy/test_linear_fused.py tests/measure/test_interleaved.py tests/measure/test_contention.py 2>&1 |
             tee "$out/pytest_kernel.txt"
         ;;
     *)

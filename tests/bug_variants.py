@@ -1,7 +1,7 @@
 """Plausible cross-entropy bugs, written as user variants (tests.bug_variants:NAME).
 
 Each is a mistake that has been made in real code or is one keystroke away from a correct line.
-The verdict test (tests/test_verdicts.py) and `python scripts/verdict_audit.py` require the
+The verdict test (tests/cross_entropy/test_verdicts.py) and `python scripts/verdict_audit.py` require the
 harness to flag each one wherever its error stands clear of what correct implementations make.
 Every function takes logits [B, C] and targets ([B] int64 or [B, C] probabilities) and returns
 the mean loss.

@@ -1,10 +1,11 @@
 """Plausible fused linear + cross-entropy bugs, written as user variants (tests.linear_bugs:NAME).
 
 Each is a mistake that has been made in real code or is one keystroke away from a correct line,
-in the loss, in a hand-written backward, or in an option. tests/test_linear_bugs.py runs each
-through the harness and requires the flag on the column it breaks (and, where the bug leaves
-something right, that column left alone). Every function takes hidden [N, D], weight [V, D],
-targets [N] and the options it declares, and returns the loss.
+in the loss, in a hand-written backward, or in an option.
+tests/linear_cross_entropy/test_linear_bugs.py runs each through the harness and requires the
+flag on the column it breaks (and, where the bug leaves something right, that column left alone).
+Every function takes hidden [N, D], weight [V, D], targets [N] and the options it declares, and
+returns the loss.
 
   mean_over_all_rows            the mean divides by N, not by the rows that are kept
   ignored_rows_in_dh            dH from a dZ whose ignored rows were not zeroed (dW's was)

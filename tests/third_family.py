@@ -2,7 +2,7 @@
 
 One module with a FAMILY, loaded by `family=tests.third_family` (harness/job.py loads a family
 by import path), built only on the shared layers: the loss core (harness/loss/), the Family
-hooks and Feed, the registry. tests/test_families.py runs it through a sweep, rows, report and
+hooks and Feed, the registry. tests/cli/test_families.py runs it through a sweep, rows, report and
 compare.
 
 The problem: y = softmax(z) over the C columns of scores z [B, C]. A softmax has no scalar loss,

@@ -3,8 +3,8 @@
 Sound both ways means: no correct implementation is `inaccurate` anywhere on the grid, and every
 bug is flagged wherever its error stands clear of what correct implementations make there, that
 is above max(8 u, 8 x the worst correct error at the point), loss and gradient each.
-Used by tests/test_verdicts.py and by `python scripts/verdict_audit.py`, which prints the figures
-the README quotes.
+Used by tests/cross_entropy/test_verdicts.py and by `python scripts/verdict_audit.py`, which
+prints the figures the README quotes.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def make_call(
 ) -> Callable[[], Outputs]:
     """`fed_call` on fixed tensors (and loss options, by keyword): what tests and benchmarks call.
     A scalar loss is differentiated with 1 here, so that the gradient is the reference's as it
-    stands; the runner's SCALAR_UPSTREAM is checked in tests/test_incoming_gradient.py."""
+    stands; the runner's SCALAR_UPSTREAM is checked in tests/cross_entropy/test_incoming_gradient.py."""
     return fed_call(fn, Feed(logits=logits, targets=targets, kwargs=options), mode, scalar_upstream=1.0)
 
 

@@ -34,7 +34,7 @@ _DRAW = importlib.import_module("harness.cross_entropy.inputs")
 _REFERENCE = importlib.import_module("harness.cross_entropy.reference")
 
 # The most float64 temporaries of one reference block alive at once, over the options
-# (measured with harness/measure/memory.py's tracker, tests/test_harness_footprint.py: 9 with
+# (measured with harness/measure/memory.py's tracker, tests/cross_entropy/test_harness_footprint.py: 9 with
 # hard targets and no options, 13 soft, 17 with smoothing, z-loss, softcap and weights).
 REFERENCE_TEMPORARIES = 17
 

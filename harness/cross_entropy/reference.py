@@ -22,7 +22,7 @@ Numerics §8). With k = argmax_c z_bc, a = z_bk and s = sum_{c != k} exp(z_c - a
     is the cancellation the data itself holds (targets close to the prediction), not the
     formula's.
 
-Checked against mpmath at 60 digits on adversarial points (tests/test_reference.py): relative
+Checked against mpmath at 60 digits on adversarial points (tests/cross_entropy/test_reference.py): relative
 error below 1e-13 in the loss and the gradient (norm-wise) wherever the true value is a normal
 float64. Computed in blocks of rows (about 2^22 elements): one pass per point makes the loss,
 the per-row losses, the gradient's norm and the conditioning, shared by every variant and mode;
@@ -262,7 +262,8 @@ def _zeros(rows: slice, z: Tensor, t: Tensor | None) -> Tensor:
 def _all_ignored(rows: Rows) -> Reference:
     """Every target ignored under reduction mean: F.cross_entropy gives a NaN loss (0 / 0) and a
     zero gradient (float64, with or without weights and label smoothing; checked in
-    tests/test_reference_options.py). The reference says the same, and that it has no finite value."""
+    tests/cross_entropy/test_reference_options.py). The reference says the same, and that it
+    has no finite value."""
     b, _ = rows.shape
     ref = _no_reference("no float64 reference: every target is ignored, and the mean of no rows is 0/0")
     ref.gradient = Gradient(rows, _zeros, 0.0)

@@ -34,7 +34,7 @@ over the verdict grid and the smoke and cpu sweeps' points: the worst error of
 torch_cross_entropy, chunked, online and log1p_shifted is 2.10x the loss bound (CPU fp16
 F.cross_entropy, whose batch sum is kept in fp16) and 0.74x the gradient bound, so K_LOSS leaves
 1.9x and K_GRAD 2.7x to spare, while every bug of the catalogue is flagged wherever its error is
-above max(8 u_d, 8 x the worst correct error) (tests/test_verdicts.py).
+above max(8 u_d, 8 x the worst correct error) (tests/cross_entropy/test_verdicts.py).
 """
 
 from __future__ import annotations

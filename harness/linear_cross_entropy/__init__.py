@@ -109,7 +109,7 @@ def fed_call(
 def make_call(fn: Callable, hidden: Tensor, weight: Tensor, targets: Tensor, mode: str, **options: Any):
     """`fed_call` on fixed tensors (and options by keyword, `bias=` among them): what tests call.
     A scalar loss is differentiated with 1 here (the reference's gradients as they stand); the
-    runner's SCALAR_UPSTREAM is checked in tests/test_incoming_gradient.py."""
+    runner's SCALAR_UPSTREAM is checked in tests/cross_entropy/test_incoming_gradient.py."""
     bias = options.get("bias")
     feed = Feed(hidden=hidden, weight=weight, targets=targets, bias=bias, kwargs=options)
     return fed_call(fn, feed, mode, scalar_upstream=1.0)

@@ -33,9 +33,9 @@ of two fp32 (or narrower) numbers is exact in float64, and a dot product of D te
 to ~D * 2^-53 of the sum of |terms|, far below any dtype's unit roundoff. No cancellation-free
 rewriting as the first family's reference does: with Gaussian logits and uniform targets the
 loss lse - z_y is ~ln V, never a small difference of large numbers, and sech^2 is formed as
-4 e^-2|x| / (1 + e^-2|x|)^2, never as 1 - tanh^2. tests/test_linear_ce_options.py checks it
-against float64 autograd of the materialised formula with every option, and against the first
-family's mpmath-checked reference on the float64 logits.
+4 e^-2|x| / (1 + e^-2|x|)^2, never as 1 - tanh^2. tests/linear_cross_entropy/test_linear_ce_options.py
+checks it against float64 autograd of the materialised formula with every option, and against
+the first family's mpmath-checked reference on the float64 logits.
 
 Alongside the values it records the conditioning the tolerance needs (tolerance.py): the mean
 over kept rows of max_v |z_bv| (the size of the logits next to the loss); ||softmax part|| /

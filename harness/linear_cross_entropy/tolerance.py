@@ -38,8 +38,8 @@ materialized, whose loss is returned in bf16) and 0.25x the gradient bound; over
 0.32x and 0.19x. The bound is norm-wise and judges dH, dW and db separately; it scales with u_d,
 so a bf16 variant is never held to fp32. A gradient that misses a whole vocabulary chunk is off
 by the chunk's share of ||dW|| (0.5 when a quarter of the classes is left out), far above it in
-every dtype; tests/test_linear_bugs.py has it with the rest of the family's bug catalogue, and
-the option bugs the bf16 bound does not flag, with their measured figures.
+every dtype; tests/linear_cross_entropy/test_linear_bugs.py has it with the rest of the
+family's bug catalogue, and the option bugs the bf16 bound does not flag, with their measured figures.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Forward holds [B, CHUNK] temporaries and [B] statistics; backward holds the gradient [B, C]
 (unavoidable: it is the output) plus [B, CHUNK] temporaries. F.cross_entropy instead keeps the
 [B, C] log-probabilities for backward and builds the gradient from them, so at large C its
-peak is about one extra [B, C] buffer above this one (tests/test_chunked_memory.py).
+peak is about one extra [B, C] buffer above this one (tests/cross_entropy/test_chunked_memory.py).
 
 Loss options (harness/loss/options.py): all six, with F.cross_entropy's meaning, and
 z-loss as Liger's lse_square_scale. Per row, with effective targets q (label smoothing and class

@@ -34,7 +34,8 @@ Two paths for the per-chunk softmax gradient, the same arithmetic (fp32, one rou
          gradient written over the logits in place: the block is read once or twice and written
          once, with no fp32 copy;
   CPU    torch: an fp32 copy of the block, exp(z - lse) with the options' terms.
-The kernel path also runs on CPU tensors under TRITON_INTERPRET=1 (tests/test_linear_fused.py).
+The kernel path also runs on CPU tensors under TRITON_INTERPRET=1
+(tests/linear_cross_entropy/test_linear_fused.py).
 """
 
 from __future__ import annotations

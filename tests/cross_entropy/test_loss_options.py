@@ -1,0 +1,263 @@
+"""Loss options through the whole harness: settings, inputs, the unsupported rule, every
+variant against float64 with each option it declares, and real bugs flagged."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from harness import job
+from harness.cross_entropy.inputs import make_inputs
+from harness.cross_entropy.point import point
+from harness.cross_entropy.variants import REGISTRY
+
+from .. import option_bugs
+from ..conftest import job_config, run_job
+
+# One option on at a time, and all of them together (what conf/option/*.yaml sets).
+ONE_AT_A_TIME = {
+    "ignore_index": {"ignore_fraction": 0.25},
+    "label_smoothing": {"label_smoothing": 0.1},
+    "z_loss": {"z_loss": 1e-2},
+    "softcap": {"softcap": 3.0},
+    "weight": {"class_weights": "seeded"},
+    "reduction": {"reduction": "sum"},
+}
+ALL_OPTIONS = {k: v for settings in ONE_AT_A_TIME.values() for k, v in settings.items()}
+
+
+def _cfg(**settings) -> object:
+    return job_config(**{"batch_size": 16, "num_classes": 37, "logit_scale": 2.0, **settings})
+
+
+def _rows(**settings) -> pd.DataFrame:
+    cfg = _cfg(**settings)
+    return pd.DataFrame(run_job(cfg))
+
+
+def _cpu_variants_with(option: str) -> list[str]:
+    return [n for n, v in REGISTRY.items() if option in v.options and "cpu" in v.devices and not v.setup]
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+@pytest.mark.parametrize("option", sorted(ONE_AT_A_TIME))
+def test_every_variant_that_declares_an_option_is_right_with_it(option, dtype):
+    names = _cpu_variants_with(option)
+    assert names, option
+    for targets in ("hard", "soft"):
+        settings = dict(ONE_AT_A_TIME[option])
+        if targets == "soft" and option == "ignore_index":
+            continue  # probability targets have no ignored class
+        rows = _rows(variants=names, dtype=dtype, targets=targets, **settings)
+        bad = rows[rows.status != "ok"]
+        assert bad.empty, bad[["variant", "mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
+        assert set(rows.variant) == set(names)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_every_option_at_once_with_each_reduction(reduction):
+    names = [n for n, v in REGISTRY.items() if set(ONE_AT_A_TIME) <= v.options and "cpu" in v.devices]
+    assert names  # torch_composed, chunked, online
+    for dtype in ("fp64", "fp32"):
+        rows = _rows(variants=names, dtype=dtype, **{**ALL_OPTIONS, "reduction": reduction})
+        bad = rows[rows.status != "ok"]
+        assert bad.empty, bad[["variant", "mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_an_ignore_index_inside_the_classes_is_honoured_by_every_variant_that_declares_it(dtype):
+    # C=37: class 1 (PyTorch's tests), 18 ((C-1)//2) and 36 (the last). Rows drawn with that
+    # target are ignored as well as the quarter set to it: both the reference and the variants
+    # read the same targets. With every option on, the ignored rows also leave the smoothing,
+    # the z-loss and the weighted mean's divisor.
+    names = _cpu_variants_with("ignore_index")
+    for index in (1, 18, 36):
+        for extra in ({}, ALL_OPTIONS):
+            options = {**extra, "ignore_fraction": 0.25, "ignore_index": index}
+            chosen = [n for n in names if _honours(n, options)]
+            rows = _rows(variants=chosen, dtype=dtype, **options)
+            bad = rows[rows.status != "ok"]
+            assert bad.empty, (index, bad[["variant", "mode", "status", "message", "loss_rel_err"]])
+            assert set(rows.variant) == set(chosen) and len(chosen) >= (3 if extra else 4), chosen
+
+
+def _honours(name: str, settings: dict) -> bool:
+    wanted = {k for k, v in ONE_AT_A_TIME.items() if set(v) <= set(settings)}
+    return wanted <= REGISTRY[name].options
+
+
+def test_ignored_read_as_a_negative_index_passes_at_minus_100_and_is_flagged_inside_the_classes():
+    bug = "tests.option_bugs:negative_targets_ignored"
+    outside = _rows(variants=[bug], ignore_fraction=0.25)
+    assert set(outside.status) == {"ok"}, outside[["mode", "status", "loss_rel_err"]]
+    inside = _rows(variants=[bug], ignore_fraction=0.25, ignore_index=1)
+    assert set(inside.status) == {"inaccurate"}, inside[["mode", "status", "loss_rel_err"]]
+
+
+def test_a_variant_without_an_option_gives_an_unsupported_row_naming_it():
+    rows = _rows(variants=["torch_cross_entropy", "log1p_shifted"], softcap=3.0, z_loss=1e-4)
+    by = rows.set_index(["variant", "mode"])
+    for mode in ("fwd", "fwd_bwd"):
+        assert by.loc[("log1p_shifted", mode), "status"] == "unsupported"
+        msg = by.loc[("torch_cross_entropy", mode), "message"]
+        assert by.loc[("torch_cross_entropy", mode), "status"] == "unsupported"
+        assert "does not take softcap, z_loss" in msg and "honours: ignore_index" in msg
+    # the option columns are in the rows, softcap 0 meaning "no cap"
+    assert set(rows.softcap) == {3.0} and set(rows.z_loss) == {1e-4}
+    plain = _rows(variants=["torch_cross_entropy"])
+    assert (
+        set(plain.softcap) == {0.0} and set(plain.reduction) == {"mean"} and set(plain.logits) == {"normal"}
+    )
+
+
+def test_a_user_variant_receives_the_options_it_declares_by_keyword():
+    option_bugs.records_options.seen.clear()
+    rows = _rows(
+        variants=["rec@tests.option_bugs:records_options"],
+        ignore_fraction=0.25,
+        label_smoothing=0.1,
+        class_weights="seeded",
+        reduction="none",
+    )
+    assert set(rows.status) == {"ok"}, rows[["status", "message"]]
+    seen = option_bugs.records_options.seen[0]
+    assert set(seen) == {"ignore_index", "label_smoothing", "weight", "reduction"}
+    assert seen["ignore_index"] == -100 and seen["label_smoothing"] == 0.1 and seen["reduction"] == "none"
+    assert seen["weight"].shape == (37,) and seen["weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "bug, settings",
+    [
+        ("smoothing_counts_ignored", {"ignore_fraction": 0.25, "label_smoothing": 0.1}),
+        ("weights_not_in_denominator", {"class_weights": "seeded"}),
+        ("smoothing_not_applied", {"label_smoothing": 0.1}),
+        ("z_loss_of_mean_lse", {"z_loss": 1e-4, "logit_scale": 10.0, "num_classes": 10}),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_historical_option_bugs_are_flagged(bug, settings, dtype):
+    rows = _rows(variants=[f"{bug}@tests.option_bugs:{bug}", "torch_composed"], dtype=dtype, **settings)
+    status = rows.groupby("variant")["status"].agg(set).to_dict()
+    assert status["torch_composed"] == {"ok"}, rows
+    assert status[bug] == {"inaccurate"}, rows[["variant", "mode", "status", "loss_rel_err", "grad_rel_err"]]
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "bf16"])
+def test_a_per_row_incoming_gradient_applied_as_a_scalar_is_flagged(dtype):
+    """Under reduction none the runner differentiates with 1, 1.25, 1.5, 1.75, ... per row
+    (harness/loss/errors.py `upstream`): with all ones this bug would be exact."""
+    bug = "per_row_gradient_as_scalar"
+    rows = _rows(
+        variants=[f"{bug}@tests.option_bugs:{bug}", "torch_cross_entropy"], dtype=dtype, reduction="none"
+    )
+    got = rows.set_index(["variant", "mode"])["status"]
+    assert got[(bug, "fwd")] == "ok" and got[(bug, "fwd_bwd")] == "inaccurate", got
+    assert set(got["torch_cross_entropy"]) == {"ok"}
+
+
+def test_a_reduction_none_variant_must_return_one_loss_per_row():
+    rows = _rows(variants=["bad@tests.fault_variants:correct"], reduction="none")
+    assert set(rows.status) == {"unsupported"}  # it does not declare reduction
+    rows = _rows(variants=["rec@tests.option_bugs:records_options"], reduction="none", batch_size=8)
+    assert set(rows.status) == {"ok"}
+
+
+def test_zipf_logits_give_a_language_model_loss():
+    rows = _rows(
+        variants=["torch_cross_entropy"], logits="zipf", batch_size=256, num_classes=1000, logit_scale=1.0
+    )
+    loss = rows.loss_ref.iloc[0]
+    assert 2.0 < loss < 3.0, loss  # Gaussian logits at the same C: ln(1000) + 1/2 = 7.4
+    assert set(rows.status) == {"ok"}
+
+
+def test_ignored_rows_and_weights_are_drawn_as_documented():
+    p = point(dict(_cfg(ignore_fraction=0.25, class_weights="seeded", batch_size=64)))
+    inputs = make_inputs(p)
+    assert int((inputs.targets == -100).sum()) == 16
+    assert inputs.weight is not None and inputs.weight.shape == (37,)
+    assert float(inputs.weight.min()) >= 0.5 and float(inputs.weight.max()) < 2.0
+    # turning an option on changes nothing else about the inputs
+    plain = make_inputs(point(dict(_cfg(batch_size=64))))
+    assert torch.equal(plain.logits, inputs.logits)
+    kept = inputs.targets != -100
+    assert torch.equal(plain.targets[kept], inputs.targets[kept])
+
+
+def test_an_all_ignored_batch_gives_what_pytorch_gives():
+    # round(0.75 * 2) = 2: every row ignored. F.cross_entropy's mean is 0/0 = NaN (README, Loss
+    # options): there is no finite answer to judge against, so every row is `no_reference`.
+    rows = _rows(variants=["torch_cross_entropy"], batch_size=2, ignore_fraction=0.75)
+    assert set(rows.status) == {"no_reference"}
+    assert rows.message.str.contains("every target is ignored").all()
+    assert rows.loss.isna().all()  # what F.cross_entropy returned: NaN
+    sums = _rows(variants=["torch_cross_entropy"], batch_size=2, ignore_fraction=0.75, reduction="sum")
+    # a sum of 0, as PyTorch gives: exact, but a loss of 0 has no relative scale, so its bound is
+    # infinite and the row is unjudged (harness/loss/verdict.py), not ok
+    assert set(sums.status) == {"unjudged"} and (sums.loss == 0).all() and (sums.loss_rel_err == 0).all()
+
+
+def test_a_plain_equivalent_variant_is_left_out_of_plain_points_only():
+    # torch_composed is F.cross_entropy call for call when no option is on: measuring it there
+    # would time one op twice. With an option on, or when asked for by name, it runs.
+    plain = _cfg()
+    assert "torch_composed" not in {v.name for v in job.variants(plain, job.points(plain))}
+    smoothed = _cfg(label_smoothing=0.1)
+    assert "torch_composed" in {v.name for v in job.variants(smoothed, job.points(smoothed))}
+    named = _cfg(variants=["torch_composed"])
+    assert [v.name for v in job.variants(named, job.points(named))] == ["torch_composed"]
+
+
+def test_torch_compile_honours_the_options_it_declares():
+    # Compiled once per (dtype, mode): one point with every option torch_compile declares on,
+    # fp32 (the property tests above skip compiling variants to keep the suite fast).
+    rows = _rows(
+        variants=["torch_compile"],
+        ignore_fraction=0.25,
+        label_smoothing=0.1,
+        class_weights="seeded",
+        reduction="sum",
+    )
+    assert set(rows.status) == {"ok"}, rows[["mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
+
+
+# The README's findings on the CPU (Findings, "Loss options: what each implementation gets
+# right"), each at the point where it was measured, against the variants that get it right.
+FINDING_POINT = {"batch_size": 256, "num_classes": 4096, "logit_scale": 1.0, "memory": {"enabled": False}}
+
+
+def test_finding_cpu_label_smoothing_gradient_in_fp32():
+    rows = _rows(
+        variants=["torch_cross_entropy", "chunked"],
+        dtype="fp32",
+        logits="zipf",
+        label_smoothing=0.1,
+        **FINDING_POINT,
+    )
+    g = rows[rows["mode"] == "fwd_bwd"].set_index("variant")
+    assert g.loc["torch_cross_entropy", "status"] == "inaccurate" and g.loc["chunked", "status"] == "ok"
+    assert g.loc["torch_cross_entropy", "grad_rel_err"] > 20 * g.loc["chunked", "grad_rel_err"]
+
+
+def test_finding_cpu_weighted_mean_in_bf16():
+    rows = _rows(
+        variants=["torch_cross_entropy", "chunked", "online"],
+        dtype="bf16",
+        class_weights="seeded",
+        seed=1,
+        **FINDING_POINT,
+    )
+    status = rows.groupby("variant")["status"].agg(set).to_dict()
+    assert status == {"torch_cross_entropy": {"inaccurate"}, "chunked": {"ok"}, "online": {"ok"}}
+
+
+def test_a_single_run_says_why_rows_did_not_run():
+    from harness.summary import short_table
+
+    cfg = _cfg(variants=["torch_cross_entropy", "chunked"], z_loss=1e-4)
+    text = short_table(run_job(cfg))
+    assert "why rows did not run or were not judged:" in text
+    assert "  torch_cross_entropy does not take z_loss (it honours: " in text
+    assert "chunked does not" not in text

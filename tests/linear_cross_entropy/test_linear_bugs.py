@@ -1,0 +1,116 @@
+"""The linear family's bug catalogue (tests/linear_bugs.py) through the harness: each bug flagged
+on the column it breaks, the columns it leaves right left alone, and where the tolerance does
+not flag a bug, the measured figure and why.
+
+The other direction (no correct variant flagged on a grid of options x dtypes) is
+tests/linear_cross_entropy/test_linear_ce_options.py's."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ..conftest import job_config, run_job
+
+COLUMNS = {
+    "loss": "loss_rel_err",
+    "dH": "grad_hidden_rel_err",
+    "dW": "grad_weight_rel_err",
+    "db": "grad_bias_rel_err",
+}
+
+
+def _bug_row(name: str, dtype: str, **settings) -> pd.Series:
+    """The fwd_bwd row of tests.linear_bugs:NAME at N = 256, D = 16, V = 4396 (two chunks of
+    chunked_linear's width), logit_scale 2, a quarter of the rows ignored, unless overridden."""
+    base = {
+        "family": "linear_cross_entropy",
+        "batch_size": 256,
+        "hidden_size": 16,
+        "num_classes": 4396,
+        "logit_scale": 2.0,
+        "ignore_fraction": 0.25,
+        "dtype": dtype,
+    }
+    cfg = job_config(variants=[f"{name}@tests.linear_bugs:{name}"], **{**base, **settings})
+    rows = pd.DataFrame(run_job(cfg))
+    return rows[rows["mode"] == "fwd_bwd"].iloc[0]
+
+
+def _ratio(row: pd.Series, part: str) -> float:
+    tol = row.loss_tolerance if part == "loss" else row.grad_tolerance
+    return row[COLUMNS[part]] / tol
+
+
+# (bug, settings, dtypes, the columns it breaks, the columns it must leave within the bound)
+CATALOGUE = [
+    ("mean_over_all_rows", {}, ("bf16", "fp32", "fp64"), ("loss", "dH", "dW"), ()),
+    ("ignored_rows_in_dh", {}, ("bf16", "fp32", "fp64"), ("dH",), ("loss", "dW")),
+    ("bias_grad_zero", {"bias": True}, ("bf16", "fp32", "fp64"), ("db",), ("loss", "dH", "dW")),
+    ("bias_grad_mean", {"bias": True}, ("bf16", "fp32", "fp64"), ("db",), ("loss", "dH", "dW")),
+    # eps / V per row at the target: flagged in fp32 at an LLM-sized head too (dH 2.5x the bound
+    # at V = 4396), by far at V = 64 (300x)
+    ("smoothing_over_v_minus_1", {"label_smoothing": 0.1}, ("fp32", "fp64"), ("dH", "dW"), ()),
+    (
+        "smoothing_over_v_minus_1",
+        {"label_smoothing": 0.1, "num_classes": 64},
+        ("fp32", "fp64"),
+        ("dH", "dW"),
+        (),
+    ),
+    ("smoothing_on_ignored_rows", {"label_smoothing": 0.1}, ("fp32", "fp64"), ("loss", "dH", "dW"), ()),
+    ("z_loss_of_max", {"z_loss": 1e-4}, ("fp32", "fp64"), ("loss", "dH", "dW"), ()),  # PaLM's coefficient
+    ("z_loss_of_max", {"z_loss": 1e-2}, ("bf16",), ("loss", "dH", "dW"), ()),
+    ("softcap_after_loss", {"softcap": 30.0}, ("bf16", "fp32", "fp64"), ("loss", "dH", "dW"), ()),
+    ("last_chunk_missing", {"num_classes": 5000}, ("bf16", "fp32", "fp64"), ("dW",), ("loss", "dH")),
+    # 256 chunks of 16 rows: the bf16 running sum of dW drifts linearly with the chunk count
+    # (0.17x the bound at 16 chunks, 0.34x at 64, 0.60x at 128, 1.2x at 256, measured)
+    ("dw_accumulated_in_bf16", {"batch_size": 4096}, ("bf16",), ("dW",), ("loss", "dH")),
+    # caught because the runner's incoming gradient under reduction none is not all ones
+    # (harness/loss/errors.py `upstream`): with ones this backward is exact
+    ("dw_scaled_after_the_sum", {"reduction": "none"}, ("bf16", "fp32", "fp64"), ("dW",), ("loss", "dH")),
+]
+
+
+@pytest.mark.parametrize(
+    "name, settings, dtype, broken, intact",
+    [(n, s, d, b, i) for n, s, dtypes, b, i in CATALOGUE for d in dtypes],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
+def test_each_bug_is_flagged_on_the_column_it_breaks(name, settings, dtype, broken, intact):
+    row = _bug_row(name, dtype, **settings)
+    assert row.status == "inaccurate", row[["status", "message", *COLUMNS.values()]].to_dict()
+    for part in broken:
+        assert _ratio(row, part) > 1, (part, _ratio(row, part))
+    for part in intact:
+        assert _ratio(row, part) < 1, (part, _ratio(row, part))
+
+
+def test_a_few_bf16_roundings_of_dw_are_not_a_bug():
+    # 16 row chunks accumulated in bf16: dW sits at 0.17x the bound (measured), beside 0.1x for
+    # `materialized`, whose bf16 dW is rounded once. A bf16 dW is rounded to bf16 anyway; a
+    # handful more roundings is what any row-chunked kernel that returns it costs, and the fp32
+    # running sum of the same kernel is ok at every size (below). Past ~200 chunks it is flagged.
+    row = _bug_row("dw_accumulated_in_bf16", "bf16")
+    assert row.status == "ok" and 0.1 < _ratio(row, "dW") < 0.5, _ratio(row, "dW")
+    fp32 = _bug_row("dw_accumulated_in_bf16", "fp32", batch_size=4096)
+    assert fp32.status == "ok" and _ratio(fp32, "dW") < 0.1
+
+
+# Where the bf16 bound hides a real bug. Strict: if the harness starts flagging one, the xfail
+# fails and this list must be updated (and the README's figure with it).
+BLIND_SPOTS = [
+    # the ignored rows' smoothing gradient, eps (p - 1/V) / N per row, is small next to dZ:
+    # dH at 0.85x the bound (0.78x-0.11x over logit scales 1-10), against 2700x in fp32
+    ("smoothing_on_ignored_rows", {"label_smoothing": 0.1}),
+    # eps / V at the target is 0.16% of a row of dZ at V = 64: 0.07x the bound (0.5x at V = 4)
+    ("smoothing_over_v_minus_1", {"label_smoothing": 0.1, "num_classes": 64}),
+    # PaLM's 1e-4 times lse^2 - max^2: 2% of the bf16 loss bound; flagged at z_loss = 1e-2
+    ("z_loss_of_max", {"z_loss": 1e-4}),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="below the bf16 bound: the measured figures are in BLIND_SPOTS")
+@pytest.mark.parametrize("name, settings", BLIND_SPOTS, ids=[n for n, _ in BLIND_SPOTS])
+def test_the_bf16_bound_hides_these_option_bugs(name, settings):
+    assert _bug_row(name, "bf16", **settings).status == "inaccurate"
