@@ -92,3 +92,8 @@ class Family:
     reads: frozenset[str] = frozenset()
     # the variant every other one's error is divided by (err_vs_native): the family's plain op
     native: str = NATIVE
+    # (fn, feed) -> a fwd_bwd repetition whose gradient is the second of two backwards of one
+    # loss (retain_graph=True on the first), judged by `assess` like the first: a backward that
+    # writes into what it saved (a gradient scaled in place) is right once and wrong twice
+    # (Unsloth #5002, QuACK PR #209). None: the family's rows are not checked for it.
+    second_backward: Callable[[Callable, Feed], Callable[[], Outputs]] | None = None

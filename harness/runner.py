@@ -91,6 +91,11 @@ def measure_variant(
         if wrote := guard.changed():  # wrote into what every later variant receives: not timed
             row.update(status="wrote_input", message=_wrote_input(variant, wrote))
             return row, None
+        if mode == "fwd_bwd" and family.second_backward is not None:
+            row.update(_second_backward(family, fn, feed, refs, point, row))
+            if wrote := guard.changed():
+                row.update(status="wrote_input", message=_wrote_input(variant, wrote))
+                return row, None
         if memory.enabled and "peak_mem_bytes" not in row:  # compiled: measure a compiled call
             feed.refresh()
             with deadline.armed():
@@ -111,6 +116,39 @@ def measure_variant(
     if not timing.enabled:
         return row, None
     return row, Slot(call, feed.refresh, feed.release, fresh=feed.fresh)
+
+
+def _second_backward(family: Family, fn: Any, feed: Any, refs: tuple, point: Any, row: dict) -> dict:
+    """The status and message a second backward of one graph leaves the row with (nothing when
+    its gradient is judged as the first's was). One more untimed call: the loss again, a backward
+    with retain_graph=True, then the backward that is judged. A second backward that raises is
+    a refusal, not a wrong answer (F.linear_cross_entropy's chunked backward, torch.compile's
+    donated buffers and fused_linear refuse it by design): the row keeps its status, and its
+    message says so. Only a different gradient, given silently, changes the status."""
+    twice = family.second_backward(fn, feed)
+    feed.refresh()
+    try:
+        with deadline.armed():
+            outputs = twice()
+    except (Exception, deadline.CallTimeout) as exc:
+        note = f"a second backward (retain_graph=True) is refused: {_one_line(exc)}"
+        return {"message": f"{row['message']}; {note}" if row.get("message") else note}
+    finally:
+        feed.release()
+    second = family.assess(outputs, refs, point)
+    if second["status"] == row["status"] or second["status"] not in ("inaccurate", "nonfinite"):
+        return {}
+    err, tol, first = (
+        d.get(k, math.nan)
+        for d, k in ((second, "grad_rel_err"), (second, "grad_tolerance"), (row, "grad_rel_err"))
+    )
+    return {
+        "status": second["status"],
+        "message": (
+            f"a second backward (retain_graph=True) gave another gradient: error {err:.3g} "
+            f"against {tol:.3g}, the first {first:.3g}"
+        ),
+    }
 
 
 def _failure(exc: BaseException) -> dict:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -27,7 +28,7 @@ from harness.cross_entropy.reference import Reference, Rows, reference
 from harness.cross_entropy.traffic import bytes_moved
 from harness.cross_entropy.variants import REGISTRY
 from harness.family import Family, Outputs
-from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, incoming, rel_err, rows_rel_err
+from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, gradients, incoming, rel_err, rows_rel_err
 from harness.loss.options import LossOptions
 from harness.loss.returned import BadResult, checked_loss
 from harness.measure.isolation import Feed
@@ -36,12 +37,12 @@ from harness.vocabulary import NATIVE
 
 
 def fed_call(
-    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM
+    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM, backwards: int = 1
 ) -> Callable[[], Outputs]:
     """The work one repetition does, reading its inputs from `feed` at each call (a fresh
     copy after a refresh): fwd under no_grad, or fwd + the gradient with respect to the logits
     for the incoming gradient of harness/loss/errors.py `incoming` (2 for a scalar loss; per-row
-    losses weighted by `upstream`)."""
+    losses weighted by `upstream`); with backwards=2, the second of two backwards of one graph."""
     kwargs = feed.kwargs
     reduction = kwargs.get("reduction", "mean")
     rows = feed.logits.shape[0]
@@ -61,7 +62,7 @@ def fed_call(
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
         # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
         # get a non-uniform one, a scalar loss SCALAR_UPSTREAM
-        (grad,) = torch.autograd.grad(loss, x, grad_outputs=incoming(loss, scalar_upstream))
+        (grad,) = gradients(loss, (x,), incoming(loss, scalar_upstream), backwards)
         return loss, grad
 
     return fwd_bwd
@@ -215,4 +216,5 @@ FAMILY = Family(
     compute_floor_s=_compute_floor_s,
     native=NATIVE,
     reads=READS,
+    second_backward=functools.partial(fed_call, mode="fwd_bwd", backwards=2),
 )

@@ -28,6 +28,7 @@ first family's does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -43,6 +44,7 @@ from harness.linear_cross_entropy.variants import REGISTRY
 from harness.loss import verdict
 from harness.loss.errors import (
     SCALAR_UPSTREAM,
+    gradients,
     incoming,
     nonfinite_counts,
     norm_rel_err,
@@ -60,12 +62,12 @@ NATIVE = "materialized"  # F.linear + F.cross_entropy: what err_vs_native divide
 
 
 def fed_call(
-    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM
+    fn: Callable, feed: Feed, mode: str, scalar_upstream: float = SCALAR_UPSTREAM, backwards: int = 1
 ) -> Callable[[], Outputs]:
     """One repetition's work: fwd under no_grad, or fwd + autograd.grad with respect to hidden,
     weight and (when there is one) the bias: the gradient is the tuple (dH, dW) or (dH, dW, db),
     of the per-row losses weighted by accuracy.upstream under reduction none, as the first
-    family's runner does."""
+    family's runner does; with backwards=2, the second of two backwards of one graph."""
     reduction = feed.kwargs.get("reduction", "mean")
     rows = feed.hidden.shape[0]
     # `bias` among the kwargs says the variant takes one (None at a point without a bias); the
@@ -95,9 +97,7 @@ def fed_call(
         wrt = (h, w) if b is None else (h, w, b)
         # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
         # get a non-uniform one, a scalar loss SCALAR_UPSTREAM
-        grads = torch.autograd.grad(
-            loss, wrt, grad_outputs=incoming(loss, scalar_upstream), allow_unused=True
-        )
+        grads = gradients(loss, wrt, incoming(loss, scalar_upstream), backwards, allow_unused=True)
         for g, name in zip(grads, ("hidden", "weight", "bias")):
             if g is None:
                 raise BadResult(f"returned a loss that does not depend on {name}")
@@ -255,4 +255,5 @@ FAMILY = Family(
     compute_floor_s=_compute_floor_s,
     native=NATIVE,
     reads=READS,
+    second_backward=functools.partial(fed_call, mode="fwd_bwd", backwards=2),
 )

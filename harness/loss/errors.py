@@ -37,6 +37,15 @@ def incoming(loss: Tensor, scalar: float = SCALAR_UPSTREAM) -> Tensor:
     return torch.full_like(loss, scalar)
 
 
+def gradients(loss: Tensor, wrt: tuple[Tensor, ...], grad_outputs: Tensor, backwards: int = 1, **kw) -> tuple:
+    """torch.autograd.grad of `loss` with respect to `wrt`, taken `backwards` times over one
+    graph (retain_graph=True on all but the last), as a training step that calls backward twice
+    does: the last one's gradients."""
+    for _ in range(backwards - 1):
+        torch.autograd.grad(loss, wrt, grad_outputs=grad_outputs, retain_graph=True, **kw)
+    return torch.autograd.grad(loss, wrt, grad_outputs=grad_outputs, **kw)
+
+
 def rel_err(value: float, ref: float) -> float:
     return abs(value - ref) / abs(ref) if ref != 0 else abs(value - ref)
 

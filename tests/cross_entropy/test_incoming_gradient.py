@@ -126,3 +126,34 @@ def test_the_linear_family_catches_a_weight_gradient_that_ignores_it():
     assert bwd["grad_weight_rel_err"] == pytest.approx(0.5, rel=1e-9)
     native = {r["mode"]: r for r in run_point(point, [LINEAR.registry[LINEAR.native]], OFF, OFF, {})}
     assert native["fwd_bwd"]["status"] == "ok"
+
+
+def test_a_backward_that_scales_its_saved_gradient_in_place_is_flagged_on_the_second_backward():
+    # One backward of each is right (incoming gradient 2: the in-place product is still g * 2);
+    # the runner's second backward over the same graph (retain_graph=True) returns g * 4 from the
+    # in-place one, whose fwd_bwd row is then inaccurate and says why; the control stays ok.
+    import pandas as pd
+
+    from ..conftest import job_config, run_job
+
+    rows = pd.DataFrame(
+        run_job(
+            job_config(
+                batch_size=16, num_classes=50, dtype="fp32", targets="hard",
+                variants=[
+                    "gradient_scaled_in_place@tests.call_bugs:gradient_scaled_in_place",
+                    "gradient_scaled@tests.call_bugs:gradient_scaled",
+                    "seen@tests.call_bugs:gradient_scaled_in_place_seen",
+                ],
+            )
+        )
+    )  # fmt: skip
+    by = rows.set_index(["variant", "mode"])
+    assert by.loc[("gradient_scaled", "fwd_bwd"), "status"] == "ok"
+    bug = by.loc[("gradient_scaled_in_place", "fwd_bwd")]
+    assert bug["status"] == "inaccurate" and "a second backward (retain_graph=True)" in bug["message"]
+    assert bug["grad_rel_err"] < 1e-6  # the first backward, as the row's columns hold it, was right
+    assert by.loc[("gradient_scaled_in_place", "fwd"), "status"] == "ok"
+    # the write autograd sees: the second backward raises, a refusal the row keeps as a note
+    seen = by.loc[("seen", "fwd_bwd")]
+    assert seen["status"] == "ok" and "a second backward (retain_graph=True) is refused" in seen["message"]
