@@ -27,6 +27,7 @@ the same single draw as a whole-tensor one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from harness.cross_entropy.point import Point
 from harness.loss.errors import row_slices
-from harness.loss.weights import IGNORED_ROWS, RANKS, class_weights, ignore_rows, options_generator
+from harness.loss.weights import IGNORED_ROWS, MASKED, RANKS, class_weights, ignore_rows, options_generator
 
 # Independent streams per seed: the logits do not change with the target kind, and the same
 # standard-normal draw is reused across logit scales, so a failure boundary in `logit_scale`
@@ -74,6 +75,19 @@ class Draw:
         if zipf:
             log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
             ranks = options_generator(device, p.seed, RANKS)
+        masked = min(round(p.mask_fraction * c), c - 1)  # classes per row set to -inf
+        if masked:
+            g_mask = options_generator(device, p.seed, MASKED)
+            # uniform hard targets are known before the logits (their own stream, the draw
+            # make_inputs makes): a target is never masked. The model's own targets (zipf) are
+            # drawn from the masked softmax, which gives a masked class no chance.
+            y = (
+                None
+                if zipf
+                else torch.randint(
+                    c, (b,), device=device, generator=_generator(device, p.seed, _TARGETS_STREAM)
+                )
+            )
         for rows in row_slices(b, c, _BLOCK_ELEMENTS):
             shape = (rows.stop - rows.start, c)
             z = torch.randn(shape, dtype=torch.float64, device=device, generator=g_logits)
@@ -83,6 +97,11 @@ class Draw:
             z.mul_(p.logit_scale)
             if p.logit_offset:
                 z.add_(p.logit_offset)
+            if masked:  # the first `masked` classes of a random order per row; the target sorts last
+                order = torch.rand(shape, dtype=torch.float64, device=device, generator=g_mask)
+                if y is not None:
+                    order.scatter_(1, y[rows, None], 2.0)
+                z.scatter_(1, order.argsort(dim=1)[:, :masked], -math.inf)
             t = None
             if g_targets is not None:
                 t = torch.randn(shape, dtype=torch.float64, device=device, generator=g_targets).softmax(dim=1)

@@ -249,10 +249,30 @@ def _no_reference(why: str) -> Reference:
     )
 
 
+def _unusable(z: Tensor) -> int:
+    """The NaN and +inf logits of a block: no float64 answer exists for them. A -inf logit is a
+    masked class (a padded or forbidden token): probability 0 and gradient 0, as F.cross_entropy
+    has it, so the reference takes it exactly."""
+    if math.isfinite(z.sum(dtype=torch.float64).item()):
+        return 0  # the common case: one reduction, no [R, C] boolean
+    return int(torch.isnan(z).sum().item() + torch.isposinf(z).sum().item())
+
+
 def _not_finite(bad: int, dtype: torch.dtype) -> Reference:
     return _no_reference(
         f"no float64 reference: {bad} logits are not finite in {str(dtype).removeprefix('torch.')}"
     )
+
+
+def _infinite_loss(src: Rows, targets: Tensor | None, hard: bool) -> str:
+    """Why a reference over logits with -inf entries has no finite loss: a row with no finite
+    logit (softmax is 0/0), or a hard target on a -inf logit (its loss is +inf), as torch has it."""
+    for rows, z, _ in src.blocks():
+        if bool(torch.isneginf(z).all(dim=1).any()):
+            return "no float64 reference: a row's every logit is -inf (softmax is 0/0)"
+        if hard and bool(torch.isneginf(z.gather(1, targets[rows, None].clamp(0, z.shape[1] - 1))).any()):
+            return "no float64 reference: a target's logit is -inf (masked): its loss is +inf"
+    return "no float64 reference: the loss overflows float64"
 
 
 def _zeros(rows: slice, z: Tensor, t: Tensor | None) -> Tensor:
@@ -444,8 +464,8 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
     # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
     # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
     # compute precision, then take lse of the capped values).
-    if cap is None:
-        mag = z.abs().amax(dim=1, keepdim=True) + math.log(c)
+    if cap is None:  # over the finite logits: a masked (-inf) class holds no probability
+        mag = torch.where(torch.isneginf(z), 0.0, z.abs()).amax(dim=1, keepdim=True) + math.log(c)
     else:
         mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
     part.magnitude_sq = torch.zeros((), dtype=f64, device=z.device)
@@ -521,7 +541,7 @@ def reference(
             d_ce = float(n_rows)
         d_z = float(n_rows)
         if b and not n_rows:
-            bad = sum(sum(nonfinite_counts(z)) for _, z, _ in src.blocks())
+            bad = sum(_unusable(z) for _, z, _ in src.blocks())
             return _not_finite(bad, src.dtype) if bad else _all_ignored(src)
     else:
         d_ce = d_z = 1.0
@@ -543,7 +563,7 @@ def reference(
     grad_norm = 0.0  # ||grad||_2, from the blocks' norms (hypot: no square of a block's norm to overflow)
     grad_finite = True
     for rows, z, t in src.blocks():
-        bad += sum(nonfinite_counts(z))
+        bad += _unusable(z)
         if bad:
             continue  # no reference: only the count is left to make
         part = _block(pr, rows, z, t, conditioning)
@@ -587,7 +607,7 @@ def reference(
     else:
         fields = dict.fromkeys(("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"), math.nan)
     if not (math.isfinite(loss) and grad_finite):
-        return _no_reference("no float64 reference: the loss overflows float64")
+        return _no_reference(_infinite_loss(src, pr.targets, hard))
     keeps = tuple(x for x in (pr.targets, pr.keep, pr.w) if x is not None)
     of = lambda rows, z, t: _block(pr, rows, z, t, False).g.div_(d_ce)  # noqa: E731
     gradient = Gradient(src, of, grad_norm, keeps, kept)

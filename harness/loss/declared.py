@@ -87,6 +87,16 @@ def _logit_offset(v: Any, ctx: Context) -> float:
     return float(v)
 
 
+def _mask_fraction(v: Any, ctx: Context) -> float:
+    f = number(v, "mask_fraction", 0, 1, True)
+    if f > 0 and ctx.targets != "hard":
+        raise SettingError(
+            f"mask_fraction={f:g} needs targets=hard: a probability target on a masked class "
+            "makes F.cross_entropy's 0 * -inf a NaN"
+        )
+    return f
+
+
 def _ignore_fraction(v: Any, ctx: Context) -> float:
     f = number(v, "ignore_fraction", 0, 1, True)
     if f > 0 and ctx.targets != "hard":
@@ -111,6 +121,17 @@ def _together(values: Mapping[str, Any], ctx: Context) -> None:
     ignores rows whatever the share asked for, so it is asked of the variants (and refused to
     those that do not take it) only with ignore_fraction > 0: alone it is refused, never read by
     the reference and not by the variants."""
+    masked = values.get("mask_fraction", 0.0)
+    if masked > 0 and values.get("label_smoothing", 0.0) > 0:
+        raise SettingError(
+            f"mask_fraction={masked:g} needs label_smoothing=0: smoothing puts mass on every class, "
+            "and a masked class's log-probability is -inf (F.cross_entropy's loss is inf)"
+        )
+    if masked > 0 and values.get("softcap", 0.0):
+        raise SettingError(
+            f"mask_fraction={masked:g} is not measured with a softcap: softcap * tanh(-inf) = -softcap "
+            "gives a masked class mass, and whether it should is a convention, not a rounding"
+        )
     index, share = values.get("ignore_index"), values.get("ignore_fraction", 0.0)
     if index is not None and 0 <= index < ctx.num_classes and not share > 0:
         raise SettingError(
@@ -174,6 +195,17 @@ OPTIONS: tuple[Option, ...] = (
         "loss do not change in exact arithmetic, but a formula that does not subtract the row's "
         "max overflows or cancels (PyTorch PR #195829), and the rounding of the logits grows with it",
         "none: it changes the inputs (the reference reads them as rounded), not the loss",
+    ),
+    Option(
+        "mask_fraction",
+        0.0,
+        float,
+        "float64",
+        _mask_fraction,
+        {CE: ""},
+        "share of each row's logits set to -inf (masked or padded tokens), at classes drawn per row "
+        "(never the target), in [0, 1); hard targets only",
+        "none: it changes the inputs (a -inf logit has probability 0 and gradient 0), not the loss",
     ),
     Option(
         "ignore_fraction",

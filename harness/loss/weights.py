@@ -13,7 +13,7 @@ from torch import Tensor
 # from small stream numbers), so turning an option on changes nothing else about the inputs.
 OPTIONS_STREAM = 1 << 62
 # What each option draw is, as the stream offset within a seed's four.
-RANKS, IGNORED_ROWS, WEIGHTS = 0, 1, 2
+RANKS, IGNORED_ROWS, WEIGHTS, MASKED = 0, 1, 2, 3
 
 WEIGHT_RANGE = (0.5, 2.0)  # class weights: uniform in this range (a 4x spread, as frequency weights)
 

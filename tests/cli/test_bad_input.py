@@ -40,6 +40,13 @@ CATALOGUE = [
     (["reduction=avg"], "reduction='avg' is not allowed: use mean, sum, none"),
     (["logits=cauchy"], "logits='cauchy' is not allowed: use normal or zipf"),
     (["logit_offset=nan"], "logit_offset=nan is not allowed: use a finite number"),
+    (["mask_fraction=1"], "mask_fraction=1.0 is not allowed: use [0, 1)"),
+    (["targets=soft", "mask_fraction=0.5"], "mask_fraction=0.5 needs targets=hard"),
+    (
+        ["targets=hard", "mask_fraction=0.5", "label_smoothing=0.1"],
+        "mask_fraction=0.5 needs label_smoothing=0",
+    ),
+    (["targets=hard", "mask_fraction=0.5", "softcap=30"], "mask_fraction=0.5 is not measured with a softcap"),
     (["ignore_index=5"], "ignore_index=5 is inside the classes 0..999: it needs ignore_fraction > 0"),
     (["ignore_index=4611686018427387904"], "ignore_index=4611686018427387904 is not allowed: use an integer"),
     (["timing.min_reps=0"], "timing.min_reps=0 is not allowed"),

@@ -148,3 +148,53 @@ def test_the_reference_is_exact_on_offset_logits(kind, offset):
     ref = reference(inputs.logits, inputs.targets, kind)
     loss_err, grad_err = adversarial.errors(case, ref.loss, ref.grad)
     assert loss_err <= 1e-13 and grad_err <= 1e-13, (loss_err, grad_err)
+
+
+def test_masked_logits_have_probability_zero_as_torch_has_them():
+    import math
+
+    z = torch.tensor([[0.0, -math.inf, 1.0]], dtype=torch.float64)
+    assert reference(z, torch.tensor([0]), "hard").loss == pytest.approx(1.3132616875182228, rel=1e-15)
+    g = torch.Generator().manual_seed(4)
+    z = 3 * torch.randn(6, 40, dtype=torch.float64, generator=g)
+    y = torch.randint(40, (6,), generator=g)
+    mask = torch.rand(6, 40, generator=g) < 0.8
+    mask[torch.arange(6), y] = False
+    z = z.masked_fill(mask, -math.inf)
+    for reduction in ("mean", "sum", "none"):
+        from harness.loss.options import LossOptions
+
+        o = LossOptions(z_loss=1e-2, reduction=reduction)
+        ref = reference(z, y, "hard", o)
+        x = z.clone().requires_grad_()
+        rows = F.cross_entropy(x, y, reduction="none") + 1e-2 * torch.logsumexp(x, dim=1).square()
+        want = {"mean": rows.mean(), "sum": rows.sum(), "none": rows}[reduction]
+        (grad,) = torch.autograd.grad(want, x, torch.ones_like(want))
+        got = ref.losses if reduction == "none" else torch.tensor(ref.loss, dtype=torch.float64)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(ref.grad, grad, rtol=1e-12, atol=1e-16)
+        assert (
+            (ref.grad[mask] == 0).all()
+            and math.isfinite(ref.loss_magnitude)
+            and math.isfinite(ref.grad_magnitude)
+        )
+
+
+def test_no_finite_answer_on_masked_logits_says_why():
+    import math
+
+    z = torch.tensor([[0.0, -math.inf, 1.0], [-math.inf, -math.inf, -math.inf]], dtype=torch.float32)
+    assert "every logit is -inf" in reference(z, torch.tensor([0, 1]), "hard").missing
+    assert "a target's logit is -inf" in reference(z[:1], torch.tensor([1]), "hard").missing
+
+
+@pytest.mark.parametrize("logits", ["normal", "zipf"])
+def test_a_masked_draw_masks_whole_classes_per_row_never_the_target(logits):
+    plain = make_inputs(Point(8, 50, "fp32", 2.0, "cpu", "hard", seed=3, logits=logits))
+    masked = make_inputs(Point(8, 50, "fp32", 2.0, "cpu", "hard", seed=3, logits=logits, mask_fraction=0.9))
+    inf = torch.isneginf(masked.logits)
+    assert (inf.sum(dim=1) == 45).all()  # round(0.9 * 50) per row
+    assert not inf.gather(1, masked.targets[:, None]).any()
+    assert torch.equal(masked.logits[~inf], plain.logits[~inf])  # the rest is the plain draw
+    if logits == "normal":
+        assert torch.equal(masked.targets, plain.targets)  # uniform targets: the same draw

@@ -59,8 +59,12 @@ class OnlineCrossEntropy(torch.autograd.Function):
             hi = min(lo + BLOCK, c)
             z = read_chunk(logits, lo, hi, acc, softcap)
             m_new = torch.maximum(m, z.amax(dim=1))
-            # exp(-inf - finite) = 0 on the first block, so d starts cleanly at 0.
-            d = d * torch.exp(m - m_new) + torch.exp(z - m_new[:, None]).sum(dim=1)
+            # exp(-inf - finite) = 0 on the first block, so d starts cleanly at 0. A row whose
+            # blocks so far are all masked (-inf) has m_new = -inf, and -inf - -inf is NaN: shift
+            # by 0 there instead, which leaves d at 0 (flash-attention #1930: NaN when most logits
+            # are -inf, depending on where the finite ones fall in the blocks).
+            shift = torch.where(torch.isneginf(m_new), 0.0, m_new)
+            d = d * torch.exp(m - shift) + torch.exp(z - shift[:, None]).sum(dim=1)
             m = m_new
             tg.add(z, lo, hi)
         return save_and_reduce(ctx, logits, tg, m + torch.log(d), z_loss, softcap, reduction)
