@@ -80,6 +80,21 @@ def test_matches_float64_reference(ce, b, c, block, dtype_name, kind):
         assert ce.cross_entropy(z, t, block=block).item() == loss.item()
 
 
+@pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
+def test_rows_whose_first_blocks_are_all_masked_stay_finite(ce, dtype_name):
+    # flash-attention #1930: NaN when most logits are -inf, depending on where the finite ones
+    # fall in the blocks. Here the first 200 classes of every row are -inf (three whole blocks of
+    # 64), so the running max is -inf for three blocks before the first finite logit.
+    z, _ = make_case(3, 300, DTYPES[dtype_name], "hard")
+    z[:, :200] = -math.inf
+    t = torch.tensor([210, 250, 299], device=z.device)
+    ref = reference(z, t, "hard")
+    loss, grad = fwd_bwd(lambda x, tt: ce.cross_entropy(x, tt, block=64), z, t)
+    acc = assess(loss, grad, ref, dtype_name)
+    assert acc.status == "ok", (acc, tolerance(ref, dtype_name))
+    assert (grad[:, :200] == 0).all()
+
+
 def test_large_loss_row_is_large(ce):
     # Guards the test data itself: row 0 must really carry a loss far above a typical row's.
     z, t = make_case(3, 100, torch.float32, "hard")
