@@ -469,15 +469,18 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
     else:
         mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
     part.magnitude_sq = torch.zeros((), dtype=f64, device=z.device)
+    # sum_c |q_c|: a row's loss is sum_c q_c (lse - z_c), and with signed class weights its terms
+    # (and the rows of the batch) may cancel; each carries its own u_c mag
+    weight_sum = total.abs() if hard and not eps else t.abs().sum(dim=1, keepdim=True)
     if zl:
         # lse off by u_c mag moves the row's loss by (T + 2 z_loss |lse|) u_c mag, and each
         # gradient entry by (|T_eff| + 2 z_loss) p u_c mag (through p and through lse itself).
         kz = 2.0 * pr.zl_r * (kept if pr.ignoring else 1.0)
-        part.magnitude = ((total + kz * lse.abs()) * mag)[:, 0]
+        part.magnitude = ((weight_sum + kz * lse.abs()) * mag)[:, 0]
         tp = (total + coef).abs_() * p
         tp_mag = ((total + coef).abs_() + kz) * p
     else:
-        part.magnitude = (total * mag)[:, 0]
+        part.magnitude = (weight_sum * mag)[:, 0]
         tp = total * p
         tp_mag = tp
     if cap is not None:
@@ -494,7 +497,8 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
     # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
     # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
     finfo = pr.finfo
-    gb = g.abs() / pr.d_ce if pr.incoming == 1.0 else g.abs() * (pr.incoming / pr.d_ce)
+    d = abs(pr.d_ce)  # a signed-weight denominator may be negative: |g| over |d|
+    gb = g.abs() / d if pr.incoming == 1.0 else g.abs() * (pr.incoming / d)
     floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
     part.subnormal_sq = floor.square().sum()
     return part
@@ -534,9 +538,16 @@ def reference(
     n_rows = int(keep.sum().item()) if hard else b
     # What the reduction divides by (docstring above): the CE part by the summed weights of the
     # kept targets (hard, weighted), else by the kept rows; z-loss always by the kept rows.
+    # How much the weighted mean's denominator cancels: sum |w_y| / |sum w_y|, 1 for weights of
+    # one sign. A careful implementation sums w_y in the compute precision, a relative error of
+    # u_c times this in the loss and in every gradient entry (signed weights only move it).
+    cancel = 0.0  # no weighted denominator: no such term
     if opts.reduction == "mean":
         if hard and w is not None:
             d_ce = w[targets[keep]].sum().item()
+            if d_ce == 0 and n_rows:
+                return _no_reference("no float64 reference: the kept targets' class weights sum to 0 (0/0)")
+            cancel = w[targets[keep]].abs().sum().item() / abs(d_ce) if n_rows else 1.0
         else:
             d_ce = float(n_rows)
         d_z = float(n_rows)
@@ -596,13 +607,15 @@ def reference(
         scale = 1.0
     loss = loss_t.item()
     if conditioning:
-        g_norm = grad_norm * d_ce  # ||T p - t||
+        g_norm = grad_norm * abs(d_ce)  # ||T p - t||
         ratio = lambda x: x / g_norm if g_norm > 0 else (0.0 if x == 0 else math.inf)
         fields = dict(
-            loss_magnitude=(magnitude.mean().item() * scale / abs(loss)) if loss != 0 else math.inf,
+            loss_magnitude=(magnitude.mean().item() * abs(scale) / abs(loss) + cancel)
+            if loss != 0
+            else math.inf,
             grad_log_p=ratio(log_p_sq.sqrt().item()),
-            grad_magnitude=ratio(magnitude_sq.sqrt().item()),
-            grad_subnormal=ratio(subnormal_sq.sqrt().item() * d_ce / incoming),  # of the scaled gradient
+            grad_magnitude=ratio(magnitude_sq.sqrt().item()) + cancel,
+            grad_subnormal=ratio(subnormal_sq.sqrt().item() * abs(d_ce) / incoming),  # of the scaled gradient
         )
     else:
         fields = dict.fromkeys(("loss_magnitude", "grad_log_p", "grad_magnitude", "grad_subnormal"), math.nan)

@@ -392,10 +392,8 @@ def _ce_rows_kernel(
         if CAP:
             z = tl.where(mask, _capped(z, cap_a, CAP)[0], float("-inf"))
         m_new = tl.maximum(m, tl.max(z, axis=0))
-        # exp(-inf - finite) = 0: the first block, and masked lanes, contribute nothing. While
-        # every logit so far is -inf (masked classes), m_new is -inf and -inf - -inf is NaN:
-        # shift by 0 there, which keeps s at 0 (flash-attention #1930).
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        # exp(-inf - finite) = 0: the first block, and masked lanes, contribute nothing.
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: 0, not NaN (FA #1930)
         s = s * tl.exp(m - shift) + tl.sum(tl.exp(z - shift), axis=0)
         m = m_new
         if HARD:

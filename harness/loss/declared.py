@@ -29,7 +29,7 @@ from harness.loss.settings import INT_LIMIT, SettingError, is_int, is_number, nu
 
 CE, LINEAR = "cross_entropy", "linear_cross_entropy"
 LOGITS = ("normal", "zipf")
-CLASS_WEIGHTS = ("none", "seeded")
+CLASS_WEIGHTS = ("none", "seeded", "signed")
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -148,19 +148,26 @@ def _softcap(v: Any, ctx: Context) -> float:
 
 
 def _class_weights(w: Any, ctx: Context) -> str | tuple[float, ...]:
-    """none | seeded | a list of num_classes finite positive numbers (kept as a tuple: a Point is
-    hashable). The rows record a given list as "given"."""
-    if isinstance(w, str) and w in CLASS_WEIGHTS:
+    """none | seeded | signed | a list of num_classes finite numbers (kept as a tuple: a Point is
+    hashable). The rows record a given list as "given". Zero and negative weights, as torch
+    allows them (its OpInfo samples draw U[-9, 9)), are the first family's: the linear family's
+    tolerance has no term for a weighted mean whose denominator cancels."""
+    signed_ok = ctx.family == CE
+    if isinstance(w, str) and w in CLASS_WEIGHTS and (signed_ok or w != "signed"):
         return w
     c = ctx.num_classes
-    allowed = f"use none, seeded, or a list of {c} finite numbers > 0"
+    allowed = (
+        f"use none, seeded, signed, or a list of {c} finite numbers"
+        if signed_ok
+        else f"use none, seeded, or a list of {c} finite numbers > 0 (signed weights: family=cross_entropy)"
+    )
     if isinstance(w, str) or not hasattr(w, "__len__"):
         raise SettingError(f"class_weights={w!r} is not allowed: {allowed}")
     values = list(w)
     if len(values) != c:
         raise SettingError(f"class_weights has {len(values)} values for num_classes={c}: {allowed}")
     for i, v in enumerate(values):
-        if not is_number(v) or v <= 0:
+        if not is_number(v) or (v <= 0 and not signed_ok):
             raise SettingError(f"class_weights[{i}]={v!r} is not allowed: {allowed}")
     return tuple(float(v) for v in values)
 
@@ -276,7 +283,8 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         _class_weights,
         {CE: "weight", LINEAR: "class_weight"},  # linear: a variant's `weight` is the classifier's
-        "none | seeded (a positive [C] vector from the seed) | [w_0, .., w_C-1]",
+        "none | seeded (a positive [C] vector from the seed) | signed (uniform in [-9, 9) from the seed, "
+        "as torch's own samples; cross_entropy only) | [w_0, .., w_C-1]",
         "each row's loss times its target's weight; a weighted mean divides by their sum",
         kwarg_doc="[C] class weights; a weighted mean divides by the summed weights of the rows' targets",
         on=lambda v: v != "none",

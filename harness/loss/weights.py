@@ -16,6 +16,8 @@ OPTIONS_STREAM = 1 << 62
 RANKS, IGNORED_ROWS, WEIGHTS, MASKED = 0, 1, 2, 3
 
 WEIGHT_RANGE = (0.5, 2.0)  # class weights: uniform in this range (a 4x spread, as frequency weights)
+# signed: zero and negative weights as torch allows them, the range PyTorch's OpInfo samples draw
+SIGNED_RANGE = (-9.0, 9.0)
 
 
 def options_generator(device: torch.device, seed: int, what: int) -> torch.Generator:
@@ -41,6 +43,6 @@ def class_weights(point: Any) -> Tensor | None:
     if isinstance(point.class_weights, tuple):  # given on the command line
         return torch.tensor(point.class_weights, dtype=torch.float64, device=device).to(point.torch_dtype)
     g = options_generator(device, point.seed, WEIGHTS)
-    lo, hi = WEIGHT_RANGE
+    lo, hi = SIGNED_RANGE if point.class_weights == "signed" else WEIGHT_RANGE
     w = torch.rand(point.num_classes, dtype=torch.float64, device=device, generator=g)
     return w.mul_(hi - lo).add_(lo).to(point.torch_dtype)

@@ -35,8 +35,15 @@ CATALOGUE = [
     (["softcap=-30"], "softcap=-30.0 is not allowed"),
     (["z_loss=-1e-4"], "z_loss=-0.0001 is not allowed: use a finite number >= 0"),
     (["num_classes=3", "class_weights=[1,2]"], "class_weights has 2 values for num_classes=3"),
-    (["num_classes=3", "class_weights=[1,0,2]"], "class_weights[1]=0 is not allowed"),
-    (["class_weights=uniform"], "class_weights='uniform' is not allowed: use none, seeded, or a list"),
+    (["num_classes=3", "class_weights=[1,inf,2]"], "class_weights[1]=inf is not allowed"),
+    (
+        ["family=linear_cross_entropy", "hidden_size=8", "class_weights=signed"],
+        "class_weights='signed' is not allowed: use none, seeded, or a list of 1000 finite numbers > 0",
+    ),
+    (
+        ["class_weights=uniform"],
+        "class_weights='uniform' is not allowed: use none, seeded, signed, or a list",
+    ),
     (["reduction=avg"], "reduction='avg' is not allowed: use mean, sum, none"),
     (["logits=cauchy"], "logits='cauchy' is not allowed: use normal or zipf"),
     (["logit_offset=nan"], "logit_offset=nan is not allowed: use a finite number"),

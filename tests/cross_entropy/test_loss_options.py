@@ -291,3 +291,25 @@ def test_a_one_hot_product_is_nan_on_a_masked_vocabulary():
     rows = _rows(variants=["seed_lse_labels", "torch_cross_entropy"], targets="hard", mask_fraction=0.5)
     by = rows.set_index(["variant", "mode"]).status
     assert by["seed_lse_labels", "fwd"] == "nonfinite" and by["torch_cross_entropy", "fwd"] == "ok"
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_denominator(dtype):
+    # U[-9, 9) as torch's own samples draw them: the weighted mean's denominator may cancel, which
+    # the bound carries (sum |w_y| / |sum w_y|); per-row and per-class terms of either sign.
+    names = _cpu_variants_with("weight")
+    for targets in ("hard", "soft"):
+        for extra in ({}, {"reduction": "sum"}, {"label_smoothing": 0.1}):
+            if targets == "hard":
+                extra = {**extra, "ignore_fraction": 0.25}
+            chosen = [n for n in names if _honours(n, {"class_weights": "signed", **extra})]
+            rows = _rows(variants=chosen, dtype=dtype, targets=targets, class_weights="signed", **extra)
+            bad = rows[rows.status != "ok"]
+            assert bad.empty, bad[
+                ["variant", "mode", "status", "loss_rel_err", "loss_tolerance", "grad_rel_err"]
+            ]
+    bug = _rows(
+        variants=["tests.option_bugs:weights_not_in_denominator"], targets="hard", dtype=dtype,
+        class_weights="signed", ignore_fraction=0.25,
+    )  # fmt: skip
+    assert set(bug.status) == {"inaccurate"}, bug[["mode", "status", "loss_rel_err", "loss_tolerance"]]

@@ -391,3 +391,33 @@ def test_check_names_the_setting(options, words):
 def test_check_passes_good_settings():
     for o in COMBOS[:20] + [LossOptions(label_smoothing=1.0, ignore_index=0)]:
         assert o.check(C) is None
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_signed_and_zero_class_weights_match_f_cross_entropy(kind, reduction):
+    # torch allows any weights; its OpInfo samples draw U[-9, 9). Two of them exactly 0.
+    g = torch.Generator().manual_seed(1)
+    z = 2 * torch.randn(32, 20, dtype=torch.float64, generator=g)
+    y = torch.randint(20, (32,), generator=g)
+    w = torch.rand(20, dtype=torch.float64, generator=g) * 18 - 9
+    w[[3, 5]] = 0.0
+    t = y if kind == "hard" else torch.randn(32, 20, dtype=torch.float64, generator=g).softmax(dim=1)
+    for eps in (0.0, 0.1):
+        o = LossOptions(weight=w, reduction=reduction, label_smoothing=eps)
+        ref = reference(z, t, kind, o)
+        x = z.clone().requires_grad_()
+        want = F.cross_entropy(x, t, weight=w, reduction=reduction, label_smoothing=eps)
+        (grad,) = torch.autograd.grad(want, x, torch.ones_like(want))
+        got = ref.losses if reduction == "none" else torch.tensor(ref.loss, dtype=torch.float64)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-14, msg=o.describe())
+        torch.testing.assert_close(ref.grad, grad, rtol=1e-12, atol=1e-15, msg=o.describe())
+        assert ref.loss_magnitude > 0 and ref.grad_magnitude > 0
+
+
+def test_weights_of_the_kept_targets_summing_to_zero_have_no_reference():
+    z = torch.randn(4, 3, dtype=torch.float64)
+    ref = reference(
+        z, torch.tensor([0, 1, 0, 1]), "hard", LossOptions(weight=torch.tensor([1.0, -1.0, 5.0]).double())
+    )
+    assert ref.missing == "no float64 reference: the kept targets' class weights sum to 0 (0/0)"
