@@ -1,0 +1,81 @@
+"""Cross-entropy bugs from public trackers, reproduced as user variants (tests.tracker_bugs:NAME),
+each with its source. tests/cross_entropy/test_tracker_bugs.py runs each at the input that
+triggers it and requires the harness to flag it there; the README's table lists them, with the
+ones the harness cannot flag and why."""
+
+import torch
+import torch.nn.functional as F
+
+from tests.call_bugs import gradient_scaled_in_place
+from tests.option_bugs import smoothing_counts_ignored, smoothing_not_applied
+
+
+class _UnitBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets):  # noqa: ANN001
+        ctx.save_for_backward(logits, targets)
+        return F.cross_entropy(logits, targets)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001
+        logits, targets = ctx.saved_tensors
+        p = logits.float().softmax(dim=1)
+        p[torch.arange(len(targets)), targets] -= 1
+        return (p / len(targets)).to(logits.dtype), None  # grad_output never read
+
+
+def backward_ignores_grad_output(logits, targets):
+    """Megatron-LM #1750 / TransformerEngine PR #2139: the backward read the wrong grad_output;
+    its tests passed because they skipped the backward kernel when the grad output was 1."""
+    return _UnitBackward.apply(logits, targets)
+
+
+backward_ignores_grad_output.harness_targets = {"hard"}
+
+
+def online_without_a_masked_guard(logits, targets):
+    """flash-attention #1930: an online softmax whose running max is -inf while every logit so
+    far is masked, so that its rescale exp(-inf - -inf) is NaN, depending on where the finite
+    logits fall in the blocks (blocks of 2048 here)."""
+    z = logits.float()
+    m = torch.full((z.shape[0],), -torch.inf)
+    d = torch.zeros(z.shape[0])
+    for lo in range(0, z.shape[1], 2048):
+        blk = z[:, lo : lo + 2048]
+        m_new = torch.maximum(m, blk.amax(dim=1))
+        d = d * torch.exp(m - m_new) + torch.exp(blk - m_new[:, None]).sum(dim=1)
+        m = m_new
+    lse = m + torch.log(d)
+    return (lse - z.gather(1, targets[:, None])[:, 0]).mean().to(logits.dtype)
+
+
+online_without_a_masked_guard.harness_targets = {"hard"}
+
+
+def lse_minus_target_logit(logits, targets):
+    """PyTorch PR #195829 (a fused linear cross-entropy) and MLX PR #4188: loss = lse - z_y with
+    lse formed whole, so a large common offset rounds the gap away (MLX: [[1e8, 1e8]] gave 0)."""
+    z = logits.float()
+    return (torch.logsumexp(z, dim=1) - z.gather(1, targets[:, None])[:, 0]).mean().to(logits.dtype)
+
+
+lse_minus_target_logit.harness_targets = {"hard"}
+
+# (name, source, what triggers it) for the README's table and the test; the settings are the
+# harness's command-line settings of the point where it is flagged.
+CATALOGUE = [
+    ("smoothing_counts_ignored", "PyTorch #73205", {"ignore_fraction": 0.25, "label_smoothing": 0.1}),
+    ("smoothing_not_applied", "Liger-Kernel #243", {"label_smoothing": 0.1}),
+    ("backward_ignores_grad_output", "Megatron-LM #1750, TransformerEngine PR #2139", {}),
+    ("online_without_a_masked_guard", "flash-attention #1930", {"mask_fraction": 0.999, "num_classes": 8192}),
+    ("gradient_scaled_in_place", "Unsloth #5002, QuACK PR #209", {}),
+    ("lse_minus_target_logit", "PyTorch PR #195829, MLX PR #4188", {"logit_offset": 1e8}),
+]
+__all__ = [
+    "backward_ignores_grad_output",
+    "gradient_scaled_in_place",
+    "lse_minus_target_logit",
+    "online_without_a_masked_guard",
+    "smoothing_counts_ignored",
+    "smoothing_not_applied",
+]
