@@ -61,16 +61,58 @@ def lse_minus_target_logit(logits, targets):
 
 lse_minus_target_logit.harness_targets = {"hard"}
 
-# (name, source, what triggers it) for the README's table and the test; the settings are the
-# harness's command-line settings of the point where it is flagged.
+
+class _RoundedBeforeSubtracting(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets):  # noqa: ANN001
+        ctx.save_for_backward(logits, targets)
+        return F.cross_entropy(logits.float(), targets).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001
+        logits, targets = ctx.saved_tensors
+        n, rows = len(targets), torch.arange(len(targets))
+        g = (logits.float().softmax(dim=1) / n).to(logits.dtype)  # p / N, rounded to the dtype
+        g[rows, targets] -= 1.0 / n  # then 1/N subtracted in the dtype: (p_y - 1)/N cancels
+        return g * grad_output.to(g.dtype), None
+
+
+def target_gradient_rounded_before_subtracting(logits, targets):
+    """Liger-Kernel PR #1329: a bf16 kernel that rounds p_y / N before subtracting 1 / N; where
+    the target is confident, (p_y - 1) / N is a small difference of two rounded numbers."""
+    return _RoundedBeforeSubtracting.apply(logits, targets)
+
+
+target_gradient_rounded_before_subtracting.harness_targets = {"hard"}
+
+# (name, source, what triggers it, a correct variant that is not flagged there) for the README's
+# table and the test; the settings are the harness's command-line settings of the point. The
+# control at confident bf16 rows is `chunked`: CPU bf16 F.cross_entropy is flagged there itself
+# (its softmax is rounded to bf16, so p_y rounds to 1: docs/findings.md).
 CATALOGUE = [
-    ("smoothing_counts_ignored", "PyTorch #73205", {"ignore_fraction": 0.25, "label_smoothing": 0.1}),
-    ("smoothing_not_applied", "Liger-Kernel #243", {"label_smoothing": 0.1}),
-    ("backward_ignores_grad_output", "Megatron-LM #1750, TransformerEngine PR #2139", {}),
-    ("online_without_a_masked_guard", "flash-attention #1930", {"mask_fraction": 0.999, "num_classes": 8192}),
-    ("gradient_scaled_in_place", "Unsloth #5002, QuACK PR #209", {}),
-    ("lse_minus_target_logit", "PyTorch PR #195829, MLX PR #4188", {"logit_offset": 1e8}),
-]
+    (
+        "smoothing_counts_ignored", "PyTorch #73205",
+        {"ignore_fraction": 0.25, "label_smoothing": 0.1}, "torch_cross_entropy",
+    ),
+    ("smoothing_not_applied", "Liger-Kernel #243", {"label_smoothing": 0.1}, "torch_cross_entropy"),
+    (
+        "backward_ignores_grad_output", "Megatron-LM #1750, TransformerEngine PR #2139",
+        {}, "torch_cross_entropy",
+    ),
+    (
+        "online_without_a_masked_guard", "flash-attention #1930",
+        {"mask_fraction": 0.999, "num_classes": 8192}, "torch_cross_entropy",
+    ),
+    ("gradient_scaled_in_place", "Unsloth #5002, QuACK PR #209", {}, "torch_cross_entropy"),
+    (
+        "lse_minus_target_logit", "PyTorch PR #195829, MLX PR #4188",
+        {"logit_offset": 1e8}, "torch_cross_entropy",
+    ),
+    (
+        "target_gradient_rounded_before_subtracting", "Liger-Kernel PR #1329",
+        {"dtype": "bf16", "target_confidence": 0.999}, "chunked",
+    ),
+]  # fmt: skip
 __all__ = [
     "backward_ignores_grad_output",
     "gradient_scaled_in_place",
@@ -78,4 +120,5 @@ __all__ = [
     "online_without_a_masked_guard",
     "smoothing_counts_ignored",
     "smoothing_not_applied",
+    "target_gradient_rounded_before_subtracting",
 ]

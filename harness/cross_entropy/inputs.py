@@ -76,18 +76,17 @@ class Draw:
             log_rank = torch.arange(1, c + 1, dtype=torch.float64, device=device).log_().mul_(-ZIPF_ALPHA)
             ranks = options_generator(device, p.seed, RANKS)
         masked = min(round(p.mask_fraction * c), c - 1)  # classes per row set to -inf
+        confident = p.target_confidence > 0
         if masked:
             g_mask = options_generator(device, p.seed, MASKED)
-            # uniform hard targets are known before the logits (their own stream, the draw
-            # make_inputs makes): a target is never masked. The model's own targets (zipf) are
-            # drawn from the masked softmax, which gives a masked class no chance.
-            y = (
-                None
-                if zipf
-                else torch.randint(
-                    c, (b,), device=device, generator=_generator(device, p.seed, _TARGETS_STREAM)
-                )
-            )
+        y = None
+        if (masked or confident) and not zipf:
+            # Uniform hard targets are known before the logits (their own stream, the draw
+            # make_inputs makes): a target is never masked, and its logit can be set. The model's
+            # own targets (zipf) are drawn from the masked softmax, which gives a masked class no
+            # chance (zipf with target_confidence is refused).
+            g_y = _generator(device, p.seed, _TARGETS_STREAM)
+            y = torch.randint(c, (b,), device=device, generator=g_y)
         for rows in row_slices(b, c, _BLOCK_ELEMENTS):
             shape = (rows.stop - rows.start, c)
             z = torch.randn(shape, dtype=torch.float64, device=device, generator=g_logits)
@@ -102,6 +101,10 @@ class Draw:
                 if y is not None:
                     order.scatter_(1, y[rows, None], 2.0)
                 z.scatter_(1, order.argsort(dim=1)[:, :masked], -math.inf)
+            if confident:  # z_y = logit(p) + lse of the others: softmax gives the target p exactly
+                zy = z.scatter(1, y[rows, None], -math.inf).logsumexp(dim=1, keepdim=True)
+                odds = math.log(p.target_confidence) - math.log1p(-p.target_confidence)
+                z.scatter_(1, y[rows, None], zy + odds)
             t = None
             if g_targets is not None:
                 t = torch.randn(shape, dtype=torch.float64, device=device, generator=g_targets).softmax(dim=1)

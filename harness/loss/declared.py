@@ -97,6 +97,13 @@ def _mask_fraction(v: Any, ctx: Context) -> float:
     return f
 
 
+def _target_confidence(v: Any, ctx: Context) -> float:
+    f = number(v, "target_confidence", 0, 1, True)
+    if f > 0 and ctx.targets != "hard":
+        raise SettingError(f"target_confidence={f:g} needs targets=hard: it sets the target class's logit")
+    return f
+
+
 def _ignore_fraction(v: Any, ctx: Context) -> float:
     f = number(v, "ignore_fraction", 0, 1, True)
     if f > 0 and ctx.targets != "hard":
@@ -121,6 +128,10 @@ def _together(values: Mapping[str, Any], ctx: Context) -> None:
     ignores rows whatever the share asked for, so it is asked of the variants (and refused to
     those that do not take it) only with ignore_fraction > 0: alone it is refused, never read by
     the reference and not by the variants."""
+    if values.get("target_confidence", 0.0) > 0 and values.get("logits") == "zipf":
+        raise SettingError(
+            "target_confidence needs logits=normal: zipf's hard targets are drawn from the model's softmax"
+        )
     masked = values.get("mask_fraction", 0.0)
     if masked > 0 and values.get("label_smoothing", 0.0) > 0:
         raise SettingError(
@@ -213,6 +224,18 @@ OPTIONS: tuple[Option, ...] = (
         "share of each row's logits set to -inf (masked or padded tokens), at classes drawn per row "
         "(never the target), in [0, 1); hard targets only",
         "none: it changes the inputs (a -inf logit has probability 0 and gradient 0), not the loss",
+    ),
+    Option(
+        "target_confidence",
+        0.0,
+        float,
+        "float64",
+        _target_confidence,
+        {CE: ""},
+        "the target's probability in every row, in [0, 1) (0: as drawn): its logit set to "
+        "logit(p) + the lse of the others, before rounding; 0.999 makes confident rows, where a "
+        "gradient (p_y - 1)/B cancels; hard targets, normal logits",
+        "none: it changes the inputs, not the loss",
     ),
     Option(
         "ignore_fraction",

@@ -48,6 +48,8 @@ CATALOGUE = [
     (["logits=cauchy"], "logits='cauchy' is not allowed: use normal or zipf"),
     (["logit_offset=nan"], "logit_offset=nan is not allowed: use a finite number"),
     (["mask_fraction=1"], "mask_fraction=1.0 is not allowed: use [0, 1)"),
+    (["targets=soft", "target_confidence=0.9"], "target_confidence=0.9 needs targets=hard"),
+    (["targets=hard", "logits=zipf", "target_confidence=0.9"], "target_confidence needs logits=normal"),
     (["targets=soft", "mask_fraction=0.5"], "mask_fraction=0.5 needs targets=hard"),
     (
         ["targets=hard", "mask_fraction=0.5", "label_smoothing=0.1"],

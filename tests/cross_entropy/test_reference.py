@@ -198,3 +198,12 @@ def test_a_masked_draw_masks_whole_classes_per_row_never_the_target(logits):
     assert torch.equal(masked.logits[~inf], plain.logits[~inf])  # the rest is the plain draw
     if logits == "normal":
         assert torch.equal(masked.targets, plain.targets)  # uniform targets: the same draw
+
+
+def test_a_chosen_confidence_gives_every_target_that_probability():
+    plain = make_inputs(Point(8, 100, "fp64", 2.0, "cpu", "hard", seed=1))
+    sure = make_inputs(Point(8, 100, "fp64", 2.0, "cpu", "hard", seed=1, target_confidence=0.999))
+    p = sure.logits.softmax(dim=1).gather(1, sure.targets[:, None])[:, 0]
+    torch.testing.assert_close(p, torch.full_like(p, 0.999), rtol=1e-14, atol=0)
+    assert torch.equal(sure.targets, plain.targets)  # only the target logits moved
+    assert ((sure.logits != plain.logits).sum(dim=1) == 1).all()
