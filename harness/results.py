@@ -11,10 +11,10 @@ Columns (one row per point x variant x mode):
                  cross_entropy in files written before the column; hidden_size: D of
                  linear_cross_entropy, bias: whether its layer has a bias [V]; 0 and false on a
                  cross-entropy row, and in files written before them)
-  loss options   logits logit_offset mask_fraction target_confidence ignore_fraction ignore_index
-                 label_smoothing z_loss softcap (0: no cap) class_weights reduction: one column per option of
-                 harness/loss/declared.py
-                 (vocabulary.OPTION_DEFAULTS; older files load with those)
+  loss options   logits logit_offset mask_fraction pad_vocab_to target_confidence ignore_fraction
+                 ignore_index label_smoothing z_loss softcap (0: no cap) class_weights reduction: one
+                 column per option of harness/loss/declared.py (vocabulary.OPTION_DEFAULTS; older
+                 files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against);

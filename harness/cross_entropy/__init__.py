@@ -86,7 +86,7 @@ def loss_options(point: Point, inputs: Inputs) -> LossOptions:
 def _draw_rows(inputs: Inputs) -> Rows:
     """The unrounded draw, block by block, made again from the seed at each walk."""
     point = inputs.draw.point
-    shape = (point.batch_size, point.num_classes)
+    shape = (point.batch_size, point.width)
     return Rows(shape, torch.float64, torch.device(point.device), inputs.draw.blocks)
 
 

@@ -47,7 +47,7 @@ def _guarded(rows: int, cols: int, elem: int) -> int:
 
 def resident_bytes(point: Point) -> int:
     """What the harness holds while the point's variants run (module docstring)."""
-    b, c = point.batch_size, point.num_classes
+    b, c = point.batch_size, point.width
     e = point.torch_dtype.itemsize
     soft = point.targets == "soft"
     logits = b * c * e
@@ -68,7 +68,7 @@ def _block_elements(rows: int, cols: int, elements: int) -> int:
 
 def transient_bytes(point: Point) -> int:
     """The most the harness adds for a moment beyond its resident bytes (module docstring)."""
-    b, c = point.batch_size, point.num_classes
+    b, c = point.batch_size, point.width
     e = point.torch_dtype.itemsize
     draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
     draw *= 2 if point.targets == "soft" else 1

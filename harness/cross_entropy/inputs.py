@@ -108,6 +108,8 @@ class Draw:
             t = None
             if g_targets is not None:
                 t = torch.randn(shape, dtype=torch.float64, device=device, generator=g_targets).softmax(dim=1)
+            if p.width > c:  # padded classes: -inf columns after the vocabulary, never a target
+                z = torch.nn.functional.pad(z, (0, p.width - c), value=-math.inf)
             yield rows, z, t
 
     def whole(self) -> tuple[Tensor, Tensor | None]:
@@ -141,7 +143,7 @@ class Inputs:
 
 def make_inputs(point: Point) -> Inputs:
     device = torch.device(point.device)
-    b, c = point.batch_size, point.num_classes
+    b, c = point.batch_size, point.width
     draw = Draw(point)
     logits = torch.empty((b, c), dtype=point.torch_dtype, device=device)
     soft = point.targets == "soft"
@@ -158,6 +160,9 @@ def make_inputs(point: Point) -> Inputs:
             drawn[rows] = torch.multinomial(z.softmax(dim=1), 1, generator=g)[:, 0]
     if not soft:
         if drawn is None:
-            drawn = torch.randint(c, (b,), device=device, generator=g)
+            drawn = torch.randint(point.num_classes, (b,), device=device, generator=g)
         targets = ignore_rows(drawn, point, options_generator(device, point.seed, IGNORED_ROWS))
-    return Inputs(logits=logits, targets=targets, draw=draw, kind=point.targets, weight=class_weights(point))
+    weight = class_weights(point)
+    if weight is not None and c > point.num_classes:  # a weight per column: 0 on the padded ones
+        weight = torch.nn.functional.pad(weight, (0, c - point.num_classes))
+    return Inputs(logits=logits, targets=targets, draw=draw, kind=point.targets, weight=weight)

@@ -38,6 +38,13 @@ class _Point(OptionedPoint):
 
         return FAMILY
 
+    @property
+    def width(self) -> int:
+        """The logits' columns: num_classes, padded up to a multiple of pad_vocab_to with -inf
+        columns (the tensors a variant receives, and what the byte models count)."""
+        m = self.pad_vocab_to
+        return -(-self.num_classes // m) * m if m > 1 else self.num_classes
+
     def label(self) -> str:
         """One line for progress and logs."""
         return (

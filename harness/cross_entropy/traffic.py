@@ -13,7 +13,7 @@ from harness.cross_entropy.point import Point
 
 def bytes_moved(point: Point, mode: str) -> int:
     elem = point.torch_dtype.itemsize
-    logits = point.batch_size * point.num_classes * elem
+    logits = point.batch_size * point.width * elem
     targets = logits if point.targets == "soft" else 8 * point.batch_size
     grad = logits if mode == "fwd_bwd" else 0
     return logits + targets + grad

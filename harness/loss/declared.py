@@ -97,6 +97,17 @@ def _mask_fraction(v: Any, ctx: Context) -> float:
     return f
 
 
+def _pad_vocab_to(v: Any, ctx: Context) -> int:
+    if not is_int(v) or not 0 <= v < INT_LIMIT:
+        raise SettingError(f"pad_vocab_to={v!r} is not allowed: use an integer >= 0 (0: no padding)")
+    if v > 1 and ctx.targets != "hard":
+        raise SettingError(
+            f"pad_vocab_to={v} needs targets=hard: a probability target of 0 on a padded class "
+            "makes F.cross_entropy's 0 * -inf a NaN"
+        )
+    return v
+
+
 def _target_confidence(v: Any, ctx: Context) -> float:
     f = number(v, "target_confidence", 0, 1, True)
     if f > 0 and ctx.targets != "hard":
@@ -132,15 +143,19 @@ def _together(values: Mapping[str, Any], ctx: Context) -> None:
         raise SettingError(
             "target_confidence needs logits=normal: zipf's hard targets are drawn from the model's softmax"
         )
-    masked = values.get("mask_fraction", 0.0)
-    if masked > 0 and values.get("label_smoothing", 0.0) > 0:
+    masks = [
+        f"{k}={values[k]:g}"
+        for k, on in (("mask_fraction", 0.0), ("pad_vocab_to", 1))
+        if values.get(k, on) > on
+    ]
+    if masks and values.get("label_smoothing", 0.0) > 0:
         raise SettingError(
-            f"mask_fraction={masked:g} needs label_smoothing=0: smoothing puts mass on every class, "
+            f"{masks[0]} needs label_smoothing=0: smoothing puts mass on every class, "
             "and a masked class's log-probability is -inf (F.cross_entropy's loss is inf)"
         )
-    if masked > 0 and values.get("softcap", 0.0):
+    if masks and values.get("softcap", 0.0):
         raise SettingError(
-            f"mask_fraction={masked:g} is not measured with a softcap: softcap * tanh(-inf) = -softcap "
+            f"{masks[0]} is not measured with a softcap: softcap * tanh(-inf) = -softcap "
             "gives a masked class mass, and whether it should is a convention, not a rounding"
         )
     index, share = values.get("ignore_index"), values.get("ignore_fraction", 0.0)
@@ -224,6 +239,17 @@ OPTIONS: tuple[Option, ...] = (
         "share of each row's logits set to -inf (masked or padded tokens), at classes drawn per row "
         "(never the target), in [0, 1); hard targets only",
         "none: it changes the inputs (a -inf logit has probability 0 and gradient 0), not the loss",
+    ),
+    Option(
+        "pad_vocab_to",
+        0,
+        int,
+        "int64",
+        _pad_vocab_to,
+        {CE: ""},
+        "the logits' width padded up to a multiple of this with -inf columns (0 or 1: none), as "
+        "vocabularies are padded to 64 or 128; num_classes stays the real vocabulary; hard targets",
+        "none: the padded classes are masked (probability 0, gradient 0), never a target",
     ),
     Option(
         "target_confidence",

@@ -313,3 +313,22 @@ def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_de
         class_weights="signed", ignore_fraction=0.25,
     )  # fmt: skip
     assert set(bug.status) == {"inaccurate"}, bug[["mode", "status", "loss_rel_err", "loss_tolerance"]]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_a_padded_vocabulary_leaves_every_correct_variant_ok(dtype):
+    # V = 1001 padded to 1024 (pad_vocab_to=64: 23 -inf columns), alone and with masks, ignored
+    # rows, class weights and z-loss; the byte model counts the padded width the variants read.
+    for options in (
+        {},
+        {"mask_fraction": 0.5, "ignore_fraction": 0.25, "class_weights": "seeded", "z_loss": 1e-2},
+    ):
+        names = [n for n in _cpu_variants_with("reduction") + ["log1p_shifted"] if _honours(n, options)]
+        rows = _rows(
+            variants=names, dtype=dtype, targets="hard", num_classes=1001, pad_vocab_to=64, **options
+        )
+        bad = rows[rows.status != "ok"]
+        assert bad.empty, bad[["variant", "mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
+        assert len(set(rows.variant)) >= 2 and (rows.num_classes == 1001).all()
+        fwd = rows[rows["mode"] == "fwd"].bytes_moved.iloc[0]
+        assert fwd == 16 * 1024 * (4 if dtype == "fp32" else 2) + 8 * 16

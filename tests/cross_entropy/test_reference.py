@@ -207,3 +207,16 @@ def test_a_chosen_confidence_gives_every_target_that_probability():
     torch.testing.assert_close(p, torch.full_like(p, 0.999), rtol=1e-14, atol=0)
     assert torch.equal(sure.targets, plain.targets)  # only the target logits moved
     assert ((sure.logits != plain.logits).sum(dim=1) == 1).all()
+
+
+def test_a_padded_vocabulary_appends_masked_columns_to_the_same_draw():
+    plain = make_inputs(Point(6, 1001, "bf16", 2.0, "cpu", "hard", seed=2, class_weights="seeded"))
+    padded = make_inputs(
+        Point(6, 1001, "bf16", 2.0, "cpu", "hard", seed=2, class_weights="seeded", pad_vocab_to=64)
+    )
+    assert padded.logits.shape == (6, 1024) and padded.draw.point.width == 1024
+    assert (
+        torch.equal(padded.logits[:, :1001], plain.logits) and torch.isneginf(padded.logits[:, 1001:]).all()
+    )
+    assert torch.equal(padded.targets, plain.targets) and int(padded.targets.max()) < 1001
+    assert torch.equal(padded.weight[:1001], plain.weight) and (padded.weight[1001:] == 0).all()
