@@ -12,7 +12,8 @@ Columns (one row per point x variant x mode):
                  linear_cross_entropy, bias: whether its layer has a bias [V]; 0 and false on a
                  cross-entropy row, and in files written before them)
   loss options   logits logit_offset mask_fraction pad_vocab_to target_confidence ignore_fraction
-                 ignore_index label_smoothing z_loss softcap (0: no cap) class_weights reduction: one
+                 ignore_index label_smoothing z_loss softcap (0: no cap) class_weights micro_batches
+                 reduction: one
                  column per option of harness/loss/declared.py (vocabulary.OPTION_DEFAULTS; older
                  files load with those)
   outcome        status (harness/vocabulary.py, STATUSES), message

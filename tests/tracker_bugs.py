@@ -85,6 +85,18 @@ def target_gradient_rounded_before_subtracting(logits, targets):
 
 target_gradient_rounded_before_subtracting.harness_targets = {"hard"}
 
+
+def num_items_dropped(logits, targets, *, ignore_index=-100, num_items_in_batch=None):
+    """transformers PR #34191: the model's forward took num_items_in_batch and did not pass it to
+    its loss, so each micro-batch fell back to its own mean: the accumulated loss is the sum of
+    the micro-batches' means, not the batch's mean (and weighs a micro-batch with many padded
+    tokens like any other)."""
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index)
+
+
+num_items_dropped.harness_targets = {"hard"}
+num_items_dropped.harness_options = {"ignore_index", "num_items_in_batch"}
+
 # (name, source, what triggers it, a correct variant that is not flagged there) for the README's
 # table and the test; the settings are the harness's command-line settings of the point. The
 # control at confident bf16 rows is `chunked`: CPU bf16 F.cross_entropy is flagged there itself
@@ -109,6 +121,10 @@ CATALOGUE = [
         {"logit_offset": 1e8}, "torch_cross_entropy",
     ),
     (
+        "num_items_dropped", "transformers PR #34191",
+        {"micro_batches": 4, "ignore_fraction": 0.3}, "chunked",
+    ),
+    (
         "target_gradient_rounded_before_subtracting", "Liger-Kernel PR #1329",
         {"dtype": "bf16", "target_confidence": 0.999}, "chunked",
     ),
@@ -117,6 +133,7 @@ __all__ = [
     "backward_ignores_grad_output",
     "gradient_scaled_in_place",
     "lse_minus_target_logit",
+    "num_items_dropped",
     "online_without_a_masked_guard",
     "smoothing_counts_ignored",
     "smoothing_not_applied",

@@ -46,18 +46,28 @@ def fed_call(
     kwargs = feed.kwargs
     reduction = kwargs.get("reduction", "mean")
     rows = feed.logits.shape[0]
+    parts = micro_batches(rows, feed.splits)
+
+    def loss_of(z: Tensor) -> Tensor:
+        if len(parts) == 1:
+            return checked_loss(fn(z, feed.targets, **kwargs), reduction, rows)
+        # Gradient accumulation: one call per micro-batch, each over the whole batch's kept rows
+        # (num_items_in_batch, in kwargs), their losses summed in float64 by the harness as a
+        # trainer's accumulation would be; the slices are views, so the gradient lands in place.
+        losses = [checked_loss(fn(z[s], feed.targets[s], **kwargs), "mean", s.stop - s.start) for s in parts]
+        return torch.stack([part.double() for part in losses]).sum()
 
     if mode == "fwd":
 
         def fwd() -> Outputs:
             with torch.no_grad():
-                return checked_loss(fn(feed.logits, feed.targets, **kwargs), reduction, rows), None
+                return loss_of(feed.logits), None
 
         return fwd
 
     def fwd_bwd() -> Outputs:
         x = feed.logits.detach().requires_grad_()
-        loss = checked_loss(fn(x, feed.targets, **kwargs), reduction, rows)
+        loss = loss_of(x)
         if not loss.requires_grad:
             raise BadResult("returned a loss that does not depend on the logits (no gradient)")
         # never an incoming gradient of 1 (harness/loss/errors.py `incoming`): per-row losses
@@ -66,6 +76,12 @@ def fed_call(
         return loss, grad
 
     return fwd_bwd
+
+
+def micro_batches(rows: int, k: int) -> list[slice]:
+    """`rows` cut into `k` contiguous micro-batches as even as possible (sizes differ by one)."""
+    bounds = [round(i * rows / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def make_call(
@@ -128,6 +144,8 @@ def _unsupported(variant: Variant, point: Point) -> str:
 def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str, Any]:
     """Every option the variant declares, by keyword, with the point's value (defaults too)."""
     values = {**point.kwarg_values(), "weight": inputs.weight}  # the weights as drawn
+    if point.micro_batches > 1:  # the whole batch's kept rows, as a trainer counts them
+        values["num_items_in_batch"] = int((inputs.targets != point.ignore_index).sum().item())
     return {name: values[name] for name in sorted(variant.options)}
 
 
@@ -137,6 +155,7 @@ def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
         targets=inputs.for_variant(variant.wants_one_hot(point.targets)),
         fresh=variant.overwrites_input,
         kwargs=_variant_kwargs(variant, point, inputs),
+        splits=point.micro_batches,
     )
 
 

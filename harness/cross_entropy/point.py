@@ -81,6 +81,8 @@ def point(cfg: Any) -> Point:
     seed = settings.seed(get_setting(cfg, "seed"), "seed")
     device = validate_device(get_setting(cfg, "device"))
     options = declared.parse(lambda k, d: optional(cfg, k, d), "cross_entropy", c, targets)
+    if options["micro_batches"] > b:
+        raise SettingError(f"micro_batches={options['micro_batches']} is more than batch_size={b}")
     return Point(
         batch_size=b,
         num_classes=c,

@@ -108,6 +108,14 @@ def _pad_vocab_to(v: Any, ctx: Context) -> int:
     return v
 
 
+def _micro_batches(v: Any, ctx: Context) -> int:
+    if not is_int(v) or not 1 <= v < INT_LIMIT:
+        raise SettingError(f"micro_batches={v!r} is not allowed: use an integer >= 1 (1: one call)")
+    if v > 1 and ctx.targets != "hard":
+        raise SettingError(f"micro_batches={v} needs targets=hard: num_items_in_batch counts the kept tokens")
+    return v
+
+
 def _target_confidence(v: Any, ctx: Context) -> float:
     f = number(v, "target_confidence", 0, 1, True)
     if f > 0 and ctx.targets != "hard":
@@ -157,6 +165,13 @@ def _together(values: Mapping[str, Any], ctx: Context) -> None:
         raise SettingError(
             f"{masks[0]} is not measured with a softcap: softcap * tanh(-inf) = -softcap "
             "gives a masked class mass, and whether it should is a convention, not a rounding"
+        )
+    if values.get("micro_batches", 1) > 1 and (
+        values.get("reduction", "mean") != "mean" or values.get("class_weights", "none") != "none"
+    ):
+        raise SettingError(
+            f"micro_batches={values['micro_batches']} needs reduction=mean and class_weights=none: "
+            "num_items_in_batch replaces the mean's divisor with the batch's count of kept tokens"
         )
     index, share = values.get("ignore_index"), values.get("ignore_fraction", 0.0)
     if index is not None and 0 <= index < ctx.num_classes and not share > 0:
@@ -339,6 +354,22 @@ OPTIONS: tuple[Option, ...] = (
         on=lambda v: v != "none",
         to_column=lambda v: "given" if isinstance(v, tuple) else v,
         to_kwarg=lambda v, values: None,  # the family passes the weights as drawn (a tensor)
+    ),
+    Option(
+        "micro_batches",
+        1,
+        int,
+        "int64",
+        _micro_batches,
+        {CE: "num_items_in_batch"},
+        "gradient accumulation: the rows cut into this many micro-batches, one call each with "
+        "num_items_in_batch = the batch's kept rows, the losses summed (1: one call); hard targets, "
+        "reduction=mean, no class weights",
+        "none: the sum of the micro-batches' sums over the batch's kept rows is the batch's mean",
+        kwarg_doc="the kept tokens of the whole batch (transformers' num_items_in_batch): return this "
+        "micro-batch's summed loss divided by it; None: the plain loss",
+        on=lambda v: v > 1,
+        to_kwarg=lambda v, values: None,  # the family passes the count, which the targets decide
     ),
     Option(
         "reduction",

@@ -108,9 +108,12 @@ class Feed:
     overwrites its inputs, so each `refresh` gives it new copies of the originals (a None, such
     as a point's absent bias, stays None)."""
 
-    def __init__(self, fresh: bool = False, kwargs: dict | None = None, **tensors: Tensor | None) -> None:
+    def __init__(
+        self, fresh: bool = False, kwargs: dict | None = None, splits: int = 1, **tensors: Tensor | None
+    ) -> None:
         self._sources = dict(tensors)
         self.fresh = fresh
+        self.splits = splits  # micro-batches the rows are cut into, one call each (gradient accumulation)
         self.kwargs = dict(kwargs or {})  # passed to the variant by keyword on every call (options)
         self.__dict__.update(tensors)
 

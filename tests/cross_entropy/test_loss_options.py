@@ -332,3 +332,31 @@ def test_a_padded_vocabulary_leaves_every_correct_variant_ok(dtype):
         assert len(set(rows.variant)) >= 2 and (rows.num_classes == 1001).all()
         fwd = rows[rows["mode"] == "fwd"].bytes_moved.iloc[0]
         assert fwd == 16 * 1024 * (4 if dtype == "fp32" else 2) + 8 * 16
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_gradient_accumulation_leaves_every_variant_that_takes_num_items_ok(dtype):
+    # 30 rows in 4 micro-batches of 7-8, a third of the rows ignored (unevenly across them), each
+    # call given the whole batch's kept rows; the sum of the four is the batch's mean.
+    names = _cpu_variants_with("num_items_in_batch")
+    assert {"torch_composed", "chunked", "online"} <= set(names)
+    for extra in ({}, {"z_loss": 1e-2, "label_smoothing": 0.1}):
+        rows = _rows(
+            variants=names, dtype=dtype, targets="hard", batch_size=30, micro_batches=4, ignore_fraction=0.3,
+            **extra,
+        )  # fmt: skip
+        bad = rows[rows.status != "ok"]
+        assert bad.empty, bad[["variant", "mode", "status", "message", "loss_rel_err", "grad_rel_err"]]
+        assert set(rows.variant) == set(names)
+    plain = _rows(variants=["torch_cross_entropy"], targets="hard", micro_batches=4, ignore_fraction=0.3)
+    assert set(plain.status) == {"unsupported"} and plain.message.str.contains("num_items_in_batch").all()
+
+
+def test_the_micro_batches_cover_the_rows_once():
+    from harness.cross_entropy import micro_batches
+
+    for rows, k in ((30, 4), (7, 7), (64, 3), (5, 1)):
+        parts = micro_batches(rows, k)
+        assert len(parts) == k and parts[0].start == 0 and parts[-1].stop == rows
+        assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+        assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1

@@ -30,3 +30,10 @@ def test_the_readme_lists_every_tracker_bug_with_its_source():
     for name, source, _, _ in CATALOGUE:
         line = next((ln for ln in table.splitlines() if f"`{name}`" in ln), "")
         assert source in line, (name, source)
+
+
+def test_dropping_num_items_is_right_without_micro_batches():
+    # one call per batch: num_items_in_batch is None, and the fallback mean is the right loss
+    name = "num_items_dropped"
+    cfg = job_config(**{**BASE, "ignore_fraction": 0.3, "variants": [f"{name}@tests.tracker_bugs:{name}"]})
+    assert set(pd.DataFrame(run_job(cfg)).status) == {"ok"}

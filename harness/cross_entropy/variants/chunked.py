@@ -36,7 +36,15 @@ from torch import Tensor
 from harness.cross_entropy.variants import register
 from harness.loss.declared import REDUCTIONS
 
-OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"}
+OPTIONS = {
+    "ignore_index",
+    "label_smoothing",
+    "z_loss",
+    "softcap",
+    "weight",
+    "reduction",
+    "num_items_in_batch",
+}
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -241,9 +249,13 @@ def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple:  # noqa: ANN001
 
 
 def options_apply(fn: type, logits: Tensor, targets: Tensor, **options) -> Tensor:  # noqa: ANN003
-    """`fn.apply` with the options in its forward's order, after checking the reduction."""
+    """`fn.apply` with the options in its forward's order, after checking the reduction. Given
+    num_items_in_batch (gradient accumulation), the sum over this micro-batch divided by it."""
     if options["reduction"] not in REDUCTIONS:
         raise ValueError(f"reduction={options['reduction']!r}: use one of {', '.join(REDUCTIONS)}")
+    items = options.pop("num_items_in_batch", None)
+    if items is not None:
+        return options_apply(fn, logits, targets, **{**options, "reduction": "sum"}) / items
     return fn.apply(
         logits,
         targets,
@@ -313,6 +325,7 @@ def chunked(
     softcap: float | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
+    num_items_in_batch: int | None = None,
 ) -> Tensor:
     """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype; options as
     F.cross_entropy's, plus z_loss and softcap (module docstring)."""
@@ -326,4 +339,5 @@ def chunked(
         z_loss=z_loss,
         softcap=softcap,
         reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
     )

@@ -19,7 +19,15 @@ from harness.cross_entropy.variants import register
 
 @register(
     "torch_composed",
-    options={"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"},
+    options={
+        "ignore_index",
+        "label_smoothing",
+        "z_loss",
+        "softcap",
+        "weight",
+        "reduction",
+        "num_items_in_batch",
+    },
     plain_equivalent="torch_cross_entropy",
     description="eager PyTorch composition: tanh softcap, F.cross_entropy(options), + z_loss * lse^2",
 )
@@ -33,8 +41,14 @@ def torch_composed(
     softcap: float | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
+    num_items_in_batch: int | None = None,
 ) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
+    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype. Given
+    num_items_in_batch (gradient accumulation, as transformers passes it): the summed loss over
+    it."""
+    if num_items_in_batch is not None:
+        kw = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
+        return torch_composed(logits, targets, **kw, weight=weight, reduction="sum") / num_items_in_batch
     z = logits if softcap is None else softcap * torch.tanh(logits / softcap)
     loss = F.cross_entropy(
         z,

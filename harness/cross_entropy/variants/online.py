@@ -90,6 +90,7 @@ def online(
     softcap: float | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
+    num_items_in_batch: int | None = None,
 ) -> Tensor:
     """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype; options as
     F.cross_entropy's, plus z_loss and softcap (chunked's module docstring)."""
@@ -103,4 +104,5 @@ def online(
         z_loss=z_loss,
         softcap=softcap,
         reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
     )
