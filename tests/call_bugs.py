@@ -14,12 +14,16 @@ def _gradient(logits, targets):
     return g.div_(len(targets)).to(logits.dtype)
 
 
-class _ScaledInPlace(torch.autograd.Function):
+class _StoredGradient(torch.autograd.Function):
+    """The loss in float32; the gradient made in forward and saved; backward as each subclass says."""
+
     @staticmethod
     def forward(ctx, logits, targets):  # noqa: ANN001
         ctx.save_for_backward(_gradient(logits, targets))
         return F.cross_entropy(logits.float(), targets).to(logits.dtype)
 
+
+class _ScaledInPlace(_StoredGradient):
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
         (g,) = ctx.saved_tensors
@@ -39,12 +43,7 @@ def gradient_scaled_in_place(logits, targets):
 gradient_scaled_in_place.harness_targets = {"hard"}
 
 
-class _Scaled(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, targets):  # noqa: ANN001
-        ctx.save_for_backward(_gradient(logits, targets))
-        return F.cross_entropy(logits.float(), targets).to(logits.dtype)
-
+class _Scaled(_StoredGradient):
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
         (g,) = ctx.saved_tensors
@@ -59,12 +58,7 @@ def gradient_scaled(logits, targets):
 gradient_scaled.harness_targets = {"hard"}
 
 
-class _ScaledInPlaceSeen(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, targets):  # noqa: ANN001
-        ctx.save_for_backward(_gradient(logits, targets))
-        return F.cross_entropy(logits.float(), targets).to(logits.dtype)
-
+class _ScaledInPlaceSeen(_StoredGradient):
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
         (g,) = ctx.saved_tensors

@@ -87,50 +87,41 @@ def _logit_offset(v: Any, ctx: Context) -> float:
     return float(v)
 
 
+def _hard_only(name: str, v: Any, on: bool, ctx: Context, why: str) -> Any:
+    """`v`, or the refusal of a setting that is on with probability targets, saying why."""
+    if on and ctx.targets != "hard":
+        raise SettingError(f"{name}={v:g} needs targets=hard: {why}")
+    return v
+
+
 def _mask_fraction(v: Any, ctx: Context) -> float:
     f = number(v, "mask_fraction", 0, 1, True)
-    if f > 0 and ctx.targets != "hard":
-        raise SettingError(
-            f"mask_fraction={f:g} needs targets=hard: a probability target on a masked class "
-            "makes F.cross_entropy's 0 * -inf a NaN"
-        )
-    return f
+    why = "a probability target on a masked class makes F.cross_entropy's 0 * -inf a NaN"
+    return _hard_only("mask_fraction", f, f > 0, ctx, why)
 
 
 def _pad_vocab_to(v: Any, ctx: Context) -> int:
     if not is_int(v) or not 0 <= v < INT_LIMIT:
         raise SettingError(f"pad_vocab_to={v!r} is not allowed: use an integer >= 0 (0: no padding)")
-    if v > 1 and ctx.targets != "hard":
-        raise SettingError(
-            f"pad_vocab_to={v} needs targets=hard: a probability target of 0 on a padded class "
-            "makes F.cross_entropy's 0 * -inf a NaN"
-        )
-    return v
+    why = "a probability target of 0 on a padded class makes F.cross_entropy's 0 * -inf a NaN"
+    return _hard_only("pad_vocab_to", v, v > 1, ctx, why)
 
 
 def _micro_batches(v: Any, ctx: Context) -> int:
     if not is_int(v) or not 1 <= v < INT_LIMIT:
         raise SettingError(f"micro_batches={v!r} is not allowed: use an integer >= 1 (1: one call)")
-    if v > 1 and ctx.targets != "hard":
-        raise SettingError(f"micro_batches={v} needs targets=hard: num_items_in_batch counts the kept tokens")
-    return v
+    return _hard_only("micro_batches", v, v > 1, ctx, "num_items_in_batch counts the kept tokens")
 
 
 def _target_confidence(v: Any, ctx: Context) -> float:
     f = number(v, "target_confidence", 0, 1, True)
-    if f > 0 and ctx.targets != "hard":
-        raise SettingError(f"target_confidence={f:g} needs targets=hard: it sets the target class's logit")
-    return f
+    return _hard_only("target_confidence", f, f > 0, ctx, "it sets the target class's logit")
 
 
 def _ignore_fraction(v: Any, ctx: Context) -> float:
     f = number(v, "ignore_fraction", 0, 1, True)
-    if f > 0 and ctx.targets != "hard":
-        raise SettingError(
-            f"ignore_fraction={f:g} needs targets=hard: probability targets have no "
-            "ignored class (F.cross_entropy takes ignore_index with class indices only)"
-        )
-    return f
+    why = "probability targets have no ignored class (F.cross_entropy takes ignore_index with class indices)"
+    return _hard_only("ignore_fraction", f, f > 0, ctx, why)
 
 
 def _ignore_index(v: Any, ctx: Context) -> int:
