@@ -113,6 +113,7 @@ def test_both_declare_every_option():
             "softcap",
             "weight",
             "reduction",
+            "num_items_in_batch",
         }
 
 
