@@ -21,7 +21,11 @@ Columns (one row per point x variant x mode):
                  grad_tolerance (the thresholds the errors were judged against);
                  grad_hidden_rel_err grad_weight_rel_err grad_bias_rel_err (linear_cross_entropy:
                  dH's, dW's and, with a bias, dbias's errors, grad_rel_err the largest; null on a
-                 cross-entropy row, and grad_bias_rel_err without a bias)
+                 cross-entropy row, and grad_bias_rel_err without a bias);
+                 grad_row_err grad_class_err grad_target_err grad_entry_ratio (element-wise,
+                 cross_entropy fwd_bwd: the worst row's and class's relative gradient error,
+                 the hard targets' entries', and the worst of them over its per-entry bound,
+                 above 1 inaccurate; harness/loss/errors.py Entrywise)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples, wall),
                  time_wait_samples_s (the calling thread's run-queue wait in each sample: other
                  work's share of it; CPU only),
@@ -93,6 +97,10 @@ SCHEMA = pa.schema(
         ("grad_bias_rel_err", pa.float64()),
         ("loss_tolerance", pa.float64()),
         ("grad_tolerance", pa.float64()),
+        ("grad_row_err", pa.float64()),
+        ("grad_class_err", pa.float64()),
+        ("grad_target_err", pa.float64()),
+        ("grad_entry_ratio", pa.float64()),
         ("nan_count", pa.int64()),
         ("inf_count", pa.int64()),
         ("time_median_s", pa.float64()),

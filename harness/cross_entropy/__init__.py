@@ -21,7 +21,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from harness.cross_entropy.accuracy import assess, grad_rel_err, row_scale
+from harness.cross_entropy.accuracy import (
+    assess,
+    element_columns,
+    entrywise,
+    grad_errors,
+    grad_rel_err,
+    row_scale,
+)
 from harness.cross_entropy.inputs import Inputs, make_inputs
 from harness.cross_entropy.point import READS, Point, point
 from harness.cross_entropy.reference import Reference, Rows, reference
@@ -111,7 +118,7 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     and on the unrounded draw (the total error: loss and gradient alone). Neither holds the draw:
     the first reads the rounded tensors (no variant has run yet), the second walks the draw's
     blocks, made again from the seed; each keeps its per-row losses and figures, and its
-    gradient only where that is small (reference.py, Gradient). The class weights are part of
+    gradient only where that is small (streamed.py, Gradient). The class weights are part of
     the problem, not of its storage: both references take them as the variants receive them
     (rounded to the dtype)."""
     options = loss_options(point, inputs)
@@ -167,42 +174,51 @@ def _guarded(inputs: Inputs) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _grad_errors(grad: Tensor, ref: Reference, total: Reference, scale: Tensor | None) -> tuple[float, float]:
-    """The gradient's error against both references in one walk: of the kept gradients where
-    both are small, else of the draw, each block made once, rounded for the first reference, as
-    drawn for the second, both references' gradient blocks made beside the variant's (never a
-    whole float64 [B, C]). The rounded blocks are the tensors the variants received, bit for
-    bit, and unlike those, no variant can have written into them."""
-    ours, theirs = NormDiff(scale), NormDiff(scale)
+def _grad_errors(
+    grad: Tensor, ref: Reference, total: Reference, scale: Tensor | None
+) -> tuple[float, dict[str, float], float]:
+    """The gradient's error against both references in one walk, with the element-wise columns
+    against the first: of the kept gradients where both are small, else of the draw, each block
+    made once, rounded for the first reference, as drawn for the second, both references'
+    gradient blocks made beside the variant's (never a whole float64 [B, C]). The rounded blocks
+    are the tensors the variants received, bit for bit, and unlike those, no variant can have
+    written into them."""
+    ours, theirs, local = NormDiff(scale), NormDiff(scale), entrywise(ref, scale)
     if ref.gradient.kept is not None and total.gradient.kept is not None:
-        for (rows, r), (_, rt) in zip(ref.gradient.blocks(), total.gradient.blocks()):
+        walk = zip(ref.gradient.blocks_and_bounds(), total.gradient.blocks())
+        for (rows, r, bound), (_, rt) in walk:
             ours.add(grad[rows], r, rows)
             theirs.add(grad[rows], rt, rows)
-        return ours.rel(ref.grad_norm), theirs.rel(total.grad_norm)
+            if local is not None:
+                local.add(grad[rows], r, bound, rows)
+        return ours.rel(ref.grad_norm), element_columns(local), theirs.rel(total.grad_norm)
     rounded = ref.gradient.rows.dtype
     for rows, z, t in total.gradient.rows.blocks():
         g = grad[rows]
-        ours.add(g, ref.gradient.block(rows, z.to(rounded), None if t is None else t.to(rounded)), rows)
+        r, bound = ref.gradient.block_and_bound(rows, z.to(rounded), None if t is None else t.to(rounded))
+        ours.add(g, r, rows)
+        if local is not None:
+            local.add(g, r, bound, rows)
         theirs.add(g, total.gradient.block(rows, z, t), rows)
-    return ours.rel(ref.grad_norm), theirs.rel(total.grad_norm)
+    return ours.rel(ref.grad_norm), element_columns(local), theirs.rel(total.grad_norm)
 
 
 def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -> dict[str, Any]:
     """The accuracy columns: against float64 on the rounded inputs (the algorithm's error,
-    which the verdict judges) and on the unrounded draw (storage in the dtype plus algorithm).
-    The gradient is of the runner's incoming gradient (fed_call): the references' are scaled
-    to it."""
+    which the verdict judges, norm-wise and element-wise) and on the unrounded draw (storage in
+    the dtype plus algorithm). The gradient is of the runner's incoming gradient (fed_call):
+    the references' are scaled to it."""
     loss, grad = outputs
     ref, ref_total = refs
-    g_err = g_total = None
+    g_err = g_total = local = None
     if grad is not None and ref.finite:
         scale = row_scale(ref, loss.dim())
         if ref_total.finite and ref_total is not ref:  # one walk for both gradient errors
-            g_err, g_total = _grad_errors(grad, ref, ref_total, scale)
+            g_err, local, g_total = _grad_errors(grad, ref, ref_total, scale)
         else:
-            g_err = grad_rel_err(grad, ref, scale)
+            g_err, local = grad_errors(grad, ref, scale)
             g_total = g_err if ref_total is ref else None
-    cols = asdict(assess(loss, grad, ref, point.dtype, grad_err=g_err))
+    cols = asdict(assess(loss, grad, ref, point.dtype, grad_err=g_err, local=local))
     if ref_total.finite:
         cols["loss_rel_err_total"] = (
             rel_err(cols["loss"], ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)

@@ -4,15 +4,24 @@ harness/loss/errors.py)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
-from harness.cross_entropy.tolerance import tolerance
+from harness.cross_entropy.tolerance import K_ENTRY, tolerance
 from harness.loss import verdict
-from harness.loss.errors import SCALAR_UPSTREAM, NormDiff, nonfinite_counts, rel_err, rows_rel_err, upstream
+from harness.loss.errors import (
+    SCALAR_UPSTREAM,
+    Entrywise,
+    NormDiff,
+    nonfinite_counts,
+    rel_err,
+    rows_rel_err,
+    upstream,
+)
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,15 @@ class Accuracy:
     grad_tolerance: float | None
     nan_count: int  # over the loss and every gradient element
     inf_count: int
-    status: str  # ok | inaccurate | nonfinite | no_reference
+    status: str  # ok | inaccurate | unjudged | nonfinite | no_reference
     message: str = ""
+    # Element-wise (harness/loss/errors.py Entrywise), fwd_bwd only: the worst row's and
+    # class's relative gradient error, the target entries', and the worst of their error norms
+    # over K_ENTRY times their per-entry bound norms (above 1: inaccurate).
+    grad_row_err: float | None = None
+    grad_class_err: float | None = None
+    grad_target_err: float | None = None
+    grad_entry_ratio: float | None = None
 
 
 def row_scale(ref: Reference, loss_dims: int, scalar: float = SCALAR_UPSTREAM) -> Tensor | None:
@@ -55,13 +71,47 @@ def grad_rel_err(grad: Tensor, ref: Reference, scale: Tensor | None = None) -> f
     return acc.rel(ref.grad_norm)
 
 
+def entrywise(ref: Reference, scale: Tensor | None) -> Entrywise | None:
+    """The element-wise accumulator for gradients judged against `ref` (None: it has no bound)."""
+    g = ref.gradient
+    if g.kept_bound is None and g.bounded is None:
+        return None
+    return Entrywise(ref.shape, scale, ref.entry_targets)
+
+
+def grad_errors(grad: Tensor, ref: Reference, scale: Tensor | None = None) -> tuple[float, dict[str, float]]:
+    """`grad_rel_err` and the element-wise columns (`element_columns`) in one walk: each block
+    of the reference made once, with its per-entry bound."""
+    acc, local = NormDiff(scale), entrywise(ref, scale)
+    for rows, r, bound in ref.gradient.blocks_and_bounds(with_bounds=local is not None):
+        acc.add(grad[rows], r, rows)
+        if local is not None:
+            local.add(grad[rows], r, bound, rows)
+    return acc.rel(ref.grad_norm), element_columns(local)
+
+
+def element_columns(local: Entrywise | None) -> dict[str, float]:
+    """The Accuracy fields of an element-wise accumulator, its ratio over K_ENTRY."""
+    if local is None:
+        return {}
+    cols = local.result()
+    cols["grad_entry_ratio"] /= K_ENTRY
+    cols["worst"] = local.worst  # for the message, not a column
+    return cols
+
+
 def assess(
-    loss: Tensor, grad: Tensor | None, ref: Reference, dtype_name: str, grad_err: float | None = None
+    loss: Tensor,
+    grad: Tensor | None,
+    ref: Reference,
+    dtype_name: str,
+    grad_err: float | None = None,
+    local: dict[str, float] | None = None,
 ) -> Accuracy:
     """loss: 0-dim tensor, or [B] per-row losses (reduction none); grad: [B, C] or None (fwd mode);
-    grad_err: its `grad_rel_err`, where the caller measured it (the runner's: of an incoming
-    gradient of SCALAR_UPSTREAM); else it is measured here as the gradient of the loss as
-    returned (of `upstream` for per-row losses)."""
+    grad_err, local: its `grad_errors`, where the caller measured them (the runner's: of an
+    incoming gradient of SCALAR_UPSTREAM); else they are measured here as the gradient of the
+    loss as returned (of `upstream` for per-row losses)."""
     losses = loss.detach().to(torch.float64)
     value = float(losses.mean().item())
     nan, inf = nonfinite_counts(losses)
@@ -70,14 +120,37 @@ def assess(
     if not ref.finite:
         return Accuracy(value, ref.loss, None, None, None, None, nan, inf, "no_reference", ref.missing)
     l_err = rel_err(value, ref.loss) if losses.dim() == 0 else rows_rel_err(losses, ref.losses)
-    if grad is None:
-        g_err = None
-    elif grad_err is not None:
-        g_err = grad_err
-    else:
-        g_err = grad_rel_err(grad, ref, row_scale(ref, losses.dim(), scalar=1.0))
+    g_err, local = (grad_err, dict(local or {})) if grad_err is not None else (None, {})
+    if grad is not None and grad_err is None:
+        g_err, local = grad_errors(grad, ref, row_scale(ref, losses.dim(), scalar=1.0))
+    worst = local.pop("worst", "")
     tol = tolerance(ref, dtype_name)
-    status = verdict.status(bool(nan or inf), [(l_err, tol.loss), (g_err, tol.grad)])
+    ratio = local.get("grad_entry_ratio")
+    status = verdict.status(bool(nan or inf), [(l_err, tol.loss), (g_err, tol.grad)], local=ratio)
+    message = ""
+    if status == "inaccurate" and ratio is not None and ratio > 1 and g_err is not None and g_err <= tol.grad:
+        message = _local_message(local, worst)
     return Accuracy(
-        value, ref.loss, l_err, g_err, tol.loss, tol.grad if grad is not None else None, nan, inf, status
+        value,
+        ref.loss,
+        l_err,
+        g_err,
+        tol.loss,
+        tol.grad if grad is not None else None,
+        nan,
+        inf,
+        status,
+        message,
+        **local,
+    )
+
+
+def _local_message(local: dict[str, float], worst: str) -> str:
+    """Why a row within its norm-wise bound is inaccurate: where, and the element-wise figures."""
+    named = (("row", "grad_row_err"), ("class", "grad_class_err"), ("the targets", "grad_target_err"))
+    parts = [f"{what} {local[k]:.3g}" for what, k in named if math.isfinite(local.get(k) or math.nan)]
+    return (
+        f"the gradient is within its norm-wise bound but not element-wise: {worst} is "
+        f"{local['grad_entry_ratio']:.3g}x its per-entry bound (worst relative error of a "
+        f"{', of a '.join(parts[:2])}{', of ' + parts[2] if len(parts) > 2 else ''})"
     )

@@ -10,7 +10,8 @@ With L the logits' bytes, e their element size:
              + per reference: its per-row losses (8 B) and, for hard targets, the rows it keeps
                (a bool a row), and its gradient (8 B C) where that is at most 16 MiB
                (reference._HOLD_BELOW_BYTES); one reference at fp64, where the rounded inputs
-               are the draw
+               are the draw; the verdict's (on the rounded inputs) also the per-entry bound
+               beside a kept gradient (8 B C) and, for hard targets, the target of each row (8 B)
              + the guard (harness/measure/isolation.py): a copy of each input under 1 MiB, else
                its row and column sums in int64, 8 (rows + cols)
   transient  a block of the draw in float64 (and its rounded copy), twice with soft targets
@@ -32,6 +33,7 @@ from harness.measure.isolation import COPY_BELOW_BYTES
 # `reference` name is the function, not the module).
 _DRAW = importlib.import_module("harness.cross_entropy.inputs")
 _REFERENCE = importlib.import_module("harness.cross_entropy.reference")
+_STREAMED = importlib.import_module("harness.cross_entropy.streamed")
 
 # The most float64 temporaries of one reference block alive at once, over the options
 # (measured with harness/measure/memory.py's tracker, tests/cross_entropy/test_harness_footprint.py: 9 with
@@ -55,8 +57,12 @@ def resident_bytes(point: Point) -> int:
     weighted = point.class_weights != "none"
     weights = c * e + 8 * c if weighted else 0
     per_reference = 8 * b + (0 if soft else b)
-    per_reference += 8 * b * c if 8 * b * c <= _REFERENCE._HOLD_BELOW_BYTES else 0
+    kept = 8 * b * c <= _REFERENCE._HOLD_BELOW_BYTES
+    per_reference += 8 * b * c if kept else 0
     references = per_reference * (1 if point.dtype == "fp64" else 2)
+    # the verdict's reference (the rounded inputs'): its per-entry bound beside a kept gradient,
+    # and the targets' entries the element-wise verdict reads (hard)
+    references += (8 * b * c if kept else 0) + (0 if soft else 8 * b)
     guard = _guarded(b, c, e) + (_guarded(b, c, e) if soft else _guarded(b, 1, 8))
     guard += _guarded(c, 1, e) if weighted else 0
     return logits + targets + weights + references + guard
@@ -72,7 +78,7 @@ def transient_bytes(point: Point) -> int:
     e = point.torch_dtype.itemsize
     draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
     draw *= 2 if point.targets == "soft" else 1
-    temporaries = _block_elements(b, c, _REFERENCE._BLOCK_ELEMENTS) * 8 * REFERENCE_TEMPORARIES
+    temporaries = _block_elements(b, c, _STREAMED._BLOCK_ELEMENTS) * 8 * REFERENCE_TEMPORARIES
     return draw + temporaries
 
 

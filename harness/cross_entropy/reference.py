@@ -66,110 +66,28 @@ CE part's denominator) in place of T, z-loss's own dependence on lse' added to t
 (its loss moves by 2 z_loss |lse'| per unit of lse'), and under a softcap the capped logits'
 size (kernels cap in the compute precision, then take lse of the capped values), the chain
 factor on every term, and sech^2's own error from z / softcap rounded (2 |z / softcap| u_c).
+The same terms entry by entry make the per-entry bound the element-wise verdicts read
+(`_Part.bound`; harness/loss/errors.py Entrywise), beside the gradient wherever it is made.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from harness.loss.errors import nonfinite_counts, row_slices
+from harness.cross_entropy.streamed import Gradient, Rows, held, rows_of
+from harness.loss.errors import nonfinite_counts
 from harness.loss.options import LossOptions
 
-# Rows per block: about 2^20 float64 elements (8 MiB) per temporary, whatever C is. A block's
-# pass holds 9 to 17 such temporaries at once (more with soft targets and options; measured with
-# harness/measure/memory.py's tracker), so this sets the reference's transient bytes: 72 to
-# 136 MiB, below a [B, C] tensor from B * C = 2^24 on. Smaller blocks cost a Python loop turn
-# (about 60 ops) per block: 64 turns at B * C = 2^26.
-_BLOCK_ELEMENTS = 1 << 20
 # A reference gradient of at most this many bytes is kept whole (Gradient): 16 MiB, B x C up to
 # 2^21 (every point of the cpu, smoke and options sweeps), less than a block's temporaries.
 _HOLD_BELOW_BYTES = 1 << 24
-
-# One block of a reference's inputs: (rows, logits [R, C] as stored, soft targets [R, C] or None).
-Block = tuple[slice, Tensor, "Tensor | None"]
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Where a reference reads its inputs, block by block of rows: `walk()` yields blocks in
-    order (made again at every walk where the inputs are a seeded draw, harness/cross_entropy/inputs.py
-    Draw, so that no float64 [B, C] is ever held); `blocks()` splits them into the reference's
-    own blocks. `dtype`: the logits' dtype as stored (from a narrower one, z - max is exact in
-    float64)."""
-
-    shape: tuple[int, int]
-    dtype: torch.dtype
-    device: torch.device
-    walk: Callable[[], Iterator[Block]]
-
-    def blocks(self) -> Iterator[Block]:
-        """The walk's blocks cut into blocks of about _BLOCK_ELEMENTS elements (views)."""
-        for rows, z, t in self.walk():
-            for part in row_slices(rows.stop - rows.start, self.shape[1], _BLOCK_ELEMENTS):
-                at = slice(rows.start + part.start, rows.start + part.stop)
-                yield at, z[part], None if t is None else t[part]
-
-
-def rows_of(logits: Tensor, soft_targets: Tensor | None = None) -> Rows:
-    """Rows over tensors held whole (tests, and any caller that has them): one block."""
-    b, c = logits.shape
-    return Rows((b, c), logits.dtype, logits.device, lambda: iter([(slice(0, b), logits, soft_targets)]))
-
-
-@dataclass(frozen=True)
-class Gradient:
-    """The reference gradient [B, C] float64, streamed: `of` makes one block's from that block's
-    inputs, `blocks()` walks the inputs and yields (rows, gradient block). Above
-    _HOLD_BELOW_BYTES it is never held whole on the device (8 bytes an element: two of them, on
-    the rounded and the unrounded inputs, were 4x fp32 logits, 8x bf16 ones); a comparison makes
-    it again, block by block, beside the variant's. Below, `kept` holds it: smaller than the
-    block temporaries a recompute would allocate, and a recompute per variant and mode took most
-    of a small point's time. `norm`: ||gradient||_2, from the reference's own pass."""
-
-    rows: Rows
-    of: Callable[[slice, Tensor, "Tensor | None"], Tensor]
-    norm: float
-    keeps: tuple[Tensor, ...] = ()  # what `of` reads besides its blocks (targets, kept rows, weights)
-    kept: Tensor | None = None  # the whole gradient, where it is small enough to hold
-
-    def block(self, rows: slice, z: Tensor, t: Tensor | None) -> Tensor:
-        """The gradient's rows `rows`, from their inputs z (and t) unless it is kept."""
-        return self.kept[rows] if self.kept is not None else self.of(rows, z, t)
-
-    def blocks(self) -> Iterator[tuple[slice, Tensor]]:
-        if self.kept is not None:
-            b, c = self.rows.shape
-            for rows in row_slices(b, c, _BLOCK_ELEMENTS):
-                yield rows, self.kept[rows]
-            return
-        for rows, z, t in self.rows.blocks():
-            yield rows, self.of(rows, z, t)
-
-    def whole(self) -> Tensor:
-        """The gradient as one [B, C] tensor (tests, small points: holds it)."""
-        b, c = self.rows.shape
-        out = torch.empty((b, c), dtype=torch.float64, device=self.rows.device)
-        for rows, g in self.blocks():
-            out[rows] = g
-        return out
-
-    def scaled(self, s: float) -> Gradient:
-        of = self.of
-        kept = None if self.kept is None else self.kept * s
-        return replace(self, of=lambda rows, z, t: of(rows, z, t) * s, norm=self.norm * abs(s), kept=kept)
-
-
-def held(grad: Tensor) -> Gradient:
-    """A gradient given whole (tests; a reference with no finite value holds an empty one)."""
-    if grad.dim() != 2:
-        grad = grad.reshape(grad.shape[0] if grad.dim() else 0, -1)
-    norm = torch.linalg.vector_norm(grad).item()
-    return Gradient(rows_of(grad), lambda r, z, t: z.to(torch.float64, copy=True), norm)
+# Unit roundoffs of the two compute precisions (harness/dtypes.py compute_roundoff).
+_U32 = torch.finfo(torch.float32).eps / 2
+_U64 = torch.finfo(torch.float64).eps / 2
 
 
 @dataclass
@@ -193,6 +111,8 @@ class Reference:
     denominator: float = math.nan  # what the reduction divides the summed CE part by: B plain;
     #                        the kept rows, or their targets' summed weights, under mean; 1 for sum and none
     missing: str = ""  # why there is no finite reference (non-finite logits after rounding)
+    entry_targets: Tensor | None = None  # [B] hard targets, -1 on ignored rows: the entries
+    #                        grad_target_err reads (harness/loss/errors.py Entrywise)
 
     @property
     def finite(self) -> bool:
@@ -214,13 +134,21 @@ class Reference:
 
     def held(self) -> list[Tensor]:
         """The tensors this reference keeps while the variants run (harness/measure/memory.py)."""
-        kept = [] if self.gradient.kept is None else [self.gradient.kept]
-        return [self.losses, *self.gradient.keeps, *kept]
+        g = self.gradient
+        kept = [x for x in (g.kept, g.kept_bound, self.entry_targets) if x is not None]
+        return [self.losses, *g.keeps, *kept]
 
     def scaled(self, s: float) -> Reference:
         """The reference of s times the loss: loss, per-row losses and gradient scaled, the
         conditioning unchanged (a relative property)."""
         return replace(self, loss=self.loss * s, losses=self.losses * s, gradient=self.gradient.scaled(s))
+
+
+def _summed(c: int) -> float:
+    """What lse's absolute error grows by with C, in units of u_c, besides the logits' size:
+    ln C (lse itself is up to max|z| + ln C) and 2 sqrt(C) (the sum of C exponentials rounded:
+    the largest of a batch's rows reaches 2.5 sqrt(C), which K_GRAD and K_ENTRY cover)."""
+    return math.log(c) + 2.0 * math.sqrt(c)
 
 
 def _shifted_exp(z: Tensor, a: Tensor, exact: bool) -> Tensor:
@@ -366,6 +294,7 @@ class _Problem:
     exact: bool  # logits from a narrower dtype: z - max is exact in float64
     finfo: torch.finfo  # of the logits' dtype (the subnormal term)
     incoming: float  # the scalar incoming gradient the variants' gradients are of (the subnormal term)
+    cancel: float  # sum |w_y| / |sum w_y| of a weighted mean's denominator (0: none)
 
 
 @dataclass
@@ -380,11 +309,15 @@ class _Part:
     log_p_sq: Tensor | None = None
     magnitude_sq: Tensor | None = None
     subnormal_sq: Tensor | None = None
+    bound: Tensor | None = None  # [R, C] per-entry bound, in the gradient's units (not of d_ce)
 
 
-def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, conditioning: bool) -> _Part:
+def _block(
+    pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, conditioning: bool, entries: bool = False
+) -> _Part:
     """The reference on one block of rows (module docstring): logits [R, C] as stored, soft
-    targets [R, C] (kind soft) or None."""
+    targets [R, C] (kind soft) or None. conditioning: the tolerance's norms too; entries: the
+    per-entry bound (`_Part.bound`)."""
     f64 = torch.float64
     c, hard, eps, zl, cap, w = pr.c, pr.hard, pr.eps, pr.zl, pr.cap, pr.w
     z = logits.to(f64)
@@ -459,16 +392,20 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
     if cap is not None:
         g.mul_(chain)  # d/dz = d/dz' * sech^2(z / cap)
     part = _Part(g, row_ce, z_rows)
-    if not conditioning:  # the unrounded draw's reference, and every comparison: no tolerance reads it
+    if not (conditioning or entries):  # the unrounded draw's reference: no tolerance reads it
         return part
     # Conditioning. T_eff: the coefficient of p in the gradient (total, plus z-loss's 2 z_loss
     # lse); mag: the size of lse, of the capped logits under a softcap (kernels cap in the
     # compute precision, then take lse of the capped values).
+    # The sum of C exponentials, accumulated in u_c, adds a relative error of its own to every p
+    # and to lse: about sqrt(C) u_c for a running sum of C positive terms (the probabilistic
+    # bound of Higham and Mary; C u_c at worst). CPU fp32 F.cross_entropy makes up to 2.5
+    # sqrt(C) u_c in lse over 64 rows at C = 32000 to 262144 (targets at p = 0.999: 1033 u_c at
+    # C = 262144), 16-32x max|z| + ln C alone. `_summed` carries it with the size of lse.
     if cap is None:  # over the finite logits: a masked (-inf) class holds no probability
-        mag = torch.where(torch.isneginf(z), 0.0, z.abs()).amax(dim=1, keepdim=True) + math.log(c)
+        mag = torch.where(torch.isneginf(z), 0.0, z.abs()).amax(dim=1, keepdim=True) + _summed(c)
     else:
-        mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + math.log(c)
-    part.magnitude_sq = torch.zeros((), dtype=f64, device=z.device)
+        mag = cap * torch.tanh(x.abs().amax(dim=1, keepdim=True)) + _summed(c)
     # sum_c |q_c|: a row's loss is sum_c q_c (lse - z_c), and with signed class weights its terms
     # (and the rows of the batch) may cancel; each carries its own u_c mag
     weight_sum = total.abs() if hard and not eps else t.abs().sum(dim=1, keepdim=True)
@@ -476,31 +413,53 @@ def _block(pr: _Problem, rows: slice, logits: Tensor, soft: Tensor | None, condi
         # lse off by u_c mag moves the row's loss by (T + 2 z_loss |lse|) u_c mag, and each
         # gradient entry by (|T_eff| + 2 z_loss) p u_c mag (through p and through lse itself).
         kz = 2.0 * pr.zl_r * (kept if pr.ignoring else 1.0)
-        part.magnitude = ((weight_sum + kz * lse.abs()) * mag)[:, 0]
+        magnitude = ((weight_sum + kz * lse.abs()) * mag)[:, 0]
         tp = (total + coef).abs_() * p
         tp_mag = ((total + coef).abs_() + kz) * p
     else:
-        part.magnitude = (weight_sum * mag)[:, 0]
-        tp = total * p
+        magnitude = (weight_sum * mag)[:, 0]
+        tp = total.abs() * p  # signed weights: each entry's own size
         tp_mag = tp
+    cap_term = None
     if cap is not None:
         # Errors in z'-space reach the gradient through the chain factor; sech^2 itself, from
         # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c.
         tp = tp * chain
         tp_mag = tp_mag * chain
-        part.magnitude_sq += (g * x).mul_(2.0).square_().sum()
+        cap_term = (g * x).mul_(2.0).abs_()
     # How a relative error in each probability reaches the gradient: u |log p| where log p
     # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
-    # first bounded; the second grows with the logits, and is weighed by the gradient below.
-    part.log_p_sq = (tp * torch.log(p).nan_to_num_(neginf=0.0)).square().sum()  # p = 0: nothing
-    part.magnitude_sq += (tp_mag * mag).square().sum()
+    # first bounded; the second grows with the logits. Per entry [R, C]:
+    log_term = (tp * torch.log(p).nan_to_num_(neginf=0.0)).abs_()  # p = 0: nothing
+    mag_term = tp_mag.mul_(mag)
     # The output dtype cannot hold |g / B| below its smallest normal to relative precision:
     # rounding there costs up to half the subnormal spacing (or |g| itself, if it rounds to 0).
     finfo = pr.finfo
     d = abs(pr.d_ce)  # a signed-weight denominator may be negative: |g| over |d|
     gb = g.abs() / d if pr.incoming == 1.0 else g.abs() * (pr.incoming / d)
     floor = torch.where(gb < finfo.tiny, gb.clamp(max=finfo.smallest_normal * finfo.eps / 2), 0.0)
-    part.subnormal_sq = floor.square().sum()
+    if conditioning:
+        part.magnitude = magnitude
+        part.log_p_sq = log_term.square().sum()
+        part.magnitude_sq = mag_term.square().sum()
+        if cap_term is not None:
+            part.magnitude_sq += cap_term.square().sum()
+        part.subnormal_sq = floor.square().sum()
+    if entries:
+        # The same terms entry by entry (their norms above are the norm-wise bound's): what a
+        # careful implementation may be off by at each entry of the gradient, in the gradient's
+        # own units (divided by the denominator, the subnormal floor by the incoming gradient).
+        u_d = finfo.eps / 2
+        u_c = _U64 if finfo.bits == 64 else _U32
+        bound = mag_term.mul_(u_c)  # in place: the norms above are taken (one temporary less)
+        if cap_term is not None:
+            bound.add_(cap_term, alpha=u_c)
+        # |g| itself: rounded once to the output (u_d), and formed by a subtraction and a division
+        # by the denominator in u_c (3 u |g| in fp64, where u_c = u_d: a kernel's T p - t over B)
+        size = g.abs()
+        bound.add_(size, alpha=u_c * (2.0 + pr.cancel)).add_(size.add_(log_term), alpha=u_d)
+        del size, log_term
+        part.bound = bound.div_(d).add_(floor, alpha=1.0 / pr.incoming)
     return part
 
 
@@ -561,7 +520,7 @@ def reference(
     zl_r = zl * (d_ce / d_z) if zl else 0.0
     pr = _Problem(
         c, hard, eps, zl, cap, w, targets if hard else None, keep, ignoring, d_ce, zl_r,
-        src.dtype != f64, torch.finfo(src.dtype), incoming,
+        src.dtype != f64, torch.finfo(src.dtype), incoming, cancel,
     )  # fmt: skip
     row_loss = torch.empty(b, dtype=f64, device=dev)  # the CE part of each row's loss
     z_rows = torch.zeros(b, dtype=f64, device=dev) if zl else None  # z_loss lse^2 per kept row
@@ -570,6 +529,9 @@ def reference(
     magnitude_sq = torch.zeros((), dtype=f64, device=dev)
     subnormal_sq = torch.zeros((), dtype=f64, device=dev)
     kept = torch.empty((b, c), dtype=f64, device=dev) if 8 * b * c <= _HOLD_BELOW_BYTES else None
+    # the per-entry bound beside a kept gradient (a reference with the conditioning only: the
+    # verdict's); made in this pass, from the same temporaries
+    kept_bound = torch.empty_like(kept) if kept is not None and conditioning else None
     bad = 0  # non-finite logits
     grad_norm = 0.0  # ||grad||_2, from the blocks' norms (hypot: no square of a block's norm to overflow)
     grad_finite = True
@@ -577,7 +539,7 @@ def reference(
         bad += _unusable(z)
         if bad:
             continue  # no reference: only the count is left to make
-        part = _block(pr, rows, z, t, conditioning)
+        part = _block(pr, rows, z, t, conditioning, entries=kept_bound is not None)
         row_loss[rows] = part.row
         if zl:
             z_rows[rows] = part.z_rows
@@ -589,6 +551,8 @@ def reference(
         g = part.g.div_(d_ce)
         if kept is not None:
             kept[rows] = g
+        if kept_bound is not None:
+            kept_bound[rows] = part.bound
         grad_norm = math.hypot(grad_norm, torch.linalg.vector_norm(g).item())
         grad_finite = grad_finite and nonfinite_counts(g) == (0, 0)
     if bad:
@@ -623,5 +587,15 @@ def reference(
         return _no_reference(_infinite_loss(src, pr.targets, hard))
     keeps = tuple(x for x in (pr.targets, pr.keep, pr.w) if x is not None)
     of = lambda rows, z, t: _block(pr, rows, z, t, False).g.div_(d_ce)  # noqa: E731
-    gradient = Gradient(src, of, grad_norm, keeps, kept)
-    return Reference(loss=loss, gradient=gradient, **fields, losses=losses, denominator=d_ce)
+    bounded = None
+    if conditioning:
+
+        def bounded(rows: slice, z: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
+            part = _block(pr, rows, z, t, False, entries=True)
+            return part.g.div_(d_ce), part.bound
+
+    gradient = Gradient(src, of, grad_norm, keeps, kept, bounded, kept_bound)
+    entry_targets = torch.where(keep, targets, -1) if hard and conditioning else None
+    return Reference(
+        loss=loss, gradient=gradient, **fields, losses=losses, denominator=d_ce, entry_targets=entry_targets
+    )

@@ -133,3 +133,88 @@ def nonfinite_counts(t: Tensor) -> tuple[int, int]:
         nan += int(torch.isnan(t[rows]).sum().item())
         inf += int(torch.isinf(t[rows]).sum().item())
     return nan, inf
+
+
+class Entrywise:
+    """Where a norm-wise error is blind: a bug confined to one class, one row or the target
+    entries is a small share of ||g - ref|| over the whole gradient (a wrong last class at
+    bf16, B=64, C=32000: 6.6e-5, 0.01x the norm-wise bound, while that column is 100% wrong).
+    Accumulated block by block of rows, next to NormDiff: per row [B] and per class [C], the
+    squared norms of the error, of the reference and of the per-entry bound (the reference's
+    `_Part.bound`, what a careful implementation may be off by at each entry); and the same
+    over the hard targets' entries alone. Only [B] and [C] stay resident.
+
+    A norm of per-entry bounds bounds the norm of errors each within its own, so comparing a
+    row's (a class's, the targets') error norm with its bound norm is as sound as the bound is
+    per entry, and as sharp as the row itself: a confident row's target entry p_y - 1 is tiny,
+    and so is its bound."""
+
+    def __init__(
+        self, shape: tuple[int, int], row_scale: Tensor | None = None, targets: Tensor | None = None
+    ) -> None:
+        rows, classes = shape
+        f64 = torch.float64
+        device = row_scale.device if row_scale is not None else None
+        self.row_scale = row_scale
+        self.targets = targets  # [B] class indices (hard), -1 on rows that do not count; or None
+        self.row = torch.zeros((3, rows), dtype=f64, device=device)  # error^2, ref^2, bound^2
+        self.cls = torch.zeros((3, classes), dtype=f64, device=device)
+        self.target = torch.zeros(3, dtype=f64, device=device)
+        self.worst = ""  # where the worst ratio is, after `result`
+
+    def add(self, x: Tensor, ref: Tensor, bound: Tensor, rows: slice) -> None:
+        """x: a block [R, C] of the result; ref, bound: the same block of the float64 reference
+        and of its per-entry bound; rows: where the block sits."""
+        if self.row.device != ref.device:
+            self.row, self.cls, self.target = (a.to(ref.device) for a in (self.row, self.cls, self.target))
+        if self.row_scale is not None:
+            s = self.row_scale[rows].to(ref.dtype)[:, None]
+            ref, bound = ref * s, bound * s.abs()
+        # one squared block at a time: the comparison walk's temporaries stay few
+        self._fold(0, x.detach().to(torch.float64, copy=True).sub_(ref).square_(), rows)
+        self._fold(1, ref.square(), rows)
+        self._fold(2, bound.square(), rows)
+
+    def _fold(self, i: int, sq: Tensor, rows: slice) -> None:
+        self.row[i, rows] = sq.sum(dim=1)
+        self.cls[i] += sq.sum(dim=0)
+        if self.targets is not None:
+            y = self.targets[rows]
+            self.target[i] += (sq.gather(1, y.clamp(min=0)[:, None])[:, 0] * (y >= 0)).sum()
+
+    def result(self) -> dict[str, float]:
+        """grad_row_err, grad_class_err: the worst relative error of one row, of one class
+        (over those whose reference is not 0); grad_target_err: of the target entries together
+        (NaN without hard targets); grad_entry_ratio: the worst of the rows', the classes' and
+        the targets' error norms over their bound norms (an error where the bound is 0, a
+        masked or ignored entry, is inf). `worst` says where that ratio was: "row 16",
+        "class 31999" or "the target entries"."""
+        out = {}
+        found = []  # (ratio, where)
+        for name, (err, ref, bound) in (("row", self.row), ("class", self.cls)):
+            nz = ref > 0
+            worst = (err[nz] / ref[nz]).max().sqrt().item() if bool(nz.any()) else 0.0
+            out[f"grad_{name}_err"] = float(worst)
+            ratio, at = _worst_ratio(err, bound)
+            found.append((ratio, f"{name} {at}"))
+        err, ref, bound = self.target
+        if self.targets is None:
+            out["grad_target_err"] = math.nan
+        else:
+            out["grad_target_err"] = math.sqrt(err / ref) if ref > 0 else math.sqrt(err)
+            found.append((_worst_ratio(err[None], bound[None])[0], "the target entries"))
+        out["grad_entry_ratio"], self.worst = max(found, key=lambda f: f[0])
+        return out
+
+
+def _worst_ratio(err_sq: Tensor, bound_sq: Tensor) -> tuple[float, int]:
+    """max sqrt(err^2 / bound^2) and where it is, with 0/0 = 0 and x/0 = inf."""
+    if not err_sq.numel():
+        return 0.0, 0
+    beyond = (bound_sq == 0) & (err_sq > 0)
+    if bool(beyond.any()):
+        return math.inf, int(beyond.nonzero()[0, 0].item())
+    zero = bound_sq == 0
+    r = torch.where(zero, 0.0, err_sq / bound_sq.masked_fill(zero, 1.0))
+    at = int(r.argmax().item())
+    return float(r[at].sqrt().item()), at

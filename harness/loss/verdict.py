@@ -11,14 +11,18 @@ from typing import Iterable
 VACUOUS = 0.5
 
 
-def status(nonfinite: bool, judged: Iterable[tuple[float | None, float | None]]) -> str:
-    """nonfinite, inaccurate (an error above its bound), unjudged (within bounds, one of them
-    vacuous) or ok. `judged`: (relative error, its bound) pairs; a None error is not measured
-    (a forward has no gradient)."""
+def status(
+    nonfinite: bool, judged: Iterable[tuple[float | None, float | None]], local: float | None = None
+) -> str:
+    """nonfinite, inaccurate (an error above its bound, or an element-wise ratio above 1),
+    unjudged (within bounds, one of them vacuous) or ok. `judged`: (relative error, its bound)
+    pairs; a None error is not measured (a forward has no gradient). `local`: the worst
+    element-wise error over its per-entry bound (harness/loss/errors.py Entrywise), None where
+    it is not measured."""
     if nonfinite:
         return "nonfinite"
     pairs = [(e, t) for e, t in judged if e is not None and t is not None]
-    if any(e > t for e, t in pairs):
+    if any(e > t for e, t in pairs) or (local is not None and local > 1.0):
         return "inaccurate"
     if any(t >= VACUOUS for _, t in pairs):
         return "unjudged"

@@ -91,7 +91,7 @@ reference_module = importlib.import_module("harness.cross_entropy.reference")
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(inputs_module, "_BLOCK_ELEMENTS", 64)
-    monkeypatch.setattr(reference_module, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(importlib.import_module("harness.cross_entropy.streamed"), "_BLOCK_ELEMENTS", 64)
     monkeypatch.setattr(reference_module, "_HOLD_BELOW_BYTES", 0)  # stream, however small
 
 
@@ -162,7 +162,8 @@ def test_per_row_losses_are_judged_against_the_scaled_reference():
 def test_the_rows_say_what_the_harness_held(dtype, size):
     # 64 x 4096 logits (>= 1 MiB in fp32: fingerprinted, not copied). What the harness holds while
     # a variant runs: the logits and hard targets, two float64 references (per-row losses, the
-    # rows kept, a bool a row, and the gradient, 2 MiB: held below 16 MiB, streamed above), the
+    # rows kept, a bool a row, and the gradient, 2 MiB: held below 16 MiB, streamed above; the
+    # rounded inputs' also the per-entry bound beside it, and the targets' entries), the
     # guard's row and column sums of the logits and its copy of the targets; no float64 draw.
     from types import SimpleNamespace
 
@@ -177,6 +178,7 @@ def test_the_rows_say_what_the_harness_held(dtype, size):
     )
     fingerprint = 8 * (b + c) if size * b * c >= isolation.COPY_BELOW_BYTES else size * b * c
     model = size * b * c + 8 * b + 2 * (8 * b + b + 8 * b * c) + fingerprint + 8 * b
+    model += 8 * b * c + 8 * b  # the verdict's reference: per-entry bound, targets' entries
     assert [r["harness_bytes"] for r in rows] == [model, model]
 
 

@@ -236,9 +236,11 @@ def test_finding_cpu_label_smoothing_gradient_in_fp32():
         label_smoothing=0.1,
         **FINDING_POINT,
     )
+    # 20x chunked's error, from the backward's running sum of C upstream gradients: within the
+    # bound, which allows sqrt(C) u_c for a sum of C terms in fp32 (reference.py `_summed`)
     g = rows[rows["mode"] == "fwd_bwd"].set_index("variant")
-    assert g.loc["torch_cross_entropy", "status"] == "inaccurate" and g.loc["chunked", "status"] == "ok"
     assert g.loc["torch_cross_entropy", "grad_rel_err"] > 20 * g.loc["chunked", "grad_rel_err"]
+    assert set(g["status"]) == {"ok"}
 
 
 def test_finding_cpu_weighted_mean_in_bf16():
@@ -297,6 +299,10 @@ def test_a_one_hot_product_is_nan_on_a_masked_vocabulary():
 def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_denominator(dtype):
     # U[-9, 9) as torch's own samples draw them: the weighted mean's denominator may cancel, which
     # the bound carries (sum |w_y| / |sum w_y|); per-row and per-class terms of either sign.
+    # In bf16, CPU F.cross_entropy (and torch_composed, which calls it) sums the weight total in
+    # bf16 (docs/findings.md), an error that signed weights amplify by sum |w_y| / |sum w_y| (8.9
+    # at the hard point): flagged element-wise there, while F.cross_entropy on the fp32 upcast is
+    # within its bound (`_the_weight_total_in_bf16`).
     names = _cpu_variants_with("weight")
     for targets in ("hard", "soft"):
         for extra in ({}, {"reduction": "sum"}, {"label_smoothing": 0.1}):
@@ -305,14 +311,43 @@ def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_de
             chosen = [n for n in names if _honours(n, {"class_weights": "signed", **extra})]
             rows = _rows(variants=chosen, dtype=dtype, targets=targets, class_weights="signed", **extra)
             bad = rows[rows.status != "ok"]
+            if dtype == "bf16":
+                finding = bad["variant"].isin(WEIGHT_TOTAL_IN_BF16) & bad["message"].str.contains("wise")
+                if finding.any():
+                    _the_weight_total_in_bf16(targets, extra)
+                bad = bad[~finding]
             assert bad.empty, bad[
-                ["variant", "mode", "status", "loss_rel_err", "loss_tolerance", "grad_rel_err"]
+                ["variant", "mode", "status", "loss_rel_err", "loss_tolerance", "grad_rel_err", "message"]
             ]
     bug = _rows(
         variants=["tests.option_bugs:weights_not_in_denominator"], targets="hard", dtype=dtype,
         class_weights="signed", ignore_fraction=0.25,
     )  # fmt: skip
     assert set(bug.status) == {"inaccurate"}, bug[["mode", "status", "loss_rel_err", "loss_tolerance"]]
+
+
+WEIGHT_TOTAL_IN_BF16 = {"torch_cross_entropy", "torch_composed"}
+
+
+def _the_weight_total_in_bf16(targets: str, extra: dict) -> None:
+    """The finding's mechanism at a flagged point: F.cross_entropy on the same bf16 inputs
+    upcast to fp32 (the weight total summed in fp32) is within its element-wise bound."""
+    from harness.cross_entropy import _references, make_inputs
+    from harness.cross_entropy.accuracy import grad_errors, row_scale
+    from harness.cross_entropy.point import point
+
+    p = point(_cfg(dtype="bf16", targets=targets, class_weights="signed", **extra))
+    inputs = make_inputs(p)
+    ref, _ = _references(p, inputs)
+    z = inputs.logits.float().requires_grad_()
+    kw = {"ignore_index": p.ignore_index} if targets == "hard" else {}
+    loss = torch.nn.functional.cross_entropy(
+        z, inputs.targets.float() if targets == "soft" else inputs.targets, weight=inputs.weight.float(),
+        label_smoothing=p.label_smoothing, reduction=p.reduction, **kw,
+    )  # fmt: skip
+    (g,) = torch.autograd.grad(loss, z, torch.full_like(loss, 2.0) if loss.dim() == 0 else None)
+    _, local = grad_errors(g.bfloat16(), ref, row_scale(ref, loss.dim()))
+    assert local["grad_entry_ratio"] <= 1.0, local
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

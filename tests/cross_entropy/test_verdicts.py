@@ -74,9 +74,40 @@ def test_no_correct_implementation_is_flagged_on_the_sweeps():
     assert len(points) == 24 + 48
     rows = verdicts.measure(points, [REGISTRY[n] for n in verdicts.CORRECT])
     bad = rows[rows["status"] != "ok"]
-    assert bad.empty, bad[
-        ["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "targets", "status"]
-    ].to_string()
+    shown = bad[["variant", "mode", "batch_size", "num_classes", "dtype", "logit_scale", "message"]]
+    # the one documented finding: half-precision softmax on a CPU (see below), at the points
+    # with a confident row (C = 10, logit scale 100), seen element-wise only
+    assert set(bad["variant"]) <= HALF_SOFTMAX and set(bad["dtype"]) <= {"fp16", "bf16"}, shown.to_string()
+    assert bad["message"].str.contains("not element-wise").all(), shown.to_string()
+    assert (bad["num_classes"] == 10).all() and (bad["logit_scale"] == 100).all(), shown.to_string()
+    for _, row in bad.iterrows():
+        _the_target_entry_rounded_to_zero(row)
+
+
+# docs/findings.md "Confident predictions in bf16": on a CPU, F.cross_entropy in fp16 and bf16
+# rounds its softmax to the dtype, so a confident row's p_y rounds to 1 and the target's entry of
+# its gradient, p_y - 1, to 0 (log1p_shifted's autograd through exp in the dtype, the same).
+# In a batch of 32 one such row is a small share of the norm: only the element-wise verdict sees it.
+HALF_SOFTMAX = {"torch_cross_entropy", "log1p_shifted"}
+
+
+def _the_target_entry_rounded_to_zero(row):
+    """The flagged row's mechanism, checked: at the row the message names, the variant's
+    gradient is 0 at the target while float64's is not."""
+    import re
+
+    from harness.cross_entropy import make_inputs
+    from harness.cross_entropy.reference import reference
+
+    b, c, dtype, scale = int(row["batch_size"]), int(row["num_classes"]), row["dtype"], row["logit_scale"]
+    point = Point(b, c, dtype, float(scale), "cpu", "hard", seed=0)
+    inputs = make_inputs(point)
+    at = int(re.search(r"row (\d+) is", row["message"]).group(1))
+    z = inputs.logits.clone().requires_grad_()
+    REGISTRY[row["variant"]].fn(z, inputs.targets).backward()
+    y = int(inputs.targets[at])
+    assert z.grad[at, y] == 0
+    assert reference(inputs.logits, inputs.targets, "hard").grad[at, y] < -1e-7
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4, 1e6])
@@ -149,9 +180,11 @@ gradient_of_the_wrong_sign.harness_targets = {"soft", "hard"}
 
 
 def test_a_vacuous_bound_never_says_ok():
-    # fp32 hard targets at scale 1e7, C=68: the gradient bound is about 4, so a gradient of the
-    # wrong sign (error 2) is within it. Such rows are `unjudged` for every variant, the correct
-    # one as well; the same bug at scale 1 is `inaccurate`, and the correct op there `ok`.
+    # fp32 hard targets at scale 1e7, C=68: the norm-wise gradient bound is about 2, so a
+    # gradient of the wrong sign (error 2) is within it. The correct op's row is `unjudged`, not
+    # `ok`; the wrong sign's is `inaccurate` all the same, element-wise (each of its rows is
+    # 2x off, where its per-entry bound is sharp); the same bug at scale 1 is `inaccurate`, and
+    # the correct op there `ok`.
     from harness.loss.verdict import VACUOUS
 
     bug = get("wrong_sign@tests.cross_entropy.test_verdicts:gradient_of_the_wrong_sign")
@@ -159,7 +192,11 @@ def test_a_vacuous_bound_never_says_ok():
         [Point(64, 68, "fp32", 1e7, "cpu", "hard", seed=0)], [bug, REGISTRY["torch_cross_entropy"]]
     )
     bwd = wide[wide["mode"] == "fwd_bwd"]
-    assert (bwd["grad_tolerance"] >= VACUOUS).all() and set(bwd["status"]) == {"unjudged"}, bwd
+    assert (bwd["grad_tolerance"] >= VACUOUS).all(), bwd
+    by = bwd.set_index("variant")
+    assert by.loc["torch_cross_entropy", "status"] == "unjudged"
+    assert by.loc["wrong_sign", "status"] == "inaccurate" and by.loc["wrong_sign", "grad_entry_ratio"] > 1
+    assert by.loc["wrong_sign", "grad_rel_err"] < by.loc["wrong_sign", "grad_tolerance"]
     assert "ok" not in set(wide.loc[wide["grad_tolerance"] >= VACUOUS, "status"])
     narrow = verdicts.measure(
         [Point(64, 68, "fp32", 1.0, "cpu", "hard", seed=0)], [bug, REGISTRY["torch_cross_entropy"]]
