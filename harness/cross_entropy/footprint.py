@@ -16,6 +16,7 @@ With L the logits' bytes, e their element size:
                its row and column sums in int64, 8 (rows + cols)
   transient  a block of the draw in float64 (and its rounded copy), twice with soft targets
              + up to REFERENCE_TEMPORARIES blocks of the reference's float64 temporaries
+             + the element-wise verdict's sums, 24 (B + C)
 
 So the harness holds about L plus O(B + C), where it held 9.5 L (fp32) and more before the
 references streamed (docs/operations.md, The harness's own footprint). The point's peak is its
@@ -79,7 +80,10 @@ def transient_bytes(point: Point) -> int:
     draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
     draw *= 2 if point.targets == "soft" else 1
     temporaries = _block_elements(b, c, _STREAMED._BLOCK_ELEMENTS) * 8 * REFERENCE_TEMPORARIES
-    return draw + temporaries
+    # the element-wise verdict's sums (harness/loss/errors.py Entrywise): error, reference and
+    # bound, squared, per row and per class, in float64
+    elementwise = 3 * 8 * (b + c)
+    return draw + temporaries + elementwise
 
 
 def peak_bytes(point: Point, variant_peak: int) -> int:

@@ -12,12 +12,13 @@ from torch import Tensor
 
 from harness.loss.errors import row_slices
 
-# Rows per block: about 2^20 float64 elements (8 MiB) per temporary, whatever C is. A block's
-# pass holds 9 to 17 such temporaries at once (more with soft targets and options; measured with
-# harness/measure/memory.py's tracker), so this sets the reference's transient bytes: 72 to
-# 136 MiB, below a [B, C] tensor from B * C = 2^24 on. Smaller blocks cost a Python loop turn
-# (about 60 ops) per block: 64 turns at B * C = 2^26.
-_BLOCK_ELEMENTS = 1 << 20
+# Rows per block: about 2^18 float64 elements (2 MiB) per temporary, whatever C is. A block's
+# pass holds 9 to 17 such temporaries at once (more with soft targets, options and the per-entry
+# bound; measured with harness/measure/memory.py's tracker), so this sets the reference's
+# transient bytes: 18 to 34 MiB. Smaller blocks cost a Python loop turn (about 60 ops) per
+# block: 256 turns at B * C = 2^26, where 2^20 took as long (14 s a point either way, B = 2048,
+# C = 32768) and peaked 60 MB higher in bf16 (1.21 GB against 1.15).
+_BLOCK_ELEMENTS = 1 << 18
 
 # One block of a reference's inputs: (rows, logits [R, C] as stored, soft targets [R, C] or None).
 Block = tuple[slice, Tensor, "Tensor | None"]

@@ -57,10 +57,10 @@ def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
     return diff / norm if norm != 0 else diff
 
 
-# Rows per block when a whole tensor is compared or scanned: about 2^22 elements (32 MiB of
+# Rows per block when a whole tensor is compared or scanned: about 2^20 elements (8 MiB of
 # float64) per temporary, so judging a [B, C] gradient never holds a float64 copy of it (8 bytes
 # an element: twice fp32 logits, four times bf16 ones).
-_BLOCK_ELEMENTS = 1 << 22
+_BLOCK_ELEMENTS = 1 << 20
 
 
 def row_slices(rows: int, per_row: int, elements: int = _BLOCK_ELEMENTS) -> Iterator[slice]:
