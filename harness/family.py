@@ -97,3 +97,8 @@ class Family:
     # writes into what it saved (a gradient scaled in place) is right once and wrong twice
     # (Unsloth #5002, QuACK PR #209). None: the family's rows are not checked for it.
     second_backward: Callable[[Callable, Feed], Callable[[], Outputs]] | None = None
+    # (point, inputs) -> (inputs the loss is invariant to: the classes permuted, the logits
+    # shifted; their (ref, ref_total); what was done, in words). Each fwd_bwd row is called once
+    # more on them and judged by `assess` against their own reference: a bug that depends on
+    # where a class sits or on the logits' level can pass one and not the other. None: not checked.
+    metamorphic: Callable[[Any, Any], tuple[Any, tuple[Any, Any], str]] | None = None

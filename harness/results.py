@@ -25,7 +25,10 @@ Columns (one row per point x variant x mode):
                  grad_row_err grad_class_err grad_target_err grad_entry_ratio (element-wise,
                  cross_entropy fwd_bwd: the worst row's and class's relative gradient error,
                  the hard targets' entries', and the worst of them over its per-entry bound,
-                 above 1 inaccurate; harness/loss/errors.py Entrywise)
+                 above 1 inaccurate; harness/loss/errors.py Entrywise); meta_loss_rel_err
+                 meta_grad_rel_err (cross_entropy fwd_bwd: the same call on the inputs with
+                 the classes permuted and the logits shifted, against their own float64
+                 reference; harness/cross_entropy/metamorphic.py)
   time           time_median_s time_iqr_s time_min_s reps time_samples_s (raw samples, wall),
                  time_wait_samples_s (the calling thread's run-queue wait in each sample: other
                  work's share of it; CPU only),
@@ -101,6 +104,8 @@ SCHEMA = pa.schema(
         ("grad_class_err", pa.float64()),
         ("grad_target_err", pa.float64()),
         ("grad_entry_ratio", pa.float64()),
+        ("meta_loss_rel_err", pa.float64()),
+        ("meta_grad_rel_err", pa.float64()),
         ("nan_count", pa.int64()),
         ("inf_count", pa.int64()),
         ("time_median_s", pa.float64()),

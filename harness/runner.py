@@ -58,13 +58,15 @@ def measure_variant(
     refs: tuple[Any, Any],
     timing: Any,
     memory: Any,
+    meta: tuple[Any, tuple[Any, Any], str] | None = None,
 ) -> tuple[dict, Slot | None]:
     """One row's accuracy and memory fields for (variant, mode) at this point, and the Slot to
     time it in when timing is on and the row is fit to time (time_point times every slot of the
     point together, interleaved).
 
     refs: float64 on the rounded inputs (algorithm error) and on the unrounded draw (storage in
-    the dtype plus algorithm); guard: the point's inputs as they were made."""
+    the dtype plus algorithm); guard: the point's inputs as they were made; meta: the family's
+    metamorphic inputs with their references (`_metamorphic`), None where not checked."""
     row: dict[str, Any] = {"status": "ok", "message": "", "bytes_moved": family.bytes_moved(point, mode)}
     why = family.unsupported(variant, point)
     if why:
@@ -102,6 +104,8 @@ def measure_variant(
             if wrote := guard.changed():
                 row.update(status="wrote_input", message=_wrote_input(variant, wrote))
                 return row, None
+        if mode == "fwd_bwd" and meta is not None:
+            row.update(_metamorphic(family, fn, variant, point, meta, row))
         if memory.enabled and "peak_mem_bytes" not in row:  # compiled: measure a compiled call
             feed.refresh()
             with deadline.armed():
@@ -180,6 +184,41 @@ def _second_backward(
             f"against {tol:.3g}, the first {first:.3g}"
         ),
     }
+
+
+def _metamorphic(
+    family: Family, fn: Any, variant: Variant, point: Any, meta: tuple[Any, tuple[Any, Any], str], row: dict
+) -> dict:
+    """The meta_ error columns of one more untimed fwd_bwd call on the metamorphic inputs, and
+    the status it leaves the row with: a row `ok` (or `unjudged`) on the drawn inputs that is
+    `inaccurate` or `nonfinite` on these takes that status, and its message says with what. A
+    call that raises there is noted, not judged (as a refused second backward)."""
+    moved, refs, what = meta
+    if not refs[0].finite:  # e.g. fp16 logits shifted past 65504: nothing to judge against
+        return {}
+    feed = family.feed(moved, variant, point)
+    feed.refresh()
+    try:
+        with deadline.armed():
+            outputs = family.call(fn, feed, "fwd_bwd")()
+    except (Exception, deadline.CallTimeout) as exc:
+        note = f"with {what}, the call raised: {_one_line(exc)}"
+        return {"message": f"{row['message']}; {note}" if row.get("message") else note}
+    finally:
+        feed.release()
+    cols = family.assess(outputs, refs, point)
+    out = {"meta_loss_rel_err": cols.get("loss_rel_err"), "meta_grad_rel_err": cols.get("grad_rel_err")}
+    if cols["status"] in ("inaccurate", "nonfinite") and row["status"] in ("ok", "unjudged"):
+        why = cols.get("message") or (
+            f"loss error {_g(cols.get('loss_rel_err'))} against {_g(cols.get('loss_tolerance'))}, "
+            f"gradient error {_g(cols.get('grad_rel_err'))} against {_g(cols.get('grad_tolerance'))}"
+        )
+        out.update(status=cols["status"], message=f"{cols['status']} with {what}: {why}")
+    return out
+
+
+def _g(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
 
 
 def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -369,6 +408,9 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
         remake = lambda: family.guarded(family.make_inputs(point))  # noqa: E731
         guard = Guard(*guarded.values(), names=tuple(guarded), remake=remake)
         held = held_bytes(inputs, *refs, guard)
+        meta = None  # where a second backward is made, so is the metamorphic call (same bound)
+        if family.metamorphic is not None and family.bytes_moved(point, "fwd") <= SECOND_BACKWARD_MAX_BYTES:
+            meta = family.metamorphic(point, inputs)
     except Exception as exc:
         if point.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -379,7 +421,7 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
             interrupts.check()
             with interrupts.immediate():
                 measured, slot = measure_variant(
-                    family, variant, mode, point, inputs, guard, refs, timing, memory
+                    family, variant, mode, point, inputs, guard, refs, timing, memory, meta
                 )
             if measured.get("status") == "oom":
                 measured["message"] += f"; the harness held {_gib(held)} of it (inputs, references, guard)"

@@ -30,6 +30,7 @@ from harness.cross_entropy.accuracy import (
     row_scale,
 )
 from harness.cross_entropy.inputs import Inputs, make_inputs
+from harness.cross_entropy.metamorphic import transformed
 from harness.cross_entropy.point import READS, Point, point
 from harness.cross_entropy.reference import Reference, Rows, reference
 from harness.cross_entropy.traffic import bytes_moved
@@ -132,6 +133,16 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     scalar = SCALAR_UPSTREAM if point.reduction != "none" else 1.0
     ref = reference(inputs.logits, inputs.targets, inputs.kind, options, incoming=scalar)
     return ref, reference(drawn, indices, inputs.kind, options, conditioning=False)
+
+
+def _metamorphic(point: Point, inputs: Inputs) -> tuple[Inputs, tuple[Reference, Reference], str]:
+    """The point's inputs with the classes permuted and the logits shifted (metamorphic.py),
+    with the float64 reference of exactly those rounded inputs (no total error: the drawn
+    inputs' rows have it), and what was done, in words."""
+    moved, what = transformed(point, inputs)
+    scalar = SCALAR_UPSTREAM if point.reduction != "none" else 1.0
+    ref = reference(moved.logits, moved.targets, moved.kind, loss_options(point, moved), incoming=scalar)
+    return moved, (ref, ref), what
 
 
 def _unsupported(variant: Variant, point: Point) -> str:
@@ -252,4 +263,5 @@ FAMILY = Family(
     native=NATIVE,
     reads=READS,
     second_backward=functools.partial(fed_call, mode="fwd_bwd", backwards=2),
+    metamorphic=_metamorphic,
 )

@@ -423,10 +423,16 @@ def _block(
     cap_term = None
     if cap is not None:
         # Errors in z'-space reach the gradient through the chain factor; sech^2 itself, from
-        # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c.
+        # x = z / cap rounded to u_c, carries a relative error of ~2|x| u_c, and formed as
+        # 1 - tanh^2 (autograd's tanh backward, every kernel's) one of 2 u_c sinh^2(x): tanh
+        # rounded near 1 cancels (sinh^2(4) = 745: logits at 4 softcaps lose 10 bits). Times
+        # |g| = |g'| sech^2 that is 2 u_c |g'| tanh^2, bounded where sech^2 underflows.
         tp = tp * chain
         tp_mag = tp_mag * chain
         cap_term = (g * x).mul_(2.0).abs_()
+        tanh_sq = torch.where(chain > 0, g.abs() / chain.clamp(min=torch.finfo(f64).tiny), 0.0)
+        cap_term.add_(tanh_sq.mul_(chain.neg().add_(1.0)), alpha=2.0)
+        del tanh_sq
     # How a relative error in each probability reaches the gradient: u |log p| where log p
     # (or z - lse) is rounded, u (max|z| + ln C) where lse is. p |log p| <= 1/e keeps the
     # first bounded; the second grows with the logits. Per entry [R, C]:

@@ -78,6 +78,8 @@ def test_an_ignore_index_inside_the_classes_is_honoured_by_every_variant_that_de
             chosen = [n for n in names if _honours(n, options)]
             rows = _rows(variants=chosen, dtype=dtype, **options)
             bad = rows[rows.status != "ok"]
+            if dtype == "bf16" and extra:  # docs/findings.md: torch_composed's softcap in bf16
+                bad = bad[~_softcap_in_bf16_shifted(bad)]
             assert bad.empty, (index, bad[["variant", "mode", "status", "message", "loss_rel_err"]])
             assert set(rows.variant) == set(chosen) and len(chosen) >= (3 if extra else 4), chosen
 
@@ -312,7 +314,10 @@ def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_de
             rows = _rows(variants=chosen, dtype=dtype, targets=targets, class_weights="signed", **extra)
             bad = rows[rows.status != "ok"]
             if dtype == "bf16":
-                finding = bad["variant"].isin(WEIGHT_TOTAL_IN_BF16) & bad["message"].str.contains("wise")
+                # its sums in bf16 (the weight total; under sum, the batch's, which the signed
+                # weights make cancel): seen element-wise, or on the metamorphic inputs
+                seen = bad["message"].str.contains("wise") | bad["message"].str.contains("with the classes")
+                finding = bad["variant"].isin(WEIGHT_TOTAL_IN_BF16) & seen
                 if finding.any():
                     _the_weight_total_in_bf16(targets, extra)
                 bad = bad[~finding]
@@ -324,6 +329,14 @@ def test_signed_class_weights_leave_every_correct_variant_ok_and_flag_a_wrong_de
         class_weights="signed", ignore_fraction=0.25,
     )  # fmt: skip
     assert set(bug.status) == {"inaccurate"}, bug[["mode", "status", "loss_rel_err", "loss_tolerance"]]
+
+
+def _softcap_in_bf16_shifted(rows: pd.DataFrame) -> pd.Series:
+    """torch_composed caps in bf16, and autograd forms tanh's derivative as 1 - tanh^2 of a bf16
+    tanh: on the metamorphic inputs (logits shifted by 8, softcap 3: tanh near 1) that is its
+    relative error of 2 u sinh^2(x), 2^-8 x 745 at x = 4, where fp32 kernels make 2^-24 x 745."""
+    shifted = rows["message"].str.startswith("inaccurate with the classes")
+    return rows["variant"].eq("torch_composed") & shifted
 
 
 WEIGHT_TOTAL_IN_BF16 = {"torch_cross_entropy", "torch_composed"}
