@@ -129,7 +129,7 @@ def test_a_dropped_class_is_invisible_norm_wise_and_flagged_element_wise(grid):
     assert row["status"] == "inaccurate" and "class 31999" in row["message"]
 
 
-def test_the_forward_has_no_element_wise_columns(grid):
+def test_the_forward_has_no_element_wise_columns():
     rows = pd.DataFrame(run_job(job_config(batch_size=4, num_classes=10, variants=["chunked"])))
     fwd = rows[rows["mode"] == "fwd"]
     assert fwd[["grad_entry_ratio", *LOCAL]].isna().all().all()
