@@ -65,6 +65,12 @@ class RunConfig:
     num_classes: int = 1000  # classes C; linear_cross_entropy: vocabulary V
     hidden_size: int = 256  # D of linear_cross_entropy's hidden [N, D] and weight [V, D] (only there)
     bias: bool = False  # linear_cross_entropy only: the layer adds a bias [V] to the logits
+    # vocab_parallel_cross_entropy only: the ranks the classes are split over; the link (GB/s
+    # each way) the modelled communication time is stated at (NVLink 4: 450); how long a rank
+    # may keep the others waiting in a collective before the call fails
+    tp: int = 1
+    link_gbps: float = 450.0
+    tp_timeout_s: float = 60.0
     dtype: str = "fp32"  # fp16 | bf16 | fp32 | fp64
     logit_scale: float = 1.0  # logits = logit_scale * N(0, 1)
     device: str = "cpu"  # cpu | cuda | cuda:N

@@ -35,6 +35,7 @@ from harness.runner import run_point
 FAMILIES = {
     "cross_entropy": "harness.cross_entropy",
     "linear_cross_entropy": "harness.linear_cross_entropy",
+    "vocab_parallel_cross_entropy": "harness.vocab_parallel_cross_entropy",
 }
 
 

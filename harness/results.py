@@ -16,6 +16,11 @@ Columns (one row per point x variant x mode):
                  reduction: one
                  column per option of harness/loss/declared.py (vocabulary.OPTION_DEFAULTS; older
                  files load with those)
+  sharding       tp (vocab_parallel_cross_entropy: the ranks; 1 on the other families' rows and in
+                 older files, a key column); rank_loss_spread bitwise_unsharded collectives_fwd
+                 collectives_bwd collective_bytes_fwd collective_bytes_bwd comm_model_s
+                 link_gbps rank_peak_mem_bytes (the ranks' agreement, the collectives counted and
+                 their modelled time, the other ranks' peak: docs/vocab_parallel.md; null elsewhere)
   outcome        status (harness/vocabulary.py, STATUSES), message
   accuracy       loss loss_ref loss_rel_err grad_rel_err nan_count inf_count, loss_tolerance
                  grad_tolerance (the thresholds the errors were judged against);
@@ -83,6 +88,7 @@ SCHEMA = pa.schema(
         ("num_classes", pa.int64()),
         ("hidden_size", pa.int64()),
         ("bias", pa.bool_()),
+        ("tp", pa.int64()),
         ("dtype", pa.string()),
         ("logit_scale", pa.float64()),
         ("device", pa.string()),
@@ -106,6 +112,15 @@ SCHEMA = pa.schema(
         ("grad_entry_ratio", pa.float64()),
         ("meta_loss_rel_err", pa.float64()),
         ("meta_grad_rel_err", pa.float64()),
+        ("rank_loss_spread", pa.float64()),
+        ("bitwise_unsharded", pa.bool_()),
+        ("collectives_fwd", pa.int64()),
+        ("collectives_bwd", pa.int64()),
+        ("collective_bytes_fwd", pa.int64()),
+        ("collective_bytes_bwd", pa.int64()),
+        ("comm_model_s", pa.float64()),
+        ("link_gbps", pa.float64()),
+        ("rank_peak_mem_bytes", pa.int64()),
         ("nan_count", pa.int64()),
         ("inf_count", pa.int64()),
         ("time_median_s", pa.float64()),

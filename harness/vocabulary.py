@@ -58,7 +58,9 @@ OPTION_COLUMNS = tuple(OPTION_DEFAULTS)
 # value the other family's rows hold: the hidden size D is 0 and `bias` False on a cross-entropy
 # row (its logits are given, there is no layer). 0 and False, not null: a null key would drop
 # out of pandas' groupby and merges, and rows written before a column existed load with these.
-SHAPE_DEFAULTS = {"hidden_size": 0, "bias": False}
+# `tp`, the ranks of vocab_parallel_cross_entropy (harness/vocab_parallel_cross_entropy/), is 1
+# on the other families' rows: one rank holds every class.
+SHAPE_DEFAULTS = {"hidden_size": 0, "bias": False, "tp": 1}
 # The family that measured a row (harness/job.py, FAMILIES): rows written before the column
 # existed are the first family's.
 FAMILY_DEFAULT = {"family": "cross_entropy"}
@@ -73,6 +75,7 @@ POINT_COLUMNS = (
     "num_classes",
     "hidden_size",
     "bias",
+    "tp",
     "dtype",
     "logit_scale",
     "device",

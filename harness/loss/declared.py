@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from harness.loss.settings import INT_LIMIT, SettingError, is_int, is_number, number
 
-CE, LINEAR = "cross_entropy", "linear_cross_entropy"
+CE, LINEAR, VP = "cross_entropy", "linear_cross_entropy", "vocab_parallel_cross_entropy"
 LOGITS = ("normal", "zipf")
 CLASS_WEIGHTS = ("none", "seeded", "signed")
 REDUCTIONS = ("mean", "sum", "none")
@@ -275,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "float64",
         _ignore_fraction,
-        {CE: "ignore_index", LINEAR: "ignore_index"},
+        {CE: "ignore_index", LINEAR: "ignore_index", VP: "ignore_index"},
         "share of rows whose hard target is ignore_index, in [0, 1)",
         "those rows add nothing, and leave the mean's divisor",
         kwarg_doc="rows whose class index equals it add nothing, and leave the mean's divisor",
@@ -288,7 +288,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "int64",
         _ignore_index,
-        {CE: "", LINEAR: ""},  # asked for through ignore_fraction, which puts it in the targets
+        {CE: "", LINEAR: "", VP: ""},  # asked for through ignore_fraction, which puts it in the targets
         "the class index of an ignored row: any integer; inside the classes it needs ignore_fraction > 0, "
         "and rows drawn with it as their target are ignored too",
         "rows whose target equals it add nothing",
@@ -299,7 +299,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "float64",
         lambda v, ctx: number(v, "label_smoothing", 0, 1, False),
-        {CE: "label_smoothing", LINEAR: "label_smoothing"},
+        {CE: "label_smoothing", LINEAR: "label_smoothing", VP: "label_smoothing"},
         "epsilon in [0, 1]: the target gets 1 - epsilon, and epsilon is spread over all C classes",
         "q = (1 - eps) target + eps / C (times the class weights)",
         kwarg_doc="epsilon: the target gets 1 - epsilon, and epsilon is spread over all C classes",
@@ -311,7 +311,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "float64",
         lambda v, ctx: number(v, "z_loss", 0, float("inf"), False),
-        {CE: "z_loss", LINEAR: "z_loss"},
+        {CE: "z_loss", LINEAR: "z_loss", VP: "z_loss"},
         "+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss; 1e-4 is the usual value",
         "+ z_loss * lse_b^2 per kept row, and 2 z_loss lse_b p_b in its gradient",
         kwarg_doc="+ z_loss * lse^2 per (non-ignored) row, PaLM's auxiliary loss",
@@ -323,7 +323,7 @@ OPTIONS: tuple[Option, ...] = (
         Optional[float],
         "float64",
         _softcap,
-        {CE: "softcap", LINEAR: "softcap"},
+        {CE: "softcap", LINEAR: "softcap", VP: "softcap"},
         "logits -> softcap * tanh(logits / softcap) before the loss (null: no cap; Gemma-2: 30)",
         "the loss of the capped logits, and the chain rule through tanh",
         kwarg_doc="logits -> softcap * tanh(logits / softcap) before the loss (None: no cap)",
@@ -337,7 +337,11 @@ OPTIONS: tuple[Option, ...] = (
         Any,
         "string",
         _class_weights,
-        {CE: "weight", LINEAR: "class_weight"},  # linear: a variant's `weight` is the classifier's
+        {
+            CE: "weight",
+            LINEAR: "class_weight",
+            VP: "weight",
+        },  # linear: a variant's `weight` is the classifier's
         "none | seeded (a positive [C] vector from the seed) | signed (uniform in [-9, 9) from the seed, "
         "as torch's own samples; cross_entropy only) | [w_0, .., w_C-1]",
         "each row's loss times its target's weight; a weighted mean divides by their sum",
@@ -368,7 +372,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "string",
         _reduction,
-        {CE: "reduction", LINEAR: "reduction"},
+        {CE: "reduction", LINEAR: "reduction", VP: "reduction"},
         "mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, 1.75, ...)",
         "the per-row losses reduced as F.cross_entropy's; none keeps them",
         kwarg_doc="mean | sum | none (none: the [B] per-row losses, differentiated with 1, 1.25, 1.5, "

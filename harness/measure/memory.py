@@ -41,6 +41,16 @@ def held_bytes(*holders: Any) -> int:
     return sum(seen.values())
 
 
+def _data_ptr(storage: torch.UntypedStorage) -> int | None:
+    """The storage's address; None for one with no data of its own (the wrapper a functional
+    collective returns before it is waited on holds no storage: its result is counted when it
+    is materialised)."""
+    try:
+        return storage.data_ptr()
+    except RuntimeError:
+        return None
+
+
 class LiveStorageTracker(TorchDispatchMode):
     """Counts live bytes of the storages created by ops run under it; `peak` is the maximum."""
 
@@ -55,11 +65,18 @@ class LiveStorageTracker(TorchDispatchMode):
         self._tracked.pop(key, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if any(getattr(t, "__name__", "") == "DTensor" for t in types):
+            # a mode runs before tensor subclasses: let DTensor turn the op into plain ops on
+            # its local shards (which come back through here, with real storages) instead of
+            # running its sharding propagation on fake tensors under the tracker
+            return NotImplemented
         out = func(*args, **(kwargs or {}))
-        inputs = {s.data_ptr() for s in _storages((args, kwargs))}
+        if any(getattr(t, "__name__", "") == "FakeTensor" for t in types):
+            return out  # DTensor's sharding propagation on fake tensors: no memory is allocated
+        inputs = {_data_ptr(s) for s in _storages((args, kwargs))}
         for storage in _storages(out):
-            key, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or key in inputs or key in self._tracked:
+            key, nbytes = _data_ptr(storage), storage.nbytes()
+            if key is None or nbytes == 0 or key in inputs or key in self._tracked:
                 continue
             self._tracked[key] = weakref.ref(storage, lambda _, k=key, n=nbytes: self._release(k, n))
             self.live += nbytes

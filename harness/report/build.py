@@ -19,6 +19,7 @@ from harness.report import data, figures, tables
 from harness.report.linear import linear_rows, linear_table, unsupported
 from harness.report.options import option_tables
 from harness.report.page import Block, Section, render
+from harness.report.vocab_parallel import vocab_parallel_rows, vocab_parallel_table
 from harness.results import load
 
 INDEX = "index.html"
@@ -233,6 +234,7 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
         *([flattening] if first_family or studies else []),
         *_options_section(ce, ce_ctx.order),
         *_linear_section(rows, order),
+        *_vocab_parallel_section(rows, order),
     ]
 
 
@@ -267,6 +269,29 @@ def _linear_section(rows: pd.DataFrame, order: list[str]) -> list[Section]:
             "the dH + dW it must write, how far are its gradients from float64, and which "
             "implementations honour each loss option?",
             blocks,
+        )
+    ]
+
+
+def _vocab_parallel_section(rows: pd.DataFrame, order: list[str]) -> list[Section]:
+    """Vocabulary-parallel cross-entropy (family=vocab_parallel_cross_entropy), when the run has
+    such rows: one table of the fwd_bwd rows by size, dtype, options and tp."""
+    if vocab_parallel_rows(rows).empty:
+        return []
+    caption = (
+        "fwd_bwd rows: the loss's (worst rank's) and the gathered gradient's errors against the "
+        "unsharded float64 reference over their bounds (above 1: inaccurate), whether every rank "
+        "returned the same loss, the collectives counted in forward and backward with their "
+        "payload bytes, a ring's time for them on the stated link (link_gbps), and the time of "
+        "one call of every rank (on a CPU: gloo on the loopback, latency-bound)."
+    )
+    return [
+        Section(
+            "vocab_parallel",
+            "Vocabulary-parallel cross-entropy",
+            "Does sharding the classes over tp ranks change the answer, which collectives does each "
+            "implementation make, and what would they cost on a real link?",
+            [_table("Forward+backward per size and tp", vocab_parallel_table(rows, order), caption)],
         )
     ]
 

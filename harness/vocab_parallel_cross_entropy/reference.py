@@ -1,0 +1,174 @@
+"""The float64 reference of the vocabulary-parallel loss: the unsharded loss and its gradient.
+
+Sharding changes where the numbers are, not what they are: the reference is the loss on the
+whole logits [N, V], and a variant's shards of the gradient, gathered in rank order, are
+judged against its gradient. With z' = softcap tanh(z / softcap) under a softcap (else z),
+lse_b = log sum_v exp(z'_bv), p = exp(z' - lse), class weights w (else 1), eps the label
+smoothing, and per kept row b (target y_b not ignore_index; every other row is 0):
+
+    loss_b = sum_v q_bv (lse_b - z'_bv) + z_loss lse_b^2
+    q_bv   = (1 - eps) w_y [v = y_b] + (eps / V) w_v            Q_b = sum_v q_bv
+    dloss_b/dz_bv = (Q_b p_bv - q_bv + 2 z_loss lse_b p_bv) sech^2(z_bv / softcap)
+
+reduced as F.cross_entropy reduces (mean: the cross-entropy part over the kept targets' summed
+weights, n kept rows without weights, the z-loss part over n, as Liger's lse_square_scale;
+sum; none: the [N] losses, differentiated with harness/loss/errors.py `upstream`), and a scalar
+loss differentiated with SCALAR_UPSTREAM, as the runner does.
+
+Cancellation-free where float64 would otherwise lose digits: lse_b - z'_bv is formed as
+(m_b - z'_bv) + log1p(sum of exp(z' - m) without the row max's own 1), and 1 - p_y as the sum
+of the other classes' probabilities, so a confident row's loss and target gradient keep their
+relative accuracy. tests/vocab_parallel_cross_entropy/ checks it against float64 autograd of
+F.cross_entropy with every option, and against mpmath.
+
+With the values it records the conditioning the tolerance needs (tolerance.py): how much one
+unit of absolute error in each row's lse (the error every implementation makes forming it in
+its compute precision, u_c (max|z'| + ln V + 2 sqrt(V)) per row) moves the reduced loss, and
+the gradient's share in p (which carries that error) and in p |log p| (the rounding of log p).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from harness.loss.errors import SCALAR_UPSTREAM, upstream
+from harness.loss.options import LossOptions
+
+
+@dataclass(frozen=True)
+class Reference:
+    loss: float  # the reduced loss (reduction none: the mean of `losses`)
+    losses: Tensor  # [N] float64 per-row losses, 0 on ignored rows
+    grad: Tensor  # [N, V] float64: the gradient the runner's call produces, upstream included
+    grad_norm: float
+    loss_magnitude: float  # relative error of the loss per unit u_c in every row's lse
+    grad_magnitude: float  # ||the part of the gradient in p, times each row's lse error|| / ||grad||
+    grad_log_p: float  # ||T p |log p| sech^2|| / ||grad||: log p rounded to the dtype
+    kept: int
+    finite: bool
+    missing: str = ""
+
+
+def reference(logits: Tensor, targets: Tensor, options: LossOptions) -> Reference:
+    """float64 loss and gradient of the loss on the whole logits (any dtype, read as rounded)."""
+    z = logits.to(torch.float64)
+    n, v = z.shape
+    if not bool(torch.isfinite(z).all()):
+        return _missing(n, v, z.device, "the rounded logits hold a non-finite value")
+    cap = options.softcap
+    zc = cap * torch.tanh(z / cap) if cap else z
+    kept = targets != options.ignore_index
+    y = torch.where(kept, targets, 0)
+    w = options.weight.to(torch.float64) if options.weight is not None else torch.ones(v, dtype=torch.float64)
+    w = w.to(z.device)
+
+    m, top = zc.max(dim=1, keepdim=True)
+    e = torch.exp(zc - m)
+    e_rest = e.scatter(1, top, 0.0)  # every class but the row max's own 1
+    s1 = e_rest.sum(dim=1, keepdim=True)
+    s = 1.0 + s1
+    lse = m + torch.log1p(s1)  # [N, 1]
+    p = e / s
+    gap = (m - zc) + torch.log1p(s1)  # lse - z', never a difference of two large numbers
+
+    eps = options.label_smoothing
+    wy = w[y]  # [N]
+    q_target = (1.0 - eps) * wy
+    q_smooth = (eps / v) * w  # [V]
+    Q = q_target + q_smooth.sum()
+    ce = q_target * gap.gather(1, y[:, None])[:, 0] + (gap * q_smooth).sum(dim=1)
+    zl = options.z_loss * lse[:, 0] ** 2
+    keptf = kept.to(torch.float64)
+    ce, zl = ce * keptf, zl * keptf
+
+    # the gradient of each row's loss with respect to its z' entries: Q p - q + 2 zl lse p,
+    # with the target's Q p_y - q_y = -(1 - eps) w_y (1 - p_y) + (Q - (1 - eps) w_y) p_y - q_smooth_y
+    # formed from 1 - p_y = (the others' exponentials) / s, a sum of positives: no cancellation
+    # at a confident row (s - e_y would cancel to the last bit of s)
+    one_minus_py = e.scatter(1, y[:, None], 0.0).sum(dim=1) / s[:, 0]
+    p_y = p.gather(1, y[:, None])[:, 0]
+    g_ce = Q[:, None] * p - q_smooth
+    g_ce.scatter_(1, y[:, None], (-q_target * one_minus_py + (Q - q_target) * p_y - q_smooth[y])[:, None])
+    g_zl = 2.0 * options.z_loss * lse * p
+    sech2 = _sech2(z / cap) if cap else None
+
+    kept_n = int(kept.sum().item())
+    red = options.reduction
+    if red == "mean":
+        if kept_n == 0:
+            return _missing(n, v, z.device, "every row is ignored: the mean has nothing to divide")
+        denom_ce = float((wy * keptf).sum().item())
+        ce_scale, zl_scale = 1.0 / denom_ce, 1.0 / kept_n
+        loss = float(ce.sum().item()) * ce_scale + float(zl.sum().item()) * zl_scale
+        losses = ce * ce_scale + zl * zl_scale  # each row's share of the reduced loss
+        row_factor = torch.full((n,), SCALAR_UPSTREAM, dtype=torch.float64, device=z.device)
+    elif red == "sum":
+        ce_scale = zl_scale = 1.0
+        losses = ce + zl
+        loss = float(losses.sum().item())
+        row_factor = torch.full((n,), SCALAR_UPSTREAM, dtype=torch.float64, device=z.device)
+    else:
+        ce_scale = zl_scale = 1.0
+        losses = ce + zl
+        loss = float(losses.mean().item())
+        row_factor = upstream(n, z).to(torch.float64)
+
+    # the cross-entropy part and the z-loss part are scaled apart under mean
+    grad = (g_ce * ce_scale + g_zl * zl_scale) * (row_factor * keptf)[:, None]
+    if sech2 is not None:
+        grad = grad * sech2
+    grad_norm = float(torch.linalg.vector_norm(grad).item())
+
+    # conditioning: one unit of error in row b's lse moves its loss by d(loss_b)/d(lse_b)
+    per_lse = (Q * ce_scale + 2.0 * options.z_loss * lse[:, 0].abs() * zl_scale) * keptf
+    zmax = zc.abs().amax(dim=1)
+    lse_err = zmax + math.log(v) + 2.0 * math.sqrt(v)  # in units of u_c (the tolerance's)
+    if red == "none":
+        lm = float(torch.linalg.vector_norm(per_lse * lse_err).item()) / max(
+            float(torch.linalg.vector_norm(losses).item()), 1e-300
+        )
+    else:
+        lm = float((per_lse * lse_err).sum().item()) / max(abs(loss), 1e-300)
+    tp_part = (per_lse * row_factor)[:, None] * p * lse_err[:, None]
+    log_p = (per_lse * row_factor)[:, None] * p * gap
+    if sech2 is not None:
+        tp_part = tp_part * sech2 + 2.0 * grad.abs() * (1.0 - sech2)  # autograd's 1 - tanh^2
+        log_p = log_p * sech2
+    denom = max(grad_norm, 1e-300)
+    return Reference(
+        loss=loss,
+        losses=losses,
+        grad=grad,
+        grad_norm=grad_norm,
+        loss_magnitude=lm,
+        grad_magnitude=float(torch.linalg.vector_norm(tp_part).item()) / denom,
+        grad_log_p=float(torch.linalg.vector_norm(log_p).item()) / denom,
+        kept=kept_n,
+        finite=math.isfinite(loss) and bool(torch.isfinite(grad).all()),
+    )
+
+
+def _sech2(x: Tensor) -> Tensor:
+    """sech^2 x = 4 e^-2|x| / (1 + e^-2|x|)^2, never 1 - tanh^2 (which cancels near saturation)."""
+    t = torch.exp(-2.0 * x.abs())
+    return 4.0 * t / (1.0 + t) ** 2
+
+
+def _missing(n: int, v: int, device, why: str) -> Reference:
+    nan = torch.full((n,), math.nan, dtype=torch.float64, device=device)
+    return Reference(
+        loss=math.nan,
+        losses=nan,
+        grad=torch.full((n, v), math.nan, dtype=torch.float64, device=device),
+        grad_norm=math.nan,
+        loss_magnitude=math.nan,
+        grad_magnitude=math.nan,
+        grad_log_p=math.nan,
+        kept=0,
+        finite=False,
+        missing=why,
+    )
