@@ -1,12 +1,14 @@
 """A problem family: what one kind of loss brings to the shared runner, rows, reports and compare.
 
-There are two, chosen by the `family` setting (harness/job.py): cross-entropy on materialised
-logits (harness/cross_entropy/) and fused linear + cross-entropy (harness/linear_cross_entropy/).
+There are three, chosen by the `family` setting (harness/job.py): cross-entropy on materialised
+logits (harness/cross_entropy/), fused linear + cross-entropy (harness/linear_cross_entropy/),
+and vocabulary-parallel cross-entropy on torch.distributed (harness/vocab_parallel_cross_entropy/:
+rank 0 is the measuring process, so its call is what the runner times).
 Each is a package that builds a `Family`: its own points (a `PointLike`), inputs, float64
 reference, variant signature and byte model, measured by the same runner (harness/runner.py)
 into the same rows (harness/results.py), whose `family` column names it. Families share the
 loss core (harness/loss/: the options, settings, errors, class weights) and the Triton kernel
-(harness/kernel/), and never import each other. A third is one package with a FAMILY, plus
+(harness/kernel/), and never import each other. Another is one package with a FAMILY, plus
 its line in harness/job.py's FAMILIES (or none: `family=my_pkg.my_family` loads it by import
 path).
 

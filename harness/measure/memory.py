@@ -21,7 +21,12 @@ from torch.utils._pytree import tree_leaves
 
 
 def _storages(tree: Any) -> list[torch.UntypedStorage]:
-    return [t.untyped_storage() for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+    # a fake tensor (DTensor's sharding propagation runs ops on them) allocates nothing
+    return [
+        t.untyped_storage()
+        for t in tree_leaves(tree)
+        if isinstance(t, torch.Tensor) and type(t).__name__ != "FakeTensor" and not t.is_meta
+    ]
 
 
 def held_bytes(*holders: Any) -> int:
@@ -71,8 +76,6 @@ class LiveStorageTracker(TorchDispatchMode):
             # running its sharding propagation on fake tensors under the tracker
             return NotImplemented
         out = func(*args, **(kwargs or {}))
-        if any(getattr(t, "__name__", "") == "FakeTensor" for t in types):
-            return out  # DTensor's sharding propagation on fake tensors: no memory is allocated
         inputs = {_data_ptr(s) for s in _storages((args, kwargs))}
         for storage in _storages(out):
             key, nbytes = _data_ptr(storage), storage.nbytes()
