@@ -7,9 +7,10 @@ running theirs at the same moment, and nothing sent between processes but a shor
 Each call ends at a barrier (outside the counted collectives), so its time is the slowest
 rank's, not rank 0's alone.
 
-Helpers are started with `spawn` for a point's (tp, device) and kept for the next point with
-the same ones. They draw the point's inputs themselves from its seed (inputs.py): nothing as
-large as the logits crosses a pipe. Rendezvous is on the loopback only (127.0.0.1, a free port).
+Helpers are forked from a forkserver that has imported torch once (`_context`), for a point's
+(tp, device), and kept for the next point with the same ones. They draw the point's inputs
+themselves from its seed (inputs.py): nothing as large as the logits crosses a pipe.
+Rendezvous is on the loopback only (127.0.0.1, a free port).
 
 Faults never hang the sweep and never leave a process behind:
   - a helper whose variant raises reports the error on its pipe and exits; rank 0's next
@@ -28,6 +29,7 @@ import atexit
 import functools
 import os
 import socket
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -127,6 +129,12 @@ def _resolve(spec: str) -> Callable:
     return obj
 
 
+# The exit code of a helper that reported its error on its pipe before leaving: a rank that
+# exits with it has spoken (if its words arrive after rank 0 stopped listening, it was a
+# consequence: the rank whose collective it waited on timed out), never "died".
+_REPORTED = 86
+
+
 def _helper(rank: int, tp: int, port: int, conn, device: str, timeout_s: float, threads: int) -> None:
     """A helper rank's loop: commands from rank 0's pipe, until it closes or says stop."""
     torch.set_num_threads(threads)
@@ -181,7 +189,7 @@ def _helper(rank: int, tp: int, port: int, conn, device: str, timeout_s: float, 
             try:
                 conn.send(("error", _one_line(exc)))
             finally:
-                os._exit(1)
+                os._exit(_REPORTED)
 
 
 def _broken_collective(message: str) -> bool:
@@ -190,6 +198,21 @@ def _broken_collective(message: str) -> bool:
     return any(
         w in text for w in ("gloo", "connection closed", "connection reset", "timed out", "distbackenderror")
     )
+
+
+_PRELOAD = ["torch", "torch.distributed", "harness.vocab_parallel_cross_entropy.ranks"]
+
+
+def _context():
+    """forkserver, its server importing torch and this family once: each helper is then a fork
+    of a process with torch loaded (tens of milliseconds) rather than a fresh interpreter that
+    imports it (2-3 s on 2 cores), and the fork is of a single-threaded server, never of this
+    process with its thread pools and (on CUDA) its context. spawn where there is no forkserver."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
 
 
 class RankFailure(RuntimeError):
@@ -225,7 +248,7 @@ class Ranks:
         return dist.is_initialized() and all(p.is_alive() for p in self.procs)
 
     def _start(self, point: Any) -> None:
-        port, ctx = _free_port(), mp.get_context("spawn")
+        port, ctx = _free_port(), _context()
         threads = torch.get_num_threads()
         for rank in range(1, point.tp):
             parent, child = ctx.Pipe()
@@ -254,15 +277,16 @@ class Ranks:
             ) from None
         self.key = (point.tp, point.device, point.tp_timeout_s)
 
-    def stop(self) -> None:
-        """Terminate every helper (killed if it does not go), and destroy the group."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every helper (asked to, or at once after a fault; terminated, then killed if it
+        does not go), and destroy the group."""
         for conn in self.conns:
             try:
                 conn.send(("stop",))
             except (OSError, ValueError):
                 pass
         for proc in self.procs:
-            proc.join(timeout=2.0)
+            proc.join(timeout=2.0 if graceful else 0.0)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=2.0)
@@ -319,19 +343,36 @@ class Ranks:
         # every helper's word: the first that is not a broken collective (the consequence of
         # another rank's fault) names the rank that failed first; else a rank still running and
         # silent is the one the others waited for; else a rank that died without a word
-        said, died, silent = {}, [], []
-        for rank, (conn, proc) in enumerate(zip(self.conns, self.procs), start=1):
-            try:
-                if conn.poll(1.0):
-                    kind, payload = conn.recv()
-                    if kind == "error":
-                        said[rank] = payload
-            except (EOFError, OSError):
-                pass
-            proc.join(timeout=0.2)
-            if proc.exitcode not in (None, 0) and rank not in said:
+        said: dict[int, str] = {}
+        ranks = dict(enumerate(zip(self.conns, self.procs), start=1))
+        pending = set(ranks)
+        until = time.monotonic() + 1.0  # a rank that failed has said so by then
+        while pending:
+            for rank in sorted(pending):
+                conn, proc = ranks[rank]
+                try:
+                    if conn.poll(0):
+                        kind, payload = conn.recv()
+                        if kind == "error":
+                            said[rank] = payload
+                        pending.discard(rank)
+                        continue
+                except (EOFError, OSError):  # gone without a word
+                    pending.discard(rank)
+                    continue
+                if proc.exitcode is not None and not conn.poll(0):
+                    pending.discard(rank)
+            if time.monotonic() > until:
+                break
+            time.sleep(0.01)
+        died, silent = [], []
+        for rank, (_, proc) in ranks.items():
+            proc.join(timeout=0.1)
+            if rank in said:
+                continue
+            if proc.exitcode not in (None, 0, _REPORTED):
                 died.append(f"rank {rank} died (exit code {proc.exitcode})")
-            elif proc.is_alive() and rank not in said:
+            elif proc.is_alive():
                 silent.append(rank)
         own = [f"rank {r} raised {m}" for r, m in said.items() if not _broken_collective(m)]
         timeout = self.point.tp_timeout_s if self.point is not None else float("nan")
@@ -341,7 +382,7 @@ class Ranks:
             if _broken_collective(str(exc))
         ]
         helper = (own or died or waited or [""])[0]
-        self.stop()
+        self.stop(graceful=False)
         if (
             isinstance(exc, Exception)
             and not isinstance(exc, RankFailure)
