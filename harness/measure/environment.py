@@ -56,21 +56,38 @@ def _running_tasks() -> int | None:
         return None
 
 
-def _own_running() -> int:
-    """This process's threads in state R (running or runnable), the caller among them."""
+# Processes that work for this one and are not "other work": the helper ranks of
+# vocab_parallel_cross_entropy (harness/vocab_parallel_cross_entropy/ranks.py registers them
+# while they live). Their runnable threads are the measurement's own, not load beside it; a
+# rank 0 that waits for a core they hold is still descheduled (timing.md: ranks that share
+# cores are timed under contention, correctly so).
+OWN_PROCESSES: set[int] = set()
+
+
+def _running_threads(pid: str) -> int:
+    """Threads of process `pid` ("self" or a number) in state R (running or runnable)."""
     count = 0
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 1
+        return 0
     for tid in tasks:
         try:
-            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
                 # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces)
                 count += f.read().rsplit(b")", 1)[1].split()[0] == b"R"
         except (OSError, IndexError):
             continue
-    return max(1, count)
+    return count
+
+
+def _own_running() -> int:
+    """This process's threads in state R (running or runnable), the caller among them, and
+    those of the processes working for it (OWN_PROCESSES)."""
+    if not os.path.isdir("/proc/self/task"):
+        return 1
+    own = _running_threads("self")
+    return max(1, own) + sum(_running_threads(str(pid)) for pid in list(OWN_PROCESSES))
 
 
 def runnable_others() -> float | None:

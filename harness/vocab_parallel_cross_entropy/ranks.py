@@ -42,6 +42,7 @@ from torch import Tensor
 
 from harness.loss.errors import gradients, incoming
 from harness.loss.returned import BadResult, checked_loss
+from harness.measure import environment
 from harness.measure.memory import call_with_peak
 
 from .collectives import Collective, Counted
@@ -260,6 +261,7 @@ class Ranks:
             )
             proc.start()
             child.close()
+            environment.OWN_PROCESSES.add(proc.pid)  # its load is the measurement's, not others'
             self.procs.append(proc)
             self.conns.append(parent)
         try:
@@ -295,6 +297,7 @@ class Ranks:
                 proc.join()
         for conn in self.conns:
             conn.close()
+        environment.OWN_PROCESSES.difference_update(p.pid for p in self.procs)
         if dist.is_initialized():
             try:
                 dist.destroy_process_group()
