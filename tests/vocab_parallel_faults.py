@@ -37,3 +37,16 @@ def raises_on_rank_0(logits, targets, shard):
 
 for _fn in (raises_on_rank_1, dies_on_rank_1, hangs_on_rank_1, raises_on_rank_0):
     _fn.harness_targets = {"hard"}
+
+
+def writes_on_rank_1(logits, targets, shard):
+    """Scales rank 1's shard in place after using it: right once, and every later caller of
+    that rank gets other logits."""
+    loss = megatron(logits, targets, shard)
+    if shard.rank == 1:
+        with __import__("torch").no_grad():
+            logits.mul_(2.0)
+    return loss
+
+
+writes_on_rank_1.harness_targets = {"hard"}

@@ -162,6 +162,18 @@ def test_a_rank_that_raises_dies_or_hangs_is_an_error_row_and_the_point_goes_on(
     assert elapsed < 60, elapsed
 
 
+def test_a_rank_that_writes_into_its_shard_is_a_wrote_input_row_and_is_restored():
+    variants = ["writes_on_rank_1@tests.vocab_parallel_faults:writes_on_rank_1", "megatron"]
+    rows = _rows(tp=3, dtype="fp32", variants=variants, timed=False)
+    wrote = rows[rows["variant"] == "writes_on_rank_1"].set_index("mode")
+    assert wrote.loc["fwd", "status"] == "wrote_input"
+    assert wrote.loc["fwd", "message"] == "rank 1 wrote into its logits shard (restored)"
+    # in fwd_bwd autograd itself refuses the write into a tensor the backward needs, on rank 1
+    assert wrote.loc["fwd_bwd", "status"] == "error"
+    assert wrote.loc["fwd_bwd", "message"].startswith("RankFailure: rank 1 raised RuntimeError")
+    assert (rows.loc[rows["variant"] == "megatron", "status"] == "ok").all()  # restored before it
+
+
 def test_no_rank_is_left_behind_by_a_run_or_a_killed_rank(tmp_path):
     """The CLI with a rank that dies and one that is fine: when it exits, no process that
     inherited its environment is alive (each helper is a daemon, stopped at exit; a dead
