@@ -18,7 +18,7 @@ Columns (one row per point x variant x mode):
                  files load with those)
   sharding       tp (vocab_parallel_cross_entropy: the ranks; 1 on the other families' rows and in
                  older files, a key column); rank_loss_spread bitwise_unsharded collectives_fwd
-                 collectives_bwd collective_bytes_fwd collective_bytes_bwd comm_model_s
+                 collectives_bwd collective_bytes_fwd collective_bytes_bwd comm_model_s comm_model_tp8_s
                  link_gbps rank_peak_mem_bytes (the ranks' agreement, the collectives counted and
                  their modelled time, the other ranks' peak: docs/vocab_parallel.md; null elsewhere)
   outcome        status (harness/vocabulary.py, STATUSES), message
@@ -119,6 +119,7 @@ SCHEMA = pa.schema(
         ("collective_bytes_fwd", pa.int64()),
         ("collective_bytes_bwd", pa.int64()),
         ("comm_model_s", pa.float64()),
+        ("comm_model_tp8_s", pa.float64()),
         ("link_gbps", pa.float64()),
         ("rank_peak_mem_bytes", pa.int64()),
         ("nan_count", pa.int64()),

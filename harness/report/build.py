@@ -282,7 +282,8 @@ def _vocab_parallel_section(rows: pd.DataFrame, order: list[str]) -> list[Sectio
         "fwd_bwd rows: the loss's (worst rank's) and the gathered gradient's errors against the "
         "unsharded float64 reference over their bounds (above 1: inaccurate), whether every rank "
         "returned the same loss, the collectives counted in forward and backward with their "
-        "payload bytes, a ring's time for them on the stated link (link_gbps), and the time of "
+        "payload bytes, a ring's time for them on the stated link (link_gbps) at the row's tp and "
+        "at tp = 8 (one NVLink node), and the time of "
         "one call of every rank (on a CPU: gloo on the loopback, latency-bound)."
     )
     return [

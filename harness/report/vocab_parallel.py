@@ -43,7 +43,7 @@ def vocab_parallel_table(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame 
     keys = ["batch_size", "num_classes", "dtype", "_options", "tp"]
     for (n, v, dtype, label, tp), g in vp.groupby(keys, sort=True):
         for _, r in g.sort_values("variant", key=lambda s: s.map(rank)).iterrows():
-            t, model = r.get("time_median_s"), r.get("comm_model_s")
+            t, model, model8 = r.get("time_median_s"), r.get("comm_model_s"), r.get("comm_model_tp8_s")
             out.append(
                 {
                     "N × V": f"{int(n)}\u00a0×\u00a0{int(v):,}",
@@ -66,6 +66,7 @@ def vocab_parallel_table(rows: pd.DataFrame, order: list[str]) -> "pd.DataFrame 
                         else f"{_int(r['collective_bytes_fwd'])} + {_int(r['collective_bytes_bwd'])}"
                     ),
                     "modelled comm (µs)": "-" if pd.isna(model) else f"{model * 1e6:.3g}",
+                    "… at tp = 8 (µs)": "-" if pd.isna(model8) else f"{model8 * 1e6:.3g}",
                     "time (ms)": "-" if pd.isna(t) else f"{t * 1e3:.3g}",
                 }
             )

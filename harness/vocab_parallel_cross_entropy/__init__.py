@@ -233,6 +233,11 @@ def _collective_columns(results: list[Result], p: Point) -> dict[str, Any]:
         "collective_bytes_fwd": sum(c.payload for c in first.fwd),
         "collective_bytes_bwd": sum(c.payload for c in first.bwd),
         "comm_model_s": collectives.modelled_s(first.fwd + first.bwd, p.tp, p.link_gbps),
+        # the same collectives on a ring of 8 (one NVLink node): what a CPU run at tp = 2
+        # says of the call at the scale it is run at. An all-reduce's payload (N values) and
+        # an all-gather's (the whole N x V) do not depend on tp, but for an all-gather's
+        # padding to ceil(V / tp) columns (a few columns of V)
+        "comm_model_tp8_s": collectives.modelled_s(first.fwd + first.bwd, 8, p.link_gbps),
         "link_gbps": p.link_gbps,
     }
     peaks = [r.peak for r in results[1:] if r.peak is not None]

@@ -84,6 +84,7 @@ def _check_collectives(rows: pd.DataFrame) -> None:
         assert row["collective_bytes_bwd"] == sum(b for _, b in bwd)
         calls = [collectives.Collective(k, b) for k, b in fwd + bwd]
         assert row["comm_model_s"] == pytest.approx(collectives.modelled_s(calls, p.tp, row["link_gbps"]))
+        assert row["comm_model_tp8_s"] == pytest.approx(collectives.modelled_s(calls, 8, row["link_gbps"]))
         if row["variant"] in ("megatron", "loss_parallel"):  # PyTorch's own test of loss_parallel
             assert (row["collectives_fwd"], row["collectives_bwd"]) == (3, 0)
 
