@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import signal
 import socket
 import time
 from contextlib import nullcontext
@@ -138,6 +139,9 @@ _REPORTED = 86
 
 def _helper(rank: int, tp: int, port: int, conn, device: str, timeout_s: float, threads: int) -> None:
     """A helper rank's loop: commands from rank 0's pipe, until it closes or says stop."""
+    # Ctrl-C reaches every process of the terminal's group: rank 0 handles it (the sweep's
+    # safe stop, harness/interrupts.py) and stops the helpers; a helper's own traceback is noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     dev = rank_device(device, tp, rank)
     if dev.startswith("cuda"):
