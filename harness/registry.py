@@ -22,7 +22,7 @@ import importlib
 import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from harness.config import SettingError
 
@@ -67,6 +67,18 @@ class Variant:
     def missing_options(self, required: frozenset[str] | set[str]) -> list[str]:
         """The options a point needs that this variant does not honour (sorted)."""
         return sorted(set(required) - self.options)
+
+    def unsupported_at(self, point: Any) -> str:
+        """Why this variant cannot be measured at `point` ("" when it can): its target kinds and
+        devices, then the loss options the point requires that it does not honour (never
+        silently ignored). Every family's `unsupported` hook (harness/family.py)."""
+        if not self.runs_on(point.targets, point.device):
+            return f"{self.name} runs on targets {sorted(self.targets)} and devices {sorted(self.devices)}"
+        missing = self.missing_options(point.required_options)
+        if missing:
+            honours = ", ".join(sorted(self.options)) or "none"
+            return f"{self.name} does not take {', '.join(missing)} (it honours: {honours})"
+        return ""
 
     def wants_one_hot(self, targets: str) -> bool:
         return targets == "hard" and "hard" not in self.targets

@@ -145,20 +145,6 @@ def _metamorphic(point: Point, inputs: Inputs) -> tuple[Inputs, tuple[Reference,
     return moved, (ref, ref), what
 
 
-def _unsupported(variant: Variant, point: Point) -> str:
-    """Why `variant` cannot be measured at `point` ("" when it can): its target kinds and
-    devices, then the loss options it does not honour (never silently ignored)."""
-    if not variant.runs_on(point.targets, point.device):
-        return (
-            f"{variant.name} runs on targets {sorted(variant.targets)} and devices {sorted(variant.devices)}"
-        )
-    missing = variant.missing_options(point.required_options)
-    if missing:
-        honours = ", ".join(sorted(variant.options)) or "none"
-        return f"{variant.name} does not take {', '.join(missing)} (it honours: {honours})"
-    return ""
-
-
 def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str, Any]:
     """Every option the variant declares, by keyword, with the point's value (defaults too)."""
     values = {**point.kwarg_values(), "weight": inputs.weight}  # the weights as drawn
@@ -254,7 +240,7 @@ FAMILY = Family(
     make_inputs=make_inputs,
     references=_references,
     guarded=_guarded,
-    unsupported=_unsupported,
+    unsupported=Variant.unsupported_at,
     feed=_feed,
     call=fed_call,
     assess=_assess,

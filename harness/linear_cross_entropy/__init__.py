@@ -148,18 +148,6 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     return ref, total
 
 
-def _unsupported(variant: Variant, point: Point) -> str:
-    """Why `variant` cannot be measured at `point` ("" when it can): its devices, then the
-    options (the bias among them) it does not honour (never silently ignored)."""
-    if not variant.runs_on(point.targets, point.device):
-        return f"{variant.name} runs on devices {sorted(variant.devices)}"
-    missing = variant.missing_options(point.required_options)
-    if missing:
-        honours = ", ".join(sorted(variant.options)) or "none"
-        return f"{variant.name} does not take {', '.join(missing)} (it honours: {honours})"
-    return ""
-
-
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
     """The point's tensors, and every option the variant declares by keyword with the point's
     value (defaults too); `bias` among them when it declares one (fed_call passes the tensor)."""
@@ -247,7 +235,7 @@ FAMILY = Family(
     make_inputs=make_inputs,
     references=_references,
     guarded=_guarded,
-    unsupported=_unsupported,
+    unsupported=Variant.unsupported_at,
     feed=_feed,
     call=fed_call,
     assess=_assess,

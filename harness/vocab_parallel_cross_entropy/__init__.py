@@ -121,16 +121,6 @@ def _guarded(inputs: PointInputs) -> dict[str, Tensor]:
     return tensors
 
 
-def _unsupported(variant: Variant, p: Point) -> str:
-    if not variant.runs_on(p.targets, p.device):
-        return f"{variant.name} runs on devices {sorted(variant.devices)}"
-    missing = variant.missing_options(p.required_options)
-    if missing:
-        honours = ", ".join(sorted(variant.options)) or "none"
-        return f"{variant.name} does not take {', '.join(missing)} (it honours: {honours})"
-    return ""
-
-
 def _feed(inputs: PointInputs, variant: Variant, p: Point) -> Feed:
     names = sorted(variant.options)
     values = {**p.kwarg_values(), "weight": inputs.class_weight}
@@ -259,7 +249,7 @@ FAMILY = Family(
     make_inputs=_make_inputs,
     references=_references,
     guarded=_guarded,
-    unsupported=_unsupported,
+    unsupported=Variant.unsupported_at,
     feed=_feed,
     call=fed_call,
     assess=_assess,
