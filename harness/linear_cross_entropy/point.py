@@ -23,20 +23,14 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from harness.config import validate_device
-from harness.dtypes import DTYPES
-from harness.loss import declared, settings
-from harness.loss.point import OptionedPoint
-from harness.loss.settings import SettingError, get_setting, optional, positive
+from harness.loss import declared
+from harness.loss.point import OptionedPoint, class_index_settings
+from harness.loss.settings import SettingError, optional, positive
 
 FAMILY_NAME = "linear_cross_entropy"
 # The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): the
 # layer's, `targets` (to refuse soft), and its loss options.
 READS = frozenset({"hidden_size", "bias", "targets", *(o.name for o in declared.read_by(FAMILY_NAME))})
-# The schema's default `targets` is the first family's (soft); here it can only mean the
-# family's class indices, so it reads as hard. An explicit targets=soft cannot be told from it
-# (Hydra keeps no record of what was set), so it too reads as hard, as the docstring says.
-_TARGET_DEFAULT = "soft"
 
 
 class _Point(OptionedPoint):
@@ -88,28 +82,9 @@ Point = declared.point_class(
 
 def point(cfg: Any) -> Point:
     """Check the point settings of a composed config (DictConfig, dataclass or dict)."""
-    n = positive(cfg, "batch_size", 1)
+    common = class_index_settings(cfg, FAMILY_NAME)
     d = positive(cfg, "hidden_size", 1)
-    v = positive(cfg, "num_classes", 2)
-    dtype = settings.one_of(cfg, "dtype", DTYPES)
-    s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
-    seed = settings.seed(get_setting(cfg, "seed"), "seed")
-    device = validate_device(get_setting(cfg, "device"))
-    targets = optional(cfg, "targets", "hard")
-    if targets not in ("hard", _TARGET_DEFAULT):
-        raise SettingError(f"targets={targets!r} is not allowed with family={FAMILY_NAME}: use hard")
-    options = declared.parse(lambda k, dflt: optional(cfg, k, dflt), FAMILY_NAME, v, "hard")
     bias = optional(cfg, "bias", False)
     if not isinstance(bias, bool):
         raise SettingError(f"bias={bias!r} is not allowed: use true or false")
-    return Point(
-        batch_size=n,
-        hidden_size=d,
-        num_classes=v,
-        dtype=dtype,
-        logit_scale=s,
-        device=device,
-        seed=seed,
-        bias=bias,
-        **options,
-    )
+    return Point(**common, hidden_size=d, bias=bias)

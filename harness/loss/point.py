@@ -44,3 +44,30 @@ class OptionedPoint:
         itself is in the sweep's _multirun.yaml)."""
         cols = {name: getattr(self, name, COLUMN_DEFAULTS.get(name)) for name in POINT_COLUMNS}
         return {**cols, **declared.columns(self.option_values()), "family": self.FAMILY_NAME}
+
+
+def class_index_settings(cfg: Any, family: str) -> dict[str, Any]:
+    """The checked settings every point with class-index targets shares, as Point fields:
+    batch_size, num_classes, dtype, logit_scale, seed, device, and one per loss option `family`
+    reads (the families whose targets are class indices: linear_cross_entropy,
+    vocab_parallel_cross_entropy). `targets` may only be hard; the schema's default, soft (the
+    first family's), reads as hard, since Hydra keeps no record of whether it was set."""
+    from harness.config import validate_device  # the schema: not needed to read rows
+    from harness.dtypes import DTYPES  # torch: only once a point is measured
+    from harness.loss import settings
+    from harness.loss.settings import SettingError, get_setting, optional, positive
+
+    n = positive(cfg, "batch_size", 1)
+    v = positive(cfg, "num_classes", 2)
+    out = {
+        "batch_size": n,
+        "num_classes": v,
+        "dtype": settings.one_of(cfg, "dtype", DTYPES),
+        "logit_scale": settings.scale(get_setting(cfg, "logit_scale"), "logit_scale"),
+        "seed": settings.seed(get_setting(cfg, "seed"), "seed"),
+        "device": validate_device(get_setting(cfg, "device")),
+    }
+    targets = optional(cfg, "targets", "hard")
+    if targets not in ("hard", "soft"):
+        raise SettingError(f"targets={targets!r} is not allowed with family={family}: use hard")
+    return {**out, **declared.parse(lambda k, dflt: optional(cfg, k, dflt), family, v, "hard")}

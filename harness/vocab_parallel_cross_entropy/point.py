@@ -21,11 +21,9 @@ import math
 from dataclasses import field
 from typing import Any
 
-from harness.config import validate_device
-from harness.dtypes import DTYPES
 from harness.loss import declared, settings
-from harness.loss.point import OptionedPoint
-from harness.loss.settings import SettingError, get_setting, optional, positive
+from harness.loss.point import OptionedPoint, class_index_settings
+from harness.loss.settings import SettingError, optional
 
 FAMILY_NAME = "vocab_parallel_cross_entropy"
 # H100/H200 NVLink 4: 900 GB/s both ways, 450 GB/s each way per GPU (what a ring step sends at)
@@ -34,7 +32,6 @@ DEFAULT_TIMEOUT_S = 60.0
 READS = frozenset(
     {"tp", "link_gbps", "tp_timeout_s", "targets", *(o.name for o in declared.read_by(FAMILY_NAME))}
 )
-_TARGET_DEFAULT = "soft"  # the schema's default is the first family's; here it reads as hard
 
 
 def shard_bounds(num_classes: int, tp: int) -> list[tuple[int, int]]:
@@ -120,25 +117,10 @@ def _positive_number(cfg: Any, key: str, default: float) -> float:
 
 def point(cfg: Any) -> Point:
     """Check the point settings of a composed config (DictConfig, dataclass or dict)."""
-    n = positive(cfg, "batch_size", 1)
-    v = positive(cfg, "num_classes", 2)
-    dtype = settings.one_of(cfg, "dtype", DTYPES)
-    s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
-    seed = settings.seed(get_setting(cfg, "seed"), "seed")
-    device = validate_device(get_setting(cfg, "device"))
-    targets = optional(cfg, "targets", "hard")
-    if targets not in ("hard", _TARGET_DEFAULT):
-        raise SettingError(f"targets={targets!r} is not allowed with family={FAMILY_NAME}: use hard")
-    options = declared.parse(lambda k, dflt: optional(cfg, k, dflt), FAMILY_NAME, v, "hard")
+    common = class_index_settings(cfg, FAMILY_NAME)
     return Point(
-        batch_size=n,
-        num_classes=v,
-        dtype=dtype,
-        logit_scale=s,
-        device=device,
-        seed=seed,
-        tp=_tp(cfg, v),
+        **common,
+        tp=_tp(cfg, common["num_classes"]),
         link_gbps=_positive_number(cfg, "link_gbps", DEFAULT_LINK_GBPS),
         tp_timeout_s=_positive_number(cfg, "tp_timeout_s", DEFAULT_TIMEOUT_S),
-        **options,
     )
