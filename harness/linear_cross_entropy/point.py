@@ -8,7 +8,8 @@ deviation (harness/linear_cross_entropy/inputs.py), and the loss options (`ignor
 declared once for both families and checked by the same code (harness/loss/declared.py), with
 the same formulas (harness/loss/options.py); `hidden_size` is D and `bias` adds a bias [V] to
 the layer. The targets are always class indices (the `targets` setting is cross-entropy's and
-is read only to refuse `soft`; rows hold `hard`). `logits` is not read: zipf is a construction
+is read only to refuse a kind other than hard; the schema's default, soft, reads as hard, as
+Hydra keeps no record of what was set; rows hold `hard`). `logits` is not read: zipf is a construction
 on given logits (ranks shuffled per row), and these logits are H W^T, a product of rank D that
 the harness does not choose entry by entry, so `logits=zipf` is refused with one line
 (harness/loss/settings.py, refuse_unread).
@@ -29,7 +30,8 @@ from harness.loss.settings import SettingError, optional, positive
 
 FAMILY_NAME = "linear_cross_entropy"
 # The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): the
-# layer's, `targets` (to refuse soft), and its loss options.
+# layer's, `targets` (to refuse any kind but hard; soft, the schema's default, reads as hard), and
+# its loss options.
 READS = frozenset({"hidden_size", "bias", "targets", *(o.name for o in declared.read_by(FAMILY_NAME))})
 
 
