@@ -140,3 +140,17 @@ def test_the_sweep_summary_says_it_in_one_line_from_the_rows():
     assert line.startswith("1 of 2 timed rows under contention (drift: ") and "\n" not in line
     assert timing_noise_line(rows.assign(contended=False)) is None
     assert timing_noise_line(rows.drop(columns=["contended"])) is None  # rows from before the column
+
+
+def test_the_console_line_says_when_a_point_s_own_ranks_share_the_cores():
+    """vocab_parallel_cross_entropy's tp ranks are processes of the point: on fewer cores than
+    tp they are what rank 0 waits for, and the line says so instead of blaming other work."""
+    rows = [
+        {"time_median_s": 1e-3, "contended": True, "contention": "descheduled: 40%", "tp": 4, "cpu_cores": 2},
+        {"time_median_s": 1e-3, "contended": True, "contention": "descheduled: 30%", "tp": 1, "cpu_cores": 2},
+    ]
+    line = summary_line(rows)
+    assert "up to 4 ranks of a point run side by side on 2 cores" in line
+    assert "compare only with rows timed the same way" in line
+    assert "stop the other work (or run" not in line
+    assert "stop the other work" in summary_line(rows[1:])
