@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.loss import declared
-from harness.registry import Registry, Variant
+from harness.registry import Registry
 
 REGISTRY = Registry(
     "vocab_parallel_cross_entropy",
@@ -59,10 +59,6 @@ class Shard:
             device_type = self.device.split(":")[0]
             self._mesh = DeviceMesh.from_group(self.group, device_type)
         return self._mesh
-
-
-def get(name: str) -> Variant:
-    return REGISTRY.get(name)
 
 
 from . import dtensor, gathered, megatron  # noqa: E402,F401  (registration order: the reports')
