@@ -4,6 +4,7 @@ printed as one report, in under 5 minutes on one H200 or H100.
     python scripts/gpu_check.py            # or: make gpu-check
     python scripts/gpu_check.py --full-scan   # the scan at bf16 and fp32, hard and soft targets
     python scripts/gpu_check.py --pytest-log FILE   # also keep pytest's whole output
+    python scripts/gpu_check.py --no-scan     # the tests and the headline point only (the kernel unchanged)
 
 1. pytest of the modules with CUDA paths (kernel, timer, ceilings, memory, variants, sweeps,
    fused_linear's kernel path);
@@ -37,6 +38,9 @@ CUDA_TESTS = [
     "tests/cross_entropy/test_variants.py",
     "tests/cli/test_gpu_sweep.py",
     "tests/linear_cross_entropy/test_linear_fused.py",
+    "tests/cross_entropy/test_triton_options.py",
+    "tests/measure/test_interleaved.py",
+    "tests/measure/test_contention.py",
 ]
 HEADLINE = [
     "num_classes=128256",
@@ -115,6 +119,9 @@ def main() -> None:
     )
     parser.add_argument("--pytest-log", type=Path, help="write pytest's whole output here")
     parser.add_argument(
+        "--no-scan", action="store_true", help="skip the kernel scan (its launch table is already measured)"
+    )
+    parser.add_argument(
         "--scan-budget-s",
         type=float,
         help="wall time of the kernel scan (default 75 s; 300 s with --full-scan)",
@@ -134,8 +141,9 @@ def main() -> None:
     status = cuda_tests(args.pytest_log)
     _section("Headline point: B=8192, C=128256, bf16, hard targets (our timer)")
     status = headline() or status
-    _section("triton_fused kernel paths and launch settings (do_bench)")
-    status = scan(not args.full_scan, args.scan_budget_s or (300.0 if args.full_scan else 75.0)) or status
+    if not args.no_scan:
+        _section("triton_fused kernel paths and launch settings (do_bench)")
+        status = scan(not args.full_scan, args.scan_budget_s or (300.0 if args.full_scan else 75.0)) or status
     print(f"\ngpu_check: {time.perf_counter() - t0:.0f} s", flush=True)
     sys.exit(1 if status else 0)
 

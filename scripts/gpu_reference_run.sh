@@ -20,6 +20,15 @@
 #   gpu_options  `+sweep=gpu_options`: the loss options at the headline shape: gpu_options_rows.parquet
 #   linear    `+sweep=linear_gpu`: fused linear + cross-entropy at LLM sizes: linear_rows.parquet
 #   kernel    the CUDA tests of the kernel, its options, the ceilings and the timer: pytest_kernel.txt
+#   footprint the largest `+sweep=gpu` point (fp32, soft targets, B=8192, C=262144: 8.6 GB of
+#             logits and as much of targets) with every CUDA variant: whether each variant whose
+#             own peak fits runs beside the harness's streamed references (harness_bytes in the
+#             rows): footprint_rows.parquet, sweep_footprint.log
+#   tp        the vocabulary-parallel family on CUDA (`+sweep=tp_gpu`; TP_ARGS: overrides, e.g. a
+#             smaller batch, since one GPU makes every rank share it through gloo):
+#             tp_rows.parquet, sweep_tp.log
+#
+# CHECK_ARGS: extra arguments of scripts/gpu_check.py in the check stage (e.g. --no-scan).
 #
 # DRY_RUN=1 prints each stage's commands (one per line, into the stage's log as well) instead of
 # running them, and runs nothing on the device: tests/cli/test_gpu_script.py checks on a CPU that every
@@ -75,7 +84,7 @@ for stage in $stages; do
     t0=$(date +%s)
     case $stage in
     check)
-        run timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" 2>&1 | tee "$out/gpu_check.txt"
+        run timeout 300 python3 scripts/gpu_check.py --pytest-log "$out/pytest_cuda.txt" ${CHECK_ARGS:-} 2>&1 | tee "$out/gpu_check.txt"
         ;;
     sweep)
         run timeout 420 python3 -m harness +sweep=gpu hydra.sweep.dir=/tmp/x/gpu 2>&1 | tee "$out/sweep_gpu.log"
@@ -108,8 +117,18 @@ for stage in $stages; do
             tests/linear_cross_entropy/test_linear_fused.py tests/measure/test_interleaved.py tests/measure/test_contention.py 2>&1 |
             tee "$out/pytest_kernel.txt"
         ;;
+    footprint)
+        run timeout 240 python3 -m harness +sweep=gpu num_classes=262144 dtype=fp32 targets=soft \
+            hydra.sweep.dir=/tmp/x/footprint 2>&1 | tee "$out/sweep_footprint.log"
+        rows_to /tmp/x/footprint "$out/footprint_rows.parquet"
+        ;;
+    tp)
+        run timeout 240 python3 -m harness +sweep=tp_gpu ${TP_ARGS:-} hydra.sweep.dir=/tmp/x/tp 2>&1 |
+            tee "$out/sweep_tp.log"
+        rows_to /tmp/x/tp "$out/tp_rows.parquet"
+        ;;
     *)
-        echo "unknown stage $stage: use check, sweep, options, floor, gpu_options, linear or kernel" >&2
+        echo "unknown stage $stage: use check, sweep, options, floor, gpu_options, linear, kernel, footprint or tp" >&2
         exit 2
         ;;
     esac

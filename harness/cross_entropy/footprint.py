@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 
 from harness.cross_entropy.point import Point
+from harness.loss.errors import block_elements
 from harness.measure.isolation import COPY_BELOW_BYTES
 
 # The modules whose block sizes set the transient bytes (read at each call; the package's own
@@ -79,7 +80,9 @@ def transient_bytes(point: Point) -> int:
     e = point.torch_dtype.itemsize
     draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
     draw *= 2 if point.targets == "soft" else 1
-    temporaries = _block_elements(b, c, _STREAMED._BLOCK_ELEMENTS) * 8 * REFERENCE_TEMPORARIES
+    # a reference's blocks: its own size on the point's device, within one block of the draw
+    block = min(block_elements(_STREAMED._BLOCK_ELEMENTS, point.device), _DRAW._BLOCK_ELEMENTS)
+    temporaries = _block_elements(b, c, block) * 8 * REFERENCE_TEMPORARIES
     # the element-wise verdict's sums (harness/loss/errors.py Entrywise): error, reference and
     # bound, squared, per row and per class, in float64
     elementwise = 3 * 8 * (b + c)

@@ -10,14 +10,15 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from harness.loss.errors import row_slices
+from harness.loss.errors import block_elements, row_slices
 
 # Rows per block: about 2^18 float64 elements (2 MiB) per temporary, whatever C is. A block's
 # pass holds 9 to 17 such temporaries at once (more with soft targets, options and the per-entry
 # bound; measured with harness/measure/memory.py's tracker), so this sets the reference's
 # transient bytes: 18 to 34 MiB. Smaller blocks cost a Python loop turn (about 60 ops) per
 # block: 256 turns at B * C = 2^26, where 2^20 took as long (14 s a point either way, B = 2048,
-# C = 32768) and peaked 60 MB higher in bf16 (1.21 GB against 1.15).
+# C = 32768) and peaked 60 MB higher in bf16 (1.21 GB against 1.15). On a GPU, 16x that
+# (harness/loss/errors.py block_elements: a block's operations are launches).
 _BLOCK_ELEMENTS = 1 << 18
 
 # One block of a reference's inputs: (rows, logits [R, C] as stored, soft targets [R, C] or None).
@@ -37,10 +38,14 @@ class Rows:
     device: torch.device
     walk: Callable[[], Iterator[Block]]
 
+    @property
+    def block_elements(self) -> int:
+        return block_elements(_BLOCK_ELEMENTS, self.device)
+
     def blocks(self) -> Iterator[Block]:
-        """The walk's blocks cut into blocks of about _BLOCK_ELEMENTS elements (views)."""
+        """The walk's blocks cut into blocks of about block_elements elements (views)."""
         for rows, z, t in self.walk():
-            for part in row_slices(rows.stop - rows.start, self.shape[1], _BLOCK_ELEMENTS):
+            for part in row_slices(rows.stop - rows.start, self.shape[1], self.block_elements):
                 at = slice(rows.start + part.start, rows.start + part.stop)
                 yield at, z[part], None if t is None else t[part]
 
@@ -93,7 +98,7 @@ class Gradient:
         """(rows, gradient block, per-entry bound block or None) over the whole gradient."""
         if self.kept is not None:
             b, c = self.rows.shape
-            for rows in row_slices(b, c, _BLOCK_ELEMENTS):
+            for rows in row_slices(b, c, self.rows.block_elements):
                 bound = self.kept_bound[rows] if with_bounds and self.kept_bound is not None else None
                 yield rows, self.kept[rows], bound
             return

@@ -58,9 +58,21 @@ def rows_rel_err(losses: Tensor, ref: Tensor) -> float:
 
 
 # Rows per block when a whole tensor is compared or scanned: about 2^20 elements (8 MiB of
-# float64) per temporary, so judging a [B, C] gradient never holds a float64 copy of it (8 bytes
-# an element: twice fp32 logits, four times bf16 ones).
+# float64) per temporary on a CPU, so judging a [B, C] gradient never holds a float64 copy of it
+# (8 bytes an element: twice fp32 logits, four times bf16 ones).
 _BLOCK_ELEMENTS = 1 << 20
+# On a GPU every operation of a block is a kernel launch (5-10 us) and every .item() a
+# synchronisation, whatever the block's size: with the CPU's blocks a walk over the fp32 soft
+# B = 8192, C = 262144 point is 8192 blocks of about 60 launches, seconds of launch overhead per
+# walk, one walk per variant and mode (an H200 point ran past 240 s). 16x larger blocks make it
+# 512 blocks (the draw's own block size, harness/cross_entropy/inputs.py) at 16x the temporaries'
+# bytes: 128 MiB of float64 here, well inside a card that holds the logits.
+_CUDA_FACTOR = 16
+
+
+def block_elements(elements: int, device: torch.device | str) -> int:
+    """`elements` (a CPU block size) for a walk on `device`: _CUDA_FACTOR times it on a GPU."""
+    return elements * _CUDA_FACTOR if torch.device(device).type == "cuda" else elements
 
 
 def row_slices(rows: int, per_row: int, elements: int = _BLOCK_ELEMENTS) -> Iterator[slice]:
@@ -72,9 +84,10 @@ def row_slices(rows: int, per_row: int, elements: int = _BLOCK_ELEMENTS) -> Iter
 
 
 def row_blocks(t: Tensor) -> Iterator[slice]:
-    """Slices of `t`'s leading dimension (t: 1-D or more) of about _BLOCK_ELEMENTS elements each."""
+    """Slices of `t`'s leading dimension (t: 1-D or more) of about _BLOCK_ELEMENTS elements each
+    (block_elements: more on a GPU)."""
     rows = t.shape[0]
-    return row_slices(rows, t[0].numel() if rows else 1)
+    return row_slices(rows, t[0].numel() if rows else 1, block_elements(_BLOCK_ELEMENTS, t.device))
 
 
 class NormDiff:

@@ -53,7 +53,7 @@ def fingerprint(t: Tensor) -> tuple[Tensor, Tensor]:
     flat = _bits(t.detach()).reshape(t.shape[0], -1) if t.dim() else _bits(t.detach()).reshape(1, 1)
     rows = torch.empty(flat.shape[0], dtype=torch.int64, device=t.device)
     cols = torch.zeros(flat.shape[1], dtype=torch.int64, device=t.device)
-    for lo_hi in row_blocks(flat):  # int64 temporaries of 32 MiB at most, whatever t's size
+    for lo_hi in row_blocks(flat):  # int64 temporaries of 8 MiB at most (128 MiB on a GPU)
         block = flat[lo_hi].to(torch.int64)
         rows[lo_hi] = block.sum(dim=1)
         cols += block.sum(dim=0)

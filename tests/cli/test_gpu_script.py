@@ -15,7 +15,7 @@ from harness.app import CONF_DIR  # also registers the config schema
 
 from ..conftest import REPO
 
-STAGES = ["check", "sweep", "options", "floor", "gpu_options", "linear", "kernel"]
+STAGES = ["check", "sweep", "options", "floor", "gpu_options", "linear", "kernel", "footprint", "tp"]
 # What each stage leaves in OUTDIR (besides stages.txt): its log, and the rows it gathers.
 OUTPUTS = {
     "check": ["gpu_check.txt"],
@@ -25,6 +25,8 @@ OUTPUTS = {
     "gpu_options": ["sweep_gpu_options.log"],
     "linear": ["sweep_linear.log"],
     "kernel": ["pytest_kernel.txt"],
+    "footprint": ["sweep_footprint.log"],
+    "tp": ["sweep_tp.log"],
 }
 PER_CALL_LIMIT_S = 600  # the device tool's longest command
 
@@ -69,7 +71,7 @@ def test_each_harness_command_composes(dry):
     # device=cuda itself is checked only where CUDA is.
     _, _, commands = dry
     harness = [w for w in commands if w[2:5] == ["python3", "-m", "harness"]]
-    assert len(harness) == 5
+    assert len(harness) == 7
     for words in harness:
         # One value of each swept setting: Hydra composes a single job's config with --cfg.
         # Composed in this process (what `python -m harness ARGS --cfg job` prints, without a
