@@ -71,7 +71,12 @@ def backend(device: str, tp: int) -> str:
 
 
 def rank_device(device: str, tp: int, rank: int) -> str:
-    return f"cuda:{rank}" if backend(device, tp) == "nccl" else device
+    """A rank's device, with its index: torch.cuda.set_device refuses a bare "cuda". With nccl
+    rank r has GPU r; with one GPU (gloo) every rank shares the point's."""
+    if backend(device, tp) == "nccl":
+        return f"cuda:{rank}"
+    d = torch.device(device)
+    return f"cuda:{d.index or 0}" if d.type == "cuda" else device
 
 
 def rank_call(
@@ -143,9 +148,14 @@ def _helper(rank: int, tp: int, port: int, conn, device: str, timeout_s: float, 
     # safe stop, harness/interrupts.py) and stops the helpers; a helper's own traceback is noise
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    dev = rank_device(device, tp, rank)
-    if dev.startswith("cuda"):
-        torch.cuda.set_device(dev)
+    try:  # said before the rendezvous, which rank 0 would otherwise wait out for tp_timeout_s
+        dev = rank_device(device, tp, rank)
+        if dev.startswith("cuda"):
+            torch.cuda.set_device(dev)
+        conn.send(("ready",))
+    except BaseException as exc:
+        conn.send(("error", _one_line(exc)))
+        os._exit(_REPORTED)
     dist.init_process_group(
         backend(device, tp),
         init_method=f"tcp://127.0.0.1:{port}",
@@ -268,6 +278,7 @@ class Ranks:
             environment.OWN_PROCESSES.add(proc.pid)  # its load is the measurement's, not others'
             self.procs.append(proc)
             self.conns.append(parent)
+        self._await_ready(point.tp_timeout_s)
         try:
             dist.init_process_group(
                 backend(point.device, point.tp),
@@ -282,6 +293,21 @@ class Ranks:
                 f"the {point.tp} ranks did not meet within {point.tp_timeout_s:g} s: {_one_line(exc)}"
             ) from None
         self.key = (point.tp, point.device, point.tp_timeout_s)
+
+    def _await_ready(self, timeout_s: float) -> None:
+        """Each helper's word that it set up (its device), before the rendezvous: a helper that
+        cannot is a one-line error naming its rank at once, not a rendezvous that times out."""
+        deadline = time.monotonic() + timeout_s
+        for rank, (proc, conn) in enumerate(zip(self.procs, self.conns), start=1):
+            try:
+                msg = conn.recv() if conn.poll(max(0.0, deadline - time.monotonic())) else None
+            except (EOFError, OSError):
+                proc.join(timeout=2.0)
+                msg = ("error", f"died (exit code {proc.exitcode})")
+            if msg != ("ready",):
+                self.stop(graceful=False)
+                why = f"did not start within {timeout_s:g} s" if msg is None else msg[1]
+                raise RankFailure(f"rank {rank} could not start: {why}")
 
     def stop(self, graceful: bool = True) -> None:
         """Stop every helper (asked to, or at once after a fault; terminated, then killed if it

@@ -12,15 +12,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
+import torch.distributed as dist
 
 from harness import job
 from harness.config import SettingError
 from harness.vocab_parallel_cross_entropy import collectives
 from harness.vocab_parallel_cross_entropy.point import point as vp_point
-from harness.vocab_parallel_cross_entropy.ranks import RANKS
+from harness.vocab_parallel_cross_entropy.ranks import RANKS, RankFailure, Ranks, rank_device
 from harness.vocab_parallel_cross_entropy.variants import dtensor, gathered, megatron
 
 from ..conftest import REPO, job_config, run_job
@@ -161,6 +164,26 @@ def test_a_rank_that_raises_dies_or_hangs_is_an_error_row_and_the_point_goes_on(
     assert (after["status"] == "ok").all(), list(after["message"])
     # two hangs of 3 s, eight restarts of the ranks: well under the minute a hang would cost
     assert elapsed < 60, elapsed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a build without CUDA")
+def test_a_helper_that_cannot_set_up_is_named_at_once_not_after_the_rendezvous():
+    # device="cuda" on a build without CUDA: each helper's torch.cuda.set_device raises before
+    # the rendezvous, which would otherwise hold rank 0 for the whole tp_timeout_s
+    ranks = Ranks()
+    t0 = time.monotonic()
+    with pytest.raises(RankFailure, match=r"^rank 1 could not start: \w+Error: "):
+        ranks._start(SimpleNamespace(tp=2, device="cuda", tp_timeout_s=30.0))
+    assert time.monotonic() - t0 < 15 and not ranks.procs and not dist.is_initialized()
+
+
+def test_a_rank_device_always_names_its_gpu(monkeypatch):
+    # torch.cuda.set_device refuses a bare "cuda" (found on an H200: tp=2 on one GPU)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert [rank_device("cuda", 2, r) for r in (0, 1)] == ["cuda:0", "cuda:0"]
+    assert rank_device("cuda:0", 4, 3) == "cuda:0" and rank_device("cpu", 4, 3) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert [rank_device("cuda", 2, r) for r in (0, 1)] == ["cuda:0", "cuda:1"]
 
 
 def test_a_rank_that_writes_into_its_shard_is_a_wrote_input_row_and_is_restored():
