@@ -9,6 +9,7 @@ returns the loss.
 
   mean_over_all_rows            the mean divides by N, not by the rows that are kept
   ignored_rows_in_dh            dH from a dZ whose ignored rows were not zeroed (dW's was)
+  ignored_rows_in_dw            dW from a dZ whose ignored rows were not zeroed (dH's was)
   bias_grad_zero                a custom backward that returns no bias gradient (zeros)
   bias_grad_mean                the bias gradient averaged over the tokens instead of summed
   smoothing_over_v_minus_1      label smoothing spread over the V - 1 other classes, not all V
@@ -90,6 +91,15 @@ def ignored_rows_in_dh(hidden, weight, targets, *, ignore_index=-100):
     return _hand(grads, hidden, weight, targets, ignore_index, None)
 
 
+def ignored_rows_in_dw(hidden, weight, targets, *, ignore_index=-100):
+    """dZ masked for dH but not for dW: the ignored rows' softmax leaks into every row of dW."""
+
+    def grads(dz, kept, h, w):
+        return (_masked(dz, kept).to(h.dtype) @ w), (dz.to(h.dtype).T @ h), None
+
+    return _hand(grads, hidden, weight, targets, ignore_index, None)
+
+
 def bias_grad_zero(hidden, weight, targets, *, ignore_index=-100, bias=None):
     """A hand-written backward that returns dH and dW and a zero bias gradient."""
 
@@ -110,7 +120,7 @@ def bias_grad_mean(hidden, weight, targets, *, ignore_index=-100, bias=None):
     return _hand(grads, hidden, weight, targets, ignore_index, bias)
 
 
-for _fn in (mean_over_all_rows, ignored_rows_in_dh, bias_grad_zero, bias_grad_mean):
+for _fn in (mean_over_all_rows, ignored_rows_in_dh, ignored_rows_in_dw, bias_grad_zero, bias_grad_mean):
     _fn.harness_targets = HARD
     _fn.harness_options = {"ignore_index"} | ({"bias"} if _fn.__name__.startswith("bias") else set())
 

@@ -40,8 +40,10 @@ the first family's mpmath-checked reference on the float64 logits.
 Alongside the values it records the conditioning the tolerance needs (tolerance.py): the mean
 over kept rows of max_v |z_bv| (the size of the logits next to the loss); ||softmax part|| /
 ||dZ|| (how much of dZ is the term in p', which carries the logits' rounding, rather than the
-exact q: ~0.05 for spread-out rows, ~1 for confident ones); and how much one unit of error in
-every row's lse' moves the reduced loss, relative to it (1 / loss for the plain mean).
+exact q: ~0.05 for spread-out rows, ~1 for confident ones); what a logit error of at most
+u |z_bv| + k max_v |z_bv| can do to that term, entry by entry (`soft_error`, from the
+softmax-weighted mean of |z| per row, a_b, summed online in pass 1); and how much one unit of
+error in every row's lse' moves the reduced loss, relative to it (1 / loss for the plain mean).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class Reference:
     kept: int  # rows whose target is not ignored
     finite: bool  # a finite loss exists (some row kept under mean, every value finite)
     missing: str = ""  # why not, when not finite
+    # What the logits' rounding can do to the softmax part of dZ, per entry (module docstring):
+    # (sum X^2, sum X Y, sum Y^2) / ||dZ||^2, so that the tolerance's term for logit errors of at
+    # most u |z_bv| + k max_v |z_bv| is sqrt(u^2 XX + 2 u k XY + k^2 YY).
+    soft_error: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def times(self, s: float) -> Reference:
         """The gradients of s times the loss, scaled in place (s a power of two: exact), loss
@@ -133,19 +139,25 @@ def reference(
         z = h @ w[lo:hi].T
         return z if b is None else z.add_(b[lo:hi])
 
-    # Pass 1: lse' per row, online over the chunks; max |z| per row for the tolerance.
+    # Pass 1: lse' per row, online over the chunks; for the tolerance, max |z| per row and the
+    # softmax-weighted mean of |z| (a_b = sum_v p'_bv |z_bv|, rescaled online as the sum is).
     m = torch.full((n_rows,), -math.inf, dtype=f64, device=h.device)
     s = torch.zeros(n_rows, dtype=f64, device=h.device)
+    t = torch.zeros(n_rows, dtype=f64, device=h.device)
     zmax = torch.zeros(n_rows, dtype=f64, device=h.device)
     for lo in range(0, v, step):
         z = logits(lo, min(lo + step, v))
         zmax = torch.maximum(zmax, z.abs().max(dim=1).values)
         zc, _ = _capped(z, cap)
         new_m = torch.maximum(m, zc.max(dim=1).values)
-        s = s * torch.exp(m - new_m) + torch.exp(zc - new_m[:, None]).sum(dim=1)
+        e = torch.exp(zc - new_m[:, None])
+        rescale = torch.exp(m - new_m)
+        s = s * rescale + e.sum(dim=1)
+        t = t * rescale + (e * z.abs()).sum(dim=1)
         m = new_m
-        del z, zc
+        del z, zc, e
     lse = m + torch.log(s)
+    a_abs = t / s
     z_target = (h * w[safe_t]).sum(dim=1)
     if b is not None:
         z_target += b[safe_t]
@@ -174,11 +186,27 @@ def reference(
     dw = torch.empty_like(w)
     db = None if b is None else torch.empty_like(b)
     p_sq = dz_sq = 0.0  # ||softmax part||^2 and ||dZ||^2, for p_share
+    xx = xy = yy = 0.0  # the softmax part's error sums (soft_error)
     for lo in range(0, v, step):
         hi = min(lo + step, v)
-        zc, chain = _capped(logits(lo, hi), cap)
+        z = logits(lo, hi)
+        zc, chain = _capped(z, cap)
         gaps = lse[:, None] - zc  # >= 0
-        soft = torch.exp(-gaps).mul_(coef[:, None])
+        p = torch.exp(-gaps)
+        # |dp'_bv| <= p'_bv |dz_bv - sum_j p'_bj dz_bj| <= p'_bv ((1 - p'_bv) d_bv + sum_{j != v} p'_bj d_bj)
+        # for logit errors |dz_bj| <= d_bj = u |z_bj| + k zmax_b (the cap's derivative is at most
+        # 1): u X + k Y with X = |z_bv| (1 - 2 p'_bv) + a_b and Y = 2 zmax_b (1 - p'_bv), each
+        # times |coef_b| p'_bv (and the cap's derivative), the entry's share of the softmax part
+        weight = p * coef[:, None].abs()
+        if chain is not None:
+            weight.mul_(chain)
+        x = (z.abs() * (1.0 - 2.0 * p) + a_abs[:, None]).mul_(weight)
+        y = (1.0 - p).mul_(2.0 * zmax[:, None]).mul_(weight)
+        xx += float(x.square().sum().item())
+        xy += float((x * y).sum().item())
+        yy += float(y.square().sum().item())
+        del x, y, weight, z
+        soft = p.mul_(coef[:, None])
         dz = soft.clone()
         if eps:
             q_smooth = eps / v * (cw[lo:hi] if cw is not None else 1.0)  # [chunk] or a number
@@ -232,6 +260,7 @@ def reference(
         grad_bias_norm=0.0 if db is None else float(torch.linalg.vector_norm(db).item()),
         logit_max=float(zmax[kept_mask].mean().item()) if kept else 0.0,
         p_share=math.sqrt(p_sq / dz_sq) if dz_sq > 0 else 0.0,
+        soft_error=(xx / dz_sq, xy / dz_sq, yy / dz_sq) if dz_sq > 0 else (0.0, 0.0, 0.0),
         loss_per_lse=shift / size if size > 0 else shift,
         kept=kept,
         finite=finite,
