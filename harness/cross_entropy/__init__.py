@@ -114,25 +114,50 @@ def _draw_rows(inputs: Inputs) -> Rows:
     return Rows(shape, torch.float64, torch.device(point.device), inputs.draw.blocks)
 
 
+def _make_inputs(point: Point) -> Inputs:
+    """The inputs, with the total error's reference made on the walk that fills them (one draw
+    of the point's normals fewer than a walk of its own), and the loss options it was made
+    with, which `_references` shares (one float64 copy of the class weights)."""
+    if point.dtype == "fp64":  # the rounded inputs are the draw: `_references` makes one
+        return make_inputs(point)
+
+    def on_walk(inputs: Inputs, walk: Callable) -> tuple[LossOptions, Reference]:
+        options = loss_options(point, inputs)
+        return options, _total(point, inputs, options, walk)
+
+    return make_inputs(point, on_walk)
+
+
+def _total(point: Point, inputs: Inputs, options: LossOptions, walk: Callable) -> Reference:
+    """float64 on the unrounded draw: the loss and gradient alone (no tolerance reads it)."""
+    indices = inputs.targets if inputs.kind == "hard" else None  # soft targets: in the draw's blocks
+    rows = Rows((point.batch_size, point.width), torch.float64, torch.device(point.device), walk)
+    return reference(rows, indices, inputs.kind, options, conditioning=False)
+
+
 def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     """float64 on the rounded inputs (the verdict's, with the conditioning its tolerance reads)
     and on the unrounded draw (the total error: loss and gradient alone). Neither holds the draw:
     the first reads the rounded tensors (no variant has run yet), the second walks the draw's
-    blocks, made again from the seed; each keeps its per-row losses and figures, and its
+    blocks (made on the walk that filled the inputs, `_make_inputs`; else made again from the
+    seed); each keeps its per-row losses and figures, and its
     gradient only where that is small (streamed.py, Gradient). The class weights are part of
     the problem, not of its storage: both references take them as the variants receive them
     (rounded to the dtype)."""
-    options = loss_options(point, inputs)
-    indices = inputs.targets if inputs.kind == "hard" else None  # soft targets: in the draw's blocks
-    drawn = _draw_rows(inputs)
     if point.dtype == "fp64":  # the rounded inputs are the draw (no subnormal term in fp64's range)
-        ref = reference(drawn, indices, inputs.kind, options)
+        indices = inputs.targets if inputs.kind == "hard" else None  # soft: in the draw's blocks
+        ref = reference(_draw_rows(inputs), indices, inputs.kind, loss_options(point, inputs))
         return ref, ref
+    if inputs.total is not None:  # made while the inputs were filled (_make_inputs)
+        options, total = inputs.total
+    else:
+        options = loss_options(point, inputs)
+        total = _total(point, inputs, options, inputs.draw.blocks)
     # the runner differentiates a scalar loss with SCALAR_UPSTREAM: the tolerance's subnormal
     # term is of that gradient
     scalar = SCALAR_UPSTREAM if point.reduction != "none" else 1.0
     ref = reference(inputs.logits, inputs.targets, inputs.kind, options, incoming=scalar)
-    return ref, reference(drawn, indices, inputs.kind, options, conditioning=False)
+    return ref, total
 
 
 def _metamorphic(point: Point, inputs: Inputs) -> tuple[Inputs, tuple[Reference, Reference], str]:
@@ -237,7 +262,7 @@ FAMILY = Family(
     name="cross_entropy",
     registry=REGISTRY,
     point=point,
-    make_inputs=make_inputs,
+    make_inputs=_make_inputs,
     references=_references,
     guarded=_guarded,
     unsupported=Variant.unsupported_at,

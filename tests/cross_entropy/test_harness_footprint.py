@@ -131,6 +131,36 @@ def test_streamed_references_are_the_whole_tensor_ones(point, small_blocks):
 
 
 @pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
+def test_the_total_reference_made_while_the_inputs_fill_is_the_one_made_after(point, small_blocks):
+    # The family's make_inputs makes the unrounded draw's reference on the walk that fills the
+    # rounded tensors (one draw fewer); the plain make_inputs leaves it to a walk of its own.
+    fused, plain = FAMILY.make_inputs(point), make_inputs(point)
+    assert plain.total is None
+    assert torch.equal(fused.logits, plain.logits) and torch.equal(fused.targets, plain.targets)
+    (_, total), (_, after) = FAMILY.references(point, fused), FAMILY.references(point, plain)
+    if point.logits == "zipf":  # targets drawn from the logits: no walk precedes them
+        assert fused.total is None
+    else:
+        assert total is fused.total[1]
+    assert total.loss == after.loss and torch.equal(total.losses, after.losses)
+    assert torch.equal(total.grad, after.grad) and total.grad_norm == after.grad_norm
+
+
+def test_a_walk_read_in_part_still_fills_the_inputs(small_blocks):
+    point = SPANNING[0]
+    seen = []
+
+    def first_block_only(inputs, walk):
+        seen.append(next(iter(walk()))[0])
+        return "partial"
+
+    inputs = make_inputs(point, first_block_only)
+    assert inputs.total == "partial" and seen == [slice(0, 1)]
+    assert torch.equal(inputs.logits, make_inputs(point).logits)
+    assert torch.equal(inputs.targets, make_inputs(point).targets)
+
+
+@pytest.mark.parametrize("point", SPANNING, ids=lambda p: p.label())
 def test_one_walk_gives_both_gradient_errors(point, small_blocks):
     inputs = make_inputs(point)
     refs = FAMILY.references(point, inputs)
