@@ -3,8 +3,13 @@
 #
 #   bash scripts/gpu_reference_run.sh OUTDIR [STAGE ...]      (default stages: check sweep)
 #
-# Not yet run on a GPU: the gpu_options and linear stages, and the read kernel's, the timer's and
-# fused_linear's CUDA tests (`KERNEL_TESTS='read_kernel or short_autograd or on_cuda' ... kernel`).
+# Not yet run on a GPU: the gpu_options and linear stages, the read kernel's and the timer's CUDA
+# tests (`KERNEL_TESTS='read_kernel or short_autograd' ... kernel`), and the tp stage since its
+# helpers name their GPU (on 2026-12-04 every helper failed at set_device("cuda"); fixed). The
+# footprint stage ran as two calls of its command with the variants split (results/reference/h200/
+# README.md); the check stage's tests took more than 90 s there: give it its full 300 s.
+# For the next session, in one call: CHECK_ARGS=--no-scan TP_ARGS="tp=2,4 batch_size=2048"
+#   bash scripts/gpu_reference_run.sh OUT tp check gpu_options
 #
 # On a CUDA machine, from the project root, with the Hydra wheels in .whl/ (a typical CUDA image
 # has torch, triton, pandas, pyarrow, seaborn and jinja2 but not Hydra; README, The GPU path).
