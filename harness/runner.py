@@ -13,6 +13,7 @@ family's (harness/family.py); this module is the same for every family.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -134,6 +135,11 @@ def measure_variant(
 # every CPU-sweep point and test, the small GPU points; a variant's backward semantics do not
 # change with the size, and the largest points keep the harness's footprint (docs/operations.md).
 SECOND_BACKWARD_MAX_BYTES = 64 << 20
+
+# A point's log line comes when the point is done; one that runs longer says where it is this
+# often (a GPU point of fp32 soft C = 262144 with every variant once ran 240 s without a line).
+HEARTBEAT_S = 30.0
+_log = logging.getLogger("harness")
 
 
 def _fingerprint(grad: Any) -> tuple[float, ...]:
@@ -416,13 +422,21 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
             torch.cuda.empty_cache()
         return [{**row, **metadata} for row in _failed_point(family, point, variants, exc)]
     rows, slots = [], []
-    for variant in variants:
+    started = last_word = time.monotonic()
+    for i, variant in enumerate(variants):
         for mode in MODES:
             interrupts.check()
             with interrupts.immediate():
                 measured, slot = measure_variant(
                     family, variant, mode, point, inputs, guard, refs, timing, memory, meta
                 )
+            now = time.monotonic()
+            if now - last_word >= HEARTBEAT_S:
+                last_word = now
+                _log.info(
+                    "  %s: %s %s judged, %d of %d variants, %.0f s into the point",
+                    point.label(), variant.name, mode, i + 1, len(variants), now - started,
+                )  # fmt: skip
             if measured.get("status") == "oom":
                 measured["message"] += f"; the harness held {_gib(held)} of it (inputs, references, guard)"
             rows.append(

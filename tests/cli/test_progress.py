@@ -340,3 +340,22 @@ def test_ctrl_c_on_a_terminal_clears_the_bar_before_its_line(tmp_path):
         r"harness: interrupted after \d of 6 points; run the same command to resume", screen[-1]
     )
     assert not any("points [" in line for line in screen), screen  # no bar left on the screen
+
+
+def test_a_long_point_says_where_it_is_before_its_line(monkeypatch, caplog):
+    # A point's line comes when it is done; past HEARTBEAT_S one says which variant it has
+    # judged (here every call, with the interval at 0), so a slow point is never silent.
+    from types import SimpleNamespace
+
+    from harness import runner
+    from harness.cross_entropy.variants import REGISTRY
+
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.0)
+    off = SimpleNamespace(enabled=False)
+    point = Point(4, 10, "fp32", 1.0, "cpu", "hard", seed=0)
+    with caplog.at_level(logging.INFO, logger="harness"):
+        runner.run_point(point, [REGISTRY["torch_cross_entropy"], REGISTRY["chunked"]], off, off, {})
+    said = [r.getMessage() for r in caplog.records if "into the point" in r.getMessage()]
+    assert len(said) == 4, said
+    assert said[0].startswith(f"  {point.label()}: torch_cross_entropy fwd judged, 1 of 2 variants")
+    assert said[-1].startswith(f"  {point.label()}: chunked fwd_bwd judged, 2 of 2 variants")
