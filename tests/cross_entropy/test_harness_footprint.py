@@ -317,3 +317,22 @@ def test_the_docs_say_which_gpu_shapes_fit_as_the_model_does():
     # a 40 GB one still cannot take naive_exp's 6 L beside it.
     big = script._point(262144, "fp32", "soft")
     assert script.smallest_card(big, script.WORST_PEAK) == "80 GB"
+
+
+def test_gpu_walks_take_blocks_16x_the_cpus_and_the_model_counts_them():
+    # On a GPU each block's operations are kernel launches: the CPU's blocks left an H200 point
+    # launch-bound (past 240 s). The reference's GPU blocks are the draw's own, 2^22 elements.
+    import dataclasses
+
+    from harness.cross_entropy.footprint import REFERENCE_TEMPORARIES, transient_bytes
+    from harness.cross_entropy.streamed import Rows
+
+    assert errors.block_elements(1 << 20, "cuda:0") == 16 << 20
+    assert errors.block_elements(1 << 20, "cpu") == 1 << 20
+    on_gpu = Rows((8192, 262144), torch.float64, torch.device("cuda"), lambda: iter(()))
+    assert on_gpu.block_elements == 1 << 22 == inputs_module._BLOCK_ELEMENTS
+    cpu = Point(8192, 262144, "fp32", 1.0, "cpu", "soft", seed=0)
+    gpu = dataclasses.replace(cpu, device="cuda")
+    # the reference's float64 temporaries of a 2^22-element block against 2^18-element ones
+    grown = transient_bytes(gpu) - transient_bytes(cpu)
+    assert grown == 8 * REFERENCE_TEMPORARIES * ((1 << 22) - (1 << 18)), grown
