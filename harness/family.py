@@ -104,3 +104,6 @@ class Family:
     # more on them and judged by `assess` against their own reference: a bug that depends on
     # where a class sits or on the logits' level can pass one and not the other. None: not checked.
     metamorphic: Callable[[Any, Any], tuple[Any, tuple[Any, Any], str]] | None = None
+    # point -> the inputs alone, for restoring them after a variant wrote into them; None:
+    # make_inputs (which may make more on the way: cross_entropy's makes a reference)
+    remake_inputs: Callable[[Any], Any] | None = None

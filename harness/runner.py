@@ -411,7 +411,7 @@ def run_point(point: Any, variants: list[Variant], timing: Any, memory: Any, met
         refs = family.references(point, inputs)
         guarded = family.guarded(inputs)
         # A restore remakes the inputs from the point's seed: the guard holds no copy of the large ones.
-        remake = lambda: family.guarded(family.make_inputs(point))  # noqa: E731
+        remake = lambda: family.guarded((family.remake_inputs or family.make_inputs)(point))  # noqa: E731
         guard = Guard(*guarded.values(), names=tuple(guarded), remake=remake)
         held = held_bytes(inputs, *refs, guard)
         meta = None  # where a second backward is made, so is the metamorphic call (same bound)

@@ -263,6 +263,7 @@ FAMILY = Family(
     registry=REGISTRY,
     point=point,
     make_inputs=_make_inputs,
+    remake_inputs=make_inputs,  # a restore needs the tensors, not the total reference again
     references=_references,
     guarded=_guarded,
     unsupported=Variant.unsupported_at,

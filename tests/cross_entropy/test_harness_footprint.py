@@ -146,6 +146,13 @@ def test_the_total_reference_made_while_the_inputs_fill_is_the_one_made_after(po
     assert torch.equal(total.grad, after.grad) and total.grad_norm == after.grad_norm
 
 
+def test_a_restore_remakes_the_inputs_without_the_reference(small_blocks):
+    point = SPANNING[1]
+    again, first = FAMILY.remake_inputs(point), FAMILY.make_inputs(point)
+    assert again.total is None and first.total is not None
+    assert torch.equal(again.logits, first.logits) and torch.equal(again.targets, first.targets)
+
+
 def test_a_walk_read_in_part_still_fills_the_inputs(small_blocks):
     point = SPANNING[0]
     seen = []
