@@ -12,6 +12,7 @@ the variant materialises, which is what distinguishes one formulation from anoth
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Any, Callable
 
@@ -59,6 +60,15 @@ def _data_ptr(storage: torch.UntypedStorage) -> int | None:
 class LiveStorageTracker(TorchDispatchMode):
     """Counts live bytes of the storages created by ops run under it; `peak` is the maximum."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Recent torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo, whose first
+        # call imports torch._dynamo: 1.6 s of every harness process on a CPU, most of a tiny
+        # sweep's start, for a process that may never compile. The wrapper matters only where
+        # Dynamo runs (it must not trace this frame from inside a compiled call):
+        # `_CompileSafeTracker` has it, and call_with_peak takes that one once Dynamo is loaded.
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
@@ -87,6 +97,18 @@ class LiveStorageTracker(TorchDispatchMode):
         return out
 
 
+class _CompileSafeTracker(LiveStorageTracker):
+    """The tracker with its dispatch hidden from Dynamo, as torch makes every mode by default."""
+
+    __torch_dispatch__ = torch._disable_dynamo(LiveStorageTracker.__torch_dispatch__, recursive=True)
+
+
+def tracker() -> LiveStorageTracker:
+    """A LiveStorageTracker; the Dynamo-safe one where Dynamo is loaded (a variant's setup
+    imports it before its first tracked call: torch.compile runs there)."""
+    return _CompileSafeTracker() if "torch._dynamo" in sys.modules else LiveStorageTracker()
+
+
 def call_with_peak(fn: Callable[[], Any], device: torch.device) -> tuple[Any, int]:
     """(fn(), peak bytes allocated while it ran above those allocated before it).
     What `fn` returns counts: it is alive when the call ends."""
@@ -97,9 +119,9 @@ def call_with_peak(fn: Callable[[], Any], device: torch.device) -> tuple[Any, in
         out = fn()
         torch.cuda.synchronize(device)
         return out, int(torch.cuda.max_memory_allocated(device) - base)
-    with LiveStorageTracker() as tracker:
+    with tracker() as live:
         out = fn()
-    return out, tracker.peak
+    return out, live.peak
 
 
 def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:

@@ -59,3 +59,33 @@ def test_backward_is_seen():
         return torch.autograd.grad(loss, xr)
 
     assert peak_bytes(fwd_bwd, CPU) == 2008
+
+
+def test_a_process_that_never_compiles_does_not_load_dynamo():
+    # torch wraps a dispatch mode in torch._disable_dynamo, whose first call imports Dynamo:
+    # 1.6 s of every harness process on a CPU. The tracker takes that wrapper only once Dynamo
+    # is loaded (harness/measure/memory.py `tracker`).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from harness.measure.memory import peak_bytes\n"
+        "x = torch.ones(1000)\n"
+        "assert peak_bytes(lambda: x * 2, torch.device('cpu')) == 4000\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_a_compiled_call_is_tracked_as_its_eager_self():
+    from harness.measure.memory import _CompileSafeTracker, tracker
+
+    x = torch.ones(1000, dtype=torch.float32)
+    eager = peak_bytes(lambda: x * 2, CPU)
+    compiled = torch.compile(lambda t: t * 2, backend="eager", dynamic=False)
+    compiled(x)  # Dynamo is loaded and the frame is compiled, as a variant's setup does
+    assert isinstance(tracker(), _CompileSafeTracker)
+    assert peak_bytes(lambda: compiled(x), CPU) == eager == 4000

@@ -154,3 +154,27 @@ def test_cuda_timing_agrees_with_do_bench_on_a_short_autograd_call():
     stats = timing.time_call(call, torch.device("cuda"), warmup=3, min_reps=30, min_time_s=0.1, max_reps=1000)
     ratio = do_bench_ratio(call, torch.device("cuda"), stats.median)
     assert stats.median >= 2e-4 and 0.95 < ratio < 1.05, (stats.median, ratio)
+
+
+def test_the_collector_is_frozen_once_and_given_back_at_exit():
+    # the first timing freezes what survives a collection, so that later collections before a
+    # timing walk only the new objects; at exit the objects go back to the collector (else
+    # Triton's bindings report their objects as leaked)
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, torch\n"
+        "from harness.measure.timing import time_call\n"
+        "x = torch.ones(10)\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "import atexit; atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
+        "time_call(lambda: x * 2, torch.device('cpu'), warmup=1, min_reps=3, min_time_s=0.0, max_reps=5)\n"
+        "frozen = gc.get_freeze_count()\n"
+        "time_call(lambda: x * 2, torch.device('cpu'), warmup=1, min_reps=3, min_time_s=0.0, max_reps=5)\n"
+        "assert frozen > 10000 and gc.get_freeze_count() == frozen, (frozen, gc.get_freeze_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # atexit runs handlers last-in first-out: this one, registered first, ran after the unfreeze
+    assert out.stdout.strip() == "frozen at exit: 0", out.stdout
