@@ -1,5 +1,6 @@
-"""python scripts/report.py RUN_DIR [--out DIR] [--studies DIR ...]: write RUN_DIR's report
-(default RUN_DIR/report/), with the study tables found under RUN_DIR and the --studies folders.
+"""python scripts/report.py RUN_DIR [--out DIR] [--studies DIR ...] [--figures K,...]: write RUN_DIR's
+report (default RUN_DIR/report/), with the study tables found under RUN_DIR and the --studies
+folders; --figures draws only those figures (the tables are all made).
 
 Prints the path of index.html and how long the report took. Exit code 2, with one line on
 stderr and nothing written, for a RUN_DIR that is not a directory or holds no readable rows.
@@ -15,6 +16,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# harness/report/build.py FIGURES' keys, named here so that --help and a bad --figures need no
+# matplotlib (tests/report/test_report.py checks the two agree)
+FIGURE_KEYS = ("breaks", "boundary", "accuracy", "speed", "throughput", "memory", "flattening", "statuses")
 
 
 def _rows_or_none(run_dir: Path) -> pd.DataFrame | None:
@@ -54,7 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a scripts/history.py plot folder to show as the last section",
     )
+    parser.add_argument(
+        "--figures",
+        default=None,
+        help="draw only these figures, comma-separated (" + ", ".join(FIGURE_KEYS) + "); "
+        "the others' places say they were not drawn, every table is still made. Default: all",
+    )
     args = parser.parse_args(argv)
+    only = None
+    if args.figures is not None:
+        only = [k.strip() for k in args.figures.split(",") if k.strip()]
+        unknown = [k for k in only if k not in FIGURE_KEYS]
+        if unknown:
+            print(
+                f"report: --figures {unknown[0]} is not a figure; allowed: {', '.join(FIGURE_KEYS)}",
+                file=sys.stderr,
+            )
+            return 2
     if not args.run_dir.is_dir():
         print(
             f"report: RUN_DIR {args.run_dir} is not a directory; give a run or sweep directory "
@@ -83,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"report: {missing[0]} (--studies / --history) is not a directory", file=sys.stderr)
         return 2
-    index = build_report(args.run_dir, args.out, tuple(args.studies), args.history, rows=rows)
+    index = build_report(
+        args.run_dir, args.out, tuple(args.studies), args.history, rows=rows, figures_only=only
+    )
     print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
     return 0
 

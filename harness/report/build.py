@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -139,7 +139,13 @@ def _table(title: str, result, caption: str = "", collapsed: bool = False) -> Bl
 _CROSS_ENTROPY_ONLY = ("breaks", "boundary", "accuracy", "speed", "throughput", "memory")
 
 
-def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, ...] = ()) -> list[Section]:
+def sections(
+    run_dir: Path,
+    rows: pd.DataFrame,
+    out: Path,
+    studies: tuple[Path, ...] = (),
+    only: frozenset[str] | None = None,
+) -> list[Section]:
     # The first family's figures and tables read its rows only: a linear + cross-entropy row's C
     # is a vocabulary behind a matmul of width D, and pooled with them it would be ranked against
     # another problem (its own section, last, groups by N, D, V). The statuses count every row.
@@ -150,7 +156,11 @@ def sections(run_dir: Path, rows: pd.DataFrame, out: Path, studies: tuple[Path, 
     # them, each saying why it has no data).
     first_family = not ce.empty or rows.empty
     fig = {
-        k: _draw(spec, every if k == "statuses" else ce_ctx, out)
+        k: (
+            _draw(spec, every if k == "statuses" else ce_ctx, out)
+            if only is None or k in only
+            else Block("nodata", spec.title, f"not drawn: the report was asked for {_listed(only)} alone")
+        )
         if first_family or k not in _CROSS_ENTROPY_ONLY
         else None  # not drawn: its section is left out
         for k, spec in FIGURES.items()
@@ -338,23 +348,37 @@ def history_section(history: Path, out: Path) -> Section:
     return Section("history", "History", "Did a commit make a variant slower or less accurate?", [block])
 
 
+def _listed(only: frozenset[str]) -> str:
+    return ", ".join(sorted(only)) if only else "no figure"
+
+
 def build_report(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
     studies: tuple[Path, ...] = (),
     history: str | Path | None = None,
     rows: pd.DataFrame | None = None,
+    figures_only: Collection[str] | None = None,
 ) -> Path:
     """Write index.html and one PNG + SVG per figure for the rows under run_dir.
 
     out_dir defaults to run_dir/report. rows: run_dir's rows when the caller has loaded them
     already (scripts/report.py checks there are some): read once, skipped files named once.
+    figures_only: the FIGURES keys to draw (None: all); the others' places say they were not
+    drawn, and every table is still made. Drawing is nearly all of a report's time (about 0.8 s a
+    figure, PNG and SVG), so one figure redrawn, or a page of tables, is a few seconds.
     Returns the path of index.html."""
+    only = None if figures_only is None else frozenset(figures_only)
+    if only is not None and not only <= FIGURES.keys():
+        raise ValueError(
+            f"figures: {', '.join(sorted(only - FIGURES.keys()))} is not a figure; "
+            f"allowed: {', '.join(FIGURES)}"
+        )
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = load(run_dir) if rows is None else rows
-    secs = sections(run_dir, rows, out, tuple(Path(s) for s in studies))
+    secs = sections(run_dir, rows, out, tuple(Path(s) for s in studies), only)
     if history is not None:
         secs.append(history_section(Path(history), out))
     if rows.empty:

@@ -16,7 +16,7 @@ import pytest
 from harness.results import load
 from harness.vocabulary import KEY_COLUMNS
 
-from ..conftest import REPO, run_cli
+from ..conftest import REPO, run_cli, run_cli_in_process
 
 # Accuracy-only smoke sweep: the launchers and the kill test are about rows, not timings.
 ACCURACY_SMOKE = ("+sweep=smoke", "timing.enabled=false", "memory.enabled=false")
@@ -68,8 +68,12 @@ def test_submitit_local_gives_the_same_accuracy_rows(basic_run, tmp_path):
 
 
 def test_parallel_timing_is_refused_unless_forced(tmp_path):
-    proc = run_cli("-m", "hydra/launcher=joblib", "batch_size=8,16", f"hydra.sweep.dir={tmp_path / 'x'}")
+    # refused before any work, so in this process (test_bad_input.py runs a few refusals in a real one)
+    proc = run_cli_in_process(
+        "-m", "hydra/launcher=joblib", "batch_size=8,16", f"hydra.sweep.dir={tmp_path / 'x'}"
+    )
     assert proc.returncode == 2 and "timing.enabled=false" in proc.stderr
+    assert not (tmp_path / "x").exists()
     proc = run_cli(
         "-m",
         "hydra/launcher=joblib",

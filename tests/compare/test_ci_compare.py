@@ -92,6 +92,8 @@ def test_history_appends_each_run_once_and_draws_it(compared, tmp_path):
             str(out / "head" / "1"),
             "--history",
             str(tmp_path / "plots"),
+            "--figures",  # the history section is what this reads; it is not one of the figures
+            "statuses",
             "--out",
             str(tmp_path / "report"),
         ],

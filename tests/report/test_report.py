@@ -338,7 +338,8 @@ def test_memory_keeps_every_variant_visible_next_to_one_and_two_logits(smoke_con
 def test_accuracy_only_run_reports_speed_as_no_data(smoke_run, tmp_path):
     rows = fp32_rows(smoke_run)
     rows[TIME_COLUMNS] = None
-    index = build_report(write_frame(rows, tmp_path / "run"), tmp_path / "out")
+    drawn_here = ("breaks", "accuracy", "speed", "throughput")  # what this test reads
+    index = build_report(write_frame(rows, tmp_path / "run"), tmp_path / "out", figures_only=drawn_here)
     drawn, text = figure_blocks(index)
     assert FIGURES["speed"].stem not in drawn and FIGURES["throughput"].stem not in drawn
     assert "No data for Time against class count: timing was off" in text
@@ -384,8 +385,10 @@ def test_run_with_error_rows_lists_them_escaped(smoke_run, tmp_path):
             ),
         ]
     )
-    index = build_report(
-        write_frame(pd.concat([rows, extra], ignore_index=True), tmp_path / "run"), tmp_path / "out"
+    index = build_report(  # the tables alone: no figure reads the messages
+        write_frame(pd.concat([rows, extra], ignore_index=True), tmp_path / "run"),
+        tmp_path / "out",
+        figures_only=(),
     )
     text = index.read_text(encoding="utf-8")
     assert evil not in text and "<script" not in text
@@ -423,7 +426,8 @@ def test_missing_theory_is_said_not_fatal(smoke_run, tmp_path, monkeypatch):
     monkeypatch.setattr(
         data, "theory_module", lambda: (None, "harness.cross_entropy.theory does not import (test)")
     )
-    index = build_report(write_frame(fp32_rows(smoke_run), tmp_path / "run"), tmp_path / "out")
+    run = write_frame(fp32_rows(smoke_run), tmp_path / "run")
+    index = build_report(run, tmp_path / "out", figures_only=("breaks", "boundary"))
     drawn, text = figure_blocks(index)
     assert FIGURES["breaks"].stem in drawn  # measured cells do not need the theory
     assert "harness.cross_entropy.theory does not import (test)" in text
@@ -465,7 +469,7 @@ def test_flattening_study_is_drawn_when_present(smoke_run, tmp_path):
     (run / "study").mkdir()
     _flattening_table().to_parquet(run / "study" / data.STUDY_FILE)
     assert len(load(run)) == len(rows)  # the study table is not rows
-    index = build_report(run, tmp_path / "out")
+    index = build_report(run, tmp_path / "out", figures_only=("flattening",))
     drawn, _ = figure_blocks(index)
     assert FIGURES["flattening"].stem in drawn
     img = mpimg.imread(index.parent / f"{FIGURES['flattening'].stem}.png")
@@ -494,8 +498,12 @@ def test_a_study_folder_outside_the_sweep_is_drawn(smoke_run, tmp_path):
     studies = tmp_path / "studies" / "flattening"
     studies.mkdir(parents=True)
     _flattening_table().to_parquet(studies / data.STUDY_FILE)
-    assert FIGURES["flattening"].stem not in figure_blocks(build_report(run, tmp_path / "without"))[0]
-    drawn, _ = figure_blocks(build_report(run, tmp_path / "with", studies=(studies,)))
+    only = ("flattening",)
+    assert (
+        FIGURES["flattening"].stem
+        not in figure_blocks(build_report(run, tmp_path / "without", figures_only=only))[0]
+    )
+    drawn, _ = figure_blocks(build_report(run, tmp_path / "with", studies=(studies,), figures_only=only))
     assert FIGURES["flattening"].stem in drawn
 
 
@@ -591,11 +599,19 @@ def test_cli_run_dir_without_rows_is_one_line_and_writes_nothing(tmp_path, kind,
     assert sorted(run.rglob("*")) == before
 
 
-def test_cli_prints_index_path_and_time(smoke_run, tmp_path):
+def test_cli_prints_index_path_and_time_and_draws_the_figures_asked_for(smoke_run, tmp_path):
     one = fp32_rows(smoke_run)
     run = write_frame(one[one["num_classes"] == one["num_classes"].min()], tmp_path / "run")
     proc = subprocess.run(
-        [sys.executable, "scripts/report.py", str(run), "--out", str(tmp_path / "r")],
+        [
+            sys.executable,
+            "scripts/report.py",
+            str(run),
+            "--out",
+            str(tmp_path / "r"),
+            "--figures",
+            "accuracy",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -605,6 +621,31 @@ def test_cli_prints_index_path_and_time(smoke_run, tmp_path):
     index = tmp_path / "r" / "index.html"
     assert index.is_file()
     assert str(index) in proc.stdout and proc.stdout.strip().endswith("s)")
+    drawn, text = figure_blocks(index)
+    assert drawn == {FIGURES["accuracy"].stem}
+    # every other figure's place says why it is empty (the flattening study's too)
+    assert text.count("not drawn: the report was asked for accuracy alone") == len(FIGURES) - 1
+    assert "Median errors" in text  # every table is made
+
+
+def test_cli_names_the_figures_it_can_draw():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts" / "report.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.FIGURE_KEYS == tuple(FIGURES)
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", str(REPO), "--figures", "accuracy,speeed"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"report: --figures speeed is not a figure; allowed: {', '.join(FIGURES)}"
+    with pytest.raises(ValueError, match="^figures: speeed is not a figure; allowed: breaks, "):
+        build_report(REPO, REPO / "never-written", figures_only=("speeed",))
 
 
 def test_the_boundary_uses_the_finest_grid_measured():
