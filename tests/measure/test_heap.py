@@ -1,0 +1,51 @@
+"""The heap policy of accuracy-only runs (harness/heap.py): freed blocks are reused, not faulted in
+again, and only where nothing is timed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from harness import heap, job
+
+# Where a 48 MiB block comes from: glibc's count of bytes in mmapped chunks (mallinfo2's hblkhd)
+# grows by it when the block is mapped on its own (by default: above the adjusting threshold's
+# 32 MiB ceiling, so fresh pages at every allocation), and not at all when the heap serves it
+MAPPED = (
+    "import ctypes, sys, torch\n"
+    "from harness import heap\n"
+    "class Info(ctypes.Structure):\n"
+    "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',\n"
+    "                'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+    "libc = ctypes.CDLL('libc.so.6')\n"
+    "libc.mallinfo2.restype = Info\n"
+    "if sys.argv[1] == 'kept':\n"
+    "    assert heap.keep_freed_blocks() and heap.keep_freed_blocks()  # once, then a no-op\n"
+    "before = libc.mallinfo2().hblkhd\n"
+    "block = torch.empty(6 << 20, dtype=torch.float64)\n"
+    "print(libc.mallinfo2().hblkhd - before)\n"
+)
+
+
+def _mapped(kind: str) -> int:
+    out = subprocess.run([sys.executable, "-c", MAPPED, kind], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")
+def test_a_block_below_the_threshold_comes_from_the_heap():
+    assert _mapped("default") >= 48 << 20  # mapped on its own: fresh pages, unmapped when freed
+    assert _mapped("kept") == 0  # from the heap, where a freed block is found again
+    assert heap.HEAP_BLOCK_BYTES > 1 << 25  # above a block of the draw (2^22 float64 elements)
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_only_an_accuracy_only_job_keeps_freed_blocks(monkeypatch, timed):
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_blocks", lambda: calls.append(1) or True)
+    job.run([], [], SimpleNamespace(enabled=timed, call_timeout_s=None), SimpleNamespace(enabled=False), {})
+    assert calls == ([] if timed else [1])
