@@ -69,15 +69,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.loss import declared
 from harness.vocabulary import COLUMN_DEFAULTS, KEY_COLUMNS, ROWS_FILE, STUDY_PREFIX
+
+if TYPE_CHECKING:  # pyarrow's to_pandas imports pandas where a frame is made: writing rows needs none
+    import pandas as pd
 
 SCHEMA = pa.schema(
     [

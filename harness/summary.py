@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _si_bytes(n: float | None) -> str:
@@ -23,6 +25,8 @@ def _fmt(x: float | None, spec: str) -> str:
 
 def short_table(rows: list[dict]) -> str:
     """variant x mode: status, errors, median time, peak memory, GB/s."""
+    import pandas as pd  # here, not at import: a sweep's processes never print it (0.2 s each)
+
     df = pd.DataFrame(rows)
     view = pd.DataFrame(
         {
