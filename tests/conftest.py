@@ -28,6 +28,16 @@ def run_cli(
     )
 
 
+def python_c(code: str, *args: str) -> str:
+    """What `python -c CODE ARGS` prints, in a fresh interpreter (for what a process does once:
+    its imports, its collector, its heap); a failure shows the child's stderr."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
 def run_cli_in_process(*args: str) -> subprocess.CompletedProcess:
     """`python -m harness ARGS` as __main__ runs it (cli_errors.run around the Hydra entry
     point), in this process: about 0.1 s where a subprocess spends 2 s importing torch and

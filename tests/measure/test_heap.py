@@ -3,13 +3,14 @@ again, and only where nothing is timed."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
 
 from harness import heap, job
+
+from ..conftest import python_c
 
 # Where a 48 MiB block comes from: glibc's count of bytes in mmapped chunks (mallinfo2's hblkhd)
 # grows by it when the block is mapped on its own (by default: above the adjusting threshold's
@@ -31,9 +32,7 @@ MAPPED = (
 
 
 def _mapped(kind: str) -> int:
-    out = subprocess.run([sys.executable, "-c", MAPPED, kind], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return int(out.stdout)
+    return int(python_c(MAPPED, kind))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")

@@ -4,6 +4,8 @@ import torch
 
 from harness.measure.memory import peak_bytes
 
+from ..conftest import python_c
+
 CPU = torch.device("cpu")
 
 
@@ -65,9 +67,6 @@ def test_a_process_that_never_compiles_does_not_load_dynamo():
     # torch wraps a dispatch mode in torch._disable_dynamo, whose first call imports Dynamo:
     # 1.6 s of every harness process on a CPU. The tracker takes that wrapper only once Dynamo
     # is loaded (harness/measure/memory.py `tracker`).
-    import subprocess
-    import sys
-
     code = (
         "import sys, torch\n"
         "from harness.measure.memory import peak_bytes\n"
@@ -75,9 +74,7 @@ def test_a_process_that_never_compiles_does_not_load_dynamo():
         "assert peak_bytes(lambda: x * 2, torch.device('cpu')) == 4000\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "False"
+    assert python_c(code) == "False"
 
 
 def test_a_compiled_call_is_tracked_as_its_eager_self():

@@ -12,6 +12,8 @@ import torch
 from harness.measure import timing
 from harness.measure.timing import TimingStats, do_bench_ratio, l2_flush_bytes, time_cpu
 
+from ..conftest import python_c
+
 
 def test_stats_of_samples():
     s = TimingStats.of([4.0, 1.0, 3.0, 2.0, 5.0])
@@ -160,9 +162,6 @@ def test_the_collector_is_frozen_once_and_given_back_at_exit():
     # the first timing freezes what survives a collection, so that later collections before a
     # timing walk only the new objects; at exit the objects go back to the collector (else
     # Triton's bindings report their objects as leaked)
-    import subprocess
-    import sys
-
     code = (
         "import gc, torch\n"
         "from harness.measure.timing import time_call\n"
@@ -174,7 +173,5 @@ def test_the_collector_is_frozen_once_and_given_back_at_exit():
         "time_call(lambda: x * 2, torch.device('cpu'), warmup=1, min_reps=3, min_time_s=0.0, max_reps=5)\n"
         "assert frozen > 10000 and gc.get_freeze_count() == frozen, (frozen, gc.get_freeze_count())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
     # atexit runs handlers last-in first-out: this one, registered first, ran after the unfreeze
-    assert out.stdout.strip() == "frozen at exit: 0", out.stdout
+    assert python_c(code) == "frozen at exit: 0"
