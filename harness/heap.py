@@ -6,9 +6,9 @@ its heap past the trim threshold; every fresh page is a fault that the kernel fi
 A point's float64 references walk the draw block by block (a 32 MiB block of the draw, 2 MiB
 temporaries, hundreds of times), so at B = 2048, C = 32768, fp32, accuracy only, the process
 took 2.7-3.9 million page faults and 6-8 s of system time: more than the arithmetic. With both
-thresholds at 64 MiB those blocks are reused from the heap: 13.5 s -> 9.5 s a point and 0.55
-million faults, the peak RSS unchanged (1.41 GB; docs/operations.md). The inputs (L bytes, 256
-MiB there) are above it and still go back to the kernel when freed.
+thresholds at 64 MiB those blocks are reused from the heap: 11.0-11.7 s -> 8.7 s a point and 0.55
+million faults, the peak RSS 1.42 -> 1.44 GB (docs/operations.md). The inputs (L bytes, 256 MiB
+there) are above it and still go back to the kernel when freed.
 
 Only where nothing is timed (`timing.enabled=false`): a variant's timed calls allocate too, and
 in a default PyTorch process they pay those faults; keeping freed memory would time them as if

@@ -66,7 +66,7 @@ class LiveStorageTracker(TorchDispatchMode):
         # call imports torch._dynamo: 1.6 s of every harness process on a CPU, most of a tiny
         # sweep's start, for a process that may never compile. The wrapper matters only where
         # Dynamo runs (it must not trace this frame from inside a compiled call):
-        # `_CompileSafeTracker` has it, and call_with_peak takes that one once Dynamo is loaded.
+        # `_CompileSafeTracker` has it, and `tracker()` gives that one once Dynamo is loaded.
         return False
 
     def __init__(self) -> None:
