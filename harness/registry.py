@@ -13,7 +13,8 @@ report's styles, the README's variant table and the property tests all read thes
 
 A user variant given on the command line as `[alias@]package.module:function` declares the
 same facts as attributes of its function: `fn.harness_targets`, `fn.harness_breaks_by`,
-`fn.harness_overwrites_input`, `fn.harness_options` (README, "Adding a variant").
+`fn.harness_overwrites_input`, `fn.harness_options`, `fn.harness_spatial` (README, "Adding a
+variant").
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Variant:
     #                                            received as keyword arguments
     plain_equivalent: str = ""  # the variant it is, call for call, when no loss option is on:
     #                                            left out of the default set at such points
+    spatial: bool = False  # also takes logits (N, C, d) and targets (N, d), as F.cross_entropy
+    #                                            does (a point's spatial_size)
     user: bool = False  # named by import path on the command line
 
     @property
@@ -78,6 +81,9 @@ class Variant:
         if missing:
             honours = ", ".join(sorted(self.options)) or "none"
             return f"{self.name} does not take {', '.join(missing)} (it honours: {honours})"
+        d = getattr(point, "spatial_size", 0)
+        if d and not self.spatial:
+            return f"{self.name} takes logits [B, C] only (spatial_size={d} hands them over as (N, C, {d}))"
         return ""
 
     def wants_one_hot(self, targets: str) -> bool:
@@ -158,6 +164,7 @@ class Registry(Mapping[str, Variant]):
         overwrites_input: bool = False,
         options: set[str] | frozenset[str] = frozenset(),
         plain_equivalent: str = "",
+        spatial: bool = False,
     ) -> Callable[[Fn], Fn]:
         """Decorator: add `fn` under `name` and return it unchanged."""
 
@@ -176,6 +183,7 @@ class Registry(Mapping[str, Variant]):
                     overwrites_input=overwrites_input,
                     options=frozenset(options),
                     plain_equivalent=plain_equivalent,
+                    spatial=spatial,
                 )
             )
             return fn
@@ -235,6 +243,7 @@ class Registry(Mapping[str, Variant]):
             breaks_by=breaks_by,
             description=f"user variant {path}",
             overwrites_input=bool(getattr(fn, "harness_overwrites_input", False)),
+            spatial=bool(getattr(fn, "harness_spatial", False)),
             user=True,
         )
 

@@ -11,9 +11,9 @@ Columns (one row per point x variant x mode):
                  cross_entropy in files written before the column; hidden_size: D of
                  linear_cross_entropy, bias: whether its layer has a bias [V]; 0 and false on a
                  cross-entropy row, and in files written before them)
-  loss options   logits logit_offset mask_fraction pad_vocab_to target_confidence ignore_fraction
-                 ignore_index label_smoothing z_loss softcap (0: no cap) class_weights micro_batches
-                 reduction: one
+  loss options   logits logit_offset mask_fraction pad_vocab_to spatial_size target_confidence
+                 ignore_fraction ignore_index label_smoothing z_loss softcap (0: no cap)
+                 class_weights micro_batches reduction: one
                  column per option of harness/loss/declared.py (vocabulary.OPTION_DEFAULTS; older
                  files load with those)
   sharding       tp (vocab_parallel_cross_entropy: the ranks; 1 on the other families' rows and in

@@ -97,6 +97,31 @@ def num_items_dropped(logits, targets, *, ignore_index=-100, num_items_in_batch=
 num_items_dropped.harness_targets = {"hard"}
 num_items_dropped.harness_options = {"ignore_index", "num_items_in_batch"}
 
+
+def softcap_over_masked_lanes(logits, targets, *, softcap=None):
+    """Unsloth PR #10616: the Gemma-2 softcap applied to every lane of a padded vocabulary,
+    padding included: softcap * tanh(-inf) = -softcap, so each padded class takes exp(-softcap)
+    of the probability mass (0.48 of it at V = 65537, in the PR)."""
+    z = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+    return F.cross_entropy(z, targets)
+
+
+softcap_over_masked_lanes.harness_targets = {"hard"}
+softcap_over_masked_lanes.harness_options = {"softcap"}
+
+
+def spatial_sum_in_half(logits, targets):
+    """PyTorch #85791: F.cross_entropy on fp16 CUDA logits (N, C, d) summed the N d per-position
+    losses of its mean in fp16, where the flattened [N d, C] call summed them in fp32: past 65504
+    the mean is inf (20 x 1025 positions of 9.6 each in the issue). Here the losses are right in
+    fp32 and rounded to the dtype, then summed there."""
+    losses = F.cross_entropy(logits.float(), targets, reduction="none").to(logits.dtype)
+    return losses.sum(dtype=logits.dtype) / losses.numel()
+
+
+spatial_sum_in_half.harness_targets = {"hard"}
+spatial_sum_in_half.harness_spatial = True
+
 # (name, source, what triggers it, a correct variant that is not flagged there) for the README's
 # table and the test; the settings are the harness's command-line settings of the point. The
 # control at confident bf16 rows is `chunked`: CPU bf16 F.cross_entropy is flagged there itself
@@ -128,6 +153,14 @@ CATALOGUE = [
         "target_gradient_rounded_before_subtracting", "Liger-Kernel PR #1329",
         {"dtype": "bf16", "target_confidence": 0.999}, "chunked",
     ),
+    (
+        "spatial_sum_in_half", "PyTorch #85791",
+        {"dtype": "fp16", "spatial_size": 1024, "batch_size": 16384, "num_classes": 64}, "chunked",
+    ),
+    (
+        "softcap_over_masked_lanes", "Unsloth PR #10616",
+        {"pad_vocab_to": 1024, "softcap": 5.0}, "torch_composed",
+    ),
 ]  # fmt: skip
 __all__ = [
     "backward_ignores_grad_output",
@@ -137,5 +170,7 @@ __all__ = [
     "online_without_a_masked_guard",
     "smoothing_counts_ignored",
     "smoothing_not_applied",
+    "softcap_over_masked_lanes",
+    "spatial_sum_in_half",
     "target_gradient_rounded_before_subtracting",
 ]

@@ -29,7 +29,7 @@ from harness.cross_entropy.accuracy import (
     grad_rel_err,
     row_scale,
 )
-from harness.cross_entropy.inputs import Inputs, make_inputs
+from harness.cross_entropy.inputs import Inputs, make_inputs, row_layout
 from harness.cross_entropy.metamorphic import transformed
 from harness.cross_entropy.point import READS, Point, point
 from harness.cross_entropy.reference import Reference, Rows, reference
@@ -53,12 +53,21 @@ def fed_call(
     losses weighted by `upstream`); with backwards=2, the second of two backwards of one graph."""
     kwargs = feed.kwargs
     reduction = kwargs.get("reduction", "mean")
-    rows = feed.logits.shape[0]
+    spatial = feed.logits.dim() == 3  # (N, C, d): spatial_size = d
+    rows = feed.logits.shape[0] * (feed.logits.shape[2] if spatial else 1)
     parts = micro_batches(rows, feed.splits)
 
     def loss_of(z: Tensor) -> Tensor:
         if len(parts) == 1:
-            return checked_loss(fn(z, feed.targets, **kwargs), reduction, rows)
+            out = fn(z, feed.targets, **kwargs)
+            if (
+                spatial
+                and reduction == "none"
+                and isinstance(out, Tensor)
+                and out.shape == feed.targets.shape
+            ):
+                out = out.reshape(rows)  # the (N, d) losses of F.cross_entropy's form, in row order
+            return checked_loss(out, reduction, rows)
         # Gradient accumulation: one call per micro-batch, each over the whole batch's kept rows
         # (num_items_in_batch, in kwargs), their losses summed in float64 by the harness as a
         # trainer's accumulation would be; the slices are views, so the gradient lands in place.
@@ -179,9 +188,12 @@ def _variant_kwargs(variant: Variant, point: Point, inputs: Inputs) -> dict[str,
 
 
 def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
+    targets = inputs.for_variant(variant.wants_one_hot(point.targets))
+    if inputs.spatial is not None:  # (N, C, d) logits and (N, d) targets, F.cross_entropy's form
+        targets = targets.view(inputs.spatial.shape[0], inputs.spatial.shape[2])
     return Feed(
-        logits=inputs.logits,
-        targets=inputs.for_variant(variant.wants_one_hot(point.targets)),
+        logits=inputs.logits if inputs.spatial is None else inputs.spatial,
+        targets=targets,
         fresh=variant.overwrites_input,
         kwargs=_variant_kwargs(variant, point, inputs),
         splits=point.micro_batches,
@@ -189,8 +201,12 @@ def _feed(inputs: Inputs, variant: Variant, point: Point) -> Feed:
 
 
 def _guarded(inputs: Inputs) -> dict[str, torch.Tensor]:
-    """What no variant may write into: the class weights too, when the point has them."""
-    tensors = {"logits": inputs.logits, "targets": inputs.targets}
+    """What no variant may write into: the class weights too, when the point has them. At a
+    spatial_size the variants receive the (N, C, d) copy of the logits: that is the one guarded,
+    seen as [N C, d] (the guard's column sums are then d, not C d, int64s: 8 C d bytes would be
+    4x fp16 logits of one sample)."""
+    logits = inputs.logits if inputs.spatial is None else inputs.spatial.view(-1, inputs.spatial.shape[2])
+    tensors = {"logits": logits, "targets": inputs.targets}
     if inputs.weight is not None:
         tensors["weight"] = inputs.weight
     return tensors
@@ -231,6 +247,8 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
     the dtype plus algorithm). The gradient is of the runner's incoming gradient (fed_call):
     the references' are scaled to it."""
     loss, grad = outputs
+    if grad is not None and grad.dim() == 3:  # spatial_size: the gradient of (N, C, d) logits
+        grad = row_layout(grad)
     ref, ref_total = refs
     g_err = g_total = local = None
     if grad is not None and ref.finite:

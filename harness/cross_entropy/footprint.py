@@ -14,9 +14,12 @@ With L the logits' bytes, e their element size:
                beside a kept gradient (8 B C) and, for hard targets, the target of each row (8 B)
              + the guard (harness/measure/isolation.py): a copy of each input under 1 MiB, else
                its row and column sums in int64, 8 (rows + cols)
+             + at spatial_size = d, the logits again as (B/d, C, d), the tensor the variants
+               receive (the guard's then, seen as [B/d C, d])
   transient  a block of the draw in float64 (and its rounded copy), twice with soft targets
              + up to REFERENCE_TEMPORARIES blocks of the reference's float64 temporaries
              + the element-wise verdict's sums, 24 (B + C)
+             + at spatial_size = d, the variant's gradient copied back to rows [B, C] (L)
 
 So the harness holds about L plus O(B + C), where it held 9.5 L (fp32) and more before the
 references streamed (docs/operations.md, The harness's own footprint). The point's peak is its
@@ -65,9 +68,12 @@ def resident_bytes(point: Point) -> int:
     # the verdict's reference (the rounded inputs'): its per-entry bound beside a kept gradient,
     # and the targets' entries the element-wise verdict reads (hard)
     references += (8 * b * c if kept else 0) + (0 if soft else 8 * b)
-    guard = _guarded(b, c, e) + (_guarded(b, c, e) if soft else _guarded(b, 1, 8))
+    d = point.spatial_size
+    guard = _guarded(b // d * c, d, e) if d else _guarded(b, c, e)
+    guard += _guarded(b, c, e) if soft else _guarded(b, 1, 8)
     guard += _guarded(c, 1, e) if weighted else 0
-    return logits + targets + weights + references + guard
+    spatial = logits if d else 0
+    return logits + targets + weights + references + guard + spatial
 
 
 def _block_elements(rows: int, cols: int, elements: int) -> int:
@@ -86,7 +92,8 @@ def transient_bytes(point: Point) -> int:
     # the element-wise verdict's sums (harness/loss/errors.py Entrywise): error, reference and
     # bound, squared, per row and per class, in float64
     elementwise = 3 * 8 * (b + c)
-    return draw + temporaries + elementwise
+    spatial = b * c * e if point.spatial_size else 0  # the gradient back in rows (__init__.py _assess)
+    return draw + temporaries + elementwise + spatial
 
 
 def peak_bytes(point: Point, variant_peak: int) -> int:

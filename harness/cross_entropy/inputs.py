@@ -133,6 +133,9 @@ class Inputs:
     kind: str  # "soft" | "hard"
     weight: Tensor | None = None  # [C] class weights in the point's dtype (class_weights=seeded)
     total: Any = None  # what make_inputs' `on_walk` made of the draw as it filled these tensors
+    # spatial_size = d: the logits as (B/d, C, d), what the variants receive (`spatial_layout`);
+    # a second copy, since the references and the comparisons walk rows of [B, C]
+    spatial: Tensor | None = None
 
     def for_variant(self, one_hot: bool) -> Tensor:
         """Targets as a variant takes them: one-hot rows in the logits' dtype if asked."""
@@ -143,6 +146,18 @@ class Inputs:
 
 
 Walk = Callable[[], Iterator[tuple[slice, Tensor, "Tensor | None"]]]
+
+
+def spatial_layout(rows: Tensor, d: int) -> Tensor:
+    """Logits [B, C] in F.cross_entropy's (N, C, d) form, N = B / d, contiguous as a model
+    produces them (the classes d elements apart): row n d + j is [n, :, j]."""
+    b, c = rows.shape
+    return rows.view(b // d, d, c).transpose(1, 2).contiguous()
+
+
+def row_layout(x: Tensor) -> Tensor:
+    """(N, C, d) back to the rows [N d, C] of `spatial_layout` (a copy: the classes are strided)."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1])
 
 
 def make_inputs(point: Point, on_walk: Callable[[Inputs, Walk], Any] | None = None) -> Inputs:
@@ -194,6 +209,8 @@ def make_inputs(point: Point, on_walk: Callable[[Inputs, Walk], Any] | None = No
         pass
     if from_model:
         inputs.targets = _targets(drawn, point)
+    if point.spatial_size:
+        inputs.spatial = spatial_layout(logits, point.spatial_size)
     return inputs
 
 

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from harness.cross_entropy.inputs import Inputs
+from harness.cross_entropy.inputs import Inputs, spatial_layout
 from harness.cross_entropy.point import Point
 
 # Where the permutation is drawn from: its own stream, so that it is the same at every run of a
@@ -67,6 +67,8 @@ def transformed(point: Point, inputs: Inputs) -> tuple[Inputs, str]:
     else:
         targets = inputs.targets[:, perm].contiguous()
     weight = None if inputs.weight is None else inputs.weight[perm].contiguous()
+    d = point.spatial_size
+    laid_out = spatial_layout(z, d) if d else None
     return Inputs(
-        z, targets, inputs.draw, inputs.kind, weight
+        z, targets, inputs.draw, inputs.kind, weight, spatial=laid_out
     ), f"the classes permuted and {c:g} added to every logit"

@@ -83,6 +83,11 @@ def point(cfg: Any) -> Point:
     options = declared.parse(lambda k, d: optional(cfg, k, d), "cross_entropy", c, targets)
     if options["micro_batches"] > b:
         raise SettingError(f"micro_batches={options['micro_batches']} is more than batch_size={b}")
+    d = options["spatial_size"]
+    if d and b % d:
+        raise SettingError(
+            f"spatial_size={d} does not divide batch_size={b}: the logits are (batch_size / d, C, d)"
+        )
     return Point(
         batch_size=b,
         num_classes=c,

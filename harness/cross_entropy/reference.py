@@ -31,8 +31,8 @@ gradient is compared with it (`Gradient`), from inputs that are themselves made 
 seed (harness/cross_entropy/inputs.py Draw). Only per-row figures stay resident.
 
 Options (harness/loss/options.py; `reference(..., options)`). With z' = softcap
-tanh(z / softcap) under a softcap (else z' = z), lse' = log sum_c exp(z'_c), weights w (else 1)
-and eps the label smoothing, each row's loss is
+tanh(z / softcap) under a softcap (else z' = z; a masked z = -inf stays -inf), lse' = log
+sum_c exp(z'_c), weights w (else 1) and eps the label smoothing, each row's loss is
 
     loss_b = sum_c q_bc (lse'_b - z'_bc) + z_loss lse'_b^2          (0 on an ignored row)
     hard:  q_c = (1 - eps) w_y [c = y] + (eps / C) w_c               (F.cross_entropy, LossNLL.cpp)
@@ -271,7 +271,14 @@ def _softcap(z: Tensor, k: Tensor, a: Tensor, cap: float) -> tuple[Tensor, Tenso
     )
     gap.mul_(torch.exp(expo.mul_(2.0)))
     gap.mul_(2.0 * cap).div_(ex.add(1.0).mul_(ek.add(1.0)))
-    chain = ex.mul(4.0).div_(ex.add_(1.0).square_())
+    chain = ex.mul(4.0).div_(ex.add_(1.0).square_())  # 0 at a masked class: e^-2|x| = 0
+    masked = torch.isneginf(z)
+    if bool(masked.any()):
+        # A masked class stays masked under the cap (harness/loss/options.py): the formula above
+        # would give it z' = -cap and so probability mass (Unsloth PR #10616). x there is only
+        # read by the bounds, where its class has no probability and no gradient: 0.
+        gap.masked_fill_(masked, math.inf)
+        x.masked_fill_(masked, 0.0)
     return gap, chain, cap * torch.tanh(xk), x
 
 

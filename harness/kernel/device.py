@@ -105,14 +105,15 @@ def _acc_scalar(x, ACC: tl.constexpr):
 def _capped(z, cap, CAP: tl.constexpr):
     """(z', dz'/dz) under a softcap: cap * tanh(z / cap) and sech^2(z / cap), both from
     e = exp(-2 |z / cap|) <= 1: tanh|x| = (1 - e) / (1 + e), sech^2 x = 4e / (1 + e)^2 (no
-    1 - tanh^2, which cancels for large |x|). z = -inf (masked lanes) gives -cap: the callers
-    mask it again. Without CAP: z itself (and z again as an unused placeholder)."""
+    1 - tanh^2, which cancels for large |x|). z = -inf stays -inf (a masked class holds no
+    mass under the cap: harness/loss/options.py `capped`), its dz' = 4e / (1 + e)^2 = 0.
+    Without CAP: z itself (and z again as an unused placeholder)."""
     if CAP:
         x = z / cap
         e = tl.exp(-2.0 * tl.abs(x))
         d = 1.0 + e
         th = (1.0 - e) / d
-        zc = cap * tl.where(x < 0.0, -th, th)
+        zc = tl.where(z == float("-inf"), z, cap * tl.where(x < 0.0, -th, th))
         dz = 4.0 * e / (d * d)
     else:
         zc = z
@@ -138,9 +139,7 @@ def _load_chunk(
     sum), for soft targets its effective targets q = (1 - eps) t + eps / C (0 on masked lanes;
     t itself without smoothing), and under a cap dz'/dz; unused outputs are placeholders."""
     z = tl.load(z_row + offs, mask=mask, other=float("-inf")).to(ACC)
-    z, dz = _capped(z, cap, CAP)
-    if CAP:
-        z = tl.where(mask, z, float("-inf"))
+    z, dz = _capped(z, cap, CAP)  # -inf lanes stay -inf
     if HARD:
         t = z  # placeholder, never read (dead code after compilation)
     else:
@@ -157,7 +156,10 @@ def _chunk_partial(z, t, offs, mask, y, HARD: tl.constexpr, SMOOTH: tl.constexpr
     on an ignored row: y = -1 there), and tsum is unused (T = 1), or with label smoothing the
     sum of the chunk's logits."""
     m = tl.max(z, axis=0)
-    s = tl.sum(tl.exp(z - m), axis=0)
+    # A chunk whose every logit is masked has m = -inf, and exp(-inf - -inf) is NaN: its
+    # partial is (m, s) = (-inf, 0), which the merge weighs by exp(-inf - M) = 0 (FA #1930: a
+    # NaN that depends on where the finite logits fall among the chunks).
+    s = tl.sum(tl.exp(z - tl.where(m == float("-inf"), 0.0, m)), axis=0)
     if HARD:
         zy = tl.sum(tl.where(offs == y, z, 0.0), axis=0)
         if SMOOTH:
@@ -389,8 +391,7 @@ def _ce_rows_kernel(
         offs = start + cols
         mask = offs < n_cols
         z = tl.load(z_row + offs, mask=mask, other=float("-inf")).to(ACC)
-        if CAP:
-            z = tl.where(mask, _capped(z, cap_a, CAP)[0], float("-inf"))
+        z = _capped(z, cap_a, CAP)[0]  # -inf lanes (past the row, or masked) stay -inf
         m_new = tl.maximum(m, tl.max(z, axis=0))
         # exp(-inf - finite) = 0: the first block, and masked lanes, contribute nothing.
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: 0, not NaN (FA #1930)

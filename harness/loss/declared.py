@@ -107,6 +107,13 @@ def _pad_vocab_to(v: Any, ctx: Context) -> int:
     return _hard_only("pad_vocab_to", v, v > 1, ctx, why)
 
 
+def _spatial_size(v: Any, ctx: Context) -> int:
+    if not is_int(v) or not 0 <= v < INT_LIMIT:
+        raise SettingError(f"spatial_size={v!r} is not allowed: use an integer >= 0 (0: logits [B, C])")
+    why = "the soft targets' own (N, C, d) layout is not drawn"
+    return _hard_only("spatial_size", v, v > 0, ctx, why)
+
+
 def _micro_batches(v: Any, ctx: Context) -> int:
     if not is_int(v) or not 1 <= v < INT_LIMIT:
         raise SettingError(f"micro_batches={v!r} is not allowed: use an integer >= 1 (1: one call)")
@@ -152,10 +159,10 @@ def _together(values: Mapping[str, Any], ctx: Context) -> None:
             f"{masks[0]} needs label_smoothing=0: smoothing puts mass on every class, "
             "and a masked class's log-probability is -inf (F.cross_entropy's loss is inf)"
         )
-    if masks and values.get("softcap", 0.0):
+    if values.get("micro_batches", 1) > 1 and values.get("spatial_size", 0):
         raise SettingError(
-            f"{masks[0]} is not measured with a softcap: softcap * tanh(-inf) = -softcap "
-            "gives a masked class mass, and whether it should is a convention, not a rounding"
+            f"micro_batches={values['micro_batches']} needs spatial_size=0: the micro-batches "
+            "are cut from the rows of logits [B, C]"
         )
     if values.get("micro_batches", 1) > 1 and (
         values.get("reduction", "mean") != "mean" or values.get("class_weights", "none") != "none"
@@ -256,6 +263,19 @@ OPTIONS: tuple[Option, ...] = (
         "the logits' width padded up to a multiple of this with -inf columns (0 or 1: none), as "
         "vocabularies are padded to 64 or 128; num_classes stays the real vocabulary; hard targets",
         "none: the padded classes are masked (probability 0, gradient 0), never a target",
+    ),
+    Option(
+        "spatial_size",
+        0,
+        int,
+        "int64",
+        _spatial_size,
+        {CE: ""},  # whether a variant takes the layout is its `spatial` declaration (registry.py)
+        "the logits handed over as (B/d, C, d) and the targets as (B/d, d), F.cross_entropy's form "
+        "for a sequence or image of d positions per sample (PyTorch #85791), d dividing batch_size "
+        "(0: logits [B, C]); the same B rows, so the references and columns are those of [B, C]; "
+        "hard targets",
+        "none: the B = (B/d) d rows are the problem; only their layout changes",
     ),
     Option(
         "target_confidence",

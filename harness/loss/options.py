@@ -5,7 +5,8 @@ for one call, shared by both families' references and the Triton kernels.
 
 `LossOptions()` (every field at its default) is F.cross_entropy's defaults: the plain loss. The
 reference (harness/cross_entropy/reference.py) computes the optioned loss exactly to float64;
-its docstring holds the formulas. In short, per non-ignored row b, with z' = softcap(z):
+its docstring holds the formulas. In short, per non-ignored row b, with z' = softcap(z)
+(`capped`: a masked class, z = -inf, stays masked):
 
     loss_b = sum_c q_bc (lse'_b - z'_bc) + z_loss * lse'_b^2
     hard target y:  q_c = (1 - eps) w_y [c = y] + (eps / C) w_c
@@ -33,6 +34,16 @@ from harness.loss.declared import BY_NAME, REDUCTIONS
 # the share of ignored rows (the targets hold ignore_index), and the class weights (drawn, then
 # passed as `weight`).
 _INPUT_OPTIONS = frozenset({"logits", "ignore_fraction", "class_weights"})
+
+
+def capped(z: Tensor, softcap: float | None) -> Tensor:
+    """softcap * tanh(z / softcap), with a masked class (z = -inf) left at -inf; z itself
+    without a cap. The formula alone gives a masked class -softcap, and with it probability mass
+    that no class of the vocabulary has: padded lanes of a V = 65537 vocabulary took nearly half
+    of it in Unsloth PR #10616. The mask says the class does not exist, whatever the cap."""
+    if softcap is None:
+        return z
+    return torch.where(torch.isneginf(z), z, softcap * torch.tanh(z / softcap))
 
 
 @dataclass(frozen=True)

@@ -219,13 +219,15 @@ def test_the_rows_say_what_the_harness_held(dtype, size):
     assert [r["harness_bytes"] for r in rows] == [model, model]
 
 
-# Points around the guard's copy threshold, with soft targets, weights and fp64 (one reference).
+# Points around the guard's copy threshold, with soft targets, weights and fp64 (one reference),
+# and the (N, C, d) layout.
 MODELLED = [
     Point(64, 4096, "fp32", 1.0, "cpu", "hard", seed=0),
     Point(16, 1000, "bf16", 1.0, "cpu", "soft", seed=0),
     Point(64, 4096, "bf16", 1.0, "cpu", "soft", seed=0, class_weights="seeded"),
     Point(8, 300, "fp64", 2.0, "cpu", "hard", seed=0, ignore_fraction=0.25),
     Point(32, 20000, "fp16", 1.0, "cpu", "hard", seed=0, class_weights="seeded", label_smoothing=0.1),
+    Point(64, 4096, "fp32", 1.0, "cpu", "hard", seed=0, spatial_size=16),  # the logits twice
 ]
 
 
@@ -249,6 +251,7 @@ def test_the_byte_model_of_the_harness_is_what_the_rows_say(point):
     [
         Point(160, 32768, "fp32", 1.0, "cpu", "hard", seed=0),
         Point(160, 32768, "bf16", 1.0, "cpu", "soft", seed=0),
+        Point(160, 8192, "fp32", 1.0, "cpu", "hard", seed=0, spatial_size=8),  # + L: the gradient in rows
         Point(
             160,
             32768,

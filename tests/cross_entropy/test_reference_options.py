@@ -32,6 +32,7 @@ def _digits(z: torch.Tensor, cap: float | None) -> int:
     loses gap / ln 10 digits when the row max leads by `gap`; under a softcap, tanh(x) near +-1
     holds its information 2|x| / ln 10 digits down, and the capped gap is at most 2 cap."""
     z = z.double()
+    z = z.masked_fill(torch.isneginf(z), 0.0)  # a masked class costs no digits
     top2 = z.topk(2, dim=1).values
     gap = float((top2[:, 0] - top2[:, 1]).max())
     extra = min(gap, 2 * cap) / math.log(10) if cap else gap / math.log(10)
@@ -50,7 +51,8 @@ def truth(z: torch.Tensor, targets: torch.Tensor, kind: str, o: LossOptions):
         if o.softcap is not None:
             cap = mp(o.softcap)
             chain = [[1 / mpmath.cosh(v / cap) ** 2 for v in row] for row in zz]
-            zz = [[cap * mpmath.tanh(v / cap) for v in row] for row in zz]
+            # a masked class (-inf) stays masked under the cap
+            zz = [[v if v == -mpmath.inf else cap * mpmath.tanh(v / cap) for v in row] for row in zz]
         else:
             chain = [[mp(1)] * c for _ in range(b)]
         w = [mp(float(v)) for v in o.weight.tolist()] if o.weight is not None else [mp(1)] * c
@@ -82,7 +84,7 @@ def truth(z: torch.Tensor, targets: torch.Tensor, kind: str, o: LossOptions):
             s = mpmath.fsum(e)
             lse = a + mpmath.log(s)
             total = mpmath.fsum(qr)
-            ce.append(mpmath.fsum(qc * (lse - zc) for qc, zc in zip(qr, zr)))
+            ce.append(mpmath.fsum(qc * (lse - zc) for qc, zc in zip(qr, zr) if qc))  # no 0 * inf
             zrows.append(zl * lse**2 if kp else mp(0))
             zg = 2 * zl * lse / d_z if kp else mp(0)
             grad.append([((total * ec / s - qc) / d_ce + zg * ec / s) * ch for ec, qc, ch in zip(e, qr, cr)])
@@ -164,6 +166,40 @@ COMBOS = [
         (0.0, 0.1), (0.0, 1e-4, 0.5), (None, 30.0, 2.0), (False, True), ("mean", "sum", "none")
     )
 ]
+
+
+def test_a_masked_class_stays_masked_under_a_softcap():
+    """Masked (-inf) logits under a softcap: probability 0 and gradient 0, the rest exact to
+    float64 against mpmath, and F.cross_entropy of `capped` in float64 agrees. The formula
+    alone, cap * tanh(-inf) = -cap, would give each masked class exp(-cap) of the mass
+    (Unsloth PR #10616; tests/tracker_bugs.py)."""
+    from harness.loss.options import capped
+
+    g = torch.Generator().manual_seed(5)
+    b = 6
+    z = 3 * torch.randn(b, C, dtype=torch.float64, generator=g)
+    y = torch.randint(C, (b,), generator=g)
+    mask = torch.rand(b, C, generator=g) < 0.5
+    mask[torch.arange(b), y] = False
+    z = z.masked_fill(mask, -math.inf)
+    for cap, zl, red in itertools.product((30.0, 2.0), (0.0, 0.5), ("mean", "sum", "none")):
+        o = LossOptions(z_loss=zl, softcap=cap, reduction=red)
+        errs = errors(z, y, "hard", o)
+        assert max(errs) <= 1e-13, (o.describe(), errs)
+        ref = reference(z, y, "hard", o)
+        assert (ref.grad[mask] == 0).all() and math.isfinite(ref.grad_magnitude)
+        x = z.clone().requires_grad_()
+        zc = capped(x, cap)
+        rows = F.cross_entropy(zc, y, reduction="none") + zl * torch.logsumexp(zc, dim=1).square()
+        want = {"mean": rows.mean(), "sum": rows.sum(), "none": rows}[red]
+        (grad,) = torch.autograd.grad(want, x, torch.ones_like(want))
+        got = ref.losses if red == "none" else torch.tensor(ref.loss, dtype=torch.float64)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(ref.grad, grad, rtol=1e-12, atol=1e-16)
+    # and the check can tell: at cap 2 the formula alone gives every masked row a larger loss
+    formula = F.cross_entropy(2.0 * torch.tanh(z / 2.0), y, reduction="none")
+    masked_rows = mask.any(dim=1)
+    assert masked_rows.all() and (formula > F.cross_entropy(capped(z, 2.0), y, reduction="none")).all()
 
 
 @pytest.mark.parametrize("point", POINTS, ids=[p[0] for p in POINTS])

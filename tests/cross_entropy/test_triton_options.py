@@ -166,6 +166,23 @@ def test_large_logits(ce, dtype, kind, path, block):
 
 
 @pytest.mark.parametrize("path,block", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_masked_classes_stay_masked_under_a_softcap(ce, dtype, path, block):
+    # Half of each row at -inf, the whole first block of row 5 included (its running max starts
+    # at -inf there): under softcap 2 a masked class that took cap * tanh(-inf) = -2 would hold
+    # e^-2 of the mass per class (Unsloth PR #10616), far above the tolerance.
+    z, t = make_case(dtype, "hard", 3.0)
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(B, C, generator=g) < 0.5
+    mask[5, :BLOCK] = True
+    mask[torch.arange(B), t.clamp(min=0).cpu()] = False
+    z = z.masked_fill(mask.to(DEVICE), -math.inf)
+    for opts in (dict(), dict(softcap=2.0), dict(softcap=2.0, z_loss=1e-2, reduction="none")):
+        _, grad = check(ce, z, t, "hard", dict(ignore_index=-100, **opts), path, block)
+        assert torch.equal(grad[mask.to(DEVICE)], torch.zeros_like(grad[mask.to(DEVICE)]))
+
+
+@pytest.mark.parametrize("path,block", PATHS)
 def test_ignore_index_inside_the_class_range(ce, path, block):
     # ignore_index = 3 is also a column: the ignored rows must not pick it as their target
     z, t = make_case(torch.float64, "hard", 10.0, ignore_index=3)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from harness.cross_entropy.variants import register
 from harness.loss.declared import REDUCTIONS
+from harness.loss.options import capped
 
 OPTIONS = {
     "ignore_index",
@@ -56,7 +57,7 @@ def read_chunk(logits: Tensor, lo: int, hi: int, acc: torch.dtype, softcap: floa
     """Classes lo:hi in the accumulation dtype, soft-capped when `softcap` is set: [B, hi - lo]."""
     z = logits[:, lo:hi].to(acc)
     # Capped in the accumulation dtype: one rounding of tanh, not a second one to fp16/bf16.
-    return z if softcap is None else softcap * torch.tanh(z / softcap)
+    return capped(z, softcap)
 
 
 def cap_max(m: Tensor, softcap: float | None) -> Tensor:
@@ -231,6 +232,8 @@ def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple:  # noqa: ANN001
         # returns itself when it is already in acc), to keep the live [B, block] buffers few.
         z = logits[:, lo:hi].to(acc)
         if ctx.softcap is not None:
+            # A masked class (-inf) gets z = -cap and so a p here, but its chain factor below,
+            # 1 - tanh^2 = 1 - 1, is exactly 0: its gradient is 0, as `capped` has it.
             th = torch.tanh_(z / ctx.softcap)
             z = th * ctx.softcap
         p = torch.exp_(z - lse[:, None])
@@ -253,6 +256,13 @@ def options_apply(fn: type, logits: Tensor, targets: Tensor, **options) -> Tenso
     num_items_in_batch (gradient accumulation), the sum over this micro-batch divided by it."""
     if options["reduction"] not in REDUCTIONS:
         raise ValueError(f"reduction={options['reduction']!r}: use one of {', '.join(REDUCTIONS)}")
+    if logits.dim() == 3:
+        # F.cross_entropy's (N, C, d) form with targets (N, d): the rows [N d, C] are a copy (the
+        # classes lie d apart), made inside the call and so timed as this variant's own cost;
+        # autograd carries the gradient back to (N, C, d).
+        n, c, d = logits.shape
+        rows = options_apply(fn, logits.transpose(1, 2).reshape(-1, c), targets.reshape(-1), **options)
+        return rows.view(n, d) if options["reduction"] == "none" else rows
     items = options.pop("num_items_in_batch", None)
     if items is not None:
         return options_apply(fn, logits, targets, **{**options, "reduction": "sum"}) / items
@@ -311,6 +321,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
 @register(
     "chunked",
+    spatial=True,
     options=OPTIONS,
     description=f"class chunks of {CHUNK}: two passes (max, sum), per-row stats, "
     "backward recomputes softmax per chunk (memory = the gradient)",
@@ -327,8 +338,8 @@ def chunked(
     reduction: str = "mean",
     num_items_in_batch: int | None = None,
 ) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype; options as
-    F.cross_entropy's, plus z_loss and softcap (module docstring)."""
+    """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
+    logits' dtype; options as F.cross_entropy's, plus z_loss and softcap (module docstring)."""
     return options_apply(
         ChunkedCrossEntropy,
         logits,

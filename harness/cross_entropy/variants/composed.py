@@ -1,6 +1,7 @@
 """Every loss option as eager training code writes it, from PyTorch's own pieces.
 
-  torch_composed   softcap * tanh(z / softcap) (Gemma-2), then F.cross_entropy with ignore_index,
+  torch_composed   softcap * tanh(z / softcap) (Gemma-2; a masked -inf logit stays -inf), then
+                   F.cross_entropy with ignore_index,
                    label_smoothing, weight and reduction, plus z_loss * logsumexp(z)^2 over the
                    rows that are not ignored (PaLM), divided like Liger's lse_square_scale
 
@@ -15,10 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
+from harness.loss.options import capped
 
 
 @register(
     "torch_composed",
+    spatial=True,
     options={
         "ignore_index",
         "label_smoothing",
@@ -43,13 +46,13 @@ def torch_composed(
     reduction: str = "mean",
     num_items_in_batch: int | None = None,
 ) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype. Given
-    num_items_in_batch (gradient accumulation, as transformers passes it): the summed loss over
-    it."""
+    """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
+    logits' dtype. Given num_items_in_batch (gradient accumulation, as transformers passes it):
+    the summed loss over it."""
     if num_items_in_batch is not None:
         kw = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
         return torch_composed(logits, targets, **kw, weight=weight, reduction="sum") / num_items_in_batch
-    z = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+    z = capped(logits, softcap)  # a masked class stays masked under the cap
     loss = F.cross_entropy(
         z,
         targets,

@@ -16,6 +16,7 @@ TORCH_OPTIONS = {"ignore_index", "label_smoothing", "weight", "reduction"}
 
 @register(
     "torch_cross_entropy",
+    spatial=True,
     options=TORCH_OPTIONS,
     description="F.cross_entropy (fused log_softmax + nll / soft-target sum)",
 )
@@ -28,7 +29,8 @@ def torch_cross_entropy(
     weight: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype."""
+    """logits: [B, C] or (N, C, d); targets: [B] int64 or [B, C] probabilities in the logits' dtype
+    (class indices (N, d) with (N, C, d) logits)."""
     return F.cross_entropy(
         logits,
         targets,

@@ -76,6 +76,7 @@ class OnlineCrossEntropy(torch.autograd.Function):
 
 @register(
     "online",
+    spatial=True,
     options=OPTIONS,
     description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
     f"{BLOCK}, custom backward from the saved lse",
@@ -92,8 +93,9 @@ def online(
     reduction: str = "mean",
     num_items_in_batch: int | None = None,
 ) -> Tensor:
-    """logits: [B, C]; targets: [B] int64 or [B, C] probabilities in the logits' dtype; options as
-    F.cross_entropy's, plus z_loss and softcap (chunked's module docstring)."""
+    """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
+    logits' dtype; options as F.cross_entropy's, plus z_loss and softcap (chunked's module
+    docstring)."""
     return options_apply(
         OnlineCrossEntropy,
         logits,
