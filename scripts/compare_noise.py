@@ -16,7 +16,8 @@ long   one point per call length (a variant that spins for that long), against t
        made 10x longer: flagged slower in every try at every length.
 marks  the contention marks: the share of rows marked on a run with nothing beside it, and,
        against that run, whether every row of a run beside a busy loop whose time is off by
-       more than 1.5x is marked (each try: a quiet run, then one under load).
+       more than 1.5x is marked, in either run, as compare reads them (each try: a quiet run,
+       then one under load).
 ci     scripts/ci_compare.sh between two commits of a scratch clone of this checkout that change
        no smoke variant (exit 0), and between the first and a commit that makes `online` do 1.5x
        its work (exit 1 naming online, and no other variant), `--tries` each.
@@ -195,17 +196,22 @@ def marks(args, root: Path) -> bool:
         ratio = j["time_median_s_b"] / j["time_median_s_q"]
         off = j[(ratio > 1.5) | (ratio < 1 / 1.5)]
         off_total += len(off)
-        missed += int((~off["contended_b"].astype(bool)).sum())
+        # A pair off by more than 1.5x is explained when either run's row is marked: compare reads
+        # both sides' marks (harness/time_verdict.py), and on a shared host the "quiet" run is
+        # sometimes the slow one (then the busy run's row is faster, and unmarked).
+        marked = off["contended_b"].astype(bool) | off["contended_q"].astype(bool)
+        missed += int((~marked).sum())
+        slower = int((ratio.loc[off.index] > 1.5).sum())
         print(
             f"try {i}: quiet run {rq['contended'].sum()}/{len(rq)} rows marked; beside a busy loop "
-            f"{rb['contended'].sum()}/{len(rb)} marked, {len(off)} rows off by > 1.5x of which "
-            f"{len(off) - int((~off['contended_b'].astype(bool)).sum())} marked",
+            f"{rb['contended'].sum()}/{len(rb)} marked, {len(off)} rows off by > 1.5x ({slower} slower "
+            f"beside the loop, {len(off) - slower} faster) of which {int(marked.sum())} marked on either side",
             flush=True,
         )
     worst = max(quiet_share)
     print(
         f"\ncontention marks: at most {worst:.1%} of a quiet run's rows marked; of {off_total} rows "
-        f"off by more than 1.5x beside {LOOPS} busy loop(s), {off_total - missed} marked"
+        f"off by more than 1.5x beside {LOOPS} busy loop(s), {off_total - missed} marked on either side"
     )
     return worst <= 0.05 and missed == 0
 
