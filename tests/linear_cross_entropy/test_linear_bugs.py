@@ -112,20 +112,33 @@ def test_large_logits_do_not_hide_a_leak_of_the_ignored_rows(name):
     assert correct.status == "ok" and max(_ratio(correct, p) for p in ("dH", "dW")) < 0.25
 
 
-# Where the bf16 bound hides a real bug. Strict: if the harness starts flagging one, the xfail
-# fails and this list must be updated (and the README's figure with it).
+# Where the bf16 bound hides a real bug, each within 8x the worst correct variant's error at the
+# same point (the line the verdicts are held to: a bug 8x the careful variants' error is flagged).
+# Strict: if the harness starts flagging one, or a bug's error grows past 8x, this fails and the
+# list must be updated (and the README's figure with it).
 BLIND_SPOTS = [
     # the ignored rows' smoothing gradient, eps (p - 1/V) / N per row, is small next to dZ:
-    # dH at 0.98x the bound, against 2700x in fp32
+    # dH at 0.98x the bound and 7.0x the worst correct variant (2.5x at scale 10, V = 32000),
+    # against 2700x the bound in fp32
     ("smoothing_on_ignored_rows", {"label_smoothing": 0.1}),
-    # eps / V at the target is 0.16% of a row of dZ at V = 64: 0.11x the bound
+    # eps / V at the target is 0.16% of a row of dZ at V = 64: 0.11x the bound, 1.1x the worst
+    # correct variant (1.0x at V = 4396)
     ("smoothing_over_v_minus_1", {"label_smoothing": 0.1, "num_classes": 64}),
-    # PaLM's 1e-4 times lse^2 - max^2: 2% of the bf16 loss bound; flagged at z_loss = 1e-2
+    # PaLM's 1e-4 times lse^2 - max^2: 2% of the bf16 loss bound, 1.1x the worst correct
+    # variant; flagged at z_loss = 1e-2
     ("z_loss_of_max", {"z_loss": 1e-4}),
 ]
+CAREFUL = ["materialized_composed", "chunked_linear", "fused_linear"]  # every option, on a CPU
 
 
-@pytest.mark.xfail(strict=True, reason="below the bf16 bound: the measured figures are in BLIND_SPOTS")
 @pytest.mark.parametrize("name, settings", BLIND_SPOTS, ids=[n for n, _ in BLIND_SPOTS])
-def test_the_bf16_bound_hides_these_option_bugs(name, settings):
-    assert _bug_row(name, "bf16", **settings).status == "inaccurate"
+def test_the_bf16_bound_hides_these_option_bugs_only_below_8x_the_careful_error(name, settings):
+    bug = _bug_row(name, "bf16", **settings)
+    assert bug.status == "ok", bug[["status", "message"]]
+    careful = [_bug_row(n, "bf16", registered=True, **settings) for n in CAREFUL]
+    assert all(r.status == "ok" for r in careful)
+    for part, column in COLUMNS.items():
+        if part == "db":
+            continue
+        worst = max(r[column] for r in careful)
+        assert bug[column] < 8 * worst, (part, bug[column], worst)
