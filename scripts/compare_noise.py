@@ -205,7 +205,8 @@ def marks(args, root: Path) -> bool:
         print(
             f"try {i}: quiet run {rq['contended'].sum()}/{len(rq)} rows marked; beside a busy loop "
             f"{rb['contended'].sum()}/{len(rb)} marked, {len(off)} rows off by > 1.5x ({slower} slower "
-            f"beside the loop, {len(off) - slower} faster) of which {int(marked.sum())} marked on either side",
+            f"beside the loop, {len(off) - slower} faster) of which {int(marked.sum())} marked on "
+            "either side",
             flush=True,
         )
     worst = max(quiet_share)
