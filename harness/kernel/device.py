@@ -156,9 +156,8 @@ def _chunk_partial(z, t, offs, mask, y, HARD: tl.constexpr, SMOOTH: tl.constexpr
     on an ignored row: y = -1 there), and tsum is unused (T = 1), or with label smoothing the
     sum of the chunk's logits."""
     m = tl.max(z, axis=0)
-    # A chunk whose every logit is masked has m = -inf, and exp(-inf - -inf) is NaN: its
-    # partial is (m, s) = (-inf, 0), which the merge weighs by exp(-inf - M) = 0 (FA #1930: a
-    # NaN that depends on where the finite logits fall among the chunks).
+    # A wholly masked chunk has m = -inf, and exp(-inf - -inf) is NaN: its partial is (-inf, 0),
+    # which the merge weighs by exp(-inf - M) = 0 (FA #1930: NaN by where the finite logits fall).
     s = tl.sum(tl.exp(z - tl.where(m == float("-inf"), 0.0, m)), axis=0)
     if HARD:
         zy = tl.sum(tl.where(offs == y, z, 0.0), axis=0)
