@@ -49,7 +49,7 @@ class _Point(OptionedPoint):
         """One line for progress and logs."""
         return (
             f"B={self.batch_size} C={self.num_classes} {self.dtype} scale={self.logit_scale:g} "
-            f"{self.targets} {self.device} seed={self.seed}"
+            f"{self.targets} {self.device} seed={self.seed}{self.options_label()}"
         )
 
 

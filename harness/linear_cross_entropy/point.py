@@ -61,7 +61,7 @@ class _Point(OptionedPoint):
         """One line for progress and logs."""
         return (
             f"N={self.batch_size} V={self.num_classes} D={self.hidden_size}{' bias' if self.bias else ''} "
-            f"{self.dtype} scale={self.logit_scale:g} {self.device} seed={self.seed}"
+            f"{self.dtype} scale={self.logit_scale:g} {self.device} seed={self.seed}{self.options_label()}"
         )
 
 

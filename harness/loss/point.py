@@ -38,6 +38,18 @@ class OptionedPoint:
         weights' None: the family passes the drawn tensor)."""
         return declared.kwarg_values(self.option_values(), self.FAMILY_NAME)
 
+    def options_label(self) -> str:
+        """' label_smoothing=0.1 spatial_size=8': the options away from their defaults, as the
+        rows hold them, for the family's label (two points of a sweep over an option would
+        otherwise print the same line); '' for the plain loss."""
+        cols = declared.columns(self.option_values())
+        on = [
+            f"{o.name}={cols[o.name]:g}" if isinstance(cols[o.name], float) else f"{o.name}={cols[o.name]}"
+            for o in declared.read_by(self.FAMILY_NAME)
+            if cols[o.name] != o.row_default
+        ]
+        return "".join(f" {x}" for x in on)
+
     def columns(self) -> dict[str, Any]:
         """The point's settings as the rows hold them (vocabulary.POINT_COLUMNS; another
         family's at their defaults); weights given as a list are recorded as "given" (the list

@@ -67,7 +67,7 @@ class _Point(OptionedPoint):
         shard = "x".join(str(w) for w in widths)
         return (
             f"N={self.batch_size} V={self.num_classes} tp={self.tp} (shards {shard}) {self.dtype} "
-            f"scale={self.logit_scale:g} {self.device} seed={self.seed}"
+            f"scale={self.logit_scale:g} {self.device} seed={self.seed}{self.options_label()}"
         )
 
 
