@@ -179,6 +179,19 @@ def last_chunk_missing(hidden, weight, targets, *, ignore_index=-100):
     return _hand(grads, hidden, weight, targets, ignore_index, None)
 
 
+def last_class_dw_halved(hidden, weight, targets, *, ignore_index=-100):
+    """dW right but for the last class's row, halved (a tail tile scaled twice): at V = 32000 it
+    is 1/32000 of dW, far below the norm-wise bound in bf16, and all of that class's row."""
+
+    def grads(dz, kept, h, w):
+        d = _masked(dz, kept).to(h.dtype)
+        dw = d.T @ h
+        dw[-1] *= 0.5
+        return d @ w, dw, None
+
+    return _hand(grads, hidden, weight, targets, ignore_index, None)
+
+
 # Rows per chunk of dw_accumulated_in_bf16: 16 chunks at N = 256, as a row-chunked fused kernel
 # splits the tokens (Liger-Kernel sizes its chunks so that [chunk, V] is about [N, D]).
 ROW_CHUNK = 16
@@ -205,10 +218,12 @@ for _fn in (
     z_loss_of_max,
     softcap_after_loss,
     last_chunk_missing,
+    last_class_dw_halved,
     dw_accumulated_in_bf16,
 ):
     _fn.harness_targets = HARD
-last_chunk_missing.harness_options = dw_accumulated_in_bf16.harness_options = {"ignore_index"}
+for _fn in (last_chunk_missing, last_class_dw_halved, dw_accumulated_in_bf16):
+    _fn.harness_options = {"ignore_index"}
 
 
 class _DwScaledAfterTheSum(torch.autograd.Function):

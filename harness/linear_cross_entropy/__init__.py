@@ -38,7 +38,7 @@ from harness.family import Family, Outputs
 from harness.linear_cross_entropy.inputs import Inputs, make_inputs
 from harness.linear_cross_entropy.point import READS, Point, point
 from harness.linear_cross_entropy.reference import Reference, reference
-from harness.linear_cross_entropy.tolerance import tolerance
+from harness.linear_cross_entropy.tolerance import K_ENTRY, entry_units, tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.loss import verdict
@@ -49,8 +49,10 @@ from harness.loss.errors import (
     nonfinite_counts,
     norm_rel_err,
     rel_err,
+    row_blocks,
     rows_rel_err,
     upstream,
+    worst_ratio,
 )
 from harness.loss.options import LossOptions
 from harness.loss.returned import BadResult, checked_loss
@@ -129,7 +131,8 @@ def _references(point: Point, inputs: Inputs) -> tuple[Reference, Reference]:
     options = loss_options(point, inputs)
     # under reduction none the runner differentiates with upstream(N): the gradients are of that
     incoming = upstream(point.batch_size, inputs.hidden) if point.reduction == "none" else None
-    ref = reference(inputs.hidden, inputs.weight, inputs.targets, options, inputs.bias, incoming)
+    units = entry_units(point)  # the verdict's reference carries the per-entry bounds
+    ref = reference(inputs.hidden, inputs.weight, inputs.targets, options, inputs.bias, incoming, units)
     if point.dtype == "fp64":
         total = ref
     else:
@@ -214,8 +217,46 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
         cols.update(errs, grad_rel_err=max(errs.values()), grad_tolerance=tol.grad)
         if total.finite:
             cols["grad_rel_err_total"] = max(_grad_errors(grads, total).values())
+    ratio, where = None, ""
+    if grads is not None and ref.hidden_bound is not None:
+        local, where = _entry_errors(grads, ref)
+        cols.update(local)
+        ratio = local["grad_entry_ratio"]
     judged = [(cols["loss_rel_err"], tol.loss), (cols.get("grad_rel_err"), tol.grad)]
-    return {**cols, "status": verdict.status(bool(nan or inf), judged), "message": ""}
+    status = verdict.status(bool(nan or inf), judged, local=ratio)
+    message = ""
+    if status == "inaccurate" and ratio is not None and ratio > 1 and cols["grad_rel_err"] <= tol.grad:
+        message = (
+            f"the gradient is within its norm-wise bound but not element-wise: {where} is {ratio:.3g}x "
+            f"its per-entry bound (worst relative error of a row of dH {cols['grad_row_err']:.3g}, "
+            f"of a class's row of dW {cols['grad_class_err']:.3g})"
+        )
+    return {**cols, "status": status, "message": message}
+
+
+def _entry_errors(grads: tuple[Tensor, ...], ref: Reference) -> tuple[dict[str, float], str]:
+    """The element-wise columns: grad_row_err, the worst relative error of one row of dH;
+    grad_class_err, of one class's row of dW; grad_entry_ratio, the worst of their error norms
+    over K_ENTRY times their per-entry bound norms (reference.py `_EntryBounds`; an error where
+    the bound is 0, an ignored row's dH, is inf), and where it is. A bug confined to one class or
+    one row is a small share of the whole gradient's norm, and all of its own."""
+    cols, found = {}, []
+    parts = (
+        ("row", "dH", grads[0], ref.grad_hidden, ref.hidden_bound),
+        ("class", "dW", grads[1], ref.grad_weight, ref.weight_bound),
+    )
+    for name, what, g, r, bound in parts:
+        err = torch.empty(r.shape[0], dtype=torch.float64, device=r.device)
+        for rows in row_blocks(r):  # [V, D] float64 differences one block at a time
+            err[rows] = torch.linalg.vector_norm(g[rows].detach().to(torch.float64) - r[rows], dim=1)
+        size = torch.linalg.vector_norm(r, dim=1)
+        nz = size > 0
+        cols[f"grad_{name}_err"] = float((err[nz] / size[nz]).max().item()) if bool(nz.any()) else 0.0
+        worst, at = worst_ratio(err.square(), bound.square())
+        found.append((worst, f"{'row' if name == 'row' else 'class'} {at} of {what}"))
+    worst, where = max(found, key=lambda f: f[0])
+    cols["grad_entry_ratio"] = worst / K_ENTRY
+    return cols, where
 
 
 def _compute_floor_s(point: Point, inputs: Inputs, mode: str) -> float | None:

@@ -82,6 +82,11 @@ class Reference:
     # (sum X^2, sum X Y, sum Y^2) / ||dZ||^2, so that the tolerance's term for logit errors of at
     # most u |z_bv| + k max_v |z_bv| is sqrt(u^2 XX + 2 u k XY + k^2 YY).
     soft_error: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Per-entry bounds, as norms (`reference(..., units=...)`; None without): what a careful
+    # implementation may be off by in each row of dH [N] and each class's row of dW [V]
+    # (`_entry_bounds`), for the element-wise verdict.
+    hidden_bound: Tensor | None = None
+    weight_bound: Tensor | None = None
 
     def times(self, s: float) -> Reference:
         """The gradients of s times the loss, scaled in place (s a power of two: exact), loss
@@ -89,6 +94,9 @@ class Reference:
         for g in (self.grad_hidden, self.grad_weight, self.grad_bias):
             if g is not None:
                 g.mul_(s)
+        for g in (self.hidden_bound, self.weight_bound):
+            if g is not None:
+                g.mul_(abs(s))
         norms = {
             n: getattr(self, n) * abs(s) for n in ("grad_hidden_norm", "grad_weight_norm", "grad_bias_norm")
         }
@@ -115,11 +123,13 @@ def reference(
     options: LossOptions | None = None,
     bias: Tensor | None = None,
     upstream: Tensor | None = None,
+    units: tuple[float, float, float] | None = None,
 ) -> Reference:
     """hidden [N, D], weight [V, D], bias [V] or None in any float dtype (upcast here), targets
     [N] int64. options: the loss's (None: the plain mean); its class weights [V] in any float
     dtype. upstream: under reduction "none", the [N] incoming gradient the gradients are of
-    (harness/loss/errors.py `upstream`; None: all ones, the gradient of the rows' sum)."""
+    (harness/loss/errors.py `upstream`; None: all ones, the gradient of the rows' sum). units:
+    (u_d, u_c sqrt(D), u_c) of the variants' dtype, for the per-entry bounds (None: none)."""
     opts = options if options is not None else LossOptions()
     f64 = torch.float64
     h = hidden.to(f64)
@@ -187,6 +197,7 @@ def reference(
     db = None if b is None else torch.empty_like(b)
     p_sq = dz_sq = 0.0  # ||softmax part||^2 and ||dZ||^2, for p_share
     xx = xy = yy = 0.0  # the softmax part's error sums (soft_error)
+    bounds = None if units is None else _EntryBounds(units, h, w)
     for lo in range(0, v, step):
         hi = min(lo + step, v)
         z = logits(lo, hi)
@@ -205,6 +216,8 @@ def reference(
         xx += float(x.square().sum().item())
         xy += float((x * y).sum().item())
         yy += float(y.square().sum().item())
+        if bounds is not None:  # [N, chunk]; lse's own sum of V exponentials: u_c (ln V + 2 sqrt V)
+            logit_error = x.mul_(bounds.u_d).add_(y, alpha=bounds.k).add_(weight, alpha=bounds.summed)
         del x, y, weight, z
         soft = p.mul_(coef[:, None])
         dz = soft.clone()
@@ -222,6 +235,9 @@ def reference(
         dz_sq += float(dz.square().sum().item())
         dh.addmm_(dz, w[lo:hi])
         dw[lo:hi] = dz.T @ h
+        if bounds is not None:
+            bounds.add(logit_error, dz, dw[lo:hi], lo, hi)
+            del logit_error
         if db is not None:
             db[lo:hi] = dz.sum(dim=0)
         del soft, dz, zc, chain
@@ -249,6 +265,9 @@ def reference(
         missing = "every row is ignored: the mean loss is 0/0"
     else:
         missing = "non-finite float64 result"
+    hidden_bound = weight_bound = None
+    if bounds is not None:
+        hidden_bound, weight_bound = bounds.norms(dh)
     return Reference(
         loss=loss,
         losses=losses,
@@ -265,4 +284,45 @@ def reference(
         kept=kept,
         finite=finite,
         missing=missing,
+        hidden_bound=hidden_bound,
+        weight_bound=weight_bound,
     )
+
+
+class _EntryBounds:
+    """Per-entry bounds of dH and dW, the norm-wise bound's terms (tolerance.py) taken entry by
+    entry. An entry of dZ may be off by
+
+        e_bv = u_d X_bv + k Y_bv + u_c (ln V + 2 sqrt(V)) |coef_b| p'_bv + 2 u_d |dZ_bv|
+
+    (the logits' rounding through the softmax part, `soft_error`'s X and Y; lse's own sum of V
+    exponentials, as the first family's bound has it, which each p' inherits; dZ and the
+    returned gradient each rounded once). dH_b = sum_v dZ_bv W_v and dW_v = sum_b dZ_bv H_b carry it as
+    sums of absolute values, plus their own accumulation, u_c sqrt(V) (dH) or u_c sqrt(N) (dW)
+    times sum |dZ| |W| (|H|), and their rounding to the dtype, u_d |dH| (|dW|): so
+
+        |ddH_bd| <= sum_v (e_bv + u_c sqrt(V) |dZ_bv|) |W_vd| + u_d |dH_bd|
+
+    and likewise for dW. Only the rows' norms are kept: [N] and [V] (and, while the chunks of
+    the vocabulary come by, the [N, D] sum and |H|: 16 N D bytes), never a [V, D] bound."""
+
+    def __init__(self, units: tuple[float, float, float], h: Tensor, w: Tensor) -> None:
+        self.u_d, self.k, self.u_c = units
+        self.abs_h, self.w = h.abs(), w  # |W| a chunk at a time: a whole one is V D 8 bytes more
+        n, v = h.shape[0], w.shape[0]
+        self.hidden = torch.zeros_like(h)  # [N, D]: sum over the chunks so far
+        self.weight = torch.empty(v, dtype=h.dtype, device=h.device)  # [V] norms
+        self.acc_h, self.acc_w = self.u_c * math.sqrt(v), self.u_c * math.sqrt(n)
+        self.summed = self.u_c * (math.log(v) + 2.0 * math.sqrt(v))
+
+    def add(self, logit_error: Tensor, dz: Tensor, dw: Tensor, lo: int, hi: int) -> None:
+        abs_dz = dz.abs()
+        e = logit_error.add_(abs_dz, alpha=2.0 * self.u_d)
+        self.hidden.addmm_(e + self.acc_h * abs_dz, self.w[lo:hi].abs())
+        e.add_(abs_dz, alpha=self.acc_w)
+        per_class = (e.T @ self.abs_h).add_(dw.abs(), alpha=self.u_d)
+        self.weight[lo:hi] = torch.linalg.vector_norm(per_class, dim=1)
+
+    def norms(self, dh: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = torch.linalg.vector_norm(self.hidden.add_(dh.abs(), alpha=self.u_d), dim=1)
+        return hidden, self.weight

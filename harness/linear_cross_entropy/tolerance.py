@@ -48,6 +48,10 @@ the classes is left out), far above it in every dtype;
 tests/linear_cross_entropy/test_linear_bugs.py has it with the rest of the family's bug
 catalogue, and the option bugs the bf16 bound does not flag, with their measured figures (each
 below 8x the worst careful variant's error at its point).
+
+Element-wise (K_ENTRY, `entry_units`): each row of dH and each class's row of dW against its
+own per-entry bound (reference.py `_EntryBounds`), where a bug confined to one class or row
+hides in the norm: docs/linear.md, Element-wise verdicts.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ from harness.linear_cross_entropy.reference import Reference
 
 K_LOSS = 4.0
 K_GRAD = 2.0
+# The element-wise verdict's headroom over its per-entry bounds (reference.py `_EntryBounds`),
+# as the first family's.
+K_ENTRY = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,3 +88,9 @@ def tolerance(ref: Reference, point: Point) -> Tolerance:
         loss=K_LOSS * (u_d + (e_z * zmax + u_c * (zmax + math.log(point.num_classes))) * ref.loss_per_lse),
         grad=K_GRAD * (2 * u_d + softmax + u_c * math.sqrt(max(point.batch_size, point.num_classes))),
     )
+
+
+def entry_units(point: Point) -> tuple[float, float, float]:
+    """(u_d, u_c sqrt(D), u_c): the roundoffs the per-entry bounds are made of (module docstring)."""
+    u_c = compute_roundoff(point.dtype)
+    return unit_roundoff(DTYPES[point.dtype]), u_c * math.sqrt(point.hidden_size), u_c

@@ -208,19 +208,19 @@ class Entrywise:
             nz = ref > 0
             worst = (err[nz] / ref[nz]).max().sqrt().item() if bool(nz.any()) else 0.0
             out[f"grad_{name}_err"] = float(worst)
-            ratio, at = _worst_ratio(err, bound)
+            ratio, at = worst_ratio(err, bound)
             found.append((ratio, f"{name} {at}"))
         err, ref, bound = self.target
         if self.targets is None:
             out["grad_target_err"] = math.nan
         else:
             out["grad_target_err"] = math.sqrt(err / ref) if ref > 0 else math.sqrt(err)
-            found.append((_worst_ratio(err[None], bound[None])[0], "the target entries"))
+            found.append((worst_ratio(err[None], bound[None])[0], "the target entries"))
         out["grad_entry_ratio"], self.worst = max(found, key=lambda f: f[0])
         return out
 
 
-def _worst_ratio(err_sq: Tensor, bound_sq: Tensor) -> tuple[float, int]:
+def worst_ratio(err_sq: Tensor, bound_sq: Tensor) -> tuple[float, int]:
     """max sqrt(err^2 / bound^2) and where it is, with 0/0 = 0 and x/0 = inf."""
     if not err_sq.numel():
         return 0.0, 0

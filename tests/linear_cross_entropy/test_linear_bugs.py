@@ -7,6 +7,8 @@ tests/linear_cross_entropy/test_linear_ce_options.py's."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -99,6 +101,23 @@ def test_a_few_bf16_roundings_of_dw_are_not_a_bug():
     assert fp32.status == "ok" and _ratio(fp32, "dW") < 0.1
 
 
+def test_bugs_confined_to_one_class_or_to_the_ignored_rows_are_flagged_element_wise():
+    # Within the norm-wise bound in bf16, each wrong in rows or classes of its own: the last
+    # class's row of dW halved (0.13x the norm-wise bound, its class 0.5 off against 0.05 for
+    # the careful variants), and the ignored rows' smoothing gradient left in dH (0.98x the norm-wise
+    # bound; an ignored row's dH must be 0, and its per-entry bound is)
+    for name, settings, where in (
+        ("last_class_dw_halved", {"num_classes": 32000, "hidden_size": 128}, "class 31999 of dW"),
+        ("smoothing_on_ignored_rows", {"label_smoothing": 0.1}, "of dH"),
+    ):
+        row = _bug_row(name, "bf16", **settings)
+        assert row.status == "inaccurate" and row.grad_entry_ratio > 1.5, row[["status", "message"]]
+        assert max(_ratio(row, p) for p in ("dH", "dW")) < 1 and where in row.message, row.message
+        careful = _bug_row("materialized_composed", "bf16", registered=True, **settings)
+        assert careful.status == "ok" and careful.grad_entry_ratio < 0.5
+        assert row.grad_class_err > 8 * careful.grad_class_err or row.grad_entry_ratio == math.inf
+
+
 @pytest.mark.parametrize("name", ["ignored_rows_in_dh", "ignored_rows_in_dw"])
 def test_large_logits_do_not_hide_a_leak_of_the_ignored_rows(name):
     # bf16, scale 10, V = 32000: the bound that charged every entry the largest logit's
@@ -117,10 +136,6 @@ def test_large_logits_do_not_hide_a_leak_of_the_ignored_rows(name):
 # Strict: if the harness starts flagging one, or a bug's error grows past 8x, this fails and the
 # list must be updated (and the README's figure with it).
 BLIND_SPOTS = [
-    # the ignored rows' smoothing gradient, eps (p - 1/V) / N per row, is small next to dZ:
-    # dH at 0.98x the bound and 7.0x the worst correct variant (2.5x at scale 10, V = 32000),
-    # against 2700x the bound in fp32
-    ("smoothing_on_ignored_rows", {"label_smoothing": 0.1}),
     # eps / V at the target is 0.16% of a row of dZ at V = 64: 0.11x the bound, 1.1x the worst
     # correct variant (1.0x at V = 4396)
     ("smoothing_over_v_minus_1", {"label_smoothing": 0.1, "num_classes": 64}),
