@@ -6,8 +6,8 @@ mean, every option at once (smoothing, z-loss, softcap 30, class weights, a quar
 ignored) and reduction none with ignored rows; every registered CPU variant that takes the
 point's options. Prints the worst element-wise ratio (grad_entry_ratio: the worst row of dH or
 class's row of dW over K_ENTRY times its per-entry bound) per dtype, the highest rows, and every
-row that is not `ok` (the documented findings: docs/linear.md). Accuracy only; about 5 minutes
-on 2 cores (3 min measured). Run from the repository root.
+row that is not `ok` (the documented findings: docs/linear.md). Accuracy only; about 3 minutes
+on 2 cores. Run from the repository root.
 """
 
 from __future__ import annotations
