@@ -253,7 +253,7 @@ def _entry_errors(grads: tuple[Tensor, ...], ref: Reference) -> tuple[dict[str, 
         nz = size > 0
         cols[f"grad_{name}_err"] = float((err[nz] / size[nz]).max().item()) if bool(nz.any()) else 0.0
         worst, at = worst_ratio(err.square(), bound.square())
-        found.append((worst, f"{'row' if name == 'row' else 'class'} {at} of {what}"))
+        found.append((worst, f"{name} {at} of {what}"))
     worst, where = max(found, key=lambda f: f[0])
     cols["grad_entry_ratio"] = worst / K_ENTRY
     return cols, where

@@ -84,7 +84,7 @@ class Reference:
     soft_error: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # Per-entry bounds, as norms (`reference(..., units=...)`; None without): what a careful
     # implementation may be off by in each row of dH [N] and each class's row of dW [V]
-    # (`_entry_bounds`), for the element-wise verdict.
+    # (`_EntryBounds`), for the element-wise verdict.
     hidden_bound: Tensor | None = None
     weight_bound: Tensor | None = None
 

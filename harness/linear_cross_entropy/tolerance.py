@@ -77,11 +77,9 @@ class Tolerance:
 
 
 def tolerance(ref: Reference, point: Point) -> Tolerance:
-    u_d = unit_roundoff(DTYPES[point.dtype])
-    u_c = compute_roundoff(point.dtype)
+    u_d, k, u_c = entry_units(point)
     zmax = ref.logit_max
-    e_z = u_d + u_c * math.sqrt(point.hidden_size)
-    k = u_c * math.sqrt(point.hidden_size)
+    e_z = u_d + k
     xx, xy, yy = ref.soft_error
     softmax = math.sqrt(max(0.0, u_d * u_d * xx + 2 * u_d * k * xy + k * k * yy))
     return Tolerance(
@@ -91,6 +89,6 @@ def tolerance(ref: Reference, point: Point) -> Tolerance:
 
 
 def entry_units(point: Point) -> tuple[float, float, float]:
-    """(u_d, u_c sqrt(D), u_c): the roundoffs the per-entry bounds are made of (module docstring)."""
+    """(u_d, u_c sqrt(D), u_c): the roundoffs both bounds are made of (module docstring)."""
     u_c = compute_roundoff(point.dtype)
     return unit_roundoff(DTYPES[point.dtype]), u_c * math.sqrt(point.hidden_size), u_c
