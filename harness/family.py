@@ -83,7 +83,9 @@ class Family:
     feed: Callable[[Any, Variant, Any], Feed]
     # (fn, feed, mode) -> one repetition's work, returning Outputs
     call: Callable[[Callable, Feed, str], Callable[[], Outputs]]
-    # (outputs, (ref, ref_total), point) -> the accuracy columns and status of a row
+    # (outputs, (ref, ref_total), point) -> the accuracy columns and status of a row; ref_total
+    # None: no total columns (the runner's untimed native call reads the verdict's errors alone,
+    # and a total may walk the draw again: 2.4 s at B x C = 2^26 with soft targets on a CPU)
     assess: Callable[[Outputs, tuple[Any, Any], Any], dict[str, Any]]
     # (point, mode) -> the fewest bytes the mode must move (the byte model)
     bytes_moved: Callable[[Any, str], int]

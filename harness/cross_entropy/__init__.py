@@ -250,16 +250,17 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
     if grad is not None and grad.dim() == 3:  # spatial_size: the gradient of (N, C, d) logits
         grad = row_layout(grad)
     ref, ref_total = refs
+    total = ref_total is not None and ref_total.finite
     g_err = g_total = local = None
     if grad is not None and ref.finite:
         scale = row_scale(ref, loss.dim())
-        if ref_total.finite and ref_total is not ref:  # one walk for both gradient errors
+        if total and ref_total is not ref:  # one walk for both gradient errors
             g_err, local, g_total = _grad_errors(grad, ref, ref_total, scale)
         else:
             g_err, local = grad_errors(grad, ref, scale)
             g_total = g_err if ref_total is ref else None
     cols = asdict(assess(loss, grad, ref, point.dtype, grad_err=g_err, local=local))
-    if ref_total.finite:
+    if total:
         cols["loss_rel_err_total"] = (
             rel_err(cols["loss"], ref_total.loss) if loss.dim() == 0 else rows_rel_err(loss, ref_total.losses)
         )

@@ -210,12 +210,12 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
 
     tol = tolerance(ref, point)
     cols.update(loss_rel_err=loss_err(ref), loss_tolerance=tol.loss)
-    if total.finite:
+    if total is not None and total.finite:
         cols["loss_rel_err_total"] = loss_err(total)
     if grads is not None:
         errs = _grad_errors(grads, ref)
         cols.update(errs, grad_rel_err=max(errs.values()), grad_tolerance=tol.grad)
-        if total.finite:
+        if total is not None and total.finite:
             cols["grad_rel_err_total"] = max(_grad_errors(grads, total).values())
     ratio, where = None, ""
     if grads is not None and ref.hidden_bound is not None:

@@ -177,11 +177,11 @@ def _assess(outputs: Outputs, refs: tuple[Any, Any], p: Point) -> dict[str, Any]
 
     tol = tolerance(ref, p.dtype)
     cols.update(loss_rel_err=loss_err(ref), loss_tolerance=tol.loss)
-    if total.finite:
+    if total is not None and total.finite:
         cols["loss_rel_err_total"] = loss_err(total)
     if grad is not None:
         cols.update(grad_rel_err=norm_rel_err(grad, ref.grad, ref.grad_norm), grad_tolerance=tol.grad)
-        if total.finite:
+        if total is not None and total.finite:
             cols["grad_rel_err_total"] = norm_rel_err(grad, total.grad, total.grad_norm)
     if wrote:
         names = ", ".join(str(r) for r in wrote)

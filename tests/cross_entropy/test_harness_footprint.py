@@ -20,6 +20,8 @@ from harness.loss import errors
 from harness.loss.errors import nonfinite_counts, norm_rel_err, upstream
 from harness.loss.options import LossOptions
 
+from ..conftest import python_c
+
 # 7 rows of 13: blocks of one row when the block is shrunk to 16 elements (a ragged last one too)
 X = torch.randn(7, 13, generator=torch.Generator().manual_seed(0))
 REF = X.double() + 1e-3 * torch.randn(7, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -50,6 +52,23 @@ def test_nonfinite_counts_count_every_kind(block):
     # finite float64 values whose sum overflows: counted in full, and none found
     assert nonfinite_counts(torch.full((7, 13), 1e308, dtype=torch.float64)) == (0, 0)
     assert nonfinite_counts(torch.arange(5)) == (0, 0)
+
+
+def test_the_finite_check_holds_no_float64_copy():
+    # t.sum(dtype=torch.float64) on a CPU copies t whole to float64 inside the kernel (no
+    # tracker of tensors sees it; the process's peak does): 4x a bf16 gradient, the largest
+    # thing a point allocated. Block by block, the check holds a block's copy (2 MiB; the
+    # process's peak moves by up to 68 MiB more, measured, as the heap and the pool settle).
+    grew = python_c(
+        "import resource, torch\n"
+        "from harness.loss.errors import nonfinite_counts\n"
+        "t = torch.ones(1024, 1 << 16, dtype=torch.bfloat16)  # 128 MiB; 512 MiB in float64\n"
+        "nonfinite_counts(t[:8])  # the kernels' code and the thread pool, paged in once\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert nonfinite_counts(t) == (0, 0)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    assert int(grew) < 128 << 20, int(grew) / 2**20  # the copy: 512 MiB
 
 
 @pytest.mark.parametrize(
@@ -346,3 +365,33 @@ def test_gpu_walks_take_blocks_16x_the_cpus_and_the_model_counts_them():
     # the reference's float64 temporaries of a 2^22-element block against 2^18-element ones
     grown = transient_bytes(gpu) - transient_bytes(cpu)
     assert grown == 8 * REFERENCE_TEMPORARIES * ((1 << 22) - (1 << 18)), grown
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_a_point_walks_its_draw_once_more_per_judged_gradient(kind, small_blocks, monkeypatch):
+    # Each walk of a large draw makes every normal again (1.2 s a walk at B x C = 2^26 on a CPU
+    # core, twice that with soft targets): one walk fills the inputs and makes the total
+    # reference, and each gradient judged against the total walks it once more. The native op's
+    # untimed call, which only err_vs_native reads, walks none: its total columns are not made.
+    from types import SimpleNamespace
+
+    from harness.cross_entropy.inputs import Draw
+    from harness.cross_entropy.variants import REGISTRY
+    from harness.runner import run_point
+
+    walks = []
+    blocks = Draw.blocks
+    monkeypatch.setattr(Draw, "blocks", lambda self: walks.append(1) or blocks(self))
+    off = SimpleNamespace(enabled=False)
+    point = Point(7, 50, "fp32", 2.0, "cpu", kind, seed=1)
+    rows = run_point(point, [REGISTRY["chunked"]], off, off, {})
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[1]["grad_rel_err_total"] is not None and rows[1]["err_vs_native"] is not None
+    assert len(walks) == 2  # the fill, and chunked's fwd_bwd gradient
+    walks.clear()
+    native = run_point(point, [REGISTRY["torch_cross_entropy"]], off, off, {})[1]
+    assert len(walks) == 2
+    # the native op's own row gives the same ratio the untimed call did
+    assert rows[1]["grad_err_vs_native"] == pytest.approx(
+        max(rows[1]["grad_rel_err"], 2**-24) / max(native["grad_rel_err"], 2**-24), rel=1e-12
+    )
