@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from harness.cross_entropy.reference import Reference
-from harness.cross_entropy.tolerance import K_ENTRY, tolerance
+from harness.cross_entropy.tolerance import tolerance
 from harness.loss import verdict
 from harness.loss.errors import (
     SCALAR_UPSTREAM,
@@ -95,7 +95,7 @@ def element_columns(local: Entrywise | None) -> dict[str, float]:
     if local is None:
         return {}
     cols = local.result()
-    cols["grad_entry_ratio"] /= K_ENTRY
+    cols["grad_entry_ratio"] /= verdict.K_ENTRY
     cols["worst"] = local.worst  # for the message, not a column
     return cols
 

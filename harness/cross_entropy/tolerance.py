@@ -30,37 +30,21 @@ each carried to the result through the problem's own conditioning (README, Numer
 All of them come from the reference's own pass (harness/cross_entropy/reference.py). No term grows with the
 spread of the logits: a loss divided by C instead of B is flagged at logit scale 1e6 as at 1.
 
-K_LOSS = 4, K_GRAD = 2: the headroom for what the bound leaves out (a batch sum kept in the
-input dtype, a sum of C terms past 2 sqrt(C) u_c). Measured by `python scripts/verdict_audit.py` (last line)
-over the verdict grid and the smoke and cpu sweeps' points: the worst error of
-torch_cross_entropy, chunked, online and log1p_shifted is 2.10x the loss bound (CPU fp16
-F.cross_entropy, whose batch sum is kept in fp16) and 0.74x the gradient bound, so K_LOSS leaves
-1.9x and K_GRAD 2.7x to spare, while every bug of the catalogue is flagged wherever its error is
-above max(8 u_d, 8 x the worst correct error) (tests/cross_entropy/test_verdicts.py).
+K_LOSS = 4, K_GRAD = 2 (harness/loss/verdict.py, every family's): the headroom for what the bound
+leaves out (a batch sum kept in the input dtype, a sum of C terms past 2 sqrt(C) u_c). Measured by
+`python scripts/verdict_audit.py` (last line) over the verdict grid and the smoke and cpu sweeps'
+points: the worst error of torch_cross_entropy, chunked, online and log1p_shifted is 2.10x the
+loss bound (CPU fp16 F.cross_entropy, whose batch sum is kept in fp16) and 0.74x the gradient
+bound, so K_LOSS leaves 1.9x and K_GRAD 2.7x to spare, while every bug of the catalogue is flagged
+wherever its error is above max(8 u_d, 8 x the worst correct error)
+(tests/cross_entropy/test_verdicts.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from harness.cross_entropy.reference import Reference
 from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
-
-K_LOSS = 4.0
-K_GRAD = 2.0
-# The element-wise verdict's headroom over the per-entry bound (harness/loss/errors.py
-# Entrywise; reference.py `_Part.bound`): the gradient bound's terms taken entry by entry, plus
-# the 2 u_c |g| of forming T p - t and dividing it. `python scripts/verdict_audit.py`: the
-# correct variants reach 0.56 of it (the rows of CPU fp16/bf16 softmax apart: docs/findings.md),
-# and each bug of tests/local_bugs.py is flagged wherever its element-wise error is 8x the
-# careful variants' (tests/cross_entropy/test_elementwise.py).
-K_ENTRY = 2.0
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    loss: float  # relative error of the loss beyond which a result is `inaccurate`
-    grad: float  # the same for the gradient, norm-wise
+from harness.loss.verdict import K_GRAD, K_LOSS, Tolerance
 
 
 def tolerance(ref: Reference, dtype_name: str) -> Tolerance:

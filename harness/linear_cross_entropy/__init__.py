@@ -38,7 +38,7 @@ from harness.family import Family, Outputs
 from harness.linear_cross_entropy.inputs import Inputs, make_inputs
 from harness.linear_cross_entropy.point import READS, Point, point
 from harness.linear_cross_entropy.reference import Reference, reference
-from harness.linear_cross_entropy.tolerance import K_ENTRY, entry_units, tolerance
+from harness.linear_cross_entropy.tolerance import entry_units, tolerance
 from harness.linear_cross_entropy.traffic import bytes_moved, flops
 from harness.linear_cross_entropy.variants import REGISTRY
 from harness.loss import verdict
@@ -255,7 +255,7 @@ def _entry_errors(grads: tuple[Tensor, ...], ref: Reference) -> tuple[dict[str, 
         worst, at = worst_ratio(err.square(), bound.square())
         found.append((worst, f"{name} {at} of {what}"))
     worst, where = max(found, key=lambda f: f[0])
-    cols["grad_entry_ratio"] = worst / K_ENTRY
+    cols["grad_entry_ratio"] = worst / verdict.K_ENTRY
     return cols, where
 
 

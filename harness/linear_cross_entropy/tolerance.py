@@ -36,7 +36,8 @@ Carried to the results (logits of size up to zmax = the reference's mean max_v |
     A softcap only shrinks the logits' errors (its derivative is at most 1), so the bound of
     the uncapped logits holds for the capped ones.
 
-K_LOSS = 4, K_GRAD = 2 (the first family's): the headroom for what the bound leaves out. Over
+K_LOSS = 4, K_GRAD = 2 (harness/loss/verdict.py, every family's): the headroom for what the
+bound leaves out. Over
 `+sweep=linear_cpu` at logit scales 1, 3, 10 and seeds 0-2 (N = 256, D = 128, V = 4096 and
 32000, bf16 and fp32) the worst correct variant sat at 0.46x the loss bound (bf16
 materialized, whose loss is returned in bf16) and 0.25x the gradient bound (0.14x at scale 10
@@ -57,23 +58,11 @@ hides in the norm: docs/linear.md, Element-wise verdicts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
 from harness.linear_cross_entropy.point import Point
 from harness.linear_cross_entropy.reference import Reference
-
-K_LOSS = 4.0
-K_GRAD = 2.0
-# The element-wise verdict's headroom over its per-entry bounds (reference.py `_EntryBounds`),
-# as the first family's.
-K_ENTRY = 2.0
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    loss: float  # relative error of the loss beyond which a result is `inaccurate`
-    grad: float  # the same for dH, dW and db, norm-wise
+from harness.loss.verdict import K_GRAD, K_LOSS, Tolerance
 
 
 def tolerance(ref: Reference, point: Point) -> Tolerance:

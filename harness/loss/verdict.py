@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
+
+# The headroom over a family's error bound for what the bound leaves out, one value for every
+# family, so that `inaccurate` means the same in each: each family's bound is the sum of the
+# roundings a careful implementation in the dtype cannot avoid, and K times it is where a result
+# stops being one (harness/cross_entropy/tolerance.py has the measured basis; the linear and
+# vocabulary-parallel families' audits, in their docs, sit below it as well).
+K_LOSS = 4.0
+K_GRAD = 2.0
+# The element-wise verdicts' headroom over the per-entry bounds (harness/loss/errors.py
+# Entrywise): the gradient bound's terms taken entry by entry. `python scripts/verdict_audit.py`:
+# the correct variants reach 0.56 of it (the rows of CPU fp16/bf16 softmax apart:
+# docs/findings.md), and each bug of tests/local_bugs.py is flagged wherever its element-wise
+# error is 8x the careful variants' (tests/cross_entropy/test_elementwise.py).
+K_ENTRY = 2.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A point's bounds, K times a family's sum of unavoidable roundings."""
+
+    loss: float  # relative error of the loss beyond which a result is `inaccurate`
+    grad: float  # the same for the gradient (each of a family's gradients), norm-wise
+
 
 # A relative tolerance from which the bound no longer tells right from wrong: at 0.5 a result
 # half wrong passes, and past 2 a gradient of the wrong sign does (fp32 hard targets at

@@ -16,7 +16,8 @@ explains each term), with its conditioning from this family's reference:
   subnormal       a gradient entry below the dtype's smallest normal is rounded to half the
                   subnormal spacing, not u_d |g|: sqrt(N V) of them at most, over ||grad||.
 
-K_LOSS = 4, K_GRAD = 2, as the first family's. Every correct variant of this family sits below
+K_LOSS = 4, K_GRAD = 2 (harness/loss/verdict.py, every family's). Every correct variant of
+this family sits below
 0.3 of them over `+sweep=tp_cpu` (docs/vocab_parallel.md has the figures and the command), and
 each bug of tests/vocab_parallel_bugs.py is flagged wherever its error is material.
 """
@@ -24,22 +25,13 @@ each bug of tests/vocab_parallel_bugs.py is flagged wherever its error is materi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from harness.dtypes import DTYPES, compute_roundoff, unit_roundoff
+from harness.loss.verdict import K_GRAD, K_LOSS, Tolerance
 
 from .reference import Reference
-
-K_LOSS = 4.0
-K_GRAD = 2.0
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    loss: float
-    grad: float
 
 
 def tolerance(ref: Reference, dtype_name: str) -> Tolerance:
