@@ -126,6 +126,11 @@ def test_the_linear_family_catches_a_weight_gradient_that_ignores_it():
     assert bwd["grad_weight_rel_err"] == pytest.approx(0.5, rel=1e-9)
     native = {r["mode"]: r for r in run_point(point, [LINEAR.registry[LINEAR.native]], OFF, OFF, {})}
     assert native["fwd_bwd"]["status"] == "ok"
+    # err_vs_native from the native op's untimed call (judged without the total reference)
+    u = 2.0**-53
+    assert bwd["grad_err_vs_native"] == pytest.approx(
+        0.5 / max(native["fwd_bwd"]["grad_rel_err"], u), rel=1e-9
+    )
 
 
 def test_a_backward_that_scales_its_saved_gradient_in_place_is_flagged_on_the_second_backward():
