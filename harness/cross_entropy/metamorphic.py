@@ -24,6 +24,7 @@ import torch
 
 from harness.cross_entropy.inputs import Inputs, spatial_layout
 from harness.cross_entropy.point import Point
+from harness.loss.errors import row_blocks
 
 # Where the permutation is drawn from: its own stream, so that it is the same at every run of a
 # point and independent of the inputs' draws (harness/loss/weights.py OPTIONS_STREAM is 2^62).
@@ -47,8 +48,10 @@ def shift(logits: torch.Tensor) -> float:
     """The constant added to every logit: the power of two at or above the largest finite |z|
     (1 when there is none), so that every shifted logit is positive and the row max moves far
     from 0 (a variant that forgets to subtract it overflows where the drawn logits did not)."""
-    finite = logits[torch.isfinite(logits)]
-    top = float(finite.abs().max()) if finite.numel() else 0.0
+    top = 0.0
+    for rows in row_blocks(logits):  # the finite entries' copy block by block
+        finite = logits[rows][torch.isfinite(logits[rows])]
+        top = max(top, float(finite.abs().max())) if finite.numel() else top
     return 2.0 ** math.ceil(math.log2(top)) if top > 0 else 1.0
 
 
@@ -58,7 +61,9 @@ def transformed(point: Point, inputs: Inputs) -> tuple[Inputs, str]:
     verdict's reference is made of it (no total error)."""
     perm = permutation(point).to(inputs.logits.device)
     c = shift(inputs.logits)
-    z = (inputs.logits.to(torch.float64)[:, perm] + c).to(inputs.logits.dtype)
+    z = torch.empty_like(inputs.logits)
+    for rows in row_blocks(z):  # float64 block by block: whole, 2 copies at 8 bytes an element
+        z[rows] = (inputs.logits[rows].to(torch.float64)[:, perm] + c).to(z.dtype)
     if inputs.kind == "hard":
         inverse = torch.argsort(perm)
         y = inputs.targets

@@ -162,3 +162,19 @@ def test_a_backward_that_scales_its_saved_gradient_in_place_is_flagged_on_the_se
     # the write autograd sees: the second backward raises, a refusal the row keeps as a note
     seen = by.loc[("seen", "fwd_bwd")]
     assert seen["status"] == "ok" and "a second backward (retain_graph=True) is refused" in seen["message"]
+
+
+def test_the_second_backwards_fingerprint_goes_block_by_block(monkeypatch):
+    # two float64 sums a gradient, block by block (a whole float64 copy and its square were 8x a
+    # bf16 gradient): equal for the same gradient, moved by one entry changed by one ulp
+    from harness.loss import errors
+    from harness.runner import _fingerprint
+
+    g = torch.randn(7, 30, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    whole = _fingerprint((g, g[:3]))
+    monkeypatch.setattr(errors, "_BLOCK_ELEMENTS", 2 * 30)
+    blocked = _fingerprint((g, g[:3]))
+    assert blocked == pytest.approx(whole, rel=1e-15) and _fingerprint((g.clone(), g[:3])) == blocked
+    h = g.clone()
+    h.view(torch.int16)[6, 29] += 1  # the next bf16 away from 0
+    assert _fingerprint((h, g[:3])) != blocked

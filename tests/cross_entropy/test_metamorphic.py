@@ -95,3 +95,20 @@ def test_a_shift_past_the_dtype_leaves_the_row_as_it_was():
     rows = _rows(dtype="fp16", logit_scale=2e4, variants=["torch_cross_entropy"])
     row = rows.loc["torch_cross_entropy"]
     assert pd.isna(row.get("meta_grad_rel_err")) and "with the classes" not in row["message"]
+
+
+def test_the_transform_goes_block_by_block_to_the_same_bits(monkeypatch):
+    # float64 block by block (never the whole logits at 8 bytes an element, twice): the same
+    # bits as the whole-tensor formula, the shift's maximum too (-inf classes among them)
+    from harness.loss import errors
+
+    point = Point(9, 40, "bf16", 3.0, "cpu", "hard", seed=2, mask_fraction=0.25)
+    inputs = make_inputs(point)
+    logits = inputs.logits
+    whole = logits[torch.isfinite(logits)].abs().max().item()
+    expected = (logits.double()[:, permutation(point)] + 2.0 ** torch.tensor(whole).log2().ceil().item()).to(
+        logits.dtype
+    )
+    monkeypatch.setattr(errors, "_BLOCK_ELEMENTS", 40 * 2)  # two rows a block, a ragged last one
+    moved, _ = transformed(point, inputs)
+    assert torch.equal(moved.logits, expected)
