@@ -54,11 +54,15 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from harness.loss.errors import block_elements
 from harness.loss.options import LossOptions
 
-# Classes per chunk: a [N, chunk] float64 block of at most 2^24 elements (128 MiB), so the
-# reference's temporaries stay small next to the [V, D] float64 dW it returns.
-BLOCK_ELEMENTS = 1 << 24
+# Classes per chunk: a [N, chunk] float64 block of about 2^20 elements (8 MiB) on a CPU, 16x
+# that on a GPU (harness/loss/errors.py block_elements: a chunk's operations are launches there).
+# A chunk's pass holds about ten such temporaries: at 2^24 elements on a CPU (128 MiB each) the
+# reference was the point's peak, 1.75 GB at bf16 N = 4096, D = 512, V = 32000, in 40 s a point;
+# at 2^20, 1.51 GB (the native op's own backward is the peak) in 28-30 s.
+BLOCK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,8 @@ class Reference:
         return replace(self, **norms)
 
 
-def chunk_size(rows: int, classes: int) -> int:
-    return max(1, min(classes, BLOCK_ELEMENTS // max(rows, 1)))
+def chunk_size(rows: int, classes: int, device: torch.device | str = "cpu") -> int:
+    return max(1, min(classes, block_elements(BLOCK_ELEMENTS, device) // max(rows, 1)))
 
 
 def _capped(z: Tensor, cap: float | None) -> tuple[Tensor, Tensor | None]:
@@ -143,7 +147,7 @@ def reference(
     safe_t = torch.where(kept_mask, targets, torch.zeros_like(targets))
     w_y = cw[safe_t] if cw is not None else torch.ones(n_rows, dtype=f64, device=h.device)
     w_sum = float(cw.sum().item()) if cw is not None else float(v)
-    step = chunk_size(n_rows, v)
+    step = chunk_size(n_rows, v, h.device)
 
     def logits(lo: int, hi: int) -> Tensor:
         z = h @ w[lo:hi].T
