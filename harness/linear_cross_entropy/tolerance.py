@@ -36,19 +36,17 @@ Carried to the results (logits of size up to zmax = the reference's mean max_v |
     A softcap only shrinks the logits' errors (its derivative is at most 1), so the bound of
     the uncapped logits holds for the capped ones.
 
-K_LOSS = 4, K_GRAD = 2 (harness/loss/verdict.py, every family's): the headroom for what the
-bound leaves out. Over
-`+sweep=linear_cpu` at logit scales 1, 3, 10 and seeds 0-2 (N = 256, D = 128, V = 4096 and
-32000, bf16 and fp32) the worst correct variant sat at 0.46x the loss bound (bf16
-materialized, whose loss is returned in bf16) and 0.25x the gradient bound (0.14x at scale 10
-in bf16); over `+sweep=linear_options` on the same scales and seeds (every option and the
-bias, 180 points) at 0.32x and 0.20x. The bound is norm-wise and judges dH, dW and db
-separately; it scales with u_d, so a bf16 variant is never held to fp32. A gradient that
-misses a whole vocabulary chunk is off by the chunk's share of ||dW|| (0.5 when a quarter of
-the classes is left out), far above it in every dtype;
-tests/linear_cross_entropy/test_linear_bugs.py has it with the rest of the family's bug
-catalogue, and the option bugs the bf16 bound does not flag, with their measured figures (each
-below 8x the worst careful variant's error at its point).
+K_LOSS = 4, K_GRAD = 2 (harness/loss/verdict.py, every family's): the headroom for what the bound
+leaves out. Over `+sweep=linear_cpu` at logit scales 1, 3, 10 and seeds 0-2 (N = 256, D = 128,
+V = 4096 and 32000, bf16 and fp32) the worst correct variant sat at 0.46x the loss bound (bf16
+materialized, whose loss is returned in bf16) and 0.25x the gradient bound (0.14x at scale 10 in
+bf16); over `+sweep=linear_options` on the same scales and seeds (every option and the bias, 180
+points) at 0.32x and 0.20x. The bound is norm-wise and judges dH, dW and db separately; it scales
+with u_d, so a bf16 variant is never held to fp32. A gradient that misses a whole vocabulary chunk
+is off by the chunk's share of ||dW|| (0.5 when a quarter of the classes is left out), far above
+it in every dtype; tests/linear_cross_entropy/test_linear_bugs.py has it with the rest of the
+family's bug catalogue, and the option bugs the bf16 bound does not flag, with their measured
+figures (each below 8x the worst careful variant's error at its point).
 
 Element-wise (K_ENTRY, `entry_units`): each row of dH and each class's row of dW against its
 own per-entry bound (reference.py `_EntryBounds`), where a bug confined to one class or row
