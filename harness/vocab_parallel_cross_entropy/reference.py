@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.loss.errors import SCALAR_UPSTREAM, upstream
+from harness.loss.errors import SCALAR_UPSTREAM, block_elements, row_slices, upstream
 from harness.loss.options import LossOptions
 
 
@@ -53,36 +53,125 @@ class Reference:
     missing: str = ""
 
 
+# Rows per block: about 2^20 float64 elements (8 MiB) per temporary on a CPU, 16x on a GPU
+# (harness/loss/errors.py block_elements). A block's pass holds about twenty of them; over the
+# whole [N, V] at once they were 53x bf16 logits (7.1 GB at N = 2048, V = 32768, tp = 2).
+_BLOCK_ELEMENTS = 1 << 20
+
+
 def reference(logits: Tensor, targets: Tensor, options: LossOptions) -> Reference:
-    """float64 loss and gradient of the loss on the whole logits (any dtype, read as rounded)."""
-    z = logits.to(torch.float64)
-    n, v = z.shape
-    if not bool(torch.isfinite(z).all()):
-        return _missing(n, v, z.device, "the rounded logits hold a non-finite value")
-    cap = options.softcap
-    zc = cap * torch.tanh(z / cap) if cap else z
+    """float64 loss and gradient of the loss on the whole logits (any dtype, read as rounded),
+    block by block of rows: every quantity is a row's, but for the sums that reduce them (the
+    loss, the norms), accumulated over the blocks. Only the [N, V] float64 gradient is held."""
+    n, v = logits.shape
+    device = logits.device
+    rows_at = list(row_slices(n, v, block_elements(_BLOCK_ELEMENTS, device)))
+    if not all(bool(torch.isfinite(logits[r]).all()) for r in rows_at):
+        return _missing(n, v, device, "the rounded logits hold a non-finite value")
     kept = targets != options.ignore_index
     y = torch.where(kept, targets, 0)
     w = options.weight.to(torch.float64) if options.weight is not None else torch.ones(v, dtype=torch.float64)
-    w = w.to(z.device)
+    w = w.to(device)
+    keptf = kept.to(torch.float64)
+    wy = w[y]  # [N]
+    kept_n = int(kept.sum().item())
+    red = options.reduction
+    if red == "mean":
+        if kept_n == 0:
+            return _missing(n, v, device, "every row is ignored: the mean has nothing to divide")
+        ce_scale, zl_scale = 1.0 / float((wy * keptf).sum().item()), 1.0 / kept_n
+    else:
+        ce_scale = zl_scale = 1.0
+    if red == "none":
+        row_factor = upstream(n, torch.empty(0, dtype=torch.float64, device=device))
+    else:
+        row_factor = torch.full((n,), SCALAR_UPSTREAM, dtype=torch.float64, device=device)
+    scales = (ce_scale, zl_scale)
+
+    grad = torch.empty((n, v), dtype=torch.float64, device=device)
+    ce = torch.empty(n, dtype=torch.float64, device=device)
+    zl = torch.empty(n, dtype=torch.float64, device=device)
+    per_lse_err = torch.empty(n, dtype=torch.float64, device=device)
+    grad_norm = tp_norm = log_p_norm = 0.0
+    for r in rows_at:
+        part = _block(logits[r].to(torch.float64), y[r], keptf[r], w, row_factor[r], options, scales)
+        grad[r], ce[r], zl[r], per_lse_err[r] = part.grad, part.ce, part.zl, part.per_lse_err
+        grad_norm = math.hypot(grad_norm, part.grad_norm)
+        tp_norm, log_p_norm = math.hypot(tp_norm, part.tp_norm), math.hypot(log_p_norm, part.log_p_norm)
+
+    if red == "mean":
+        loss = float(ce.sum().item()) * ce_scale + float(zl.sum().item()) * zl_scale
+        losses = ce * ce_scale + zl * zl_scale  # each row's share of the reduced loss
+    else:
+        losses = ce + zl
+        loss = float(losses.sum().item()) if red == "sum" else float(losses.mean().item())
+    # conditioning: one unit of error in row b's lse moves its loss by d(loss_b)/d(lse_b)
+    if red == "none":
+        lm = float(torch.linalg.vector_norm(per_lse_err).item()) / max(
+            float(torch.linalg.vector_norm(losses).item()), 1e-300
+        )
+    else:
+        lm = float(per_lse_err.sum().item()) / max(abs(loss), 1e-300)
+    denom = max(grad_norm, 1e-300)
+    return Reference(
+        loss=loss,
+        losses=losses,
+        grad=grad,
+        grad_norm=grad_norm,
+        loss_magnitude=lm,
+        grad_magnitude=tp_norm / denom,
+        grad_log_p=log_p_norm / denom,
+        kept=kept_n,
+        finite=math.isfinite(loss) and all(bool(torch.isfinite(grad[r]).all()) for r in rows_at),
+    )
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One block of rows' share: its gradient rows, per-row loss parts, and norms to combine."""
+
+    grad: Tensor  # [R, V]
+    ce: Tensor  # [R] the cross-entropy part of each kept row's loss (0 on ignored rows)
+    zl: Tensor  # [R] the z-loss part
+    per_lse_err: Tensor  # [R] d(loss_b)/d(lse_b) times lse_b's error in units of u_c
+    grad_norm: float
+    tp_norm: float  # ||the part of the gradient in p, times each row's lse error||
+    log_p_norm: float  # ||T p |log p| sech^2||
+
+
+def _block(
+    z: Tensor,
+    y: Tensor,
+    keptf: Tensor,
+    w: Tensor,
+    row_factor: Tensor,
+    options: LossOptions,
+    scales: tuple[float, float],
+) -> _Part:
+    """The module docstring's formulas on rows z [R, V] float64 with targets y (safe: 0 where
+    ignored), keptf (1.0 on kept rows), the class weights w [V] and each row's incoming gradient
+    (row_factor); scales: the reduction's (cross-entropy, z-loss) factors."""
+    v = z.shape[1]
+    ce_scale, zl_scale = scales
+    cap = options.softcap
+    zc = cap * torch.tanh(z / cap) if cap else z
 
     m, top = zc.max(dim=1, keepdim=True)
     e = torch.exp(zc - m)
     e_rest = e.scatter(1, top, 0.0)  # every class but the row max's own 1
     s1 = e_rest.sum(dim=1, keepdim=True)
     s = 1.0 + s1
-    lse = m + torch.log1p(s1)  # [N, 1]
+    lse = m + torch.log1p(s1)  # [R, 1]
     p = e / s
     gap = (m - zc) + torch.log1p(s1)  # lse - z', never a difference of two large numbers
 
     eps = options.label_smoothing
-    wy = w[y]  # [N]
+    wy = w[y]  # [R]
     q_target = (1.0 - eps) * wy
     q_smooth = (eps / v) * w  # [V]
     Q = q_target + q_smooth.sum()
     ce = q_target * gap.gather(1, y[:, None])[:, 0] + (gap * q_smooth).sum(dim=1)
     zl = options.z_loss * lse[:, 0] ** 2
-    keptf = kept.to(torch.float64)
     ce, zl = ce * keptf, zl * keptf
 
     # the gradient of each row's loss with respect to its z' entries: Q p - q + 2 zl lse p,
@@ -96,44 +185,15 @@ def reference(logits: Tensor, targets: Tensor, options: LossOptions) -> Referenc
     g_zl = 2.0 * options.z_loss * lse * p
     sech2 = _sech2(z / cap) if cap else None
 
-    kept_n = int(kept.sum().item())
-    red = options.reduction
-    if red == "mean":
-        if kept_n == 0:
-            return _missing(n, v, z.device, "every row is ignored: the mean has nothing to divide")
-        denom_ce = float((wy * keptf).sum().item())
-        ce_scale, zl_scale = 1.0 / denom_ce, 1.0 / kept_n
-        loss = float(ce.sum().item()) * ce_scale + float(zl.sum().item()) * zl_scale
-        losses = ce * ce_scale + zl * zl_scale  # each row's share of the reduced loss
-        row_factor = torch.full((n,), SCALAR_UPSTREAM, dtype=torch.float64, device=z.device)
-    elif red == "sum":
-        ce_scale = zl_scale = 1.0
-        losses = ce + zl
-        loss = float(losses.sum().item())
-        row_factor = torch.full((n,), SCALAR_UPSTREAM, dtype=torch.float64, device=z.device)
-    else:
-        ce_scale = zl_scale = 1.0
-        losses = ce + zl
-        loss = float(losses.mean().item())
-        row_factor = upstream(n, z).to(torch.float64)
-
     # the cross-entropy part and the z-loss part are scaled apart under mean
     grad = (g_ce * ce_scale + g_zl * zl_scale) * (row_factor * keptf)[:, None]
     grad_capped = grad  # the gradient with respect to z' (the capped logits)
     if sech2 is not None:
         grad = grad * sech2
-    grad_norm = float(torch.linalg.vector_norm(grad).item())
 
-    # conditioning: one unit of error in row b's lse moves its loss by d(loss_b)/d(lse_b)
     per_lse = (Q * ce_scale + 2.0 * options.z_loss * lse[:, 0].abs() * zl_scale) * keptf
     zmax = zc.abs().amax(dim=1)
     lse_err = zmax + math.log(v) + 2.0 * math.sqrt(v)  # in units of u_c (the tolerance's)
-    if red == "none":
-        lm = float(torch.linalg.vector_norm(per_lse * lse_err).item()) / max(
-            float(torch.linalg.vector_norm(losses).item()), 1e-300
-        )
-    else:
-        lm = float((per_lse * lse_err).sum().item()) / max(abs(loss), 1e-300)
     tp_part = (per_lse * row_factor)[:, None] * p * lse_err[:, None]
     log_p = (per_lse * row_factor)[:, None] * p * gap
     if sech2 is not None:
@@ -142,17 +202,14 @@ def reference(logits: Tensor, targets: Tensor, options: LossOptions) -> Referenc
         # is tiny and this error is all that is left of the entry)
         tp_part = tp_part * sech2 + 2.0 * grad_capped.abs() * (1.0 - sech2)
         log_p = log_p * sech2
-    denom = max(grad_norm, 1e-300)
-    return Reference(
-        loss=loss,
-        losses=losses,
+    return _Part(
         grad=grad,
-        grad_norm=grad_norm,
-        loss_magnitude=lm,
-        grad_magnitude=float(torch.linalg.vector_norm(tp_part).item()) / denom,
-        grad_log_p=float(torch.linalg.vector_norm(log_p).item()) / denom,
-        kept=kept_n,
-        finite=math.isfinite(loss) and bool(torch.isfinite(grad).all()),
+        ce=ce,
+        zl=zl,
+        per_lse_err=per_lse * lse_err,
+        grad_norm=float(torch.linalg.vector_norm(grad).item()),
+        tp_norm=float(torch.linalg.vector_norm(tp_part).item()),
+        log_p_norm=float(torch.linalg.vector_norm(log_p).item()),
     )
 
 

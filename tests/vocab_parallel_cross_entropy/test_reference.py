@@ -81,3 +81,28 @@ def test_shards_follow_torch_chunk():
     for v, tp in ((37, 2), (37, 3), (37, 4), (1001, 3), (1024, 4), (5, 3)):
         chunks = torch.arange(v).chunk(tp)
         assert shard_bounds(v, tp) == [(int(c[0]), int(c[-1]) + 1) for c in chunks]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("rows_a_block", [1, 3])
+def test_the_reference_goes_block_by_block_to_the_same_answer(reduction, rows_a_block, monkeypatch):
+    # Block by block of rows (a whole [N, V] float64 pass held about twenty such tensors, 53x
+    # bf16 logits): each row's values to the bit, the sums over blocks to the last digits.
+    import importlib
+
+    module = importlib.import_module("harness.vocab_parallel_cross_entropy.reference")
+    g = torch.Generator().manual_seed(5)
+    z = (3 * torch.randn(10, 40, generator=g)).to(torch.bfloat16)
+    y = torch.randint(40, (10,), generator=g)
+    y[::4] = 7  # ignored
+    opt = LossOptions(
+        ignore_index=7, label_smoothing=0.1, z_loss=1e-3, softcap=5.0, reduction=reduction,
+        weight=(torch.rand(40, generator=g) + 0.5).to(torch.bfloat16),
+    )  # fmt: skip
+    whole = reference(z, y, opt)
+    monkeypatch.setattr(module, "_BLOCK_ELEMENTS", rows_a_block * 40)
+    blocks = reference(z, y, opt)
+    assert torch.equal(blocks.grad, whole.grad) and torch.equal(blocks.losses, whole.losses)
+    for name in ("loss", "grad_norm", "loss_magnitude", "grad_magnitude", "grad_log_p"):
+        assert getattr(blocks, name) == pytest.approx(getattr(whole, name), rel=1e-14), name
+    assert (blocks.kept, blocks.finite) == (whole.kept, whole.finite) == (7, True)
