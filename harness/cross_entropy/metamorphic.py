@@ -50,7 +50,8 @@ def shift(logits: torch.Tensor) -> float:
     from 0 (a variant that forgets to subtract it overflows where the drawn logits did not)."""
     top = 0.0
     for rows in row_blocks(logits):  # the finite entries' copy block by block
-        finite = logits[rows][torch.isfinite(logits[rows])]
+        block = logits[rows]
+        finite = block[torch.isfinite(block)]
         top = max(top, float(finite.abs().max())) if finite.numel() else top
     return 2.0 ** math.ceil(math.log2(top)) if top > 0 else 1.0
 
