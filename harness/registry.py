@@ -144,6 +144,12 @@ class Registry(Mapping[str, Variant]):
                 f"variant {v.name!r}: unknown loss option {unknown[0]!r}; "
                 f"{self.family} knows {', '.join(self.options) or 'none'}"
             )
+        untaken = not_taken(v.fn, v.options)
+        if untaken:
+            raise ValueError(
+                f"variant {v.name!r} declares the loss option {untaken[0]!r} but its function does not "
+                "take it by keyword: add it to the signature, or take **options"
+            )
         if bool(v.expected_wrong) != (v.closed_form is not None):
             raise ValueError(
                 f"variant {v.name!r}: a variant wrong on purpose gives both expected_wrong "
@@ -235,6 +241,12 @@ class Registry(Mapping[str, Variant]):
                 f"variants: {spec!r}: harness_options names {unknown[0]!r}; "
                 f"known options: {', '.join(self.options)}"
             )
+        untaken = not_taken(fn, options)
+        if untaken:
+            raise SettingError(
+                f"variants: {spec!r}: harness_options names {untaken[0]!r}, which the function does not "
+                "take by keyword; add it to the signature, or take **options"
+            )
         return Variant(
             name=alias or spec,
             fn=fn,
@@ -288,3 +300,17 @@ class Registry(Mapping[str, Variant]):
                 )
             seen[variant.name] = spec
         return [v for _, v in pairs]
+
+
+def not_taken(fn: Fn, options: frozenset[str]) -> list[str]:
+    """The declared options (keyword names) that `fn` cannot take by keyword, sorted: none where
+    it takes **options, or has no signature to read. The runner passes every declared option at
+    every point, so a name missing here would fail every call of the variant."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    by_keyword = {n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return sorted(set(options) - by_keyword)

@@ -107,3 +107,11 @@ def scribbles_on_weights(logits, targets, weight=None):
 
 
 scribbles_on_weights.harness_options = {"weight"}
+
+
+def declares_what_it_cannot_take(logits, targets, *, label_smoothing=0.0):
+    """Declares z_loss, which its signature has no place for: every call would be a TypeError."""
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+declares_what_it_cannot_take.harness_options = {"label_smoothing", "z_loss"}

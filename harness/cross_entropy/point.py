@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.config import validate_device
-from harness.dtypes import DTYPES
-from harness.loss import declared, settings
-from harness.loss.point import OptionedPoint
-from harness.loss.settings import SettingError, get_setting, optional, positive
+from harness.loss import declared
+from harness.loss.point import LOGITS_FIELDS, OptionedPoint, logits_settings
+from harness.loss.settings import SettingError, get_setting, optional
 
 TARGET_KINDS = ("soft", "hard")
 # The settings this family reads beyond the common ones (harness/loss/settings.py, COMMON): a
@@ -54,33 +52,20 @@ class _Point(OptionedPoint):
 
 
 Point = declared.point_class(
-    "Point",
-    "cross_entropy",
-    _Point,
-    [
-        ("batch_size", int),
-        ("num_classes", int),
-        ("dtype", str),
-        ("logit_scale", float),
-        ("device", str),
-        ("targets", str),
-        ("seed", int),
-    ],
+    "Point", "cross_entropy", _Point, [*LOGITS_FIELDS, ("targets", str), ("seed", int)]
 )
 
 
 def point(cfg: Any) -> Point:
     """Check the point settings of a composed config (DictConfig, dataclass or dict)."""
-    b = positive(cfg, "batch_size", 1)
-    c = positive(cfg, "num_classes", 2)
-    dtype = settings.one_of(cfg, "dtype", DTYPES)
-    s = settings.scale(get_setting(cfg, "logit_scale"), "logit_scale")
+    common = logits_settings(cfg)
+    b = common["batch_size"]
     targets = get_setting(cfg, "targets")
     if targets not in TARGET_KINDS:
         raise SettingError(f"targets={targets!r} is not allowed: use soft or hard")
-    seed = settings.seed(get_setting(cfg, "seed"), "seed")
-    device = validate_device(get_setting(cfg, "device"))
-    options = declared.parse(lambda k, d: optional(cfg, k, d), "cross_entropy", c, targets)
+    options = declared.parse(
+        lambda k, d: optional(cfg, k, d), "cross_entropy", common["num_classes"], targets
+    )
     if options["micro_batches"] > b:
         raise SettingError(f"micro_batches={options['micro_batches']} is more than batch_size={b}")
     d = options["spatial_size"]
@@ -88,13 +73,4 @@ def point(cfg: Any) -> Point:
         raise SettingError(
             f"spatial_size={d} does not divide batch_size={b}: the logits are (batch_size / d, C, d)"
         )
-    return Point(
-        batch_size=b,
-        num_classes=c,
-        dtype=dtype,
-        logit_scale=s,
-        device=device,
-        targets=targets,
-        seed=seed,
-        **options,
-    )
+    return Point(**common, targets=targets, **options)

@@ -25,7 +25,7 @@ from dataclasses import field
 from typing import Any
 
 from harness.loss import declared
-from harness.loss.point import OptionedPoint, class_index_settings
+from harness.loss.point import LOGITS_FIELDS, OptionedPoint, class_index_settings
 from harness.loss.settings import SettingError, optional, positive
 
 FAMILY_NAME = "linear_cross_entropy"
@@ -69,15 +69,7 @@ Point = declared.point_class(
     "Point",
     FAMILY_NAME,
     _Point,
-    [
-        ("batch_size", int),
-        ("hidden_size", int),
-        ("num_classes", int),
-        ("dtype", str),
-        ("logit_scale", float),
-        ("device", str),
-        ("seed", int),
-    ],
+    [LOGITS_FIELDS[0], ("hidden_size", int), *LOGITS_FIELDS[1:], ("seed", int)],
     after=[("bias", bool, field(default=False)), ("targets", str, field(default="hard"))],
 )
 

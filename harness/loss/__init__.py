@@ -7,8 +7,10 @@
   settings   reading and checking the settings every family has (scales, seeds, sizes), the
              scan of one job's points, and the refusal of a setting the chosen family does not
              read.
-  options    LossOptions: the options of one call, as the float64 references and the kernels
-             take them.
+  options    LossOptions: the options of one call, as the float64 references, the kernels and
+             the variants take them (`Keywords`: a variant's keyword arguments).
+  composed   the options composed around F.cross_entropy as eager training code does, which
+             each family's composed variant measures on its own logits.
   point      the methods every family's Point shares: its option values, as row columns, as the
              keyword arguments a variant receives, and those a variant must honour.
   weights    the seeded class weights and the option draws' random streams.

@@ -1,7 +1,8 @@
-"""The loss options of one call, as the float64 references and the kernels take them.
+"""The loss options of one call, as the float64 references, the kernels and the variants take them.
 
 The settings that turn them on are declared in harness/loss/declared.py; this is their value
-for one call, shared by both families' references and the Triton kernels.
+for one call, shared by every family's reference, the Triton kernels and the variants that take
+their keywords together (`Keywords`, `LossOptions.of_keywords`).
 
 `LossOptions()` (every field at its default) is F.cross_entropy's defaults: the plain loss. The
 reference (harness/cross_entropy/reference.py) computes the optioned loss exactly to float64;
@@ -23,7 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
+
+try:  # for a variant's `**options: Unpack[Keywords]`: typing's from Python 3.11, else torch's own dependency
+    from typing import Unpack as Unpack
+except ImportError:  # pragma: no cover
+    from typing_extensions import Unpack as Unpack
 
 import torch
 from torch import Tensor
@@ -44,6 +50,30 @@ def capped(z: Tensor, softcap: float | None) -> Tensor:
     if softcap is None:
         return z
     return torch.where(torch.isneginf(z), z, softcap * torch.tanh(z / softcap))
+
+
+class Keywords(TypedDict, total=False):
+    """The loss options as a variant receives them: keyword arguments under F.cross_entropy's
+    names, plus z_loss and softcap (harness/loss/declared.py `variant_kwargs` lists each
+    family's). The runner passes every option the variant declares (`register(options=...)`),
+    at the point's value whether or not it is on, and no other, so a variant may take them as
+    `**options: Unpack[Keywords]` and read them with `LossOptions.of_keywords`, or spell them out
+    in its signature as F.cross_entropy does: the call is the same."""
+
+    ignore_index: int
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    weight: Tensor | None  # [C] class weights in the logits' dtype
+    class_weight: Tensor | None  # the same, in the linear family (its `weight` is the layer's)
+    reduction: str
+    num_items_in_batch: int | None  # cross_entropy: the whole batch's kept rows (gradient accumulation)
+    bias: Tensor | None  # linear_cross_entropy: F.linear's bias (an input, declared as an option)
+
+
+# Keywords that are not the loss's own options: the caller reads them (harness/loss/options.py
+# `LossOptions.of_keywords` leaves them out).
+CALLER_KEYWORDS = frozenset({"num_items_in_batch", "bias"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,29 @@ class LossOptions:
             given["softcap"] = given["softcap"] or None  # a point's 0.0 is no cap
         extra = tuple((k, v) for k, v in values.items() if k not in own and k not in _INPUT_OPTIONS)
         return cls(**given, weight=weight, extra=extra)
+
+    @classmethod
+    def of_keywords(cls, options: Mapping[str, Any]) -> LossOptions:
+        """The options of one variant call from its keywords (`Keywords`), the ones not given
+        at their defaults: the linear family's class_weight is the loss's weight, and
+        CALLER_KEYWORDS are left to the caller. An unknown keyword is a TypeError, as in a
+        signature that spells them out."""
+        given = {k: v for k, v in options.items() if k not in CALLER_KEYWORDS}
+        if "class_weight" in given:
+            given["weight"] = given.pop("class_weight")
+        return cls(**given)
+
+    def torch_keywords(self, dtype: torch.dtype | None = None) -> dict[str, Any]:
+        """F.cross_entropy's own keywords (z_loss and the softcap are not among them), the class
+        weights cast to `dtype` where given: it refuses weights of another dtype than the logits',
+        and the cast of a rounded weight to a wider dtype is exact."""
+        weight = self.weight if self.weight is None or dtype is None else self.weight.to(dtype)
+        return dict(
+            weight=weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            reduction=self.reduction,
+        )
 
     def value(self, name: str) -> Any:
         """The value of option `name` (a field, or one in `extra`); its declared default if unset."""

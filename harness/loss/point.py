@@ -58,28 +58,45 @@ class OptionedPoint:
         return {**cols, **declared.columns(self.option_values()), "family": self.FAMILY_NAME}
 
 
-def class_index_settings(cfg: Any, family: str) -> dict[str, Any]:
-    """The checked settings every point with class-index targets shares, as Point fields:
-    batch_size, num_classes, dtype, logit_scale, seed, device, and one per loss option `family`
-    reads (the families whose targets are class indices: linear_cross_entropy,
-    vocab_parallel_cross_entropy). `targets` may only be hard; the schema's default, soft (the
-    first family's), reads as hard, since Hydra keeps no record of whether it was set."""
+# The fields of every family's Point that `logits_settings` checks, less the seed (each family
+# puts its own fields among them: targets before the seed, the linear family's hidden_size second).
+LOGITS_FIELDS = (
+    ("batch_size", int),
+    ("num_classes", int),
+    ("dtype", str),
+    ("logit_scale", float),
+    ("device", str),
+)
+
+
+def logits_settings(cfg: Any) -> dict[str, Any]:
+    """The checked settings every family's point has, as Point fields: batch_size, num_classes,
+    dtype, logit_scale, seed and device."""
     from harness.config import validate_device  # the schema: not needed to read rows
     from harness.dtypes import DTYPES  # torch: only once a point is measured
     from harness.loss import settings
-    from harness.loss.settings import SettingError, get_setting, optional, positive
+    from harness.loss.settings import get_setting, positive
 
-    n = positive(cfg, "batch_size", 1)
-    v = positive(cfg, "num_classes", 2)
-    out = {
-        "batch_size": n,
-        "num_classes": v,
+    return {
+        "batch_size": positive(cfg, "batch_size", 1),
+        "num_classes": positive(cfg, "num_classes", 2),
         "dtype": settings.one_of(cfg, "dtype", DTYPES),
         "logit_scale": settings.scale(get_setting(cfg, "logit_scale"), "logit_scale"),
         "seed": settings.seed(get_setting(cfg, "seed"), "seed"),
         "device": validate_device(get_setting(cfg, "device")),
     }
+
+
+def class_index_settings(cfg: Any, family: str) -> dict[str, Any]:
+    """`logits_settings`, and one field per loss option `family` reads, for the families whose
+    targets are class indices (linear_cross_entropy, vocab_parallel_cross_entropy). `targets`
+    may only be hard; the schema's default, soft (the first family's), reads as hard, since Hydra
+    keeps no record of whether it was set."""
+    from harness.loss.settings import SettingError, optional
+
+    out = logits_settings(cfg)
     targets = optional(cfg, "targets", "hard")
     if targets not in ("hard", "soft"):
         raise SettingError(f"targets={targets!r} is not allowed with family={family}: use hard")
-    return {**out, **declared.parse(lambda k, dflt: optional(cfg, k, dflt), family, v, "hard")}
+    options = declared.parse(lambda k, dflt: optional(cfg, k, dflt), family, out["num_classes"], "hard")
+    return {**out, **options}

@@ -22,7 +22,7 @@ from dataclasses import field
 from typing import Any
 
 from harness.loss import declared, settings
-from harness.loss.point import OptionedPoint, class_index_settings
+from harness.loss.point import LOGITS_FIELDS, OptionedPoint, class_index_settings
 from harness.loss.settings import SettingError, optional
 
 FAMILY_NAME = "vocab_parallel_cross_entropy"
@@ -75,14 +75,7 @@ Point = declared.point_class(
     "Point",
     FAMILY_NAME,
     _Point,
-    [
-        ("batch_size", int),
-        ("num_classes", int),
-        ("dtype", str),
-        ("logit_scale", float),
-        ("device", str),
-        ("seed", int),
-    ],
+    [*LOGITS_FIELDS, ("seed", int)],
     after=[
         ("tp", int, field(default=1)),
         ("link_gbps", float, field(default=DEFAULT_LINK_GBPS, compare=False)),

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness import job
+from harness.config import SettingError
 from harness.cross_entropy.inputs import make_inputs
 from harness.cross_entropy.point import point
 from harness.cross_entropy.variants import REGISTRY
+from harness.registry import Variant
 
 from .. import option_bugs
 from ..conftest import job_config, run_job
@@ -127,6 +130,42 @@ def test_a_user_variant_receives_the_options_it_declares_by_keyword():
     assert set(seen) == {"ignore_index", "label_smoothing", "weight", "reduction"}
     assert seen["ignore_index"] == -100 and seen["label_smoothing"] == 0.1 and seen["reduction"] == "none"
     assert seen["weight"].shape == (37,) and seen["weight"].dtype == torch.float32
+
+
+def test_a_declared_option_the_function_cannot_take_is_refused_when_it_is_registered():
+    def spelled(logits, targets, *, label_smoothing=0.0):
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+    def forwarded(logits, targets, **options):
+        return F.cross_entropy(logits, targets, **options)
+
+    with pytest.raises(
+        ValueError, match="declares the loss option 'z_loss' but its function does not take it"
+    ):
+        REGISTRY.add(Variant("spelled", spelled, options=frozenset({"label_smoothing", "z_loss"})))
+    REGISTRY.add(Variant("forwarded", forwarded, options=frozenset({"label_smoothing", "weight"})))
+    try:
+        assert "forwarded" in REGISTRY
+    finally:
+        REGISTRY.remove("forwarded")
+    with pytest.raises(SettingError, match=r"harness_options names 'z_loss', which the function does not"):
+        REGISTRY.get("x@tests.fault_variants:declares_what_it_cannot_take")
+
+
+@pytest.mark.parametrize("name", ["torch_composed", "chunked", "online"])
+def test_a_variant_taking_options_as_keywords_defaults_what_is_left_out_and_refuses_the_unknown(name):
+    """The built-in variants take `**options: Unpack[Keywords]`: called with none they are the
+    plain loss (LossOptions' defaults are F.cross_entropy's); an option no family declares is
+    a TypeError naming it, as a signature that spelled the options out would raise."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(8, 5, dtype=torch.float64, generator=g)
+    t = torch.randint(5, (8,), generator=g)
+    fn = REGISTRY[name].fn
+    torch.testing.assert_close(fn(z, t), F.cross_entropy(z, t), rtol=1e-13, atol=0)
+    smoothed = F.cross_entropy(z, t, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(fn(z, t, label_smoothing=0.1, reduction="sum"), smoothed, rtol=1e-13, atol=0)
+    with pytest.raises(TypeError, match="focal_gamma"):
+        fn(z, t, focal_gamma=2.0)
 
 
 @pytest.mark.parametrize(

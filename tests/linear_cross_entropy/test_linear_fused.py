@@ -146,11 +146,11 @@ from harness.linear_cross_entropy.reference import reference
 from harness.linear_cross_entropy.variants import fused
 from tests.linear_cross_entropy.test_linear_fused import _inputs
 
-OPTIONS = fused._Options(label_smoothing=0.1, z_loss=1e-3, softcap=5.0)
+OPTIONS = LossOptions(label_smoothing=0.1, z_loss=1e-3, softcap=5.0)
 for dtype, budget, opts in [
     (torch.float32, 16, OPTIONS),
-    (torch.float32, 16, fused._Options()),
-    (torch.bfloat16, 64, fused._Options()),
+    (torch.float32, 16, LossOptions()),
+    (torch.bfloat16, 64, LossOptions()),
     (torch.float64, 3, OPTIONS),
 ]:
     h, w, t = _inputs(48, 16, 300, dtype, ignored_every=4)

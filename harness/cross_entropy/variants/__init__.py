@@ -17,10 +17,14 @@ hard points: it receives the one-hot rows (built outside the timed region).
 
 Loss options: a variant registered with `options={"ignore_index", "label_smoothing", ...}`
 (the keyword arguments of harness/loss/declared.py, `variant_kwargs`) receives each of them as a keyword
-argument at every point, with F.cross_entropy's meaning:
+argument at every point, with F.cross_entropy's meaning, whether spelled out as F.cross_entropy's
+are or taken together, as the built-in variants take them (harness/loss/options.py `Keywords`):
 
     def my_loss(logits, targets, *, ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
                 softcap=None, weight=None, reduction="mean"): ...
+
+    def my_loss(logits, targets, **options: Unpack[Keywords]):
+        opts = LossOptions.of_keywords(options)  # those not given at their defaults
 
 A point that turns on an option the variant does not declare gives an `unsupported` row.
 """

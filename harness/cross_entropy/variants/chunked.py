@@ -30,12 +30,14 @@ The per-row helpers below (target terms, reduction, block-wise backward) are sha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
 from harness.loss.declared import REDUCTIONS
-from harness.loss.options import capped
+from harness.loss.options import Keywords, LossOptions, Unpack, capped
 
 OPTIONS = {
     "ignore_index",
@@ -251,30 +253,28 @@ def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple:  # noqa: ANN001
     return (grad,) + (None,) * 7  # targets, weight and the five option values take no gradient
 
 
-def options_apply(fn: type, logits: Tensor, targets: Tensor, **options) -> Tensor:  # noqa: ANN003
-    """`fn.apply` with the options in its forward's order, after checking the reduction. Given
-    num_items_in_batch (gradient accumulation), the sum over this micro-batch divided by it."""
-    if options["reduction"] not in REDUCTIONS:
-        raise ValueError(f"reduction={options['reduction']!r}: use one of {', '.join(REDUCTIONS)}")
+def options_apply(fn: type, logits: Tensor, targets: Tensor, options: Keywords) -> Tensor:
+    """`fn.apply` with the variant's keywords (`Keywords`; those not given at their defaults) in
+    its forward's order, after checking the reduction. Given num_items_in_batch (gradient
+    accumulation), the sum over this micro-batch divided by it."""
+    opts = LossOptions.of_keywords(options)
+    if opts.reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={opts.reduction!r}: use one of {', '.join(REDUCTIONS)}")
+    return _apply(fn, logits, targets, opts, options.get("num_items_in_batch"))
+
+
+def _apply(fn: type, logits: Tensor, targets: Tensor, o: LossOptions, items: int | None) -> Tensor:
     if logits.dim() == 3:
         # F.cross_entropy's (N, C, d) form with targets (N, d): the rows [N d, C] are a copy (the
         # classes lie d apart), made inside the call and so timed as this variant's own cost;
         # autograd carries the gradient back to (N, C, d).
         n, c, d = logits.shape
-        rows = options_apply(fn, logits.transpose(1, 2).reshape(-1, c), targets.reshape(-1), **options)
-        return rows.view(n, d) if options["reduction"] == "none" else rows
-    items = options.pop("num_items_in_batch", None)
+        rows = _apply(fn, logits.transpose(1, 2).reshape(-1, c), targets.reshape(-1), o, items)
+        return rows.view(n, d) if o.reduction == "none" else rows
     if items is not None:
-        return options_apply(fn, logits, targets, **{**options, "reduction": "sum"}) / items
+        return _apply(fn, logits, targets, replace(o, reduction="sum"), None) / items
     return fn.apply(
-        logits,
-        targets,
-        options["weight"],
-        options["ignore_index"],
-        options["label_smoothing"],
-        options["z_loss"],
-        options["softcap"],
-        options["reduction"],
+        logits, targets, o.weight, o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction
     )
 
 
@@ -326,29 +326,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     description=f"class chunks of {CHUNK}: two passes (max, sum), per-row stats, "
     "backward recomputes softmax per chunk (memory = the gradient)",
 )
-def chunked(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-    num_items_in_batch: int | None = None,
-) -> Tensor:
+def chunked(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
     """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
     logits' dtype; options as F.cross_entropy's, plus z_loss and softcap (module docstring)."""
-    return options_apply(
-        ChunkedCrossEntropy,
-        logits,
-        targets,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        reduction=reduction,
-        num_items_in_batch=num_items_in_batch,
-    )
+    return options_apply(ChunkedCrossEntropy, logits, targets, options)

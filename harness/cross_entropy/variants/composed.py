@@ -6,17 +6,20 @@
                    rows that are not ignored (PaLM), divided like Liger's lse_square_scale
 
 F.cross_entropy has no z-loss and no soft-capping, so a training loop that wants them composes
-them around it; this variant is that composition, measured like any other. At a point with no
-option on it is F.cross_entropy itself, so the default set of such points leaves it out
-(`plain_equivalent`); the loss-options report reads torch_cross_entropy's rows as its "off".
+them around it; this variant is that composition (harness/loss/composed.py, which the other
+families' composed variants share) on the given logits, in their dtype, measured like any
+other. At a point with no option on it is F.cross_entropy itself, so the default set of such
+points leaves it out (`plain_equivalent`); the loss-options report reads torch_cross_entropy's
+rows as its "off".
 """
 
-import torch
-import torch.nn.functional as F
+from dataclasses import replace
+
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
-from harness.loss.options import capped
+from harness.loss.composed import composed_loss
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 
 @register(
@@ -34,43 +37,12 @@ from harness.loss.options import capped
     plain_equivalent="torch_cross_entropy",
     description="eager PyTorch composition: tanh softcap, F.cross_entropy(options), + z_loss * lse^2",
 )
-def torch_composed(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-    num_items_in_batch: int | None = None,
-) -> Tensor:
+def torch_composed(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
     """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
     logits' dtype. Given num_items_in_batch (gradient accumulation, as transformers passes it):
     the summed loss over it."""
-    if num_items_in_batch is not None:
-        kw = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
-        return torch_composed(logits, targets, **kw, weight=weight, reduction="sum") / num_items_in_batch
-    z = capped(logits, softcap)  # a masked class stays masked under the cap
-    loss = F.cross_entropy(
-        z,
-        targets,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-    )
-    if z_loss == 0:
-        return loss
-    kept = (
-        (targets != ignore_index)
-        if targets.dtype == torch.int64
-        else torch.ones_like(z[:, 0], dtype=torch.bool)
-    )
-    rows = z_loss * torch.logsumexp(z, dim=1).square() * kept
-    if reduction == "none":
-        return loss + rows
-    if reduction == "sum":
-        return loss + rows.sum()
-    return loss + rows.sum() / kept.sum()
+    opts = LossOptions.of_keywords(options)
+    items = options.get("num_items_in_batch")
+    if items is not None:
+        return composed_loss(logits, targets, replace(opts, reduction="sum")) / items
+    return composed_loss(logits, targets, opts)

@@ -21,6 +21,7 @@ import importlib.util
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 
 def _installed(package: str) -> bool:
@@ -48,26 +49,10 @@ if _installed("liger_kernel"):
         description="Liger-Kernel Triton cross-entropy (online softmax, gradient written in forward "
         "into the logits' storage)",
     )
-    def liger_cross_entropy(
-        logits: Tensor,
-        targets: Tensor,
-        *,
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        z_loss: float = 0.0,
-        softcap: float | None = None,
-        weight: Tensor | None = None,
-        reduction: str = "mean",
-    ) -> Tensor:
+    def liger_cross_entropy(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
         """logits: [B, C] on CUDA (overwritten); targets: [B] int64. z_loss is Liger's
         lse_square_scale (the same definition as the reference's: README, Loss options)."""
+        opts = LossOptions.of_keywords(options)
         return _liger_ce()(
-            logits,
-            targets,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            lse_square_scale=z_loss,
-            softcap=softcap,
+            logits, targets, **opts.torch_keywords(), lse_square_scale=opts.z_loss, softcap=opts.softcap
         )

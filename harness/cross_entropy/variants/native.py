@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
+from harness.loss.options import Keywords, Unpack
 
 # The options F.cross_entropy itself takes (z-loss and softcap are not among them).
 TORCH_OPTIONS = {"ignore_index", "label_smoothing", "weight", "reduction"}
@@ -20,25 +21,10 @@ TORCH_OPTIONS = {"ignore_index", "label_smoothing", "weight", "reduction"}
     options=TORCH_OPTIONS,
     description="F.cross_entropy (fused log_softmax + nll / soft-target sum)",
 )
-def torch_cross_entropy(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
+def torch_cross_entropy(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
     """logits: [B, C] or (N, C, d); targets: [B] int64 or [B, C] probabilities in the logits' dtype
-    (class indices (N, d) with (N, C, d) logits)."""
-    return F.cross_entropy(
-        logits,
-        targets,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-    )
+    (class indices (N, d) with (N, C, d) logits); options: TORCH_OPTIONS, F.cross_entropy's own."""
+    return F.cross_entropy(logits, targets, **options)
 
 
 @register(

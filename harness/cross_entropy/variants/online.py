@@ -31,6 +31,7 @@ from harness.cross_entropy.variants.chunked import (
     read_chunk,
     save_and_reduce,
 )
+from harness.loss.options import Keywords, Unpack
 
 BLOCK = 2048  # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 
@@ -81,30 +82,8 @@ class OnlineCrossEntropy(torch.autograd.Function):
     description=f"single-pass online softmax (running max, rescaled sum) in blocks of "
     f"{BLOCK}, custom backward from the saved lse",
 )
-def online(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-    num_items_in_batch: int | None = None,
-) -> Tensor:
+def online(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
     """logits: [B, C] or (N, C, d); targets: [B] (or (N, d)) int64 or [B, C] probabilities in the
     logits' dtype; options as F.cross_entropy's, plus z_loss and softcap (chunked's module
     docstring)."""
-    return options_apply(
-        OnlineCrossEntropy,
-        logits,
-        targets,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        reduction=reduction,
-        num_items_in_batch=num_items_in_batch,
-    )
+    return options_apply(OnlineCrossEntropy, logits, targets, options)

@@ -24,6 +24,7 @@ Registered for CUDA only; the tests run the same kernel on CPU tensors under TRI
 from torch import Tensor
 
 from harness.cross_entropy.variants import register
+from harness.loss.options import Keywords, Unpack
 
 OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "reduction"}
 
@@ -35,27 +36,11 @@ OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "reduction"}
     options=OPTIONS,
     description="Triton, one launch: per-row loss + gradient buffer, backward scales it",
 )
-def triton_fused(
-    logits: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    reduction: str = "mean",
-) -> Tensor:
+def triton_fused(logits: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
     """logits: [B, C] fp16/bf16/fp32/fp64; targets: [B] int64 or [B, C] probabilities in the
     logits' dtype. Returns the loss in the logits' dtype: 0-dim (mean, sum) or [B] (none);
     options as F.cross_entropy's, plus z_loss and softcap (harness/loss/options.py)."""
     from harness.kernel import cross_entropy
 
-    return cross_entropy(
-        logits,
-        targets,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        reduction=reduction,
-    )
+    options.setdefault("ignore_index", -100)  # F.cross_entropy's default (the kernel's: no row ignored)
+    return cross_entropy(logits, targets, **options)

@@ -25,7 +25,6 @@ differs is the memory and the fp32 softmax.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,19 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 # Classes per chunk: at N = 8192 a [N, 4096] fp32 block is 128 MiB, against 8.6 GB for the
 # whole fp32 logits at V = 262144 (the first family's `chunked` uses the same width).
 CHUNK = 4096
-
-
-@dataclass(frozen=True)
-class _Options:
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
-    reduction: str
 
 
 def _target_logits(z: Tensor, targets: Tensor, lo: int, out: Tensor) -> None:
@@ -71,7 +62,7 @@ class ChunkedLinearCE(torch.autograd.Function):
         bias: Tensor | None,
         targets: Tensor,
         class_weight: Tensor | None,
-        opts: _Options,
+        opts: LossOptions,
         chunk: int,
     ) -> Tensor:
         n, v = hidden.shape[0], weight.shape[0]
@@ -175,18 +166,6 @@ class ChunkedLinearCE(torch.autograd.Function):
     description=f"vocabulary chunks of {CHUNK}: online lse in fp32, custom backward recomputes each "
     "chunk (never more than one [N, chunk] logits block); every option",
 )
-def chunked_linear(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    class_weight: Tensor | None = None,
-    reduction: str = "mean",
-    bias: Tensor | None = None,
-) -> Tensor:
-    opts = _Options(ignore_index, label_smoothing, z_loss, softcap, reduction)
-    return ChunkedLinearCE.apply(hidden, weight, bias, targets, class_weight, opts, CHUNK)
+def chunked_linear(hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
+    opts = LossOptions.of_keywords(options)
+    return ChunkedLinearCE.apply(hidden, weight, options.get("bias"), targets, opts.weight, opts, CHUNK)

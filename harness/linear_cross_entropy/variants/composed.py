@@ -7,7 +7,8 @@
 
 F.cross_entropy has no z-loss and no soft-capping, so a training loop that wants them composes
 them around it, as the first family's torch_composed does on given logits; this is that
-composition on the logits of the head, measured like any other variant. With no option on it
+composition (harness/loss/composed.py) on the logits of the head, measured like any other
+variant. With no option on it
 is materialized_fp32 call for call, so the default set of such points leaves it out
 (`plain_equivalent`). The cap and the z-loss are in fp32, after the upcast: capping bf16 logits
 in bf16 (as some model code does before its loss upcasts) would be another variant.
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.loss.composed import composed_loss
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 
 @register(
@@ -30,36 +33,10 @@ from harness.linear_cross_entropy.variants import register
     description="F.linear, .float(), tanh softcap, F.cross_entropy(options), + z_loss * lse^2, eager",
 )
 def materialized_composed(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    class_weight: Tensor | None = None,
-    reduction: str = "mean",
-    bias: Tensor | None = None,
+    hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]
 ) -> Tensor:
-    logits = F.linear(hidden, weight, bias)
-    z = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp64 stays fp64
-    if softcap is not None:
-        z = softcap * torch.tanh(z / softcap)
-    loss = F.cross_entropy(
-        z,
-        targets,
-        weight=None if class_weight is None else class_weight.to(z.dtype),
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-    )
-    if z_loss == 0:
-        return loss
-    kept = targets != ignore_index
-    rows = z_loss * torch.logsumexp(z, dim=1).square() * kept
-    if reduction == "none":
-        return loss + rows
-    if reduction == "sum":
-        return loss + rows.sum()
-    return loss + rows.sum() / kept.sum()
+    logits = F.linear(hidden, weight, options.get("bias"))
+    # .float() (fp64 stays fp64), passed unnamed so that the cap frees it, as a model's
+    # `z = softcap * tanh(z / softcap)` does; a head's logits have no masked class
+    upcast = torch.promote_types(logits.dtype, torch.float32)
+    return composed_loss(logits.to(upcast), targets, LossOptions.of_keywords(options), masked=False)

@@ -35,6 +35,7 @@ import importlib.util
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 
 def _installed(package: str) -> bool:
@@ -54,34 +55,25 @@ if _installed("liger_kernel"):
         description="Liger-Kernel fused linear cross-entropy (row chunks; dH, dW computed in the forward)",
     )
     def liger_fused_linear_cross_entropy(
-        hidden: Tensor,
-        weight: Tensor,
-        targets: Tensor,
-        *,
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        z_loss: float = 0.0,
-        softcap: float | None = None,
-        class_weight: Tensor | None = None,
-        reduction: str = "mean",
-        bias: Tensor | None = None,
+        hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]
     ) -> Tensor:
         """hidden [N, D], weight [V, D] on CUDA; targets [N] int64. Liger's own signature:
         (input, weight, target, bias=None, ce_weight=None, ignore_index=-100,
         lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None, ...); its
         z-loss is lse_square_scale, which the harness's z_loss follows."""
         fn = importlib.import_module("liger_kernel.transformers.functional").liger_fused_linear_cross_entropy
+        o = LossOptions.of_keywords(options)
         return fn(
             hidden,
             weight,
             targets,
-            bias=bias,
-            ce_weight=class_weight,
-            ignore_index=ignore_index,
-            lse_square_scale=z_loss,
-            label_smoothing=label_smoothing,
-            reduction=reduction,
-            softcap=softcap,
+            bias=options.get("bias"),
+            ce_weight=o.weight,
+            ignore_index=o.ignore_index,
+            lse_square_scale=o.z_loss,
+            label_smoothing=o.label_smoothing,
+            reduction=o.reduction,
+            softcap=o.softcap,
         )
 
 
@@ -97,23 +89,15 @@ if _installed("cut_cross_entropy"):
             options={"ignore_index", "softcap", "reduction", "bias"},
             description=description,
         )
-        def cce(
-            hidden: Tensor,
-            weight: Tensor,
-            targets: Tensor,
-            *,
-            ignore_index: int = -100,
-            softcap: float | None = None,
-            reduction: str = "mean",
-            bias: Tensor | None = None,
-        ) -> Tensor:
+        def cce(hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
             """CCE's names: e = hidden [N, D], c = weight [V, D], targets [N]; it has no label
-            smoothing, z-loss or class weights. `bias` is passed only when there is one, so a
-            plain point still runs on a version from before CCE took it."""
+            smoothing, z-loss or class weights, and takes ignore_index, softcap and reduction
+            under the harness's names. `bias` is passed only when there is one, so a plain point
+            still runs on a version from before CCE took it."""
             fn = importlib.import_module("cut_cross_entropy").linear_cross_entropy
-            extra = {} if bias is None else {"bias": bias}
-            kwargs = dict(ignore_index=ignore_index, softcap=softcap, reduction=reduction)
-            return fn(hidden, weight, targets, **kwargs, **fixed, **extra)
+            if options.get("bias") is None:
+                options.pop("bias", None)
+            return fn(hidden, weight, targets, **options, **fixed)
 
     _cce_variant(
         "cut_cross_entropy", "Apple Cut Cross-Entropy (logits in SRAM; its backward filters small entries)"

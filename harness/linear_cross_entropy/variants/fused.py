@@ -40,7 +40,6 @@ The kernel path also runs on CPU tensors under TRITON_INTERPRET=1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 # The logits block's budget: at N = 8192 the chunk is 1024 rows at V = 128256 and 512 at
 # V = 262144 in bf16 (half of that in fp32), against 6.3 GB materialised.
@@ -70,22 +70,15 @@ def chunk_rows(n: int, v: int, itemsize: int, budget: int | None = None) -> int:
     return max(1, min(n, rows))
 
 
-@dataclass(frozen=True)
-class _Options:
-    ignore_index: int = -100
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0
-    softcap: float | None = None
+def _kernel_options(opts: LossOptions) -> Any:
+    """The kernel's options, reduced as a sum: the mean's 1 / kept comes in the matmuls."""
+    from harness import kernel  # triton only once a CUDA point runs
 
-    def kernel(self) -> Any:
-        """The kernel's options, reduced as a sum: the mean's 1 / kept comes in the matmuls."""
-        from harness import kernel  # triton only once a CUDA point runs
-
-        return kernel.Options(self.ignore_index, self.label_smoothing, self.z_loss, self.softcap, "sum")
+    return kernel.Options(opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap, "sum")
 
 
 def _softmax_grad_torch(
-    z: Tensor, targets: Tensor, opts: _Options, want_grad: bool
+    z: Tensor, targets: Tensor, opts: LossOptions, want_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """(per-row losses in fp32, 0 on ignored rows; dZ of their sum in z's dtype, 0 on ignored
     rows, or None) of one block, by the formula of harness/loss/options.py with z'
@@ -124,14 +117,14 @@ def _softmax_grad_torch(
     return losses, grad.to(z.dtype)
 
 
-def _block(z: Tensor, targets: Tensor, opts: _Options, want_grad: bool, use_kernel: bool):
+def _block(z: Tensor, targets: Tensor, opts: LossOptions, want_grad: bool, use_kernel: bool):
     """(losses, dZ or None) of one block: by the kernel (dZ written over z, which is then
     spent), or by torch."""
     if not use_kernel:
         return _softmax_grad_torch(z, targets, opts, want_grad)
     from harness import kernel
 
-    losses = kernel.rows(z, targets, z if want_grad else None, options=opts.kernel())
+    losses = kernel.rows(z, targets, z if want_grad else None, options=_kernel_options(opts))
     return losses, z if want_grad else None
 
 
@@ -140,7 +133,7 @@ def fused_linear_ce(
     weight: Tensor,
     bias: Tensor | None,
     targets: Tensor,
-    opts: _Options,
+    opts: LossOptions,
     want_grad: bool,
     use_kernel: bool,
 ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
@@ -188,7 +181,7 @@ class FusedLinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, opts: _Options
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, opts: LossOptions
     ) -> Tensor:
         loss, grads = fused_linear_ce(hidden, weight, bias, targets, opts, True, hidden.is_cuda)
         ctx.grads = grads
@@ -218,18 +211,8 @@ class FusedLinearCE(torch.autograd.Function):
     description="chunks of token rows with the gradients in the forward (3 matmuls): dZ over the "
     "logits block (Triton kernel on CUDA), dW accumulated in the input dtype",
 )
-def fused_linear(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    bias: Tensor | None = None,
-) -> Tensor:
-    opts = _Options(ignore_index, label_smoothing, z_loss, softcap)
+def fused_linear(hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
+    opts, bias = LossOptions.of_keywords(options), options.get("bias")
     params = (hidden, weight) if bias is None else (hidden, weight, bias)
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return FusedLinearCE.apply(hidden, weight, bias, targets, opts)

@@ -27,28 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.linear_cross_entropy.variants import register
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 CROSS_ENTROPY = {"ignore_index", "label_smoothing", "class_weight", "reduction", "bias"}
-
-
-def _cross_entropy(
-    logits: Tensor,
-    targets: Tensor,
-    ignore_index: int,
-    label_smoothing: float,
-    class_weight: Tensor | None,
-    reduction: str,
-) -> Tensor:
-    """F.cross_entropy with the class weights in the logits' dtype (it refuses two dtypes; the
-    cast of a rounded weight to a wider dtype is exact)."""
-    return F.cross_entropy(
-        logits,
-        targets,
-        weight=None if class_weight is None else class_weight.to(logits.dtype),
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-    )
 
 
 @register(
@@ -57,20 +38,9 @@ def _cross_entropy(
     options=CROSS_ENTROPY,
     description="F.linear then F.cross_entropy in the input dtype",
 )
-def materialized(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    class_weight: Tensor | None = None,
-    reduction: str = "mean",
-    bias: Tensor | None = None,
-) -> Tensor:
-    return _cross_entropy(
-        F.linear(hidden, weight, bias), targets, ignore_index, label_smoothing, class_weight, reduction
-    )
+def materialized(hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
+    logits = F.linear(hidden, weight, options.get("bias"))
+    return F.cross_entropy(logits, targets, **LossOptions.of_keywords(options).torch_keywords(logits.dtype))
 
 
 @register(
@@ -79,21 +49,11 @@ def materialized(
     options=CROSS_ENTROPY,
     description="F.linear, logits upcast with .float(), F.cross_entropy in fp32",
 )
-def materialized_fp32(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    *,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    class_weight: Tensor | None = None,
-    reduction: str = "mean",
-    bias: Tensor | None = None,
-) -> Tensor:
-    logits = F.linear(hidden, weight, bias)
+def materialized_fp32(hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]) -> Tensor:
+    logits = F.linear(hidden, weight, options.get("bias"))
     # .float() on fp16/bf16/fp32; fp64 stays fp64 (an "upcast" must never round it down)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return _cross_entropy(logits, targets, ignore_index, label_smoothing, class_weight, reduction)
+    return F.cross_entropy(logits, targets, **LossOptions.of_keywords(options).torch_keywords(logits.dtype))
 
 
 if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyOptions"):
@@ -105,22 +65,16 @@ if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyO
         description="F.linear_cross_entropy, chunked path (LinearCrossEntropyOptions(), torch >= 2.13)",
     )
     def torch_linear_cross_entropy(
-        hidden: Tensor,
-        weight: Tensor,
-        targets: Tensor,
-        *,
-        ignore_index: int = -100,
-        class_weight: Tensor | None = None,
-        reduction: str = "mean",
-        bias: Tensor | None = None,
+        hidden: Tensor, weight: Tensor, targets: Tensor, **options: Unpack[Keywords]
     ) -> Tensor:
+        opts = LossOptions.of_keywords(options)
         return F.linear_cross_entropy(
             hidden,
             weight,
             targets,
-            linear_bias=bias,
-            weight=class_weight,
-            reduction=reduction,
-            ignore_index=ignore_index,
+            linear_bias=options.get("bias"),
+            weight=opts.weight,
+            reduction=opts.reduction,
+            ignore_index=opts.ignore_index,
             options=torch.nn.LinearCrossEntropyOptions(),
         )

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.dtypes import DTYPES
+from harness.loss.options import Keywords, Unpack
 
 from . import Shard, register
 
@@ -45,14 +46,7 @@ def COLLECTIVES(point: Any) -> dict[str, list[tuple[str, int]]]:
     options={"ignore_index", "weight", "reduction"},
     description="torch.distributed.tensor.parallel.loss_parallel over a DTensor sharded on the classes",
 )
-def loss_parallel(
-    logits: Tensor,
-    targets: Tensor,
-    shard: Shard,
-    ignore_index: int = -100,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
+def loss_parallel(logits: Tensor, targets: Tensor, shard: Shard, **options: Unpack[Keywords]) -> Tensor:
     from torch.distributed.tensor import DTensor
     from torch.distributed.tensor import Shard as ShardPlacement
     from torch.distributed.tensor.parallel import loss_parallel as parallel
@@ -62,7 +56,7 @@ def loss_parallel(
         logits, shard.mesh, [ShardPlacement(1)], run_check=False, shape=torch.Size([n, v]), stride=(v, 1)
     )
     with parallel():
-        loss = F.cross_entropy(dt, targets, weight=weight, ignore_index=ignore_index, reduction=reduction)
+        loss = F.cross_entropy(dt, targets, **options)  # ignore_index, weight, reduction: its own
     return loss.to_local() if isinstance(loss, DTensor) else loss
 
 

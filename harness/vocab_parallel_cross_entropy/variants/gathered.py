@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.dtypes import DTYPES
+from harness.loss.composed import composed_loss
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 from . import Shard, register
 
@@ -56,45 +58,16 @@ class _Gather(torch.autograd.Function):
         return grad[:, ctx.start : ctx.stop].contiguous(), None
 
 
-def unsharded_loss(
-    z: Tensor,
-    targets: Tensor,
-    ignore_index: int,
-    label_smoothing: float,
-    z_loss: float,
-    softcap: float | None,
-    weight: Tensor | None,
-    reduction: str,
-) -> Tensor:
-    """F.cross_entropy with the options on whole logits, computed in fp32 (fp64 for fp64);
-    z-loss added as Liger's lse_square_scale, over the kept rows under mean."""
-    x = z.to(torch.float64 if z.dtype == torch.float64 else torch.float32)
-    if softcap:
-        x = softcap * torch.tanh(x / softcap)
-    w = None if weight is None else weight.to(x.dtype)
-    loss = F.cross_entropy(
-        x, targets, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction
-    )
-    if z_loss:
-        kept = (targets != ignore_index).to(x.dtype)
-        zl = z_loss * torch.logsumexp(x, dim=1) ** 2 * kept
-        loss = loss + (zl if reduction == "none" else zl.sum() / (kept.sum() if reduction == "mean" else 1.0))
-    return loss.to(z.dtype)
+def unsharded_loss(z: Tensor, targets: Tensor, options: LossOptions) -> Tensor:
+    """The eager composition of the options (harness/loss/composed.py) on whole logits, computed
+    in fp32 (fp64 for fp64), returned in z's dtype. The upcast is passed unnamed, so that the cap
+    frees it, as a model's `x = softcap * tanh(x / softcap)` does; this family masks no class."""
+    compute = torch.float64 if z.dtype == torch.float64 else torch.float32
+    return composed_loss(z.to(compute), targets, options, masked=False).to(z.dtype)
 
 
 @register(
     "all_gather", options=OPTIONS, description="all-gather the logits, then F.cross_entropy on every rank"
 )
-def all_gather(
-    logits: Tensor,
-    targets: Tensor,
-    shard: Shard,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
-    z = _Gather.apply(logits, shard)
-    return unsharded_loss(z, targets, ignore_index, label_smoothing, z_loss, softcap, weight, reduction)
+def all_gather(logits: Tensor, targets: Tensor, shard: Shard, **options: Unpack[Keywords]) -> Tensor:
+    return unsharded_loss(_Gather.apply(logits, shard), targets, LossOptions.of_keywords(options))

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from harness.loss.options import Keywords, LossOptions, Unpack
+
 from . import Shard, register
 
 OPTIONS = {"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"}
@@ -38,17 +40,17 @@ def COLLECTIVES(point: Any) -> dict[str, list[tuple[str, int]]]:
 
 class _VocabParallelCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: Tensor, targets: Tensor, shard: Shard, opts: dict) -> Tensor:
+    def forward(ctx, z: Tensor, targets: Tensor, shard: Shard, opts: LossOptions) -> Tensor:
         compute = torch.float64 if z.dtype == torch.float64 else torch.float32
         x = z.to(compute)
-        cap = opts["softcap"]
+        cap = opts.softcap
         if cap:
             x = cap * torch.tanh(x / cap)
         group = shard.group
         m = x.max(dim=1).values
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
 
-        kept = targets != opts["ignore_index"]
+        kept = targets != opts.ignore_index
         here = kept & (targets >= shard.start) & (targets < shard.stop)
         local = torch.where(here, targets - shard.start, 0)
         target_logit = torch.where(here, x.gather(1, local[:, None])[:, 0], 0.0)
@@ -56,9 +58,9 @@ class _VocabParallelCE(torch.autograd.Function):
 
         e = torch.exp(x - m[:, None])
         v = shard.num_classes
-        weight = opts["weight"]
+        weight = opts.weight
         w_local = None if weight is None else weight[shard.start : shard.stop].to(compute)
-        eps = opts["label_smoothing"]
+        eps = opts.label_smoothing
         sums = e.sum(dim=1, keepdim=True)
         if eps > 0:  # sum_v w_v z'_v over all V, reduced with the exponentials
             wz = (x * w_local).sum(dim=1, keepdim=True) if w_local is not None else x.sum(dim=1, keepdim=True)
@@ -75,9 +77,9 @@ class _VocabParallelCE(torch.autograd.Function):
         ce = q_target * (lse - target_logit)
         if eps > 0:
             ce = ce + (eps / v) * (w_sum * lse - sums[:, 1])
-        zl = opts["z_loss"] * lse * lse
+        zl = opts.z_loss * lse * lse
         keptf = kept.to(compute)
-        if opts["reduction"] == "mean":
+        if opts.reduction == "mean":
             ce_scale = 1.0 / (wy * keptf).sum()
             zl_scale = 1.0 / keptf.sum()
         else:
@@ -96,9 +98,9 @@ class _VocabParallelCE(torch.autograd.Function):
         g = big_q[:, None] * p - q_smooth
         # the target's own -(1 - eps) w_y, on the rank that holds it
         hit = torch.zeros_like(p).scatter_(1, local[:, None], ((1.0 - eps) * wy * here)[:, None])
-        g = (g - hit) * ce_scale + 2.0 * opts["z_loss"] * lse[:, None] * p * zl_scale
+        g = (g - hit) * ce_scale + 2.0 * opts.z_loss * lse[:, None] * p * zl_scale
         g = g * (keptf * grad_rows)[:, None]
-        cap = opts["softcap"]
+        cap = opts.softcap
         if cap:
             t = torch.exp(-2.0 * (z.to(g.dtype) / cap).abs())
             g = g * (4.0 * t / (1.0 + t) ** 2)  # sech^2, not 1 - tanh^2 (which cancels)
@@ -110,25 +112,8 @@ class _VocabParallelCE(torch.autograd.Function):
     options=OPTIONS,
     description="Megatron-style: all-reduce the max, target logit and sum of exponentials; local backward",
 )
-def megatron(
-    logits: Tensor,
-    targets: Tensor,
-    shard: Shard,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-) -> Tensor:
-    opts = dict(
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        weight=weight,
-        reduction=reduction,
-    )
+def megatron(logits: Tensor, targets: Tensor, shard: Shard, **options: Unpack[Keywords]) -> Tensor:
+    opts = LossOptions.of_keywords(options)
     rows = _VocabParallelCE.apply(logits, targets, shard, opts)
-    out = rows if reduction == "none" else rows.sum()
+    out = rows if opts.reduction == "none" else rows.sum()
     return out.to(logits.dtype)
