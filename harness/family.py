@@ -84,8 +84,9 @@ class Family:
     # (fn, feed, mode) -> one repetition's work, returning Outputs
     call: Callable[[Callable, Feed, str], Callable[[], Outputs]]
     # (outputs, (ref, ref_total), point) -> the accuracy columns and status of a row; ref_total
-    # None: no total columns (the runner's untimed native call reads the verdict's errors alone,
-    # and a total may walk the draw again: 2.4 s at B x C = 2^26 with soft targets on a CPU)
+    # None: no total columns, and no element-wise ones (the runner's untimed native call reads
+    # the verdict's norm-wise errors alone; a total may walk the draw again, 2.4 s at
+    # B x C = 2^26 with soft targets on a CPU, and the per-entry bounds cost 0.35 s more there)
     assess: Callable[[Outputs, tuple[Any, Any], Any], dict[str, Any]]
     # (point, mode) -> the fewest bytes the mode must move (the byte model)
     bytes_moved: Callable[[Any, str], int]

@@ -218,7 +218,7 @@ def _assess(outputs: Outputs, refs: tuple[Reference, Reference], point: Point) -
         if total is not None and total.finite:
             cols["grad_rel_err_total"] = max(_grad_errors(grads, total).values())
     ratio, where = None, ""
-    if grads is not None and ref.hidden_bound is not None:
+    if grads is not None and ref.hidden_bound is not None and total is not None:  # None: see family.py
         local, where = _entry_errors(grads, ref)
         cols.update(local)
         ratio = local["grad_entry_ratio"]

@@ -377,20 +377,31 @@ def test_a_point_walks_its_draw_once_more_per_judged_gradient(kind, small_blocks
 
     from harness.cross_entropy.inputs import Draw
     from harness.cross_entropy.variants import REGISTRY
+    from harness.loss.errors import Entrywise
     from harness.runner import run_point
 
-    walks = []
-    blocks = Draw.blocks
+    walks, judged = [], []
+    blocks, add = Draw.blocks, Entrywise.add
     monkeypatch.setattr(Draw, "blocks", lambda self: walks.append(1) or blocks(self))
+    # one element-wise accumulator per gradient judged element-wise (kept alive: ids are reused)
+    monkeypatch.setattr(
+        Entrywise, "add", lambda self, *a: (self in judged or judged.append(self), add(self, *a))
+    )
     off = SimpleNamespace(enabled=False)
     point = Point(7, 50, "fp32", 2.0, "cpu", kind, seed=1)
     rows = run_point(point, [REGISTRY["chunked"]], off, off, {})
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[1]["grad_rel_err_total"] is not None and rows[1]["err_vs_native"] is not None
     assert len(walks) == 2  # the fill, and chunked's fwd_bwd gradient
+    assert rows[1]["grad_entry_ratio"] is not None
+    chunked_judged = len(judged)
     walks.clear()
+    judged.clear()
     native = run_point(point, [REGISTRY["torch_cross_entropy"]], off, off, {})[1]
     assert len(walks) == 2
+    # the gradients of a variant's own calls alone (its row, the second backward, the metamorphic
+    # call): the native op's untimed call is not judged element-wise either
+    assert len(judged) == chunked_judged
     # the native op's own row gives the same ratio the untimed call did
     assert rows[1]["grad_err_vs_native"] == pytest.approx(
         max(rows[1]["grad_rel_err"], 2**-24) / max(native["grad_rel_err"], 2**-24), rel=1e-12
