@@ -466,3 +466,54 @@ def test_the_micro_batches_cover_the_rows_once():
         assert len(parts) == k and parts[0].start == 0 and parts[-1].stop == rows
         assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
         assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1
+
+
+def test_liger_gets_each_option_under_its_own_name(monkeypatch):
+    """Liger-Kernel is not installed here (it needs CUDA): a stand-in with the signature of
+    liger_kernel.transformers.functional.liger_cross_entropy checks that each option reaches the
+    keyword Liger calls it by (z_loss is its lse_square_scale) and that the loss is the composed one."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    from harness.cross_entropy import variants
+    from harness.registry import Registry
+
+    calls = {}
+
+    def liger_cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                            reduction="mean", label_smoothing=0.0, lse_square_scale=0.0, softcap=None,
+                            return_z_loss=False):  # fmt: skip
+        calls.update(
+            weight=weight, ignore_index=ignore_index, lse_square_scale=lse_square_scale, softcap=softcap
+        )
+        return REGISTRY["torch_composed"].fn(
+            input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, z_loss=lse_square_scale, softcap=softcap,
+        )  # fmt: skip
+
+    for name in ("liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.functional"):
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        module.liger_cross_entropy = liger_cross_entropy
+        monkeypatch.setitem(sys.modules, name, module)
+    scratch = Registry("cross_entropy", "", {}, options=REGISTRY.options)
+    monkeypatch.setattr("harness.cross_entropy.variants.register", scratch.register)
+    spec = importlib.util.spec_from_file_location(
+        "external_under_test", Path(variants.__file__).parent / "external.py"
+    )
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    liger = scratch["liger_cross_entropy"]
+    assert liger.options == {"ignore_index", "label_smoothing", "z_loss", "softcap", "weight", "reduction"}
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(6, 11, dtype=torch.float64, generator=g)
+    t = torch.randint(11, (6,), generator=g)
+    t[2] = 7
+    w = torch.rand(11, dtype=torch.float64, generator=g) + 0.5
+    options = dict(ignore_index=7, label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=w, reduction="sum")
+    loss = liger.fn(z.clone(), t, **options)
+    assert calls == {"weight": w, "ignore_index": 7, "lse_square_scale": 1e-2, "softcap": 3.0}
+    assert loss.item() == pytest.approx(REGISTRY["torch_composed"].fn(z, t, **options).item(), rel=1e-15)

@@ -155,17 +155,10 @@ class Targets:
         g[rows[inside], self.y[inside] - lo] -= at_y
 
 
-def save_and_reduce(
-    ctx,  # noqa: ANN001
-    logits: Tensor,
-    tg: Targets,
-    lse: Tensor,
-    z_loss: float,
-    softcap: float | None,
-    reduction: str,
-) -> Tensor:
+def save_and_reduce(ctx, logits: Tensor, tg: Targets, lse: Tensor, opts: LossOptions) -> Tensor:  # noqa: ANN001
     """Keep only per-row statistics for backward; return the reduced loss in the logits' dtype.
     lse: [B] in the accumulation dtype (of the capped logits)."""
+    z_loss, reduction = opts.z_loss, opts.reduction
     total, zq = tg.totals()
     rows = total * lse - zq
     zrows = z_loss * lse * lse if z_loss else None
@@ -185,7 +178,7 @@ def save_and_reduce(
     # in-place change before backward is caught; tg keeps the [B] per-row pieces and options.
     ctx.save_for_backward(logits, tg.y, lse, total, ce_div, kept if torch.is_tensor(kept) else None)
     tg.y = None
-    ctx.tg, ctx.z_loss, ctx.softcap, ctx.reduction = tg, z_loss, softcap, reduction
+    ctx.tg, ctx.z_loss, ctx.softcap, ctx.reduction = tg, z_loss, opts.softcap, reduction
     if reduction == "none":
         out = rows if zrows is None else rows + zrows
     elif reduction == "sum":
@@ -250,13 +243,13 @@ def backward_saved(ctx, grad_out: Tensor, block: int) -> tuple:  # noqa: ANN001
             g.mul_(th.square_().neg_().add_(1.0))  # d(softcap tanh(z / softcap))/dz = 1 - tanh^2
             del th
         grad[:, lo:hi] = g
-    return (grad,) + (None,) * 7  # targets, weight and the five option values take no gradient
+    return grad, None, None  # the targets and the options take no gradient
 
 
 def options_apply(fn: type, logits: Tensor, targets: Tensor, options: Keywords) -> Tensor:
-    """`fn.apply` with the variant's keywords (`Keywords`; those not given at their defaults) in
-    its forward's order, after checking the reduction. Given num_items_in_batch (gradient
-    accumulation), the sum over this micro-batch divided by it."""
+    """`fn.apply(logits, targets, LossOptions)` from the variant's keywords (`Keywords`; those
+    not given at their defaults), after checking the reduction. Given num_items_in_batch
+    (gradient accumulation), the sum over this micro-batch divided by it."""
     opts = LossOptions.of_keywords(options)
     if opts.reduction not in REDUCTIONS:
         raise ValueError(f"reduction={opts.reduction!r}: use one of {', '.join(REDUCTIONS)}")
@@ -273,9 +266,7 @@ def _apply(fn: type, logits: Tensor, targets: Tensor, o: LossOptions, items: int
         return rows.view(n, d) if o.reduction == "none" else rows
     if items is not None:
         return _apply(fn, logits, targets, replace(o, reduction="sum"), None) / items
-    return fn.apply(
-        logits, targets, o.weight, o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction
-    )
+    return fn.apply(logits, targets, o)
 
 
 CHUNK = 4096  # classes per chunk: [64, 4096] fp32 = 1 MiB temporaries, small next to C = 128k
@@ -285,18 +276,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     """Cross-entropy with options; logits [B, C] fp16/bf16/fp32/fp64, targets [B] int64 or [B, C]."""
 
     @staticmethod
-    def forward(
-        ctx,  # noqa: ANN001
-        logits: Tensor,
-        targets: Tensor,
-        weight: Tensor | None,
-        ignore_index: int,
-        label_smoothing: float,
-        z_loss: float,
-        softcap: float | None,
-        reduction: str,
-    ) -> Tensor:
-        acc = acc_dtype(logits.dtype)
+    def forward(ctx, logits: Tensor, targets: Tensor, opts: LossOptions) -> Tensor:  # noqa: ANN001
+        acc, softcap = acc_dtype(logits.dtype), opts.softcap
         b, c = logits.shape
         # Pass 1: the row max, so that no exp below can overflow.
         m = torch.full((b,), -torch.inf, dtype=acc, device=logits.device)
@@ -306,13 +287,13 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf row: keep exp finite
         # Pass 2: sum of exp(z - max), and the target terms, chunk by chunk.
         s = torch.zeros(b, dtype=acc, device=logits.device)
-        tg = Targets(logits, targets, ignore_index, label_smoothing, weight)
+        tg = Targets(logits, targets, opts.ignore_index, opts.label_smoothing, opts.weight)
         for lo in range(0, c, CHUNK):
             hi = min(lo + CHUNK, c)
             z = read_chunk(logits, lo, hi, acc, softcap)
             s += torch.exp(z - m[:, None]).sum(dim=1)
             tg.add(z, lo, hi)
-        return save_and_reduce(ctx, logits, tg, m + torch.log(s), z_loss, softcap, reduction)
+        return save_and_reduce(ctx, logits, tg, m + torch.log(s), opts)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001

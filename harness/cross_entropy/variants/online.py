@@ -31,7 +31,7 @@ from harness.cross_entropy.variants.chunked import (
     read_chunk,
     save_and_reduce,
 )
-from harness.loss.options import Keywords, Unpack
+from harness.loss.options import Keywords, LossOptions, Unpack
 
 BLOCK = 2048  # classes per step; smaller than chunked's CHUNK so the rescale runs more often
 
@@ -40,25 +40,15 @@ class OnlineCrossEntropy(torch.autograd.Function):
     """Cross-entropy with options; logits [B, C] fp16/bf16/fp32/fp64, targets [B] int64 or [B, C]."""
 
     @staticmethod
-    def forward(
-        ctx,  # noqa: ANN001
-        logits: Tensor,
-        targets: Tensor,
-        weight: Tensor | None,
-        ignore_index: int,
-        label_smoothing: float,
-        z_loss: float,
-        softcap: float | None,
-        reduction: str,
-    ) -> Tensor:
+    def forward(ctx, logits: Tensor, targets: Tensor, opts: LossOptions) -> Tensor:  # noqa: ANN001
         acc = acc_dtype(logits.dtype)
         b, c = logits.shape
         m = torch.full((b,), -torch.inf, dtype=acc, device=logits.device)
         d = torch.zeros(b, dtype=acc, device=logits.device)
-        tg = Targets(logits, targets, ignore_index, label_smoothing, weight)
+        tg = Targets(logits, targets, opts.ignore_index, opts.label_smoothing, opts.weight)
         for lo in range(0, c, BLOCK):
             hi = min(lo + BLOCK, c)
-            z = read_chunk(logits, lo, hi, acc, softcap)
+            z = read_chunk(logits, lo, hi, acc, opts.softcap)
             m_new = torch.maximum(m, z.amax(dim=1))
             # exp(-inf - finite) = 0 on the first block, so d starts cleanly at 0. A row whose
             # blocks so far are all masked (-inf) has m_new = -inf, and -inf - -inf is NaN: shift
@@ -68,7 +58,7 @@ class OnlineCrossEntropy(torch.autograd.Function):
             d = d * torch.exp(m - shift) + torch.exp(z - shift[:, None]).sum(dim=1)
             m = m_new
             tg.add(z, lo, hi)
-        return save_and_reduce(ctx, logits, tg, m + torch.log(d), z_loss, softcap, reduction)
+        return save_and_reduce(ctx, logits, tg, m + torch.log(d), opts)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001
