@@ -16,7 +16,10 @@ With L the logits' bytes, e their element size:
                its row and column sums in int64, 8 (rows + cols)
              + at spatial_size = d, the logits again as (B/d, C, d), the tensor the variants
                receive (the guard's then, seen as [B/d C, d])
-  transient  a block of the draw in float64 (and its rounded copy), twice with soft targets
+  transient  a block of the draw in float64 (and its rounded copy), twice with soft targets;
+               where a CPU walk makes the blocks ahead (inputs.made_ahead), one more float64 block
+               of the logits (the one their producer holds) and two more of soft targets (theirs
+               and the one it holds for the logits' producer: harness/loss/ahead.py)
              + up to REFERENCE_TEMPORARIES blocks of the reference's float64 temporaries
              + the element-wise verdict's sums, 24 (B + C)
              + at spatial_size = d, the variant's gradient copied back to rows [B, C] (L)
@@ -80,12 +83,17 @@ def _block_elements(rows: int, cols: int, elements: int) -> int:
     return min(rows, max(1, elements // cols)) * cols
 
 
-def transient_bytes(point: Point) -> int:
-    """The most the harness adds for a moment beyond its resident bytes (module docstring)."""
+def transient_bytes(point: Point, threads: int | None = None) -> int:
+    """The most the harness adds for a moment beyond its resident bytes (module docstring).
+    threads: the torch threads of the walks (None: this process's now), which decide whether a
+    CPU walk makes its blocks ahead."""
     b, c = point.batch_size, point.width
     e = point.torch_dtype.itemsize
-    draw = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS) * (8 + e)
-    draw *= 2 if point.targets == "soft" else 1
+    ahead = _DRAW.made_ahead(point, threads)
+    per_block = _block_elements(b, c, _DRAW._BLOCK_ELEMENTS)
+    draw = per_block * (8 * (2 if ahead else 1) + e)
+    if point.targets == "soft":
+        draw += per_block * (8 * (3 if ahead else 1) + e)
     # a reference's blocks: its own size on the point's device, within one block of the draw
     block = min(block_elements(_STREAMED._BLOCK_ELEMENTS, point.device), _DRAW._BLOCK_ELEMENTS)
     temporaries = _block_elements(b, c, block) * 8 * REFERENCE_TEMPORARIES

@@ -288,7 +288,7 @@ def test_the_byte_model_of_the_harness_is_what_the_rows_say(point):
     ],
     ids=lambda p: p.label(),
 )
-def test_the_harness_adds_no_more_than_its_transient_model(point):
+def test_the_harness_adds_no_more_than_its_transient_model(point, monkeypatch):
     # What the harness allocates beyond what it keeps, while it draws the inputs, makes the
     # references and compares a result: block temporaries only, within the model and not far
     # below it (a model that is only an upper bound would not say what a GPU point needs).
@@ -297,6 +297,10 @@ def test_the_harness_adds_no_more_than_its_transient_model(point):
 
     b, c = point.batch_size, point.num_classes
     held = b * c * point.torch_dtype.itemsize * (2 if point.targets == "soft" else 1)
+    # One thread: the draw in the caller's, which the tracker follows (a dispatch mode sees its
+    # own thread's ops). The blocks a second thread makes ahead are the model's ahead term,
+    # one block a stream at most (tests/loss/test_ahead.py).
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     with LiveStorageTracker() as drawing:
         inputs = make_inputs(point)
     with LiveStorageTracker() as referencing:
@@ -306,7 +310,13 @@ def test_the_harness_adds_no_more_than_its_transient_model(point):
     with LiveStorageTracker() as judging:
         FAMILY.assess(outputs, refs, point)
     measured = max(drawing.peak - held, referencing.peak, judging.peak)
-    model = transient_bytes(point)
+    model = transient_bytes(point, threads=1)
+    if b * c > 1 << 22:  # several blocks, made ahead with two threads: 1 or 3 more of float64
+        per_block = min(b, (1 << 22) // c) * c * 8
+        extra = per_block * (3 if point.targets == "soft" else 1)
+        assert transient_bytes(point, threads=2) == model + extra
+    else:
+        assert transient_bytes(point, threads=2) == model
     assert 0.4 * model < measured <= model, (measured / 2**20, model / 2**20)
     # What it buys: at the largest GPU point, a sliver of the float64 gradient it replaced.
     big = Point(8192, 262144, "fp32", 1.0, "cpu", "soft", seed=0)
@@ -363,7 +373,7 @@ def test_gpu_walks_take_blocks_16x_the_cpus_and_the_model_counts_them():
     cpu = Point(8192, 262144, "fp32", 1.0, "cpu", "soft", seed=0)
     gpu = dataclasses.replace(cpu, device="cuda")
     # the reference's float64 temporaries of a 2^22-element block against 2^18-element ones
-    grown = transient_bytes(gpu) - transient_bytes(cpu)
+    grown = transient_bytes(gpu) - transient_bytes(cpu, threads=1)  # one thread: no draw made ahead
     assert grown == 8 * REFERENCE_TEMPORARIES * ((1 << 22) - (1 << 18)), grown
 
 
@@ -406,3 +416,34 @@ def test_a_point_walks_its_draw_once_more_per_judged_gradient(kind, small_blocks
     assert rows[1]["grad_err_vs_native"] == pytest.approx(
         max(rows[1]["grad_rel_err"], 2**-24) / max(native["grad_rel_err"], 2**-24), rel=1e-12
     )
+
+
+def test_the_point_cost_script_prints_a_points_time_and_peak():
+    # scripts/point_cost.py measures the footprint's figures (docs/operations.md): a tiny point
+    # here, its line and its median; a bad setting is one line naming it, not a traceback.
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = str(REPO / "scripts/point_cost.py")
+    run = subprocess.run(
+        [sys.executable, script, "--runs", "1", "batch_size=8", "num_classes=50"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    first, median = run.stdout.strip().splitlines()
+    assert first.endswith(", ok") and " s a point, peak RSS " in first
+    assert median.startswith("median ") and "GB" in median
+    bad = subprocess.run(
+        [sys.executable, script, "--runs", "1", "dtype=fp99"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
+    assert bad.stderr.startswith("point_cost: the point failed: dtype='fp99' is not allowed")

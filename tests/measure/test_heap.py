@@ -48,3 +48,25 @@ def test_only_an_accuracy_only_job_keeps_freed_blocks(monkeypatch, timed):
     monkeypatch.setattr(heap, "keep_freed_blocks", lambda: calls.append(1) or True)
     job.run([], [], SimpleNamespace(enabled=timed, call_timeout_s=None), SimpleNamespace(enabled=False), {})
     assert calls == ([] if timed else [1])
+
+
+# A freed 48 MiB block stays resident in a kept heap (that is the point of keeping it) until the
+# heap's free pages are given back, as a walk of a large draw does at its end.
+RESIDENT = (
+    "import torch\n"
+    "from harness import heap\n"
+    "def rss():\n"
+    "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) << 10\n"
+    "assert heap.keep_freed_blocks()\n"
+    "block = torch.ones(6 << 20, dtype=torch.float64)\n"
+    "small = torch.ones(1 << 10)  # above it: the heap's top cannot shrink past a live block\n"
+    "del block\n"
+    "kept = rss()\n"
+    "assert heap.give_back_free_pages()\n"
+    "print(kept - rss())\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_giving_back_the_free_pages_unmaps_a_freed_block_of_a_kept_heap():
+    assert int(python_c(RESIDENT)) > 40 << 20
