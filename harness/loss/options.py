@@ -105,6 +105,9 @@ class LossOptions:
         at their defaults: the linear family's class_weight is the loss's weight, and
         CALLER_KEYWORDS are left to the caller. An unknown keyword is a TypeError, as in a
         signature that spells them out."""
+        unknown = sorted(set(options) - set(Keywords.__annotations__))
+        if unknown:  # `extra` too: a field of this class, not a keyword a variant receives
+            raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
         given = {k: v for k, v in options.items() if k not in CALLER_KEYWORDS}
         if "class_weight" in given:
             given["weight"] = given.pop("class_weight")

@@ -166,6 +166,8 @@ def test_a_variant_taking_options_as_keywords_defaults_what_is_left_out_and_refu
     torch.testing.assert_close(fn(z, t, label_smoothing=0.1, reduction="sum"), smoothed, rtol=1e-13, atol=0)
     with pytest.raises(TypeError, match="focal_gamma"):
         fn(z, t, focal_gamma=2.0)
+    with pytest.raises(TypeError, match="'extra'"):  # LossOptions' own field, not a keyword
+        fn(z, t, extra=(("focal_gamma", 2.0),))
 
 
 @pytest.mark.parametrize(
