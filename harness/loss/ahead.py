@@ -82,7 +82,11 @@ class _Handoff:
         self._stopping = False
 
     def produce(self) -> None:
-        """The producer thread: makes each item when the last one was taken."""
+        """The producer thread: makes each item when the last one was taken, its own ops (a
+        block's scaling, its softmax) on one thread: the caller's threads have the other cores.
+        (A new thread would otherwise start torch's intra-op team at the caller's count: on a
+        16-core machine 15 more threads per producer, beside the caller's 15.)"""
+        torch.set_num_threads(1)
         try:
             for item in self._items:
                 self._slot = item

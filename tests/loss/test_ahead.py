@@ -69,6 +69,21 @@ def test_while_it_runs_the_caller_has_one_thread_fewer(two_threads):
     assert [torch.get_num_threads() for _ in ahead(iter(range(3)), spare_core=False)] == [2, 2, 2]
 
 
+def test_the_producer_makes_its_items_on_one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+
+        def counts():
+            for _ in range(3):
+                yield torch.get_num_threads()
+
+        assert list(ahead(counts())) == [1, 1, 1]
+        assert torch.get_num_threads() == 4  # the caller's, given back
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_an_error_in_the_producer_is_raised_in_the_caller_at_its_item(two_threads):
     got = []
     with pytest.raises(ValueError, match="block 3 cannot be made"):
