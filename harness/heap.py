@@ -16,54 +16,37 @@ a caching allocator served them. A process keeps the setting once made (glibc ca
 its adjusting threshold), so a later timed job in the same process would inherit it: a sweep's
 jobs share one timing setting unless `timing.enabled` itself is swept.
 
-Where a walk makes its draw ahead in a second thread (harness/loss/ahead.py, any job):
-`one_arena`, so that the thread's blocks come from the same heap as the caller's allocations,
-and `give_back_free_pages` at the walk's end, so that the walk's blocks are not resident under
-the call that follows.
+A walk that makes its draw ahead in a second thread (harness/loss/ahead.py, any job) ends with
+`give_back_free_pages`, so that its blocks are not resident under the call that follows.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 # mallopt's parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 HEAP_BLOCK_BYTES = 64 << 20  # above the draw's 32 MiB blocks, below any point's logits worth keeping
 
 _kept = False
-_one_arena: bool | None = None
 
 
-def _mallopt():
-    """glibc's mallopt, or None where the C library is not glibc (musl has none)."""
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    """The C library, where it is glibc's (mallopt, malloc_trim); None elsewhere (musl has
+    neither). Once per process: find_library runs ldconfig, tens of ms, and a large walk's end
+    asks again."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt
-
-
-def one_arena() -> bool:
-    """Threads started from now on allocate from the heap the process already has (glibc's
-    M_ARENA_MAX = 1), once per process. A thread that makes a walk's blocks ahead of the caller
-    (harness/loss/ahead.py) would otherwise get an arena of its own, where the blocks it made
-    stay when the caller frees them, out of reach of the caller's next allocation: +0.07-0.11 GB
-    of peak RSS at B = 2048, C = 32768 (against none with one arena). Threads that exist keep
-    their own (torch's intra-op workers, started with the first parallel op), and a variant's
-    calls run in the caller's thread, so what is timed allocates as before."""
-    global _one_arena
-    if _one_arena is None:
-        mallopt = _mallopt()
-        _one_arena = mallopt is not None and mallopt(_M_ARENA_MAX, 1) == 1
-    return _one_arena
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def keep_freed_blocks() -> bool:
@@ -72,9 +55,11 @@ def keep_freed_blocks() -> bool:
     global _kept
     if _kept:
         return True
-    mallopt = _mallopt()
-    if mallopt is None:
+    libc = _libc()
+    if libc is None:
         return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _kept = (
         mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES) == 1
         and mallopt(_M_TRIM_THRESHOLD, HEAP_BLOCK_BYTES) == 1
@@ -90,12 +75,10 @@ def give_back_free_pages() -> bool:
     with the draw made in one thread (1.44-1.45 -> 1.36 GB fp32, 1.76-1.78 -> 1.66-1.67 GB soft);
     the next walk faults its blocks in again, once (0.1 s of system time a point). False where
     the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
+    trim = libc.malloc_trim
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)
     return True

@@ -29,8 +29,6 @@ from typing import Iterator, TypeVar
 import torch
 from torch import Tensor
 
-from harness import heap
-
 T = TypeVar("T")
 
 _END = object()  # the producer's last hand-off: no more items (or an error)
@@ -131,7 +129,6 @@ def ahead(items: Iterator[T], spare_core: bool = True) -> Iterator[T]:
     if spare_core and threads < 2:
         yield from items
         return
-    heap.one_arena()  # the producer's blocks come back to the caller's heap when freed
     handoff = _Handoff(items)
     worker = threading.Thread(target=handoff.produce, name="harness-ahead", daemon=True)
     if spare_core:

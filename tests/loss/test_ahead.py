@@ -5,7 +5,6 @@ the caller's threads given back however the walk ends."""
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import time
 
@@ -16,8 +15,6 @@ from harness import heap
 from harness.cross_entropy.inputs import make_inputs
 from harness.cross_entropy.point import Point
 from harness.loss.ahead import ahead
-
-from ..conftest import python_c
 
 
 @pytest.fixture
@@ -166,33 +163,6 @@ def test_a_draw_made_ahead_is_the_callers_draw_bit_for_bit(point, monkeypatch, t
         assert rows == rows_s
         assert torch.equal(z.view(torch.int64), z_s.view(torch.int64))  # -inf and -0.0 too
         assert (t is None) == (t_s is None) and (t is None or torch.equal(t, t_s))
-
-
-ARENAS = (
-    "import ctypes, os, sys, tempfile, threading, torch\n"
-    "from harness import heap\n"
-    "if sys.argv[1] == 'one':\n"
-    "    assert heap.one_arena() and heap.one_arena()  # once, then a no-op\n"
-    "def work():\n"
-    "    block = torch.empty(1 << 17, dtype=torch.float64)  # 1 MiB\n"
-    "    del block\n"
-    "t = threading.Thread(target=work); t.start(); t.join()\n"
-    "libc = ctypes.CDLL('libc.so.6')\n"
-    "libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]\n"
-    "libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]\n"
-    "path = tempfile.mktemp()\n"
-    "fp = libc.fopen(path.encode(), b'w'); libc.malloc_info(0, fp); libc.fclose(fp)\n"
-    "print(open(path).read().count('<heap nr='))\n"
-    "os.unlink(path)\n"
-)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and malloc_info")
-def test_a_thread_started_after_one_arena_allocates_from_the_callers_heap():
-    # glibc's malloc_info lists one <heap> per arena: a thread's allocation makes a second one
-    # by default, where the blocks a producer made would stay after the caller frees them.
-    assert python_c(ARENAS, "default") == "2"
-    assert python_c(ARENAS, "one") == "1"
 
 
 def test_a_recycled_buffer_is_written_again_only_when_no_view_of_it_is_alive():
