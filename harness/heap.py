@@ -67,6 +67,18 @@ def keep_freed_blocks() -> bool:
     return _kept
 
 
+def give_back_kept(call_bytes: int) -> bool:
+    """`give_back_free_pages` before a variant's untimed call that moves `call_bytes`, where this
+    process keeps freed blocks (keep_freed_blocks). A call whose tensors are HEAP_BLOCK_BYTES or
+    more gets them mapped apart from the heap, so what the references and the guard freed there
+    cannot serve them and stays resident under the call's own peak (80-210 MiB free at
+    B = 2048, C = 32768: the point's peak 0.04-0.09 GB above what its calls alone need,
+    docs/operations.md). A smaller call's tensors reuse those free blocks; a trim there (0.5 ms,
+    and the pages faulted in again) only slowed a sweep of small points (system time +1.4-2.2 s
+    over the cpu sweep's 1,056 rows). Elsewhere glibc trims as it frees."""
+    return _kept and call_bytes >= HEAP_BLOCK_BYTES and give_back_free_pages()
+
+
 def give_back_free_pages() -> bool:
     """Give the heap's free pages back to the kernel (glibc's malloc_trim), where a walk of a
     large draw ends: its blocks, kept in the heap while it ran (keep_freed_blocks), would

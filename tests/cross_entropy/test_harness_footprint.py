@@ -438,6 +438,16 @@ def test_the_point_cost_script_prints_a_points_time_and_peak():
     first, median = run.stdout.strip().splitlines()
     assert first.endswith(", ok") and " s a point, peak RSS " in first
     assert median.startswith("median ") and "GB" in median
+    # --floor: the inputs and one call of each variant, no reference, guard or judgement
+    floor = subprocess.run(
+        [sys.executable, script, "--runs", "1", "--floor", "batch_size=8", "num_classes=50"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert floor.returncode == 0, floor.stderr[-2000:]
+    assert floor.stdout.strip().splitlines()[0].endswith(", called")
     bad = subprocess.run(
         [sys.executable, script, "--runs", "1", "dtype=fp99"],
         cwd=REPO,

@@ -220,3 +220,33 @@ def test_a_padded_vocabulary_appends_masked_columns_to_the_same_draw():
     )
     assert torch.equal(padded.targets, plain.targets) and int(padded.targets.max()) < 1001
     assert torch.equal(padded.weight[:1001], plain.weight) and (padded.weight[1001:] == 0).all()
+
+
+def test_the_largest_finite_size_is_the_masked_rows_formula():
+    # The conditioning's max |z| over finite logits, from the row's max and min (no [R, C] pass):
+    # what the masked form `where(isneginf(z), 0, |z|).amax` gives, bit for bit, with and
+    # without -inf classes, and where the largest size is a negative logit.
+    from harness.cross_entropy.reference import _largest_finite_size
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(6, 257, dtype=torch.float64, generator=g) * 40
+    z[1] -= 500  # every logit negative: the size is the min's
+    z[2, 5] = -7e3  # one very negative logit
+    z[3, ::4] = float("-inf")  # masked classes: excluded
+    for rows in (z[:3], z):  # no -inf at all; some rows masked
+        a = rows.amax(dim=1, keepdim=True)
+        want = torch.where(torch.isneginf(rows), 0.0, rows.abs()).amax(dim=1, keepdim=True)
+        assert torch.equal(_largest_finite_size(rows, a), want)
+    assert _largest_finite_size(z[2:3], z[2:3].amax(dim=1, keepdim=True)).item() == 7e3
+
+
+def test_the_subnormal_floor_is_skipped_only_where_no_entry_is_below_the_smallest_normal():
+    from harness.cross_entropy.reference import _subnormal_floor
+
+    f32 = torch.finfo(torch.float32)
+    gb = torch.tensor([[1e-3, 2 * f32.tiny], [0.5, 1.0]], dtype=torch.float64)
+    assert _subnormal_floor(gb, f32) is None  # every entry normal in float32
+    gb[1, 0] = f32.tiny / 4  # one subnormal entry: its own size, capped at half the spacing
+    floor = _subnormal_floor(gb, f32)
+    assert floor is not None and floor[1, 0].item() == min(f32.tiny / 4, f32.smallest_normal * f32.eps / 2)
+    assert floor.count_nonzero().item() == 1

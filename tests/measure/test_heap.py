@@ -70,3 +70,52 @@ RESIDENT = (
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_giving_back_the_free_pages_unmaps_a_freed_block_of_a_kept_heap():
     assert int(python_c(RESIDENT)) > 40 << 20
+
+
+KEPT_ONLY = (
+    "import torch\n"
+    "from harness import heap\n"
+    "def rss():\n"
+    "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) << 10\n"
+    "big = heap.HEAP_BLOCK_BYTES\n"
+    "assert not heap.give_back_kept(big)  # glibc's own trimming: nothing to give back\n"
+    "assert heap.keep_freed_blocks()\n"
+    "block = torch.ones(6 << 20, dtype=torch.float64)\n"
+    "small = torch.ones(1 << 10)\n"
+    "del block\n"
+    "assert not heap.give_back_kept(big - 1)  # a small call reuses the freed blocks\n"
+    "kept = rss()\n"
+    "assert heap.give_back_kept(big)\n"
+    "print(kept - rss())\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_a_kept_heap_is_given_back_before_a_large_call_only():
+    assert int(python_c(KEPT_ONLY)) > 40 << 20
+
+
+def test_the_harness_gives_its_freed_blocks_back_before_each_untimed_call(monkeypatch):
+    # What the references and the guard freed is not resident under a call's own peak: a trim
+    # before every (variant, mode)'s call and before the native op's untimed one.
+    import torch
+
+    from harness import runner
+    from harness.cross_entropy.point import Point
+    from harness.cross_entropy.variants import REGISTRY
+    from harness.registry import Variant
+
+    events = []
+    monkeypatch.setattr(heap, "give_back_kept", lambda call_bytes: events.append("trim") or True)
+
+    def plain(logits, targets):
+        events.append("call")
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    off = SimpleNamespace(enabled=False)
+    point = Point(64, 1000, "fp32", 3.0, "cpu", "hard", 0)
+    rows = runner.run_point(point, [Variant("plain", plain)], off, off, {})
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert events[:4] == ["trim", "call", "trim", "call"]  # fwd, then fwd_bwd (then its checks' calls)
+    assert events[-1] == "trim"  # then the native op's untimed call (its own function, not `plain`)
+    assert "torch_cross_entropy" in REGISTRY and all(e in ("trim", "call") for e in events)

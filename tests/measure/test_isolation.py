@@ -165,3 +165,21 @@ def test_a_variant_writing_into_the_class_weights_is_caught():
     assert [r["status"] for r in own] == ["wrote_input", "error"]
     assert all("wrote into the inputs it was given (weight;" in r["message"] for r in own)
     assert _statuses([r for r in rows if r not in own]) == _statuses(clean)
+
+
+def test_the_inputs_are_checked_once_after_each_call_and_no_more(monkeypatch):
+    # A check is a pass over the logits (a fingerprint at 1 MiB and up): one after each untimed
+    # call, none again where nothing was called since. With no second backward and no
+    # metamorphic call (a large point's case), one variant's two rows check twice, and the point
+    # once more after its timing; a scribbler is still caught at its first call.
+    from harness import runner
+
+    monkeypatch.setattr(runner, "SECOND_BACKWARD_MAX_BYTES", 0)
+    checks = []
+    real = Guard.changed
+    monkeypatch.setattr(Guard, "changed", lambda self: checks.append(1) or real(self))
+    rows = run_point(POINT, [REGISTRY["online"]], OFF, OFF, {})
+    assert [r["status"] for r in rows] == ["ok", "ok"] and len(checks) == 3
+    scribbler = get("tests.fault_variants:scribbles")
+    rows = run_point(POINT, [scribbler, REGISTRY["online"]], OFF, OFF, {})
+    assert [r["status"] for r in rows] == ["wrote_input", "wrote_input", "ok", "ok"]
