@@ -52,47 +52,30 @@ def test_only_an_accuracy_only_job_keeps_freed_blocks(monkeypatch, timed):
 
 # A freed 48 MiB block stays resident in a kept heap (that is the point of keeping it) until the
 # heap's free pages are given back, as a walk of a large draw does at its end.
+# `before_a_call`: as the runner gives them back (heap.give_back_kept), before a call that moves
+# HEAP_BLOCK_BYTES or more, and only in a kept heap.
 RESIDENT = (
-    "import torch\n"
+    "import sys, torch\n"
     "from harness import heap\n"
     "def rss():\n"
     "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) << 10\n"
+    "big, before_a_call = heap.HEAP_BLOCK_BYTES, sys.argv[1] == 'before_a_call'\n"
+    "assert not (before_a_call and heap.give_back_kept(big))  # glibc's own trimming: nothing to do\n"
     "assert heap.keep_freed_blocks()\n"
     "block = torch.ones(6 << 20, dtype=torch.float64)\n"
     "small = torch.ones(1 << 10)  # above it: the heap's top cannot shrink past a live block\n"
     "del block\n"
+    "assert not (before_a_call and heap.give_back_kept(big - 1))  # a small call reuses the blocks\n"
     "kept = rss()\n"
-    "assert heap.give_back_free_pages()\n"
+    "assert heap.give_back_kept(big) if before_a_call else heap.give_back_free_pages()\n"
     "print(kept - rss())\n"
 )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
-def test_giving_back_the_free_pages_unmaps_a_freed_block_of_a_kept_heap():
-    assert int(python_c(RESIDENT)) > 40 << 20
-
-
-KEPT_ONLY = (
-    "import torch\n"
-    "from harness import heap\n"
-    "def rss():\n"
-    "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) << 10\n"
-    "big = heap.HEAP_BLOCK_BYTES\n"
-    "assert not heap.give_back_kept(big)  # glibc's own trimming: nothing to give back\n"
-    "assert heap.keep_freed_blocks()\n"
-    "block = torch.ones(6 << 20, dtype=torch.float64)\n"
-    "small = torch.ones(1 << 10)\n"
-    "del block\n"
-    "assert not heap.give_back_kept(big - 1)  # a small call reuses the freed blocks\n"
-    "kept = rss()\n"
-    "assert heap.give_back_kept(big)\n"
-    "print(kept - rss())\n"
-)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
-def test_a_kept_heap_is_given_back_before_a_large_call_only():
-    assert int(python_c(KEPT_ONLY)) > 40 << 20
+@pytest.mark.parametrize("how", ["free_pages", "before_a_call"])
+def test_giving_back_the_free_pages_unmaps_a_freed_block_of_a_kept_heap(how):
+    assert int(python_c(RESIDENT, how)) > 40 << 20
 
 
 def test_the_harness_gives_its_freed_blocks_back_before_each_untimed_call(monkeypatch):
